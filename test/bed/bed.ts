@@ -46,6 +46,8 @@ export interface StartBedOptions {
   name: string
   nodes: number
   nodeOptions?: Record<number, NodeOptions>
+  /** Extra: a bed for humans (CLI); `cleanAll({onlyDead: true})` never removes it. */
+  persistent?: boolean
 }
 
 export interface Bed {
@@ -303,6 +305,8 @@ function nodePaths(bedName: string, i: number): NodePaths {
 interface Owner {
   pid: number
   startTime: string
+  /** Started by the CLI for humans (`npm run bed -- up`): test-run cleanup leaves it alone. */
+  persistent?: boolean
 }
 
 interface BedState {
@@ -475,7 +479,8 @@ async function knownBedNames(): Promise<string[]> {
 export interface CleanOptions {
   /** Bed names to leave alone (e.g. 'sandbox'). */
   keep?: string[]
-  /** Only remove beds whose owning process is dead (safe while other test runs are going on). */
+  /** Only remove beds whose owning process is dead and that are not persistent (CLI) beds:
+   *  safe while other test runs are going on. */
   onlyDead?: boolean
 }
 
@@ -485,7 +490,8 @@ export async function cleanAll(opts: CleanOptions = {}): Promise<string[]> {
   const removed: string[] = []
   for (const name of await knownBedNames()) {
     if (keep.has(name)) continue
-    if (opts.onlyDead && ownerAlive(readOwner(name))) continue
+    const owner = readOwner(name)
+    if (opts.onlyDead && (ownerAlive(owner) || owner?.persistent)) continue
     await destroyBed(name)
     removed.push(name)
   }
@@ -883,7 +889,7 @@ export async function startBed(opts: StartBedOptions): Promise<Bed> {
 
   const dir = bedDirOf(opts.name)
   await fsp.mkdir(dir, {recursive: true})
-  const owner: Owner = {pid: process.pid, startTime: processStartTime(process.pid) ?? ''}
+  const owner: Owner = {pid: process.pid, startTime: processStartTime(process.pid) ?? '', persistent: opts.persistent}
   await fsp.writeFile(path.join(dir, 'owner.json'), JSON.stringify(owner))
   const k = await claimIndex(opts.name)
   await fsp.writeFile(path.join(dir, 'index'), `${k}\n`)

@@ -66,7 +66,7 @@ async function main(): Promise<void> {
   switch (args.verb) {
     case 'up': {
       const t0 = Date.now()
-      const bed = await startBed({name: args.name, nodes: args.count, nodeOptions: args.nodeOptions})
+      const bed = await startBed({name: args.name, nodes: args.count, nodeOptions: args.nodeOptions, persistent: true})
       process.stdout.write(`${describe(bed)}\n(started in ${Date.now() - t0} ms; stop with: npm run bed -- down${args.name === DEFAULT_NAME ? '' : ` --name ${args.name}`})\n`)
       break
     }
