@@ -1,0 +1,641 @@
+import * as fs from 'node:fs'
+import * as net from 'node:net'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {type Duplex, type Readable, type Writable} from 'node:stream'
+import ssh2 from 'ssh2'
+import type {AnyAuthMethod, AuthenticationType, AuthHandlerMiddleware, ClientChannel, ConnectConfig, NegotiatedAlgorithms, ParsedKey} from 'ssh2'
+import {SshError} from './errors.js'
+import {
+  appendKnownHost,
+  checkHostKey,
+  type HostKey,
+  type HostKeyCheck,
+  hostKeyFromBlob,
+  knownHostName,
+  knownKeyTypes,
+  loadKnownHosts,
+} from './known-hosts.js'
+import {commandLine, validateRemotePath} from './quote.js'
+import {describeTarget, type ResolvedTarget, type ResolveOptions, resolveTarget} from './target.js'
+
+const {Client} = ssh2
+
+export interface ConnectOptions {
+  /** `[user@]host[:port]` (resolved through ssh_config) or an already resolved target. */
+  target: string | ResolvedTarget
+  /** How to resolve a string target (ssh_config path, home). */
+  resolve?: ResolveOptions
+  /** Private key files to try first (--ssh-key). Unencrypted, or held by the agent. */
+  identityFiles?: string[]
+  /** ssh-agent socket; default IdentityAgent from the config, else $SSH_AUTH_SOCK. `false` = no agent. */
+  agent?: string | false
+  /** The only known_hosts file to read and write (--known-hosts); default: UserKnownHostsFile or ~/.ssh/known_hosts. */
+  knownHostsPath?: string
+  /** Record unknown host keys (--trust-new-host-keys). Default: StrictHostKeyChecking accept-new/no in the config. */
+  trustOnFirstUse?: boolean
+  /** Handshake + authentication deadline. Default: ConnectTimeout from the config, else 20 s. */
+  readyTimeoutMs?: number
+  /** SSH keepalive interval (default 15 s) and how many may go unanswered (default 4). */
+  keepaliveIntervalMs?: number
+  keepaliveCountMax?: number
+}
+
+export interface RemoteExit {
+  /** Exit status, or null when the command was killed by a signal or the connection dropped. */
+  code: number | null
+  signal?: string
+}
+
+/** A command running on a node. stdout/stderr must be consumed (or the remote side blocks). */
+export interface RemoteProcess {
+  stdout: Readable
+  stderr: Readable
+  /** Ended already, unless exec was called with `stdin: 'pipe'`. */
+  stdin: Writable
+  /** Resolves when the channel closes; rejects if the stdin source failed or the connection was lost before exit. */
+  wait(): Promise<RemoteExit>
+  /** Ask the remote to deliver a signal (OpenSSH ≥ 7.9), then close the channel. */
+  kill(signal?: 'TERM' | 'KILL' | 'INT'): void
+}
+
+export interface ExecOptions {
+  /** Data for the command's stdin: a stream (piped with backpressure), bytes, or 'pipe' to write it yourself. */
+  stdin?: Readable | Buffer | string | 'pipe'
+}
+
+export interface CaptureOptions {
+  stdin?: Readable | Buffer | string
+  /** Throw SshError('command') on a non-zero exit, with stderr in the message. */
+  check?: boolean
+  /** Limit for each of stdout and stderr (default 16 MiB); exceeding it fails the call. */
+  maxBytes?: number
+}
+
+export interface CapturedOutput {
+  code: number | null
+  signal?: string
+  stdout: string
+  stderr: string
+}
+
+/** What was verified about the server's host key. */
+export interface HostKeyInfo {
+  type: string
+  fingerprint: string
+  /** True when this connection recorded the key (trust on first use). */
+  recorded: boolean
+  /** The known_hosts file that vouched for (or now records) the key. */
+  file?: string
+}
+
+const DEFAULT_READY_TIMEOUT_MS = 20_000
+/** OpenSSH's MaxSessions defaults to 10 per connection; stay below it (port forwards are not sessions). */
+const MAX_CONCURRENT_SESSIONS = 8
+const DEFAULT_SERVER_HOST_KEYS = [
+  'ssh-ed25519',
+  'ecdsa-sha2-nistp256',
+  'ecdsa-sha2-nistp384',
+  'ecdsa-sha2-nistp521',
+  'rsa-sha2-512',
+  'rsa-sha2-256',
+  'ssh-rsa',
+] as const
+/** AES-GCM first: hardware AES makes it far faster than chacha20-poly1305 on x86 (minikube #23121). */
+const CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr', 'chacha20-poly1305@openssh.com'] as const
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE'])
+
+type ConnectConfigAlgorithms = NonNullable<ConnectConfig['algorithms']>
+
+function defaultIdentityFiles(home: string): string[] {
+  return ['id_rsa', 'id_ecdsa', 'id_ecdsa_sk', 'id_ed25519', 'id_ed25519_sk', 'id_dsa'].map((n) => path.join(home, '.ssh', n))
+}
+
+/** A little counting semaphore for session channels. */
+class Slots {
+  private free: number
+  private waiting: Array<() => void> = []
+  constructor(n: number) {
+    this.free = n
+  }
+  async acquire(): Promise<() => void> {
+    if (this.free > 0) this.free--
+    else await new Promise<void>((resolve) => this.waiting.push(resolve))
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const next = this.waiting.shift()
+      if (next) next()
+      else this.free++
+    }
+  }
+}
+
+interface AuthCandidate {
+  method: AnyAuthMethod
+  label: string
+}
+
+/** Parse key files up front so the auth error can say which keys were tried and why some were not. */
+function buildAuthCandidates(
+  target: ResolvedTarget,
+  opts: ConnectOptions,
+  home: string,
+): {candidates: AuthCandidate[]; skipped: string[]} {
+  const candidates: AuthCandidate[] = []
+  const skipped: string[] = []
+  const seen = new Set<string>()
+  const addKeyFile = (file: string, explicit: boolean): void => {
+    const abs = path.resolve(file)
+    if (seen.has(abs)) return
+    seen.add(abs)
+    let data: Buffer
+    try {
+      data = fs.readFileSync(abs)
+    } catch (err) {
+      if (explicit) {
+        throw new SshError('auth', `cannot read SSH key ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
+          hint: 'check the --ssh-key path',
+          target: target.alias,
+        })
+      }
+      return // ssh silently skips default/config identity files that do not exist
+    }
+    const parsed = ssh2.utils.parseKey(data)
+    if (parsed instanceof Error) {
+      const why = /encrypted/i.test(parsed.message) ? 'encrypted, needs ssh-agent' : parsed.message
+      skipped.push(`${abs} (${why})`)
+      return
+    }
+    const key = (Array.isArray(parsed) ? parsed[0] : parsed) as ParsedKey
+    candidates.push({method: {type: 'publickey', username: target.user, key}, label: `key ${abs}`})
+  }
+
+  for (const f of opts.identityFiles ?? []) addKeyFile(f, true)
+
+  let agent: string | undefined
+  if (opts.agent === false) agent = undefined
+  else if (typeof opts.agent === 'string') agent = opts.agent
+  else if (target.identityAgent?.toLowerCase() === 'none') agent = undefined
+  else if (target.identityAgent && target.identityAgent !== 'SSH_AUTH_SOCK') agent = target.identityAgent
+  else agent = process.env.SSH_AUTH_SOCK || undefined
+  if (agent) candidates.push({method: {type: 'agent', username: target.user, agent}, label: `ssh-agent ${agent}`})
+
+  const configured = target.identityFiles.length > 0 ? target.identityFiles : target.identitiesOnly ? [] : defaultIdentityFiles(home)
+  for (const f of configured) addKeyFile(f, false)
+  return {candidates, skipped}
+}
+
+function hostKeyError(check: Exclude<HostKeyCheck, {status: 'match'}>, target: ResolvedTarget, writeFile: string): SshError {
+  const who = describeTarget(target)
+  if (check.status === 'unknown') {
+    const others = check.otherTypes.length ? ` (known_hosts has only ${check.otherTypes.join(', ')} keys for it)` : ''
+    return new SshError(
+      'host-key-unknown',
+      `host key of ${who} is not known${others}: ${check.key.type} ${check.fingerprint}`,
+      {
+        hint:
+          `if this fingerprint is the node's (check on the node: ssh-keygen -lf /etc/ssh/ssh_host_${check.key.type.replace(/^ssh-|-sha2-nistp\d+$/g, '').replace('rsa-sha2-256', 'rsa').replace('rsa-sha2-512', 'rsa')}_key.pub), ` +
+          `re-run with --trust-new-host-keys to record it in ${writeFile}, or add it to known_hosts yourself`,
+        target: target.alias,
+      },
+    )
+  }
+  if (check.status === 'revoked') {
+    return new SshError('host-key-revoked', `host key of ${who} (${check.fingerprint}) is marked @revoked in ${check.entry.file}:${check.entry.line}; refusing to connect`, {
+      hint: 'the node needs a new host key; ask whoever runs it',
+      target: target.alias,
+    })
+  }
+  return new SshError(
+    'host-key-changed',
+    `HOST KEY OF ${who} HAS CHANGED — refusing to connect. ${check.key.type} key now ${check.fingerprint}, ` +
+      `known_hosts has ${check.previousFingerprint} (${check.previous.file}:${check.previous.line}). ` +
+      'Someone could be intercepting the connection, or the node was reinstalled.',
+    {
+      hint: `only if you know the node's key changed: ssh-keygen -R '${check.host}' -f ${check.previous.file}, then connect again (with --trust-new-host-keys to record the new key)`,
+      target: target.alias,
+    },
+  )
+}
+
+function channelError(what: string, target: ResolvedTarget, err: Error, hint?: string): SshError {
+  return new SshError('channel', `${what} on ${describeTarget(target)} failed: ${err.message}`, {hint, target: target.alias, cause: err})
+}
+
+/** One authenticated SSH connection to a node (possibly through jump hosts). */
+export class SshConnection {
+  readonly target: ResolvedTarget
+  /** The algorithms negotiated by the last handshake (cipher should be aes*-gcm). */
+  negotiated?: NegotiatedAlgorithms
+  hostKey?: HostKeyInfo
+  /** Resolves when the connection is gone (closed by us or lost). */
+  readonly closed: Promise<void>
+
+  private readonly client: InstanceType<typeof Client>
+  private readonly jump?: SshConnection
+  private readonly sessions = new Slots(MAX_CONCURRENT_SESSIONS)
+  private readonly bridges = new Map<string, {server: net.Server; dir: string; path: string; sockets: Set<net.Socket>}>()
+  private open = true
+  private lastError?: Error
+  private markClosed!: () => void
+
+  /** Use connectNode(); the constructor only wires an already connected client. */
+  private constructor(target: ResolvedTarget, client: InstanceType<typeof Client>, jump: SshConnection | undefined) {
+    this.target = target
+    this.client = client
+    this.jump = jump
+    this.closed = new Promise((resolve) => (this.markClosed = resolve))
+    client.on('error', (err: Error) => (this.lastError = err))
+    client.on('handshake', (n: NegotiatedAlgorithms) => (this.negotiated = n)) // rekeys
+    client.on('close', () => {
+      this.open = false
+      this.cleanupBridges()
+      this.jump?.client.end()
+      this.markClosed()
+    })
+  }
+
+  get isOpen(): boolean {
+    return this.open
+  }
+
+  /** Open a connection: resolve the target, reach it (through ProxyJump hops), verify its host key, authenticate. */
+  static async connect(opts: ConnectOptions): Promise<SshConnection> {
+    const target = typeof opts.target === 'string' ? resolveTarget(opts.target, opts.resolve) : opts.target
+    const home = opts.resolve?.home ?? os.homedir()
+    const jump = target.via ? await SshConnection.connect({...opts, target: target.via}) : undefined
+    try {
+      return await SshConnection.handshake(target, opts, home, jump)
+    } catch (err) {
+      await jump?.close()
+      throw err
+    }
+  }
+
+  private static async handshake(target: ResolvedTarget, opts: ConnectOptions, home: string, jump: SshConnection | undefined): Promise<SshConnection> {
+    const who = describeTarget(target)
+    const userFiles = target.knownHostsFiles ?? [path.join(home, '.ssh', 'known_hosts'), path.join(home, '.ssh', 'known_hosts2')]
+    const readFiles = opts.knownHostsPath ? [opts.knownHostsPath] : [...userFiles, '/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2']
+    const writeFile = opts.knownHostsPath ?? userFiles[0]
+    const tofu = opts.trustOnFirstUse ?? (target.strictHostKeyChecking === 'accept-new' || target.strictHostKeyChecking === 'no')
+    const keyHost = target.hostKeyAlias ?? target.host
+    const entries = loadKnownHosts(readFiles)
+
+    // Prefer key types known_hosts already has for this host, as ssh does, so a host with
+    // several keys is not reported unknown just because another type was negotiated.
+    const known = knownKeyTypes(entries, keyHost, target.port).flatMap((t) => (t === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [t]))
+    const serverHostKey = [...new Set([...known, ...DEFAULT_SERVER_HOST_KEYS])].filter((t) =>
+      (DEFAULT_SERVER_HOST_KEYS as readonly string[]).includes(t),
+    ) as ConnectConfigAlgorithms['serverHostKey']
+
+    const {candidates, skipped} = buildAuthCandidates(target, opts, home)
+    const tried: string[] = []
+    let hostKeyFailure: SshError | undefined
+    let hostKey: HostKeyInfo | undefined
+    let sock: Duplex | undefined
+    if (jump) {
+      sock = await new Promise<Duplex>((resolve, reject) => {
+        jump.client.forwardOut('127.0.0.1', 0, target.host, target.port, (err, ch) => {
+          if (err) {
+            reject(
+              new SshError('unreachable', `cannot reach ${who} through jump host ${describeTarget(jump.target)}: ${err.message}`, {
+                hint: `check that ${jump.target.alias} can connect to ${target.host}:${target.port} and that its sshd allows TCP forwarding`,
+                target: target.alias,
+                cause: err,
+              }),
+            )
+          } else resolve(ch)
+        })
+      })
+    }
+
+    const client = new Client()
+    let negotiated: NegotiatedAlgorithms | undefined
+    client.on('handshake', (n: NegotiatedAlgorithms) => (negotiated = n))
+    const config: ConnectConfig = {
+      host: target.host,
+      port: target.port,
+      username: target.user,
+      sock,
+      readyTimeout: opts.readyTimeoutMs ?? target.connectTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
+      keepaliveInterval: opts.keepaliveIntervalMs ?? 15_000,
+      keepaliveCountMax: opts.keepaliveCountMax ?? 4,
+      algorithms: {cipher: [...CIPHERS], serverHostKey},
+      hostVerifier: (blob: Buffer): boolean => {
+        let key: HostKey
+        try {
+          key = hostKeyFromBlob(blob)
+        } catch (err) {
+          hostKeyFailure = new SshError('host-key-unknown', `${who} presented an unreadable host key: ${(err as Error).message}`, {target: target.alias})
+          return false
+        }
+        const check = checkHostKey(entries, keyHost, target.port, key)
+        if (check.status === 'match') {
+          hostKey = {type: key.type, fingerprint: check.fingerprint, recorded: false, file: check.entry.file}
+          return true
+        }
+        if (check.status === 'unknown' && tofu) {
+          try {
+            appendKnownHost(writeFile, keyHost, target.port, key, {hashed: target.hashKnownHosts})
+          } catch (err) {
+            hostKeyFailure = new SshError('host-key-unknown', `cannot record the host key of ${who} in ${writeFile}: ${(err as Error).message}`, {
+              target: target.alias,
+              cause: err,
+            })
+            return false
+          }
+          hostKey = {type: key.type, fingerprint: check.fingerprint, recorded: true, file: writeFile}
+          return true
+        }
+        hostKeyFailure = hostKeyError(check, target, writeFile)
+        return false
+      },
+      authHandler: ((methodsLeft, _partial, next): void => {
+        for (;;) {
+          const c = candidates.shift()
+          // ssh2 takes `false` for "no more methods" (its typings omit it)
+          if (!c) return next(false as unknown as AuthenticationType)
+          const kind: AuthenticationType = c.method.type === 'agent' ? 'publickey' : c.method.type
+          if (methodsLeft && !methodsLeft.includes(kind)) continue
+          tried.push(c.label)
+          return next(c.method)
+        }
+      }) satisfies AuthHandlerMiddleware,
+    }
+
+    await new Promise<void>((resolve, reject) => {
+      let settled = false
+      const fail = (err: SshError): void => {
+        if (settled) return
+        settled = true
+        client.end()
+        reject(err)
+      }
+      client.once('ready', () => {
+        settled = true
+        resolve()
+      })
+      client.on('error', (err: Error & {level?: string; code?: string}) => {
+        if (hostKeyFailure) return fail(hostKeyFailure)
+        if (err.level === 'client-authentication') {
+          const triedText = tried.length ? tried.join(', ') : 'nothing (no key file, no ssh-agent)'
+          const skippedText = skipped.length ? `; skipped ${skipped.join(', ')}` : ''
+          return fail(
+            new SshError('auth', `authentication as ${target.user} on ${who} failed; tried ${triedText}${skippedText}`, {
+              hint: `pass --ssh-key <file> with a key ${target.user}@${target.alias} accepts, load the key into ssh-agent (SSH_AUTH_SOCK), or set User/IdentityFile for this host in ~/.ssh/config`,
+              target: target.alias,
+              cause: err,
+            }),
+          )
+        }
+        if (err.level === 'client-timeout') {
+          return fail(
+            new SshError('timeout', `SSH handshake with ${who} timed out`, {
+              hint: 'check the address and port, that sshd is running and not firewalled; raise the timeout on slow links',
+              target: target.alias,
+              cause: err,
+            }),
+          )
+        }
+        if ((err.code && UNREACHABLE_CODES.has(err.code)) || err.level === 'client-dns' || err.level === 'client-socket') {
+          return fail(
+            new SshError('unreachable', `cannot connect to ${who}: ${err.code ?? err.message}`, {
+              hint: `check that the node is up, that sshd listens on port ${target.port}, and that this machine can reach ${target.host}`,
+              target: target.alias,
+              cause: err,
+            }),
+          )
+        }
+        fail(new SshError('closed', `SSH connection to ${who} failed: ${err.message}`, {target: target.alias, cause: err}))
+      })
+      client.on('close', () => {
+        if (hostKeyFailure) return fail(hostKeyFailure)
+        fail(new SshError('closed', `SSH connection to ${who} closed during the handshake`, {
+          hint: 'the server may limit connections (MaxStartups) or reject this client; see its sshd log',
+          target: target.alias,
+        }))
+      })
+      try {
+        client.connect(config)
+      } catch (err) {
+        fail(new SshError('target', `cannot start SSH connection to ${who}: ${(err as Error).message}`, {target: target.alias, cause: err}))
+      }
+    })
+
+    const conn = new SshConnection(target, client, jump)
+    conn.hostKey = hostKey
+    conn.negotiated = negotiated
+    return conn
+  }
+
+  private assertOpen(what: string): void {
+    if (!this.open) {
+      throw new SshError('closed', `cannot ${what}: the SSH connection to ${describeTarget(this.target)} is closed${this.lastError ? ` (${this.lastError.message})` : ''}`, {
+        hint: 'reconnect and retry',
+        target: this.target.alias,
+      })
+    }
+  }
+
+  /** Run argv on the node (every argument shell-quoted). Streams stdout/stderr; see RemoteProcess. */
+  async exec(argv: readonly string[], opts: ExecOptions = {}): Promise<RemoteProcess> {
+    const line = commandLine(argv)
+    this.assertOpen(`run ${argv[0]}`)
+    const release = await this.sessions.acquire()
+    let channel: ClientChannel
+    try {
+      this.assertOpen(`run ${argv[0]}`)
+      channel = await new Promise<ClientChannel>((resolve, reject) => {
+        this.client.exec(line, (err, ch) => (err ? reject(channelError(`starting ${argv[0]}`, this.target, err)) : resolve(ch)))
+      })
+    } catch (err) {
+      release()
+      throw err
+    }
+    let exit: RemoteExit | undefined
+    let stdinError: Error | undefined
+    channel.on('exit', (code: number | null, signal?: string) => {
+      exit = typeof code === 'number' ? {code} : {code: null, signal: signal ?? undefined}
+    })
+    const done = new Promise<RemoteExit>((resolve, reject) => {
+      channel.on('close', () => {
+        release()
+        if (stdinError) {
+          reject(
+            new SshError('channel', `sending stdin to ${argv[0]} on ${describeTarget(this.target)} failed: ${stdinError.message}`, {
+              target: this.target.alias,
+              cause: stdinError,
+            }),
+          )
+        } else if (exit) resolve(exit)
+        else {
+          reject(
+            new SshError('closed', `${argv[0]} on ${describeTarget(this.target)} ended without an exit status (connection lost?)`, {
+              hint: 'retry; if it keeps happening, check the node',
+              target: this.target.alias,
+            }),
+          )
+        }
+      })
+    })
+    done.catch(() => undefined) // observed via wait()
+    channel.on('error', (err: Error) => (stdinError ??= err))
+
+    const input = opts.stdin
+    if (input === 'pipe') {
+      // the caller writes and ends channel itself
+    } else if (input === undefined) {
+      channel.end()
+    } else if (typeof input === 'string' || Buffer.isBuffer(input)) {
+      channel.end(input)
+    } else {
+      input.on('error', (err: Error) => {
+        stdinError ??= err
+        channel.close()
+      })
+      input.pipe(channel)
+    }
+    return {
+      stdout: channel,
+      stderr: channel.stderr,
+      stdin: channel,
+      wait: () => done,
+      kill: (signal = 'TERM') => {
+        try {
+          channel.signal(signal)
+        } finally {
+          channel.close()
+        }
+      },
+    }
+  }
+
+  /** Run argv and collect its output as UTF-8 text. */
+  async execCapture(argv: readonly string[], opts: CaptureOptions = {}): Promise<CapturedOutput> {
+    const max = opts.maxBytes ?? 16 * 1024 * 1024
+    const proc = await this.exec(argv, {stdin: opts.stdin})
+    const collect = (stream: Readable, name: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const chunks: Buffer[] = []
+        let size = 0
+        stream.on('data', (c: Buffer) => {
+          size += c.length
+          if (size > max) {
+            proc.kill('KILL')
+            reject(new SshError('command', `${argv[0]} on ${describeTarget(this.target)} wrote more than ${max} bytes to ${name}`, {target: this.target.alias}))
+            return
+          }
+          chunks.push(c)
+        })
+        stream.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')))
+        stream.on('error', reject)
+      })
+    const [stdout, stderr, exit] = await Promise.all([collect(proc.stdout, 'stdout'), collect(proc.stderr, 'stderr'), proc.wait()])
+    if (opts.check && exit.code !== 0) {
+      const status = exit.code === null ? `was killed by SIG${exit.signal ?? '?'}` : `exited with code ${exit.code}`
+      throw new SshError('command', `\`${commandLine(argv)}\` on ${describeTarget(this.target)} ${status}: ${stderr.trim() || stdout.trim() || '(no output)'}`, {
+        target: this.target.alias,
+      })
+    }
+    return {...exit, stdout, stderr}
+  }
+
+  /** Open a byte stream to a unix socket on the node (OpenSSH direct-streamlocal). */
+  async openUnixSocket(remotePath: string): Promise<Duplex> {
+    validateRemotePath(remotePath)
+    this.assertOpen(`open ${remotePath}`)
+    return new Promise<Duplex>((resolve, reject) => {
+      this.client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => {
+        if (err) {
+          reject(
+            channelError(`opening unix socket ${remotePath}`, this.target, err,
+              `check that ${remotePath} exists on the node, that ${this.target.user} may open it (root or the socket's group), and that sshd allows AllowStreamLocalForwarding`),
+          )
+        } else resolve(ch)
+      })
+    })
+  }
+
+  /**
+   * Make a remote unix socket reachable locally: returns the path of a local socket (in a
+   * private 0700 directory) whose every connection is bridged to `remotePath` on the node.
+   * Dial it as `unix://<path>` with grpc-js. Removed by close().
+   */
+  async forwardUnixSocket(remotePath: string): Promise<string> {
+    validateRemotePath(remotePath)
+    this.assertOpen(`forward ${remotePath}`)
+    const existing = this.bridges.get(remotePath)
+    if (existing) return existing.path
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sideload-ssh-'))
+    fs.chmodSync(dir, 0o700)
+    const localPath = path.join(dir, path.basename(remotePath) || 'remote.sock')
+    const sockets = new Set<net.Socket>()
+    const server = net.createServer((local) => {
+      sockets.add(local)
+      local.on('close', () => sockets.delete(local))
+      local.pause()
+      this.openUnixSocket(remotePath).then(
+        (remote) => {
+          const teardown = (): void => {
+            local.destroy()
+            remote.destroy()
+          }
+          local.on('error', teardown)
+          remote.on('error', teardown)
+          local.on('close', () => remote.destroy())
+          remote.on('close', () => local.destroy())
+          local.pipe(remote)
+          remote.pipe(local)
+          local.resume()
+        },
+        () => local.destroy(),
+      )
+    })
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(localPath, () => {
+        server.off('error', reject)
+        resolve()
+      })
+    })
+    fs.chmodSync(localPath, 0o600)
+    this.bridges.set(remotePath, {server, dir, path: localPath, sockets})
+    return localPath
+  }
+
+  private cleanupBridges(): void {
+    for (const b of this.bridges.values()) {
+      for (const s of b.sockets) s.destroy()
+      b.server.close()
+      fs.rmSync(b.dir, {recursive: true, force: true})
+    }
+    this.bridges.clear()
+  }
+
+  /** Tear down at once, synchronously (process exit): bridges and their directories go, sockets are destroyed. */
+  destroy(): void {
+    this.cleanupBridges()
+    this.client.destroy()
+    this.jump?.destroy()
+  }
+
+  /** Close the connection (and its jump hosts and local bridges). */
+  async close(): Promise<void> {
+    this.cleanupBridges()
+    if (this.open) this.client.end()
+    await this.closed
+    await this.jump?.close()
+  }
+}
+
+/** Open an SSH connection to a node. See ConnectOptions for defaults. */
+export function connectNode(opts: ConnectOptions): Promise<SshConnection> {
+  return SshConnection.connect(opts)
+}
+
+/** Host key lookup name for a resolved target (what known_hosts must list). */
+export function knownHostsNameFor(target: ResolvedTarget): string {
+  return knownHostName(target.hostKeyAlias ?? target.host, target.port)
+}

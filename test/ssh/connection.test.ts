@@ -1,0 +1,254 @@
+import {execFileSync} from 'node:child_process'
+import {createHash, randomBytes} from 'node:crypto'
+import * as fs from 'node:fs'
+import * as net from 'node:net'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {Readable} from 'node:stream'
+import {fileURLToPath} from 'node:url'
+import * as grpc from '@grpc/grpc-js'
+import * as protoLoader from '@grpc/proto-loader'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {type Bed, type BedNode, startBed} from '../bed/bed.js'
+import {connectNode, type SshConnection} from '../../src/ssh/connection.js'
+import {SshError} from '../../src/ssh/errors.js'
+import {fingerprint} from '../../src/ssh/known-hosts.js'
+import {SshPool} from '../../src/ssh/pool.js'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+const BED_NAME = 'slbt-ssh'
+
+let bed: Bed
+let tmp: string
+let n1: BedNode
+let n2: BedNode
+const open: SshConnection[] = []
+
+function fp(pub: string): string {
+  const [type, base64] = pub.split(' ')
+  return fingerprint({type, base64})
+}
+
+/** Connect as root with the bed's key and known_hosts, remembering the connection for cleanup. */
+async function connect(node: BedNode | string, extra: Partial<Parameters<typeof connectNode>[0]> = {}): Promise<SshConnection> {
+  const conn = await connectNode({
+    target: typeof node === 'string' ? node : `root@${node.ip}`,
+    identityFiles: [bed.keyPath],
+    agent: false,
+    knownHostsPath: bed.knownHostsPath,
+    resolve: {configPath: null},
+    readyTimeoutMs: 10_000,
+    ...extra,
+  })
+  open.push(conn)
+  return conn
+}
+
+async function expectSshError(p: Promise<unknown>, code: string): Promise<SshError> {
+  const err = await p.then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(err).toBeInstanceOf(SshError)
+  expect((err as SshError).code).toBe(code)
+  return err as SshError
+}
+
+beforeAll(async () => {
+  bed = await startBed({name: BED_NAME, nodes: 2})
+  ;[n1, n2] = bed.nodes
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${BED_NAME}-`))
+})
+
+afterAll(async () => {
+  await Promise.allSettled(open.map((c) => c.close()))
+  await bed?.down()
+  if (tmp) fs.rmSync(tmp, {recursive: true, force: true})
+})
+
+describe('SSH connection to a real node', () => {
+  it('runs commands, returns exit codes and output, negotiates AES-GCM, verifies the host key', async () => {
+    const conn = await connect(n1)
+    expect(conn.negotiated?.cs.cipher).toBe('aes128-gcm@openssh.com')
+    expect(conn.negotiated?.sc.cipher).toBe('aes128-gcm@openssh.com')
+    expect(conn.hostKey).toMatchObject({type: 'ssh-ed25519', fingerprint: fp(n1.hostKeyPub), recorded: false, file: bed.knownHostsPath})
+
+    const r = await conn.execCapture(['sh', '-c', 'echo out; echo err >&2; exit 3'])
+    expect(r).toEqual({code: 3, stdout: 'out\n', stderr: 'err\n'})
+    // the command ran on the node: it sees the node's own address
+    const ip = await conn.execCapture(['ip', '-o', '-4', 'addr', 'show', 'eth0'], {check: true})
+    expect(ip.stdout).toContain(n1.ip)
+    await expect(conn.execCapture(['sh', '-c', 'echo broken >&2; exit 7'], {check: true})).rejects.toThrow(/exited with code 7: broken/)
+  })
+
+  it('streams ~50 MB of stdin intact (sha256 on the node)', async () => {
+    const conn = await connect(n1)
+    const hash = createHash('sha256')
+    let sent = 0
+    const source = Readable.from(
+      (function* () {
+        for (let i = 0; i < 50; i++) {
+          const chunk = randomBytes(1024 * 1024 + i) // odd sizes on purpose
+          hash.update(chunk)
+          sent += chunk.length
+          yield chunk
+        }
+      })(),
+    )
+    const r = await conn.execCapture(['sha256sum'], {stdin: source, check: true})
+    expect(r.stdout).toBe(`${hash.digest('hex')}  -\n`)
+    expect(sent).toBeGreaterThan(50 * 1024 * 1024)
+  })
+
+  it('passes hostile arguments literally', async () => {
+    const conn = await connect(n1)
+    const marker = `/tmp/${BED_NAME}-pwned-${process.pid}`
+    const arg = `$(touch ${marker}); x \`touch ${marker}\` '"; touch ${marker}`
+    const r = await conn.execCapture(['printf', '%s', arg], {check: true})
+    expect(r.stdout).toBe(arg)
+    expect((await bed.exec(n1, ['test', '-e', marker])).code).toBe(1)
+    // control: the same probe does see a file when one is really created
+    await conn.execCapture(['touch', marker], {check: true})
+    expect((await bed.exec(n1, ['test', '-e', marker])).code).toBe(0)
+    await conn.execCapture(['rm', '-f', marker], {check: true})
+    await expect(conn.exec(['echo', 'a\nb'])).rejects.toThrow(/NUL or newline/)
+  })
+
+  it('forwards the node containerd socket to a local unix socket that grpc-js can dial', async () => {
+    const conn = await connect(n1)
+    const local = await conn.forwardUnixSocket(n1.containerdSocket)
+    expect(fs.statSync(path.dirname(local)).mode & 0o777).toBe(0o700)
+    const def = protoLoader.loadSync(path.join(HERE, 'proto', 'version.proto'), {keepCase: true})
+    type VersionClient = grpc.Client & {
+      Version(req: object, cb: (err: grpc.ServiceError | null, res?: {version: string; revision: string}) => void): void
+    }
+    const pkg = grpc.loadPackageDefinition(def) as unknown as {
+      containerd: {services: {version: {v1: {Version: new (target: string, creds: grpc.ChannelCredentials) => VersionClient}}}}
+    }
+    const client = new pkg.containerd.services.version.v1.Version(`unix://${local}`, grpc.credentials.createInsecure())
+    const call = (): Promise<{version: string; revision: string}> =>
+      new Promise((resolve, reject) => client.Version({}, (err, res) => (err || !res ? reject(err ?? new Error('no reply')) : resolve(res))))
+    const [a, b] = await Promise.all([call(), call()])
+    const direct = execFileSync('ctr', ['-a', n1.hostSocketPath, 'version'], {encoding: 'utf8'})
+    expect(direct).toContain(`Revision: ${a.revision}`)
+    expect(a.version).toMatch(/1\.6/)
+    expect(b).toEqual(a)
+    client.close()
+
+    // a plain client too: the node's containerd answers the HTTP/2 preface with a SETTINGS frame
+    const raw = net.connect(local)
+    raw.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')
+    raw.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0]))
+    const first = await new Promise<Buffer>((resolve) => raw.once('data', resolve))
+    raw.destroy()
+    expect(first[3]).toBe(4) // frame type SETTINGS
+
+    await conn.close()
+    expect(fs.existsSync(path.dirname(local))).toBe(false)
+  })
+
+  it('refuses an unknown host key with its fingerprint and records nothing', async () => {
+    const kh = path.join(tmp, 'known_hosts_empty')
+    fs.writeFileSync(kh, '')
+    const err = await expectSshError(connect(n2, {knownHostsPath: kh}), 'host-key-unknown')
+    expect(err.message).toContain(fp(n2.hostKeyPub))
+    expect(err.hint).toContain('--trust-new-host-keys')
+    expect(fs.readFileSync(kh, 'utf8')).toBe('')
+  })
+
+  it('records an unknown key on first use when asked, and matches it next time', async () => {
+    const kh = path.join(tmp, 'known_hosts_tofu')
+    const first = await connect(n2, {knownHostsPath: kh, trustOnFirstUse: true})
+    expect(first.hostKey).toMatchObject({recorded: true, fingerprint: fp(n2.hostKeyPub)})
+    expect(fs.readFileSync(kh, 'utf8')).toBe(`${n2.ip} ${n2.hostKeyPub}\n`)
+    const again = await connect(n2, {knownHostsPath: kh})
+    expect(again.hostKey).toMatchObject({recorded: false, file: kh})
+    // ssh(1) agrees with what was recorded
+    const out = execFileSync('ssh-keygen', ['-F', n2.ip, '-f', kh], {encoding: 'utf8'})
+    expect(out).toContain(n2.hostKeyPub)
+  })
+
+  it('fails authentication clearly, naming the user and the keys tried', async () => {
+    const other = path.join(tmp, 'other_key')
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other])
+    const err = await expectSshError(connect(n1, {identityFiles: [other]}), 'auth')
+    expect(err.message).toContain('authentication as root')
+    expect(err.message).toContain(other)
+    expect(err.hint).toContain('--ssh-key')
+  })
+
+  it('reaches node 2 through node 1 with ProxyJump from ssh_config', async () => {
+    const cfg = path.join(tmp, 'ssh_config')
+    fs.writeFileSync(
+      cfg,
+      [
+        `Host jump-1`,
+        `  HostName ${n1.ip}`,
+        '  User root',
+        `  IdentityFile ${bed.keyPath}`,
+        `Host inner-2`,
+        `  HostName ${n2.ip}`,
+        '  User root',
+        `  IdentityFile ${bed.keyPath}`,
+        '  ProxyJump jump-1',
+        '',
+      ].join('\n'),
+    )
+    const conn = await connectNode({target: 'inner-2', resolve: {configPath: cfg}, agent: false, knownHostsPath: bed.knownHostsPath})
+    open.push(conn)
+    expect(conn.target.via?.host).toBe(n1.ip)
+    const r = await conn.execCapture(['sh', '-c', 'echo "$SSH_CONNECTION"'], {check: true})
+    // seen from node 2, the client is node 1 (the jump host), not this machine
+    const [clientIp, , serverIp] = r.stdout.trim().split(' ')
+    expect(serverIp).toBe(n2.ip)
+    expect(clientIp).toBe(n1.ip)
+    await conn.close()
+  })
+
+  it('shares one connection per node in a pool', async () => {
+    const pool = new SshPool({identityFiles: [bed.keyPath], agent: false, knownHostsPath: bed.knownHostsPath, resolve: {configPath: null}})
+    try {
+      const [a, b] = await Promise.all([pool.get(`root@${n1.ip}`), pool.get(`root@${n1.ip}:22`)])
+      expect(a).toBe(b)
+      const c = await pool.get(`root@${n2.ip}`)
+      expect(c).not.toBe(a)
+      expect(pool.size).toBe(2)
+      const outs = await Promise.all(Array.from({length: 12}, (_, i) => a.execCapture(['echo', String(i)])))
+      expect(outs.map((o) => o.stdout)).toEqual(Array.from({length: 12}, (_, i) => `${i}\n`))
+      await a.close()
+      const fresh = await pool.get(`root@${n1.ip}`)
+      expect(fresh).not.toBe(a)
+      expect((await fresh.execCapture(['true'])).code).toBe(0)
+    } finally {
+      await pool.closeAll()
+    }
+    expect(pool.size).toBe(0)
+  })
+
+  it('fails fast with a clear error when sshd is down', async () => {
+    await bed.stopSshd(n1)
+    try {
+      const started = Date.now()
+      const err = await expectSshError(connect(n1), 'unreachable')
+      expect(Date.now() - started).toBeLessThan(5000)
+      expect(err.message).toContain(n1.ip)
+      expect(err.message).toContain('ECONNREFUSED')
+    } finally {
+      await bed.startSshd(n1)
+    }
+  })
+
+  it('refuses a changed host key, even with trust on first use', async () => {
+    const before = fs.readFileSync(bed.knownHostsPath, 'utf8')
+    const oldFp = fp(n2.hostKeyPub)
+    await bed.regenerateHostKey(n2)
+    const newFp = fp(n2.hostKeyPub)
+    expect(newFp).not.toBe(oldFp)
+    const err = await expectSshError(connect(n2, {trustOnFirstUse: true}), 'host-key-changed')
+    expect(err.message).toContain(oldFp)
+    expect(err.message).toContain(newFp)
+    expect(err.message).toContain(`${bed.knownHostsPath}:2`)
+    expect(err.hint).toContain(`ssh-keygen -R '${n2.ip}'`)
+    expect(fs.readFileSync(bed.knownHostsPath, 'utf8')).toBe(before)
+  })
+})
