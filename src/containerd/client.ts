@@ -1,0 +1,330 @@
+import {randomBytes} from 'node:crypto'
+import {Readable} from 'node:stream'
+import * as grpc from '@grpc/grpc-js'
+import {CHANNEL_OPTIONS, loadProtos, lookup} from '../grpc/load.js'
+import type {Descriptor, Digest} from '../image/index.js'
+import {describeError, isAlreadyExists, isNotFound} from './errors.js'
+import {writeContent, type WriteContentOptions, type WriteContentResult} from './content-writer.js'
+
+const PROTO_FILES = [
+  'containerd/services/version/v1/version.proto',
+  'containerd/services/introspection/v1/introspection.proto',
+  'containerd/services/content/v1/content.proto',
+  'containerd/services/images/v1/images.proto',
+  'containerd/services/leases/v1/leases.proto',
+  'containerd/services/snapshots/v1/snapshots.proto',
+  'containerd/services/diff/v1/diff.proto',
+]
+
+export const NAMESPACE_HEADER = 'containerd-namespace'
+export const LEASE_HEADER = 'containerd-lease'
+
+export interface ContentInfo {
+  digest: Digest
+  size: number
+  labels: Record<string, string>
+}
+
+/** An image record in containerd's image store. */
+export interface ImageRecord {
+  name: string
+  labels: Record<string, string>
+  target: Descriptor
+  createdAt?: Date
+  updatedAt?: Date
+}
+
+export interface Mount {
+  type: string
+  source: string
+  target: string
+  options: string[]
+}
+
+export interface SnapshotInfo {
+  name: string
+  parent: string
+  kind: 'UNKNOWN' | 'VIEW' | 'ACTIVE' | 'COMMITTED'
+  labels: Record<string, string>
+}
+
+export interface CallOptions {
+  /** Attach what this call creates to a lease (containerd-lease header). */
+  lease?: string
+}
+
+export interface ContainerdClientOptions {
+  /** containerd namespace for namespaced calls; CRI uses k8s.io (the default). */
+  namespace?: string
+  /** Name used in error messages (the node's name); defaults to the address. */
+  displayName?: string
+}
+
+type ProtoDescriptor = {media_type: string; digest: string; size: number; annotations: Record<string, string>}
+type Timestamp = {seconds: number; nanos: number} | null
+type ProtoImage = {name: string; labels: Record<string, string>; target: ProtoDescriptor | null; created_at: Timestamp; updated_at: Timestamp}
+type ServiceCtor = new (address: string, creds: grpc.ChannelCredentials, options: grpc.ClientOptions) => grpc.Client
+type UnaryFn = (req: object, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall
+
+export function toProtoDescriptor(d: Descriptor): ProtoDescriptor {
+  return {media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {}}
+}
+
+export function fromProtoDescriptor(d: ProtoDescriptor | null | undefined): Descriptor {
+  const out: Descriptor = {mediaType: d?.media_type ?? '', digest: d?.digest ?? '', size: Number(d?.size ?? 0)}
+  if (d?.annotations && Object.keys(d.annotations).length) out.annotations = {...d.annotations}
+  return out
+}
+
+function toDate(t: Timestamp): Date | undefined {
+  return t ? new Date(t.seconds * 1000 + Math.floor(t.nanos / 1e6)) : undefined
+}
+
+function fromProtoImage(i: ProtoImage): ImageRecord {
+  return {name: i.name, labels: {...i.labels}, target: fromProtoDescriptor(i.target), createdAt: toDate(i.created_at), updatedAt: toDate(i.updated_at)}
+}
+
+/** `unix:///run/containerd/containerd.sock`, a bare socket path, or any grpc-js target. */
+export function normalizeAddress(address: string): string {
+  return address.startsWith('/') ? `unix://${address}` : address
+}
+
+/**
+ * A containerd client over one gRPC channel (a local unix socket, or a local bridge socket
+ * that forwards over SSH). Every namespaced call carries `containerd-namespace`.
+ */
+export class ContainerdClient {
+  readonly address: string
+  readonly namespace: string
+  readonly displayName: string
+  private readonly services: Record<'version' | 'introspection' | 'content' | 'images' | 'leases' | 'snapshots' | 'diff', grpc.Client>
+
+  constructor(address: string, options: ContainerdClientOptions = {}) {
+    this.address = normalizeAddress(address)
+    this.namespace = options.namespace ?? 'k8s.io'
+    this.displayName = options.displayName ?? this.address
+    const pkg = loadProtos(PROTO_FILES)
+    const creds = grpc.credentials.createInsecure()
+    const first = new (lookup<ServiceCtor>(pkg, 'containerd.services.version.v1.Version'))(this.address, creds, CHANNEL_OPTIONS)
+    const make = (name: string): grpc.Client => new (lookup<ServiceCtor>(pkg, name))(this.address, creds, {...CHANNEL_OPTIONS, channelOverride: first.getChannel()})
+    this.services = {
+      version: first,
+      introspection: make('containerd.services.introspection.v1.Introspection'),
+      content: make('containerd.services.content.v1.Content'),
+      images: make('containerd.services.images.v1.Images'),
+      leases: make('containerd.services.leases.v1.Leases'),
+      snapshots: make('containerd.services.snapshots.v1.Snapshots'),
+      diff: make('containerd.services.diff.v1.Diff'),
+    }
+  }
+
+  close(): void {
+    for (const svc of Object.values(this.services)) svc.close()
+  }
+
+  metadata(options: CallOptions = {}): grpc.Metadata {
+    const md = new grpc.Metadata()
+    md.set(NAMESPACE_HEADER, this.namespace)
+    if (options.lease) md.set(LEASE_HEADER, options.lease)
+    return md
+  }
+
+  private unary<Res>(service: keyof ContainerdClient['services'], method: string, request: object, options: CallOptions = {}): Promise<Res> {
+    const svc = this.services[service] as unknown as Record<string, UnaryFn>
+    const fullName = `${service}.${method}`
+    return new Promise<Res>((resolve, reject) => {
+      svc[method].call(svc, request, this.metadata(options), (err, res) => (err ? reject(describeError(err, fullName, this.displayName)) : resolve(res as Res)))
+    })
+  }
+
+  /** The raw grpc-js Content client, for the streaming writer. */
+  contentService(): grpc.Client {
+    return this.services.content
+  }
+
+  // --- version / introspection -------------------------------------------------------------
+
+  version(): Promise<{version: string; revision: string}> {
+    return this.unary('version', 'Version', {})
+  }
+
+  /** The daemon's UUID (stable per containerd root); tells whether two addresses are one daemon. */
+  async serverUuid(): Promise<string> {
+    const res = await this.unary<{uuid: string}>('introspection', 'Server', {})
+    return res.uuid
+  }
+
+  // --- content -------------------------------------------------------------------------------
+
+  /** Content info, or undefined when the blob is not in the store. */
+  async contentInfo(digest: Digest): Promise<ContentInfo | undefined> {
+    try {
+      const res = await this.unary<{info: {digest: string; size: number; labels: Record<string, string>}}>('content', 'Info', {digest})
+      return {digest: res.info.digest, size: Number(res.info.size), labels: {...res.info.labels}}
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+  }
+
+  /** Set labels on a blob (only the keys given; other labels stay). */
+  async contentSetLabels(digest: Digest, labels: Record<string, string>, options: CallOptions = {}): Promise<ContentInfo> {
+    const res = await this.unary<{info: {digest: string; size: number; labels: Record<string, string>}}>(
+      'content',
+      'Update',
+      {info: {digest, labels}, update_mask: {paths: Object.keys(labels).map((k) => `labels.${k}`)}},
+      options,
+    )
+    return {digest: res.info.digest, size: Number(res.info.size), labels: {...res.info.labels}}
+  }
+
+  /** A blob as a byte stream (from `offset`), with backpressure. */
+  contentRead(digest: Digest, offset = 0): Readable {
+    const svc = this.services.content as unknown as Record<string, (req: object, md: grpc.Metadata) => grpc.ClientReadableStream<{data: Buffer}>>
+    const call = svc.Read.call(svc, {digest, offset, size: 0}, this.metadata())
+    const where = this.displayName
+    async function* chunks(): AsyncGenerator<Buffer> {
+      try {
+        for await (const msg of call) yield (msg as {data: Buffer}).data
+      } catch (err) {
+        throw describeError(err, 'content.Read', where)
+      } finally {
+        call.cancel()
+      }
+    }
+    return Readable.from(chunks(), {objectMode: false})
+  }
+
+  async contentStatus(ref: string): Promise<{offset: number; total: number} | undefined> {
+    try {
+      const res = await this.unary<{status: {offset: number; total: number}}>('content', 'Status', {ref})
+      return {offset: Number(res.status.offset), total: Number(res.status.total)}
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+  }
+
+  async contentAbort(ref: string): Promise<void> {
+    try {
+      await this.unary('content', 'Abort', {ref})
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+    }
+  }
+
+  async contentDelete(digest: Digest): Promise<void> {
+    try {
+      await this.unary('content', 'Delete', {digest})
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+    }
+  }
+
+  /** Write one blob (resumable, see content-writer.ts). */
+  writeContent(options: WriteContentOptions): Promise<WriteContentResult> {
+    return writeContent(this, options)
+  }
+
+  // --- images --------------------------------------------------------------------------------
+
+  async imageGet(name: string): Promise<ImageRecord | undefined> {
+    try {
+      const res = await this.unary<{image: ProtoImage}>('images', 'Get', {name})
+      return fromProtoImage(res.image)
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+  }
+
+  async imageList(filters: string[] = []): Promise<ImageRecord[]> {
+    const res = await this.unary<{images: ProtoImage[]}>('images', 'List', {filters})
+    return res.images.map(fromProtoImage)
+  }
+
+  async imageCreate(image: {name: string; labels?: Record<string, string>; target: Descriptor}, options: CallOptions = {}): Promise<ImageRecord> {
+    const res = await this.unary<{image: ProtoImage}>('images', 'Create', {image: {name: image.name, labels: image.labels ?? {}, target: toProtoDescriptor(image.target)}}, options)
+    return fromProtoImage(res.image)
+  }
+
+  /** Update the fields named in `paths` ("target", "labels.<key>", "labels"). */
+  async imageUpdate(image: {name: string; labels?: Record<string, string>; target?: Descriptor}, paths: string[], options: CallOptions = {}): Promise<ImageRecord> {
+    const proto = {name: image.name, labels: image.labels ?? {}, target: image.target ? toProtoDescriptor(image.target) : null}
+    const res = await this.unary<{image: ProtoImage}>('images', 'Update', {image: proto, update_mask: {paths}}, options)
+    return fromProtoImage(res.image)
+  }
+
+  async imageDelete(name: string, sync = false): Promise<void> {
+    try {
+      await this.unary('images', 'Delete', {name, sync})
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+    }
+  }
+
+  // --- leases --------------------------------------------------------------------------------
+
+  /** Create a lease that containerd's GC drops by itself after `expiresInMs`. */
+  async leaseCreate(options: {id?: string; expiresInMs: number; labels?: Record<string, string>}): Promise<string> {
+    const id = options.id ?? `sideload-${Date.now()}-${randomBytes(4).toString('hex')}`
+    const expire = new Date(Date.now() + options.expiresInMs).toISOString().replace(/\.\d{3}Z$/, 'Z')
+    const res = await this.unary<{lease: {id: string}}>('leases', 'Create', {id, labels: {'containerd.io/gc.expire': expire, ...(options.labels ?? {})}})
+    return res.lease.id
+  }
+
+  async leaseDelete(id: string, sync = false): Promise<void> {
+    try {
+      await this.unary('leases', 'Delete', {id, sync})
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+    }
+  }
+
+  /** Protect an existing resource (type "content" with a digest id, or "snapshots/<snapshotter>") with a lease. */
+  async leaseAddResource(id: string, resource: {id: string; type: string}): Promise<void> {
+    await this.unary('leases', 'AddResource', {id, resource})
+  }
+
+  async leaseList(filters: string[] = []): Promise<{id: string; labels: Record<string, string>}[]> {
+    const res = await this.unary<{leases: {id: string; labels: Record<string, string>}[]}>('leases', 'List', {filters})
+    return res.leases.map((l) => ({id: l.id, labels: {...l.labels}}))
+  }
+
+  // --- snapshots / diff ------------------------------------------------------------------------
+
+  async snapshotStat(snapshotter: string, key: string): Promise<SnapshotInfo | undefined> {
+    try {
+      const res = await this.unary<{info: SnapshotInfo}>('snapshots', 'Stat', {snapshotter, key})
+      return {...res.info, labels: {...res.info.labels}}
+    } catch (err) {
+      if (isNotFound(err)) return undefined
+      throw err
+    }
+  }
+
+  async snapshotPrepare(snapshotter: string, key: string, parent: string, options: CallOptions & {labels?: Record<string, string>} = {}): Promise<Mount[]> {
+    const res = await this.unary<{mounts: Mount[]}>('snapshots', 'Prepare', {snapshotter, key, parent, labels: options.labels ?? {}}, options)
+    return res.mounts
+  }
+
+  async snapshotCommit(snapshotter: string, name: string, key: string, options: CallOptions & {labels?: Record<string, string>} = {}): Promise<void> {
+    await this.unary('snapshots', 'Commit', {snapshotter, name, key, labels: options.labels ?? {}}, options)
+  }
+
+  async snapshotRemove(snapshotter: string, key: string, options: CallOptions = {}): Promise<void> {
+    try {
+      await this.unary('snapshots', 'Remove', {snapshotter, key}, options)
+    } catch (err) {
+      if (!isNotFound(err)) throw err
+    }
+  }
+
+  /** Apply a layer blob (from the node's content store) onto prepared mounts; returns the applied (uncompressed) descriptor. */
+  async diffApply(layer: Descriptor, mounts: Mount[], options: CallOptions = {}): Promise<Descriptor> {
+    const res = await this.unary<{applied: ProtoDescriptor}>('diff', 'Apply', {diff: toProtoDescriptor(layer), mounts, payloads: {}}, options)
+    return fromProtoDescriptor(res.applied)
+  }
+}
+
+export {isAlreadyExists, isNotFound}

@@ -1,0 +1,251 @@
+import * as grpc from '@grpc/grpc-js'
+import {DigestHasher, type Descriptor} from '../image/index.js'
+import type {ContainerdClient} from './client.js'
+import {ContainerdError, describeError, grpcCode} from './errors.js'
+
+export interface WriteContentOptions {
+  /** Ingest ref; keep it stable per digest so an interrupted write resumes on the next run. */
+  ref: string
+  desc: Descriptor
+  /** Opens the blob from byte 0 (the writer hashes the part the node already has and skips it). */
+  open: () => Promise<NodeJS.ReadableStream>
+  /** Labels applied at COMMIT (GC references). */
+  labels?: Record<string, string>
+  lease?: string
+  /** Bytes per WRITE message (default 1 MiB). */
+  chunkSize?: number
+  /** WRITE messages sent before waiting for their replies (default 4). */
+  window?: number
+  /** Called with the number of bytes just acknowledged by the node. */
+  onBytes?: (bytes: number) => void
+  /** Called once the node has told us how much it already had. */
+  onStart?: (resumeOffset: number) => void
+  /** Where the data comes from, for "corrupt" errors. */
+  sourceDescription?: string
+  /** How long to keep retrying while another writer holds the ref (default 60 s). */
+  lockedTimeoutMs?: number
+}
+
+export interface WriteContentResult {
+  /** 'exists' when the node already had the blob (AlreadyExists at STAT or COMMIT). */
+  status: 'written' | 'exists'
+  /** Offset the node already had for this ref (resume). */
+  resumedFrom: number
+  /** Bytes actually sent over the wire. */
+  sentBytes: number
+}
+
+/** Raised when the blob's source failed mid-stream (the partial ingest is kept for resuming). */
+export class SourceInterruptedError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'SourceInterruptedError'
+  }
+}
+
+/** The source's bytes do not match the descriptor (the partial ingest is discarded). */
+export class CorruptSourceError extends Error {
+  constructor(message: string) {
+    super(message)
+    this.name = 'CorruptSourceError'
+  }
+}
+
+type WriteRequest = {action: 'STAT' | 'WRITE' | 'COMMIT'; ref?: string; total?: number; expected?: string; offset?: number; data?: Buffer; labels?: Record<string, string>}
+type WriteResponse = {action: string; offset: number; total: number; digest: string}
+
+/**
+ * One Content.Write session: requests and replies in order (every request gets exactly one
+ * reply); up to `window` requests may be outstanding so a high-latency link stays busy.
+ */
+class WriteSession {
+  private readonly call: grpc.ClientDuplexStream<WriteRequest, WriteResponse>
+  private readonly waiting: {resolve: (r: WriteResponse) => void; reject: (e: Error) => void}[] = []
+  private failure: Error | undefined
+  private ended = false
+
+  constructor(
+    private readonly client: ContainerdClient,
+    lease: string | undefined,
+  ) {
+    const svc = client.contentService() as unknown as Record<string, (md: grpc.Metadata) => grpc.ClientDuplexStream<WriteRequest, WriteResponse>>
+    this.call = svc.Write.call(svc, client.metadata({lease}))
+    this.call.on('data', (res: WriteResponse) => this.waiting.shift()?.resolve(res))
+    this.call.on('error', (err) => this.fail(describeError(err, 'content.Write', client.displayName)))
+    this.call.on('end', () => {
+      this.ended = true
+      this.fail(new ContainerdError(`containerd content.Write on ${client.displayName} ended the stream early`, grpc.status.INTERNAL, 'content.Write', 'stream ended'))
+    })
+  }
+
+  private fail(err: Error): void {
+    if (!this.failure) this.failure = err
+    for (const w of this.waiting.splice(0)) w.reject(this.failure)
+  }
+
+  get outstanding(): number {
+    return this.waiting.length
+  }
+
+  /** Send a request; the promise settles with its reply. Waits for 'drain' if grpc-js buffers. */
+  async send(req: WriteRequest): Promise<{reply: Promise<WriteResponse>}> {
+    if (this.failure) throw this.failure
+    const reply = new Promise<WriteResponse>((resolve, reject) => this.waiting.push({resolve, reject}))
+    reply.catch(() => undefined)
+    if (!this.call.write(req)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          this.call.off('drain', done)
+          this.call.off('error', done)
+          resolve()
+        }
+        this.call.on('drain', done)
+        this.call.on('error', done)
+      })
+    }
+    return {reply}
+  }
+
+  async request(req: WriteRequest): Promise<WriteResponse> {
+    return await (await this.send(req)).reply
+  }
+
+  /** Half-close and wait for the server to end the stream. */
+  async finish(): Promise<void> {
+    if (this.ended || this.failure) return
+    await new Promise<void>((resolve) => {
+      this.call.once('end', resolve)
+      this.call.once('error', () => resolve())
+      this.call.once('status', () => resolve())
+      this.call.end()
+    })
+  }
+
+  cancel(): void {
+    this.call.cancel()
+  }
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
+
+/**
+ * Write one blob into a node's content store (protocols.md §C.2): STAT (learn the offset
+ * the node already has for `ref`) → WRITE from that offset in ≤ chunkSize messages →
+ * COMMIT with expected digest, size and labels. AlreadyExists means the node has the blob.
+ * The data is hashed on the way (including the skipped prefix) so a corrupt source is
+ * reported before COMMIT. Memory: at most `window` × `chunkSize` bytes in flight.
+ */
+export async function writeContent(client: ContainerdClient, options: WriteContentOptions): Promise<WriteContentResult> {
+  const {ref, desc} = options
+  const chunkSize = options.chunkSize ?? 1024 * 1024
+  const window = Math.max(1, options.window ?? 4)
+  const what = options.sourceDescription ?? 'the image source'
+  const deadline = Date.now() + (options.lockedTimeoutMs ?? 60_000)
+  let restarted = false
+  for (let attempt = 0; ; attempt++) {
+    const session = new WriteSession(client, options.lease)
+    let stat: WriteResponse
+    try {
+      stat = await session.request({action: 'STAT', ref, total: desc.size, expected: desc.digest})
+    } catch (err) {
+      session.cancel()
+      if (grpcCode(err) === grpc.status.ALREADY_EXISTS) return {status: 'exists', resumedFrom: 0, sentBytes: 0}
+      if (grpcCode(err) === grpc.status.UNAVAILABLE && /locked/i.test((err as Error).message) && Date.now() < deadline) {
+        await sleep(Math.min(2000, 100 * 2 ** attempt))
+        continue
+      }
+      throw err
+    }
+    try {
+      return await writeFrom(session, stat, options, chunkSize, window, what)
+    } catch (err) {
+      session.cancel()
+      if (grpcCode(err) === grpc.status.ALREADY_EXISTS) return {status: 'exists', resumedFrom: 0, sentBytes: 0}
+      if (err instanceof CorruptSourceError) await client.contentAbort(ref).catch(() => undefined)
+      // The node's partial ingest holds other bytes than ours (an earlier corrupt source): start over once.
+      if (!restarted && grpcCode(err) === grpc.status.FAILED_PRECONDITION && /digest/i.test((err as Error).message)) {
+        restarted = true
+        await client.contentAbort(ref)
+        continue
+      }
+      throw err
+    }
+  }
+}
+
+async function writeFrom(session: WriteSession, stat: WriteResponse, options: WriteContentOptions, chunkSize: number, window: number, what: string): Promise<WriteContentResult> {
+  const {desc} = options
+  let resumeAt = Number(stat.offset)
+  if (resumeAt > desc.size) resumeAt = 0 // a stale ingest longer than the blob: start over
+  options.onStart?.(resumeAt)
+  const hasher = new DigestHasher()
+  const replies: {reply: Promise<WriteResponse>; end: number; bytes: number}[] = []
+  let offset = resumeAt // next offset to send
+  let position = 0 // bytes read from the source
+  let sentBytes = 0
+  let pending: Buffer[] = []
+  let pendingBytes = 0
+
+  const settle = async (keep: number): Promise<void> => {
+    while (replies.length > keep) {
+      const {reply, end, bytes} = replies.shift()!
+      const res = await reply
+      if (Number(res.offset) !== end) {
+        throw new ContainerdError(`containerd content.Write: node reports offset ${res.offset} for ${desc.digest}, expected ${end}`, grpc.status.INTERNAL, 'content.Write', 'offset mismatch')
+      }
+      options.onBytes?.(bytes)
+    }
+  }
+  const flush = async (): Promise<void> => {
+    if (pendingBytes === 0) return
+    const data = pending.length === 1 ? pending[0] : Buffer.concat(pending)
+    pending = []
+    pendingBytes = 0
+    // Restarting from 0 on a stale ingest: offset 0 with data truncates (server side).
+    const {reply} = await session.send({action: 'WRITE', offset, data})
+    offset += data.length
+    sentBytes += data.length
+    replies.push({reply, end: offset, bytes: data.length})
+    await settle(window - 1)
+  }
+
+  const source = await options.open()
+  try {
+    for await (const raw of source as AsyncIterable<Buffer | string>) {
+      let chunk = typeof raw === 'string' ? Buffer.from(raw) : raw
+      hasher.update(chunk)
+      const start = position
+      position += chunk.length
+      if (position <= resumeAt) continue
+      if (start < resumeAt) chunk = chunk.subarray(resumeAt - start)
+      while (chunk.length > 0) {
+        const take = Math.min(chunk.length, chunkSize - pendingBytes)
+        pending.push(chunk.subarray(0, take))
+        pendingBytes += take
+        chunk = chunk.subarray(take)
+        if (pendingBytes >= chunkSize) await flush()
+      }
+    }
+  } catch (err) {
+    if (err instanceof ContainerdError) throw err
+    // Let what was already sent land, so the node keeps it for the next run.
+    await settle(0).catch(() => undefined)
+    throw new SourceInterruptedError(`reading blob ${desc.digest} from ${what} failed after ${position} bytes: ${(err as Error).message}`)
+  } finally {
+    ;(source as {destroy?: () => void}).destroy?.()
+  }
+  const actual = hasher.digest()
+  if (position !== desc.size || actual !== desc.digest) {
+    session.cancel()
+    const detail = position !== desc.size ? `has ${position} bytes, expected ${desc.size}` : `has digest ${actual}`
+    throw new CorruptSourceError(`${what} is corrupt: blob ${desc.digest} ${detail}`)
+  }
+  await flush()
+  await settle(0)
+  const commit = await session.request({action: 'COMMIT', total: desc.size, offset, expected: desc.digest, labels: options.labels ?? {}})
+  if (commit.digest && commit.digest !== desc.digest) {
+    throw new Error(`containerd committed ${commit.digest} instead of ${desc.digest}`)
+  }
+  await session.finish()
+  return {status: 'written', resumedFrom: resumeAt, sentBytes}
+}

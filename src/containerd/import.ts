@@ -1,0 +1,302 @@
+import {randomBytes} from 'node:crypto'
+import * as grpc from '@grpc/grpc-js'
+import {
+  chainIds,
+  formatPlatform,
+  gcLabelsFor,
+  imageBlobs,
+  normalizeImageName,
+  resolveImage,
+  type Descriptor,
+  type Digest,
+  type ImageSource,
+  type Platform,
+  type ResolvedImage,
+} from '../image/index.js'
+import type {ContainerdClient, ContentInfo, ImageRecord} from './client.js'
+import {SourceInterruptedError} from './content-writer.js'
+import {grpcCode, isAlreadyExists, isNotFound} from './errors.js'
+
+export const CRI_MANAGED_LABEL = 'io.cri-containerd.image'
+export const CRI_PINNED_LABEL = 'io.cri-containerd.pinned'
+export const UNCOMPRESSED_LABEL = 'containerd.io/uncompressed'
+export const snapshotGcLabel = (snapshotter: string): string => `containerd.io/gc.ref.snapshot.${snapshotter}`
+
+export type ImportEvent =
+  | {type: 'resolved'; target: Digest; manifest: Digest; platform: string; blobs: number; totalBytes: number; missingBlobs: number; missingBytes: number}
+  | {type: 'blob-skipped'; digest: Digest; mediaType: string; size: number}
+  | {type: 'blob-start'; digest: Digest; mediaType: string; size: number; resumeOffset: number}
+  | {type: 'blob-bytes'; digest: Digest; bytes: number; sent: number; size: number}
+  | {type: 'blob-done'; digest: Digest; size: number; sentBytes: number}
+  | {type: 'unpack-layer'; digest: Digest; chainId: Digest; index: number; count: number; skipped: boolean}
+  | {type: 'image-record'; name: string; action: 'created' | 'updated' | 'unchanged'}
+
+export interface ImportImageOptions {
+  /** Where the image comes from (archive, local containerd, build output). */
+  source: ImageSource
+  /** Image name on the node; normalised to the fully-qualified form CRI looks up. */
+  name: string
+  /** The node's platform (default: this machine's). Only that platform's blobs are sent. */
+  platform?: Platform
+  /** The image resolved already for this platform (resolve once, push to many nodes). */
+  resolved?: ResolvedImage
+  /** The CRI snapshotter of the node (default overlayfs). */
+  snapshotter?: string
+  /** Label the image io.cri-containerd.pinned=pinned so kubelet's image GC keeps it. */
+  pin?: boolean
+  /** Unpack into the snapshotter now instead of on first container start. */
+  unpack?: boolean
+  onProgress?: (event: ImportEvent) => void
+  /** Lifetime of the lease that protects the transfer (default 1 h). */
+  leaseExpiresInMs?: number
+  /** Bytes per Content.Write message (default 1 MiB) and messages in flight (default 4). */
+  chunkSize?: number
+  window?: number
+}
+
+export interface ImportResult {
+  /** The node already had this image under this name: nothing was sent or changed. */
+  upToDate: boolean
+  name: string
+  /** The image record's target (the source's index or manifest digest). */
+  digest: Digest
+  manifest: Digest
+  platform: string
+  sentBytes: number
+  /** Bytes of blobs the node already had (not sent). */
+  skippedBytes: number
+  blobsSent: number
+  blobsSkipped: number
+  unpacked: boolean
+}
+
+/** The ingest ref of a blob: stable, so a re-run after an interruption resumes where the node stopped. */
+export function ingestRef(digest: Digest): string {
+  return `sideload-${digest}`
+}
+
+const missingLabels = (info: ContentInfo, want: Record<string, string>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const [k, v] of Object.entries(want)) if (info.labels[k] !== v) out[k] = v
+  return out
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out: R[] = new Array(items.length)
+  let next = 0
+  const workers = Array.from({length: Math.min(limit, items.length)}, async () => {
+    while (next < items.length) {
+      const i = next++
+      out[i] = await fn(items[i])
+    }
+  })
+  await Promise.all(workers)
+  return out
+}
+
+function recordLabels(pin: boolean): Record<string, string> {
+  const labels: Record<string, string> = {[CRI_MANAGED_LABEL]: 'managed'}
+  if (pin) labels[CRI_PINNED_LABEL] = 'pinned'
+  return labels
+}
+
+/**
+ * Import one image into a node's containerd (namespace of the client, k8s.io for CRI),
+ * natively over the containerd API (protocols.md §C): send only the blobs the node lacks,
+ * for the node's platform only, under a lease, with GC reference labels; unpack; then write
+ * the image record last so a failure never leaves a half-imported image behind.
+ *
+ * The record targets the source's own root (index or manifest), like a registry pull with a
+ * platform filter: the digest the node reports equals the source's, and CRI resolves the
+ * node's platform through the index; other platforms' manifests stay absent (GC labels that
+ * point at missing content are harmless).
+ */
+export async function importImage(client: ContainerdClient, options: ImportImageOptions): Promise<ImportResult> {
+  const emit = options.onProgress ?? ((): void => undefined)
+  const snapshotter = options.snapshotter ?? 'overlayfs'
+  const pin = options.pin ?? false
+  const unpack = options.unpack ?? false
+  const name = normalizeImageName(options.name)
+  const source = options.source
+  const image = options.resolved ?? (await resolveImage(source, options.platform))
+  const blobs = imageBlobs(image)
+  const chain = chainIds(image.diffIds)
+  const topChain = chain[chain.length - 1]
+
+  const [record, infos] = await Promise.all([client.imageGet(name), mapLimit(blobs, 8, (b) => client.contentInfo(b.digest))])
+  const existing = new Map<Digest, ContentInfo>()
+  infos.forEach((info, i) => info && existing.set(blobs[i].digest, info))
+  const missing = blobs.filter((b) => !existing.has(b.digest))
+  const base = {
+    name,
+    digest: image.target.digest,
+    manifest: image.manifest.digest,
+    platform: formatPlatform(image.platform),
+  }
+  emit({
+    type: 'resolved',
+    target: image.target.digest,
+    manifest: image.manifest.digest,
+    platform: base.platform,
+    blobs: blobs.length,
+    totalBytes: blobs.reduce((n, b) => n + b.size, 0),
+    missingBlobs: missing.length,
+    missingBytes: missing.reduce((n, b) => n + b.size, 0),
+  })
+
+  const isUnpacked = async (): Promise<boolean> => {
+    if (!topChain) return true
+    const config = existing.get(image.config.digest)
+    if (!config || config.labels[snapshotGcLabel(snapshotter)] !== topChain) return false
+    return (await client.snapshotStat(snapshotter, topChain)) !== undefined
+  }
+  const wantLabels = recordLabels(pin)
+  const recordLabelsOk = (r: ImageRecord): boolean => Object.entries(wantLabels).every(([k, v]) => r.labels[k] === v)
+
+  // Parents the node already has must carry our GC labels, or the image would not keep its children.
+  const fixExistingLabels = async (): Promise<void> => {
+    for (const blob of blobs) {
+      const info = existing.get(blob.digest)
+      if (!info) continue
+      const labels = missingLabels(info, gcLabelsFor(image, blob.digest))
+      if (Object.keys(labels).length) existing.set(blob.digest, await client.contentSetLabels(blob.digest, labels))
+    }
+  }
+
+  if (record && record.target.digest === image.target.digest && missing.length === 0 && (!unpack || (await isUnpacked()))) {
+    await fixExistingLabels()
+    if (!recordLabelsOk(record)) {
+      await client.imageUpdate({name, labels: wantLabels}, Object.keys(wantLabels).map((k) => `labels.${k}`))
+    }
+    for (const b of blobs) emit({type: 'blob-skipped', digest: b.digest, mediaType: b.mediaType, size: b.size})
+    emit({type: 'image-record', name, action: 'unchanged'})
+    return {...base, upToDate: true, sentBytes: 0, skippedBytes: blobs.reduce((n, b) => n + b.size, 0), blobsSent: 0, blobsSkipped: blobs.length, unpacked: unpack}
+  }
+
+  const lease = await client.leaseCreate({expiresInMs: options.leaseExpiresInMs ?? 60 * 60 * 1000, labels: {'sideload/image': name}})
+  let keepLease = false
+  try {
+    // Hold what the node already has, so GC cannot take it while we work.
+    for (const digest of existing.keys()) await client.leaseAddResource(lease, {id: digest, type: 'content'})
+    await fixExistingLabels()
+
+    let sentBytes = 0
+    let skippedBytes = 0
+    for (const blob of blobs) {
+      if (existing.has(blob.digest)) {
+        skippedBytes += blob.size
+        emit({type: 'blob-skipped', digest: blob.digest, mediaType: blob.mediaType, size: blob.size})
+        continue
+      }
+      let sent = 0
+      try {
+        const res = await client.writeContent({
+          ref: ingestRef(blob.digest),
+          desc: blob,
+          lease,
+          labels: gcLabelsFor(image, blob.digest),
+          open: async () => (await source.openBlob(blob)) as NodeJS.ReadableStream,
+          chunkSize: options.chunkSize,
+          window: options.window,
+          sourceDescription: source.description,
+          onStart: (resumeOffset) => emit({type: 'blob-start', digest: blob.digest, mediaType: blob.mediaType, size: blob.size, resumeOffset}),
+          onBytes: (bytes) => {
+            sent += bytes
+            emit({type: 'blob-bytes', digest: blob.digest, bytes, sent, size: blob.size})
+          },
+        })
+        sentBytes += res.sentBytes
+        if (res.status === 'exists') {
+          // Someone else committed it meanwhile: make sure it carries our GC labels.
+          await client.leaseAddResource(lease, {id: blob.digest, type: 'content'})
+          const labels = gcLabelsFor(image, blob.digest)
+          if (Object.keys(labels).length) await client.contentSetLabels(blob.digest, labels)
+        }
+        emit({type: 'blob-done', digest: blob.digest, size: blob.size, sentBytes: res.sentBytes})
+      } catch (err) {
+        sentBytes += sent
+        // An interrupted transfer keeps its lease (it expires by itself) so the partial
+        // ingest survives and the next run resumes from the node's offset.
+        if (err instanceof SourceInterruptedError || grpcCode(err) === grpc.status.UNAVAILABLE || grpcCode(err) === grpc.status.CANCELLED) keepLease = true
+        throw err
+      }
+    }
+    // Count only what went over the wire.
+    const blobsSent = missing.length
+    const blobsSkipped = blobs.length - missing.length
+
+    if (unpack) await unpackImage(client, image, {snapshotter, lease, emit})
+
+    let action: 'created' | 'updated'
+    const target: Descriptor = {mediaType: image.target.mediaType, digest: image.target.digest, size: image.target.size}
+    if (record) {
+      await client.imageUpdate({name, target, labels: wantLabels}, ['target', ...Object.keys(wantLabels).map((k) => `labels.${k}`)])
+      action = 'updated'
+    } else {
+      try {
+        await client.imageCreate({name, target, labels: wantLabels})
+        action = 'created'
+      } catch (err) {
+        if (!isAlreadyExists(err)) throw err
+        await client.imageUpdate({name, target, labels: wantLabels}, ['target', ...Object.keys(wantLabels).map((k) => `labels.${k}`)])
+        action = 'updated'
+      }
+    }
+    emit({type: 'image-record', name, action})
+    return {...base, upToDate: false, sentBytes, skippedBytes, blobsSent, blobsSkipped, unpacked: unpack}
+  } finally {
+    if (!keepLease) await client.leaseDelete(lease).catch(() => undefined)
+  }
+}
+
+/**
+ * Unpack an image's layers into `snapshotter` through Snapshots + Diff (protocols.md §C.4),
+ * then label the config so GC keeps the snapshots (gc.ref.snapshot.<snapshotter>).
+ */
+export async function unpackImage(
+  client: ContainerdClient,
+  image: ResolvedImage,
+  options: {snapshotter: string; lease?: string; emit?: (event: ImportEvent) => void},
+): Promise<void> {
+  const {snapshotter, lease} = options
+  const chain = chainIds(image.diffIds)
+  for (let i = 0; i < image.layers.length; i++) {
+    const layer = image.layers[i]
+    const chainId = chain[i]
+    const event = {type: 'unpack-layer' as const, digest: layer.digest, chainId, index: i, count: image.layers.length}
+    if (await client.snapshotStat(snapshotter, chainId)) {
+      options.emit?.({...event, skipped: true})
+      continue
+    }
+    const key = `extract-${process.hrtime.bigint()}-${randomBytes(4).toString('hex')} ${chainId}`
+    let mounts
+    try {
+      mounts = await client.snapshotPrepare(snapshotter, key, i === 0 ? '' : chain[i - 1], {lease})
+    } catch (err) {
+      if (isAlreadyExists(err) && (await client.snapshotStat(snapshotter, chainId))) {
+        options.emit?.({...event, skipped: true})
+        continue
+      }
+      if (isNotFound(err)) throw new Error(`unpacking ${image.manifest.digest} on ${client.displayName}: snapshotter "${snapshotter}" or parent snapshot not found (${(err as Error).message}). Hint: pass the node's CRI snapshotter.`)
+      throw err
+    }
+    try {
+      const applied = await client.diffApply(layer, mounts, {lease})
+      if (applied.digest !== image.diffIds[i]) {
+        throw new Error(`unpacking layer ${layer.digest} on ${client.displayName}: its content has diffID ${applied.digest}, but the image config says ${image.diffIds[i]}`)
+      }
+      try {
+        await client.snapshotCommit(snapshotter, chainId, key, {lease})
+      } catch (err) {
+        if (!isAlreadyExists(err)) throw err
+        await client.snapshotRemove(snapshotter, key, {lease})
+      }
+    } catch (err) {
+      await client.snapshotRemove(snapshotter, key, {lease}).catch(() => undefined)
+      throw err
+    }
+    await client.contentSetLabels(layer.digest, {[UNCOMPRESSED_LABEL]: image.diffIds[i]})
+    options.emit?.({...event, skipped: false})
+  }
+  if (chain.length) await client.contentSetLabels(image.config.digest, {[snapshotGcLabel(snapshotter)]: chain[chain.length - 1]})
+}

@@ -1,0 +1,5 @@
+export * from './errors.js'
+export * from './client.js'
+export * from './content-writer.js'
+export * from './import.js'
+export * from './source.js'

@@ -1,0 +1,7 @@
+export * from './digest.js'
+export * from './media.js'
+export * from './platform.js'
+export * from './reference.js'
+export * from './model.js'
+export * from './archive.js'
+export * from './oci-writer.js'

@@ -1,0 +1,65 @@
+import {once} from 'node:events'
+import type {Writable} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+import * as tar from 'tar-stream'
+import {digestHex, VerifyingStream, type Digest} from './digest.js'
+import {MediaType} from './media.js'
+import {Annotation, imageBlobs, type ImageSource, type ResolvedImage} from './model.js'
+import {parseReference} from './reference.js'
+
+export interface WriteOciArchiveOptions {
+  /** Image name recorded in index.json (io.containerd.image.name + ref.name annotations). */
+  name?: string
+  /** Blobs to leave out because the receiver already has them. */
+  omitBlobs?: Set<Digest>
+}
+
+/**
+ * Write an OCI image layout tar holding one image for one platform (the resolved image's
+ * manifest, config and layers, plus the indexes above it so the digest stays the source's),
+ * leaving out `omitBlobs`. `ctr images import` accepts such partial OCI tars as long as the
+ * omitted blobs are in its content store (protocols.md §D). Do not import it with
+ * `--all-platforms`: other platforms' manifests are not in the tar.
+ * Blobs are streamed from the source and verified on the way; nothing is held in memory.
+ */
+export async function writeOciArchive(out: Writable, source: ImageSource, image: ResolvedImage, options: WriteOciArchiveOptions = {}): Promise<{blobsWritten: number; bytesWritten: number}> {
+  const pack = tar.pack()
+  const piping = pipeline(pack, out)
+  let blobsWritten = 0
+  let bytesWritten = 0
+  const mtime = new Date(0)
+  const addBuffer = async (name: string, data: Buffer): Promise<void> => {
+    await new Promise<void>((resolve, reject) => pack.entry({name, size: data.length, mtime, mode: 0o644}, data, (err) => (err ? reject(err) : resolve())))
+  }
+  try {
+    await addBuffer('oci-layout', Buffer.from(JSON.stringify({imageLayoutVersion: '1.0.0'})))
+    const annotations: Record<string, string> = {}
+    if (options.name) {
+      const ref = parseReference(options.name)
+      annotations[Annotation.containerdImageName] = ref.normalized
+      if (ref.tag) annotations[Annotation.refName] = ref.tag
+    }
+    const index = {
+      schemaVersion: 2,
+      mediaType: MediaType.ociIndex,
+      manifests: [{mediaType: image.target.mediaType, digest: image.target.digest, size: image.target.size, ...(options.name ? {annotations} : {})}],
+    }
+    await addBuffer('index.json', Buffer.from(JSON.stringify(index)))
+    for (const desc of imageBlobs(image).reverse()) {
+      if (options.omitBlobs?.has(desc.digest)) continue
+      const entry = pack.entry({name: `blobs/sha256/${digestHex(desc.digest)}`, size: desc.size, mtime, mode: 0o644})
+      const done = once(entry, 'finish')
+      await pipeline(await source.openBlob(desc), new VerifyingStream(desc, source.description), entry)
+      await done.catch(() => undefined)
+      blobsWritten++
+      bytesWritten += desc.size
+    }
+    pack.finalize()
+    await piping
+    return {blobsWritten, bytesWritten}
+  } catch (err) {
+    pack.destroy(err as Error)
+    await piping.catch(() => undefined)
+    throw err
+  }
+}

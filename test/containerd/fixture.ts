@@ -1,0 +1,108 @@
+// A private containerd 1.6 for tests: own root/state/socket under a unique temp dir, CRI
+// disabled (not needed to exercise content/images/snapshots/diff). Optionally its root is a
+// small tmpfs, to test a full disk. stop() kills it and removes everything, also after failures.
+import {spawn, execFile, type ChildProcess} from 'node:child_process'
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import * as net from 'node:net'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {promisify} from 'node:util'
+
+const run = promisify(execFile)
+
+export interface TestContainerd {
+  dir: string
+  socket: string
+  address: string
+  root: string
+  /** `ctr -a <socket> -n k8s.io <args>`; throws with stderr on failure. */
+  ctr(args: string[], namespace?: string): Promise<string>
+  stop(): Promise<void>
+}
+
+export async function startContainerd(name: string, opts: {rootSizeMb?: number} = {}): Promise<TestContainerd> {
+  const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `slctd-${name}-`))
+  const root = path.join(dir, 'root')
+  const state = path.join(dir, 'state')
+  const socket = path.join(dir, 'c.sock')
+  await fsp.mkdir(root)
+  await fsp.mkdir(state)
+  let mounted = false
+  let child: ChildProcess | undefined
+  const stop = async (): Promise<void> => {
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child!.once('exit', r))
+      child.kill('SIGTERM')
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))])
+      if (child.exitCode === null) child.kill('SIGKILL')
+    }
+    // snapshot mounts left by a killed daemon
+    const mounts = (await fsp.readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')[1]).filter((m) => m && m.startsWith(dir + '/'))
+    for (const m of mounts.reverse()) await run('umount', ['-l', m]).catch(() => undefined)
+    if (mounted) await run('umount', ['-l', root]).catch(() => undefined)
+    await fsp.rm(dir, {recursive: true, force: true})
+  }
+  try {
+    if (opts.rootSizeMb) {
+      await run('mount', ['-t', 'tmpfs', '-o', `size=${opts.rootSizeMb}m`, 'tmpfs', root])
+      mounted = true
+    }
+    const config = [
+      'version = 2',
+      `root = "${root}"`,
+      `state = "${state}"`,
+      `disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]`,
+      '[grpc]',
+      `  address = "${socket}"`,
+      '[ttrpc]',
+      `  address = "${socket}.ttrpc"`,
+      '[debug]',
+      `  address = "${socket}.debug"`,
+      '[metrics]',
+      '  address = ""',
+      '[plugins."io.containerd.gc.v1.scheduler"]',
+      '  deletion_threshold = 1',
+      '  schedule_delay = "0ms"',
+      '',
+    ].join('\n')
+    const configPath = path.join(dir, 'config.toml')
+    await fsp.writeFile(configPath, config)
+    const log = fs.openSync(path.join(dir, 'containerd.log'), 'w')
+    child = spawn('containerd', ['-c', configPath], {stdio: ['ignore', log, log]})
+    fs.closeSync(log)
+    const deadline = Date.now() + 20_000
+    for (;;) {
+      if (child.exitCode !== null) throw new Error(`containerd exited: ${await fsp.readFile(path.join(dir, 'containerd.log'), 'utf8').catch(() => '')}`)
+      const ok = await new Promise<boolean>((resolve) => {
+        const s = net.connect(socket, () => {
+          s.destroy()
+          resolve(true)
+        })
+        s.on('error', () => resolve(false))
+      })
+      if (ok) break
+      if (Date.now() > deadline) throw new Error('containerd did not open its socket within 20 s')
+      await new Promise((r) => setTimeout(r, 100))
+    }
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  return {
+    dir,
+    socket,
+    address: `unix://${socket}`,
+    root,
+    async ctr(args, namespace = 'k8s.io') {
+      try {
+        const {stdout} = await run('ctr', ['-a', socket, '-n', namespace, ...args], {maxBuffer: 64 * 1024 * 1024})
+        return stdout
+      } catch (err) {
+        const e = err as {stderr?: string; message: string}
+        throw new Error(`ctr ${args.join(' ')} failed: ${e.stderr || e.message}`)
+      }
+    },
+    stop,
+  }
+}
