@@ -1,7 +1,10 @@
-import {execFile} from 'node:child_process'
+import {execFile, spawn} from 'node:child_process'
 import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from './bed.js'
+import {makeImage, type ImageInfo} from './images.js'
 
 interface Run {
   code: number
@@ -21,6 +24,24 @@ function run(cmd: string, args: string[], timeoutMs = 30_000): Promise<Run> {
 function ssh(bed: Bed, node: BedNode, command: string, user = 'root', timeoutMs?: number): Promise<Run> {
   return run('ssh', [...bed.sshArgs(node, user), command], timeoutMs)
 }
+
+/** ssh with a file streamed to the remote command's stdin (like `ssh node cmd < file`). */
+function sshWithInput(bed: Bed, node: BedNode, command: string, file: string): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('ssh', [...bed.sshArgs(node), command], {stdio: ['pipe', 'pipe', 'pipe']})
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (b: Buffer) => (stdout += b.toString()))
+    child.stderr.on('data', (b: Buffer) => (stderr += b.toString()))
+    child.on('error', reject)
+    child.on('close', (code) => resolve({code: code ?? 1, stdout, stderr}))
+    child.stdin.on('error', () => undefined) // ssh may exit before reading all input; its exit code tells
+    fs.createReadStream(file).pipe(child.stdin)
+  })
+}
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-bed-'))
+afterAll(() => fs.rmSync(tmp, {recursive: true, force: true}))
 
 /** Every trace a bed leaves on the host, as text, for "nothing left behind" checks. */
 async function traces(bed: {name: string; index: number; dir: string}): Promise<string[]> {
@@ -77,10 +98,202 @@ describe('test bed', () => {
     expect(r.stderr).toMatch(/Permission denied/)
   })
 
+  it('reaches THAT node: an image imported on node 1 is not on node 2', async () => {
+    const [n1, n2] = bed.nodes
+    const out = path.join(tmp, 'only-n1.tar')
+    const img = await makeImage({name: 'slbt-only-n1:1', layers: [{sizeBytes: 200_000, seed: 'only-n1'}], format: 'oci', out})
+    await bed.ctr(n1, ['images', 'import', out])
+    expect(await bed.ctr(n1, ['images', 'ls', '-q'])).toContain(img.name)
+    const onN2 = await ssh(bed, n2, 'ctr -n k8s.io images ls -q')
+    expect(onN2.code).toBe(0)
+    expect(onN2.stdout).not.toContain(img.name)
+    const onN1 = await ssh(bed, n1, 'ctr -n k8s.io images ls -q')
+    expect(onN1.stdout).toContain(img.name)
+  })
+
+  it('imports generated OCI and docker archives completely (ctr images import over ssh, then check)', async () => {
+    const node = bed.nodes[1]
+    const archives: Array<{out: string; info: ImageInfo}> = []
+    for (const format of ['oci', 'docker'] as const) {
+      const out = path.join(tmp, `check-${format}.tar`)
+      const info = await makeImage({name: `slbt-check-${format}:1`, layers: [{busybox: true}, {sizeBytes: 1_000_000, seed: `check-${format}`}], format, out})
+      archives.push({out, info})
+      const r = await sshWithInput(bed, node, 'ctr -n k8s.io images import -', out)
+      expect(r.stderr).toBe('')
+      expect(r.code).toBe(0)
+      const check = await bed.ctr(node, ['images', 'check', `name==${info.name}`])
+      expect(check).toMatch(new RegExp(`${info.name.replace(/[.:/]/g, '\\$&')}\\s.*complete \\(\\d+/\\d+\\)`))
+      expect(check).not.toMatch(/incomplete|missing/)
+      // the config blob of the image is what we generated
+      const config = await bed.ctr(node, ['content', 'get', info.configDigest])
+      expect(JSON.parse(config).rootfs.diff_ids).toEqual(info.diffIds)
+    }
+    // busybox layer is runnable: its /bin/sh is a symlink to a real busybox
+    const mnt = `/tmp/slbt-mnt-${process.pid}`
+    const mounted = await bed.exec(node, ['sh', '-c', `mkdir -p ${mnt} && ctr -n k8s.io images mount ${archives[0].info.name} ${mnt} >/dev/null && ${mnt}/bin/busybox echo ok-from-image && readlink ${mnt}/bin/sh; ctr -n k8s.io images unmount --rm ${mnt} >/dev/null; rmdir ${mnt}`])
+    expect(mounted.stdout).toBe('ok-from-image\nbusybox\n')
+  })
+
+  it('denies the non-root user the socket but allows sudo -n ctr (and only ctr)', async () => {
+    const node = bed.nodes[0]
+    const direct = await ssh(bed, node, 'ctr -n k8s.io version', bed.nonRootUser)
+    expect(direct.code).not.toBe(0)
+    expect(direct.stderr).toMatch(/connect: permission denied/)
+    const sudo = await ssh(bed, node, 'sudo -n ctr -n k8s.io version', bed.nonRootUser)
+    expect(sudo.code).toBe(0)
+    expect(sudo.stdout).toMatch(/Server:/)
+    const other = await ssh(bed, node, 'sudo -n id', bed.nonRootUser)
+    expect(other.code).not.toBe(0)
+    const who = await ssh(bed, node, 'id -un', bed.nonRootUser)
+    expect(who.stdout.trim()).toBe(bed.nonRootUser)
+  })
+
+  it('offers aes128-gcm and stream-local forwarding', async () => {
+    const node = bed.nodes[0]
+    const r = await run('ssh', ['-o', 'Ciphers=aes128-gcm@openssh.com', '-v', ...bed.sshArgs(node), 'true'])
+    expect(r.code).toBe(0)
+    expect(r.stderr).toMatch(/cipher: aes128-gcm@openssh.com/)
+    // forward a local unix socket to the node's containerd socket and talk to it
+    const local = path.join(tmp, 'fwd.sock')
+    const fwd = spawn('ssh', ['-N', '-L', `${local}:${node.containerdSocket}`, ...bed.sshArgs(node)], {stdio: 'ignore'})
+    try {
+      const deadline = Date.now() + 10_000
+      while (!fs.existsSync(local) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      const v = await run('ctr', ['-a', local, 'version'])
+      expect(v.code).toBe(0)
+      const uuid = /UUID:\s+(\S+)/.exec((await run('ctr', ['-a', node.hostSocketPath, 'version'])).stdout)?.[1]
+      expect(v.stdout).toContain(`UUID: ${uuid}`)
+    } finally {
+      fwd.kill()
+    }
+  })
+
+  it('regenerateHostKey gives the node a new host key that known_hosts no longer matches', async () => {
+    const node = bed.nodes[1]
+    const before = node.hostKeyPub
+    await bed.regenerateHostKey(node)
+    expect(node.hostKeyPub).not.toBe(before)
+    expect(node.hostKeyPub).toMatch(/^ssh-ed25519 AAAA/)
+    const scan = await run('ssh-keyscan', ['-t', 'ed25519', node.ip])
+    expect(scan.stdout).toContain(node.hostKeyPub)
+    const r = await ssh(bed, node, 'true')
+    expect(r.code).toBe(255)
+    expect(r.stderr).toMatch(/REMOTE HOST IDENTIFICATION HAS CHANGED|Host key verification failed/)
+    expect(fs.readFileSync(bed.knownHostsPath, 'utf8')).toContain(before)
+  })
+
+  it('killSshSessions cuts a running session', async () => {
+    const node = bed.nodes[0]
+    const started = Date.now()
+    const session = run('ssh', [...bed.sshArgs(node), 'sleep 30'], 60_000)
+    // wait until the remote command runs
+    const deadline = Date.now() + 10_000
+    for (;;) {
+      const p = await bed.exec(node, ['pgrep', '-x', 'sleep'])
+      if (p.code === 0) break
+      if (Date.now() > deadline) throw new Error('remote sleep never started')
+      await new Promise((r) => setTimeout(r, 50))
+    }
+    await bed.killSshSessions(node)
+    const r = await session
+    expect(r.code).toBe(255)
+    expect(Date.now() - started).toBeLessThan(15_000)
+    // sshd itself still accepts new connections
+    expect((await ssh(bed, node, 'true')).code).toBe(0)
+  })
+
+  it('stopContainerd removes the socket; startContainerd brings the same store back', async () => {
+    const node = bed.nodes[0]
+    const before = await bed.ctr(node, ['images', 'ls', '-q'])
+    await bed.stopContainerd(node)
+    expect(fs.existsSync(node.hostSocketPath)).toBe(false)
+    const r = await ssh(bed, node, 'ctr --connect-timeout 1s -n k8s.io version')
+    expect(r.code).not.toBe(0)
+    expect(r.stderr).toMatch(/failed to dial "\/run\/containerd\/containerd.sock"/)
+    await bed.startContainerd(node)
+    expect(fs.existsSync(node.hostSocketPath)).toBe(true)
+    expect(await bed.ctr(node, ['images', 'ls', '-q'])).toBe(before)
+  })
+
+  it('shape limits the rate to the node, unshape lifts it', async () => {
+    const node = bed.nodes[0]
+    const file = path.join(tmp, 'shape.bin')
+    fs.writeFileSync(file, Buffer.alloc(4 << 20, 7))
+    await bed.shape(node, {rateMbit: 16})
+    try {
+      const t0 = Date.now()
+      const slow = await sshWithInput(bed, node, 'cat > /dev/null', file)
+      expect(slow.code).toBe(0)
+      // 4 MiB at 16 Mbit/s is ~2.1 s
+      expect(Date.now() - t0).toBeGreaterThan(1500)
+    } finally {
+      await bed.unshape(node)
+    }
+    const t1 = Date.now()
+    expect((await sshWithInput(bed, node, 'cat > /dev/null', file)).code).toBe(0)
+    expect(Date.now() - t1).toBeLessThan(1500)
+  })
+
   it('leaves nothing behind after down', async () => {
     const probe = {name: bed.name, index: bed.index, dir: bed.dir}
     expect(await traces(probe)).not.toEqual([])
     await bed.down()
     expect(await traces(probe)).toEqual([])
+  })
+})
+
+describe('test bed node options', () => {
+  let bed: Bed
+  beforeAll(async () => {
+    bed = await startBed({name: 'slbt-opts', nodes: 2, nodeOptions: {1: {rootSizeMb: 24}, 2: {noContainerd: true}}})
+  })
+  afterAll(async () => {
+    await bed?.down()
+  })
+
+  it('rootSizeMb puts /var/lib/containerd on a small filesystem: writing beyond it fails', async () => {
+    const node = bed.nodes[0]
+    const df = await bed.exec(node, ['df', '-k', '/var/lib/containerd'])
+    const sizeKb = Number(df.stdout.trim().split('\n')[1]?.split(/\s+/)[1])
+    expect(sizeKb).toBe(24 * 1024)
+    const small = await bed.exec(node, ['dd', 'if=/dev/zero', 'of=/var/lib/containerd/fill', 'bs=1M', 'count=8'])
+    expect(small.code).toBe(0)
+    const big = await bed.exec(node, ['dd', 'if=/dev/zero', 'of=/var/lib/containerd/fill2', 'bs=1M', 'count=40'])
+    expect(big.code).not.toBe(0)
+    expect(big.stderr).toMatch(/No space left on device/)
+    await bed.exec(node, ['rm', '-f', '/var/lib/containerd/fill', '/var/lib/containerd/fill2'])
+    // an image larger than the filesystem fails to import
+    const out = path.join(tmp, 'too-big.tar')
+    await makeImage({name: 'slbt-too-big:1', layers: [{sizeBytes: 40_000_000, seed: 'too-big'}], format: 'oci', compress: 'none', out})
+    await expect(bed.ctr(node, ['images', 'import', out])).rejects.toThrow(/no space left on device/i)
+  })
+
+  it('noContainerd starts no containerd: the socket path is absent', async () => {
+    const node = bed.nodes[1]
+    expect(fs.existsSync(node.hostSocketPath)).toBe(false)
+    const r = await ssh(bed, node, 'test -S /run/containerd/containerd.sock; echo $?')
+    expect(r.stdout.trim()).toBe('1')
+  })
+})
+
+describe('test bed recovery', () => {
+  it('starts again over a crashed bed (daemons killed, mounts and netns left)', async () => {
+    const first = await startBed({name: 'slbt-crash', nodes: 2})
+    const probe = {name: first.name, index: first.index, dir: first.dir}
+    // simulate a crash: kill -9 every daemon of the bed, leave everything else
+    const pids = (await run('pgrep', ['-f', `${first.dir}/`])).stdout.split('\n').filter(Boolean)
+    expect(pids.length).toBe(4)
+    await run('kill', ['-9', ...pids])
+    const second = await startBed({name: 'slbt-crash', nodes: 2})
+    try {
+      for (const node of second.nodes) {
+        const r = await ssh(second, node, 'ctr -n k8s.io version')
+        expect(r.code).toBe(0)
+      }
+    } finally {
+      await second.down()
+    }
+    expect(await traces(probe)).toEqual([])
+    expect(await traces({name: second.name, index: second.index, dir: second.dir})).toEqual([])
   })
 })
