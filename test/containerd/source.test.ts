@@ -1,0 +1,82 @@
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {ContainerdClient, importImage, openContainerdSource} from '../../src/containerd/index.js'
+import {readArchive, resolveImage, writeOciArchive} from '../../src/image/index.js'
+import {makeImage} from '../bed/images.js'
+import {startContainerd, type TestContainerd} from './fixture.js'
+
+const KIB = 1024
+
+let src: TestContainerd
+let dst: TestContainerd
+let srcClient: ContainerdClient
+let dstClient: ContainerdClient
+let work: string
+
+beforeAll(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'sl-source-test-'))
+  ;[src, dst] = await Promise.all([startContainerd('srcsrc'), startContainerd('srcdst')])
+  srcClient = new ContainerdClient(src.address)
+  dstClient = new ContainerdClient(dst.address, {displayName: 'dst-node'})
+})
+
+afterAll(async () => {
+  srcClient?.close()
+  dstClient?.close()
+  await Promise.all([src?.stop(), dst?.stop()])
+  await fsp.rm(work, {recursive: true, force: true})
+})
+
+describe('images from a local containerd and partial OCI tars for ctr import', () => {
+  it('reads an image from a local containerd and imports it into another', async () => {
+    const out = path.join(work, 'local.tar')
+    const info = await makeImage({name: 'sl-src/local:1', format: 'oci', out, layers: [{sizeBytes: 100 * KIB, seed: 'l1'}, {sizeBytes: 80 * KIB, seed: 'l2'}]})
+    await src.ctr(['images', 'import', out])
+    expect(await srcClient.serverUuid()).not.toBe(await dstClient.serverUuid())
+    const source = await openContainerdSource({address: src.address, name: 'sl-src/local:1'})
+    try {
+      expect(source.target.digest).toBe(info.targetDigest)
+      const res = await importImage(dstClient, {source, name: 'sl-src/local:1', unpack: true, pin: true})
+      expect(res).toMatchObject({upToDate: false, blobsSent: 4, digest: info.targetDigest})
+    } finally {
+      await source.close()
+    }
+    expect(await dst.ctr(['images', 'check'])).toMatch(/docker\.io\/sl-src\/local:1 .*complete \(3\/3\).*true/)
+    await expect(openContainerdSource({address: src.address, name: 'sl-src/nope:1'})).rejects.toThrow(/"sl-src\/nope:1" is not in containerd .*it has: docker\.io\/sl-src\/local:1/)
+  })
+
+  it('writes an OCI tar without the blobs the node has, and ctr import accepts it', async () => {
+    const out = path.join(work, 'partial-src.tar')
+    const info = await makeImage({name: 'sl-src/partial:1', format: 'oci', out, platforms: ['linux/amd64', 'linux/arm64'], layers: [{sizeBytes: 60 * KIB, seed: 'p1'}, {sizeBytes: 40 * KIB, seed: 'p2'}]})
+    const amd = info.platforms.find((p) => p.platform === 'linux/amd64')!
+    const source = await readArchive(out)
+    try {
+      const image = await resolveImage(source, {os: 'linux', architecture: 'amd64'})
+      // the node already has the first layer (from an earlier image)
+      await dstClient.writeContent({ref: 'seed', desc: image.layers[0], open: () => source.openBlob(image.layers[0])})
+      const tarPath = path.join(work, 'partial.tar')
+      const omit = new Set([image.layers[0].digest])
+      const written = await writeOciArchive(fs.createWriteStream(tarPath), source, image, {name: 'sl-src/partial:1', omitBlobs: omit})
+      expect(written.blobsWritten).toBe(4) // index, manifest, config, layer 2
+      // the tar really lacks the first layer
+      const partial = await readArchive(tarPath)
+      try {
+        await expect(partial.openBlob(image.layers[0])).rejects.toThrow(/does not contain blob/)
+        expect(partial.names).toEqual(['docker.io/sl-src/partial:1'])
+      } finally {
+        await partial.close()
+      }
+      await dst.ctr(['images', 'import', tarPath])
+      await dst.ctr(['images', 'label', 'docker.io/sl-src/partial:1', 'io.cri-containerd.pinned=pinned'])
+      const check = await dst.ctr(['images', 'check'])
+      expect(check).toMatch(/docker\.io\/sl-src\/partial:1 .*complete \(3\/3\).*true/)
+      expect(check).toContain(info.indexDigest)
+      expect(amd.layerDigests).toContain(image.layers[1].digest)
+    } finally {
+      await source.close()
+    }
+  })
+})

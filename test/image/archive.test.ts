@@ -1,0 +1,142 @@
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {PassThrough, Readable} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+import {createGzip} from 'node:zlib'
+import * as tar from 'tar-stream'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {MediaType, readArchive, resolveImage, sha256Digest, VerifyingStream, type ImageInfo} from '../../src/image/index.js'
+import {makeImage} from '../bed/images.js'
+
+const KIB = 1024
+let work: string
+let ociPath: string
+let oci: ImageInfo
+
+beforeAll(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'sl-archive-test-'))
+  ociPath = path.join(work, 'app.tar')
+  oci = await makeImage({name: 'sl-arch/app:1', format: 'oci', out: ociPath, layers: [{sizeBytes: 40 * KIB, seed: 'a1'}, {sizeBytes: 30 * KIB, seed: 'a2'}]})
+})
+
+afterAll(async () => {
+  await fsp.rm(work, {recursive: true, force: true})
+})
+
+async function drain(stream: NodeJS.ReadableStream): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c)
+  return Buffer.concat(chunks)
+}
+
+/** Copy a tar, dropping entries and adding new ones (to build other archive shapes). */
+async function rewriteTar(from: string, to: string, keep: (name: string) => boolean, extra: tar.Headers[] & {data?: Buffer}[]): Promise<void> {
+  const extract = tar.extract()
+  const pack = tar.pack()
+  const done = pipeline(pack, fs.createWriteStream(to))
+  extract.on('entry', (header, stream, next) => {
+    if (!keep(header.name)) {
+      stream.resume()
+      stream.on('end', next)
+      return
+    }
+    stream.pipe(pack.entry(header, next))
+  })
+  await pipeline(fs.createReadStream(from), extract)
+  for (const e of extra) await new Promise<void>((resolve, reject) => pack.entry(e, (e as {data?: Buffer}).data ?? Buffer.alloc(0), (err) => (err ? reject(err) : resolve())))
+  pack.finalize()
+  await done
+}
+
+describe('readArchive', () => {
+  it('reads an OCI layout tar in place and streams verified blobs', async () => {
+    const source = await readArchive(ociPath)
+    try {
+      expect(source.format).toBe('oci')
+      expect(source.file).toBe(ociPath)
+      expect(source.name).toBe('docker.io/sl-arch/app:1')
+      expect(source.target.digest).toBe(oci.targetDigest)
+      const image = await resolveImage(source)
+      expect(image.layers.map((l) => l.digest)).toEqual(oci.layerDigests)
+      expect(image.diffIds).toEqual(oci.diffIds)
+      const data = await drain((await source.openBlob(image.layers[1])).pipe(new VerifyingStream(image.layers[1], 'x')))
+      expect(sha256Digest(data)).toBe(oci.layerDigests[1])
+    } finally {
+      await source.close()
+    }
+  })
+
+  it('names the file when it is not a tar, is truncated, or lacks the image', async () => {
+    const junk = path.join(work, 'junk.bin')
+    await fsp.writeFile(junk, Buffer.alloc(4096, 7))
+    await expect(readArchive(junk)).rejects.toThrow(`${junk} is not a tar archive`)
+    const cut = path.join(work, 'cut.tar')
+    const full = await fsp.readFile(ociPath)
+    await fsp.writeFile(cut, full.subarray(0, Math.floor(full.length / 2)))
+    await expect(readArchive(cut)).rejects.toThrow(new RegExp(`${cut.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is truncated`))
+    await expect(readArchive(ociPath, {name: 'other:2'})).rejects.toThrow(`image "other:2" is not in ${ociPath}; it contains: docker.io/sl-arch/app:1`)
+    await expect(readArchive(path.join(work, 'missing.tar'))).rejects.toThrow(/cannot open image archive .*missing\.tar: no such file/)
+    const plain = path.join(work, 'plain.tar')
+    await rewriteTar(ociPath, plain, (n) => n.startsWith('blobs/'), [])
+    await expect(readArchive(plain)).rejects.toThrow(`${plain} is a tar but not an image archive`)
+  })
+
+  it('spools a stream (stdin) to a temporary file and removes it on close; reads gzip input', async () => {
+    const pass = new PassThrough()
+    fs.createReadStream(ociPath).pipe(pass)
+    const source = await readArchive(pass, {name: 'docker.io/sl-arch/app:1'})
+    const spool = source.file
+    expect(spool).not.toBe(ociPath)
+    expect(fs.existsSync(spool)).toBe(true)
+    const image = await resolveImage(source)
+    expect(image.config.digest).toBe(oci.configDigest)
+    await source.close()
+    expect(fs.existsSync(spool)).toBe(false)
+
+    const gz = path.join(work, 'app.tar.gz')
+    await pipeline(fs.createReadStream(ociPath), createGzip(), fs.createWriteStream(gz))
+    const fromGz = await readArchive(gz)
+    try {
+      expect(fromGz.target.digest).toBe(oci.targetDigest)
+    } finally {
+      await fromGz.close()
+    }
+    await expect(readArchive(Readable.from([Buffer.from('hello')]))).rejects.toThrow(/stdin is not a tar archive/)
+  })
+
+  it('reads docker-archives: layers by path, symlinked into blobs/ (docker ≥25), gzip layers', async () => {
+    const docker = path.join(work, 'docker.tar')
+    const d = await makeImage({name: 'sl-arch/dock:2', format: 'docker', out: docker, layers: [{sizeBytes: 20 * KIB, seed: 'd1'}, {sizeBytes: 10 * KIB, seed: 'd2'}]})
+    const source = await readArchive(docker)
+    try {
+      expect(source.format).toBe('docker')
+      expect(source.name).toBe('docker.io/sl-arch/dock:2')
+      const image = await resolveImage(source)
+      expect(image.manifest.mediaType).toBe(MediaType.dockerManifest)
+      expect(image.layers.map((l) => [l.digest, l.mediaType])).toEqual(d.layerDigests.map((x) => [x, MediaType.dockerLayer]))
+      expect(image.config.digest).toBe(d.configDigest)
+    } finally {
+      await source.close()
+    }
+    // docker 25 style: legacy manifest.json whose layer.tar entries are symlinks into blobs/
+    const hex = (x: string) => x.slice(7)
+    const linked = path.join(work, 'linked.tar')
+    const manifestJson = Buffer.from(JSON.stringify([{Config: `blobs/sha256/${hex(oci.configDigest)}`, RepoTags: ['sl-arch/linked:3'], Layers: ['l0/layer.tar', 'l1/layer.tar']}]))
+    await rewriteTar(ociPath, linked, (n) => n.startsWith('blobs/'), [
+      {name: 'l0/layer.tar', type: 'symlink', linkname: `../blobs/sha256/${hex(oci.layerDigests[0])}`},
+      {name: 'l1/layer.tar', type: 'symlink', linkname: `../blobs/sha256/${hex(oci.layerDigests[1])}`},
+      Object.assign({name: 'manifest.json', size: manifestJson.length}, {data: manifestJson}),
+    ] as tar.Headers[] & {data?: Buffer}[])
+    const ls = await readArchive(linked, {name: 'sl-arch/linked:3'})
+    try {
+      const image = await resolveImage(ls)
+      expect(image.layers.map((l) => [l.digest, l.mediaType])).toEqual(oci.layerDigests.map((x) => [x, MediaType.dockerLayerGzip]))
+      const blob = await drain(await ls.openBlob(image.layers[0]))
+      expect(sha256Digest(blob)).toBe(oci.layerDigests[0])
+    } finally {
+      await ls.close()
+    }
+  })
+})
