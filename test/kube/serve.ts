@@ -1,18 +1,51 @@
-// Runs the test API server (and, with --node NAME=IP, a kubelet stand-in) until interrupted:
-//   tsx test/kube/serve.ts [--dir DIR] [--port N]
+// Runs the test API server until interrupted, for the sandbox and for humans:
+//   tsx test/kube/serve.ts [--dir DIR] [--port N] [--node NAME=IP ...] [--ssh-key KEY] [--known-hosts FILE]
+// With --node, a kubelet stand-in serves those nodes and asks each node's containerd over SSH
+// (`ssh root@IP ctr -n k8s.io images ls -q`) whether an image is present.
 // Prints the kubeconfig path; `KUBECONFIG=<path> kubectl get pods` then works.
+import {execFile} from 'node:child_process'
 import {startApiServer} from './apiserver.js'
+import {type KubeletNode, startKubelet} from './kubelet.js'
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name)
   return i >= 0 ? process.argv[i + 1] : undefined
 }
 
+function args(name: string): string[] {
+  return process.argv.flatMap((a, i) => (a === name && process.argv[i + 1] !== undefined ? [process.argv[i + 1]] : []))
+}
+
+function sshImages(ip: string): Promise<string[]> {
+  const key = arg('--ssh-key')
+  const known = arg('--known-hosts')
+  const sshArgs = [...(key ? ['-i', key] : []), ...(known ? ['-o', `UserKnownHostsFile=${known}`] : []),
+    '-o', 'BatchMode=yes', `root@${ip}`, 'ctr -n k8s.io images ls -q']
+  return new Promise((resolve, reject) => {
+    execFile('ssh', sshArgs, {timeout: 15_000}, (err, stdout, stderr) => {
+      if (err) reject(new Error(`ssh root@${ip} ctr images ls failed: ${stderr || err.message}`))
+      else resolve(stdout.split('\n').map(s => s.trim()).filter(Boolean))
+    })
+  })
+}
+
 const port = arg('--port')
 const server = await startApiServer({dir: arg('--dir'), port: port === undefined ? undefined : Number(port)})
+const nodes: KubeletNode[] = args('--node').map(spec => {
+  const [name, ip] = spec.split('=')
+  if (!name || !ip) throw new Error(`--node wants NAME=IP, got "${spec}"`)
+  return {name, ip}
+})
+const kubelet = nodes.length === 0 ? undefined : startKubelet({
+  store: server.store, nodes,
+  hasImage: async (nodeName, ref) => {
+    const node = nodes.find(n => n.name === nodeName)
+    return node !== undefined && (await sshImages(node.ip)).includes(ref)
+  },
+})
 process.stdout.write(`API server ${server.url}\nKUBECONFIG=${server.kubeconfigPath}\n`)
 const shutdown = (): void => {
-  void server.stop().then(() => process.exit(0))
+  void (kubelet?.stop() ?? Promise.resolve()).then(() => server.stop()).then(() => process.exit(0))
 }
 process.on('SIGINT', shutdown)
 process.on('SIGTERM', shutdown)
