@@ -1,0 +1,165 @@
+import {Args, Command, Flags} from '@oclif/core'
+import {BuildFailedError} from '../buildkit/errors.js'
+import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
+import {type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
+
+export default class Build extends Command {
+  static override summary = 'Build an image from a Dockerfile with BuildKit (no buildctl, no docker CLI needed).'
+
+  static override description = `Builds with a BuildKit daemon (--builder buildkit, the default: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock)
+or with the BuildKit inside dockerd (--builder docker: $DOCKER_HOST or unix:///var/run/docker.sock).
+
+Where the image ends up:
+- BuildKit daemon whose worker is containerd namespace k8s.io: straight into that containerd.
+- Other BuildKit daemons: a docker-archive (OCI layout + manifest.json) written next to the build, path printed.
+- dockerd: in dockerd's image store under the -t names (read back with docker save).
+- --output oci:FILE | docker:FILE | tar:FILE: that archive instead.
+
+The context is uploaded through the BuildKit session, filtered by .dockerignore; an unchanged rebuild uploads nothing.`
+
+  static override examples = [
+    {description: 'Build the current directory with dockerd\'s BuildKit', command: '<%= config.bin %> build . -t myapp:dev --builder docker'},
+    {description: 'Build a target stage with build arguments', command: '<%= config.bin %> build ./app -t api:1 --target runtime --build-arg VERSION=1.2 --build-arg DEBUG=0'},
+    {description: 'Use a secret in RUN --mount=type=secret,id=npmrc', command: '<%= config.bin %> build . -t web:1 --secret id=npmrc,src=$HOME/.npmrc'},
+    {description: 'Write a docker-archive instead of keeping the image in the daemon', command: '<%= config.bin %> build . -t web:1 --builder docker --output docker:web.tar'},
+    {description: 'Plain step logs (what CI gets without a terminal)', command: '<%= config.bin %> build . -t web:1 --progress plain'},
+  ]
+
+  static override args = {
+    context: Args.string({description: 'build context directory', default: '.'}),
+  }
+
+  static override flags = {
+    tag: Flags.string({char: 't', description: 'image name (repeatable)', multiple: true, default: []}),
+    file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),
+    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true, default: []}),
+    target: Flags.string({description: 'build this stage of a multi-stage Dockerfile'}),
+    platform: Flags.string({description: 'target platform(s), e.g. linux/amd64 (repeatable or comma-separated)', multiple: true, default: []}),
+    'no-cache': Flags.boolean({description: 'do not use the build cache'}),
+    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true, default: []}),
+    label: Flags.string({description: 'image label K=V (repeatable)', multiple: true, default: []}),
+    progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json'], default: 'auto'}),
+    builder: Flags.string({description: 'which BuildKit to use', options: ['buildkit', 'docker'], default: 'buildkit'}),
+    'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
+    'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
+    output: Flags.string({char: 'o', description: 'write an archive instead: oci:FILE, docker:FILE or tar:FILE'}),
+  }
+
+  async run(): Promise<void> {
+    const {args, flags} = await this.parse(Build)
+    const progressMode = flags.progress as ProgressMode
+    const renderer = createProgressRenderer(progressMode, progressMode === 'json' ? process.stdout : process.stderr)
+    const options: BuildOptions = {
+      context: args.context,
+      dockerfile: flags.file,
+      tags: flags.tag,
+      buildArgs: keyValues(flags['build-arg'], '--build-arg'),
+      labels: keyValues(flags.label, '--label'),
+      target: flags.target,
+      platforms: flags.platform.flatMap((p) => p.split(',')).filter((p) => p !== ''),
+      noCache: flags['no-cache'],
+      secrets: parseSecrets(flags.secret),
+      builder: flags.builder === 'docker' ? {kind: 'docker', dockerHost: flags['docker-host']} : {kind: 'buildkitd', address: flags['buildkit-host']},
+      output: flags.output ? parseOutput(flags.output) : undefined,
+      onStatus: (u) => renderer.update(u),
+    }
+    let result: BuildResult
+    try {
+      result = await build(options)
+    } catch (err) {
+      renderer.end()
+      if (err instanceof BuildFailedError) this.error(describeFailure(err), {exit: 1})
+      throw err
+    }
+    renderer.end()
+    if (progressMode === 'json') {
+      this.log(JSON.stringify({event: 'build.done', location: result.location, digest: result.digest, durationMs: result.durationMs}))
+    } else {
+      this.log(describeLocation(result))
+    }
+  }
+}
+
+function keyValues(values: string[], flag: string): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const v of values) {
+    const eq = v.indexOf('=')
+    if (eq <= 0) {
+      // `--build-arg NAME` takes the value from the environment, like docker build.
+      if (flag === '--build-arg' && eq === -1 && process.env[v] !== undefined) {
+        out[v] = process.env[v] as string
+        continue
+      }
+      throw new Error(`${flag} ${v}: expected KEY=VALUE`)
+    }
+    out[v.slice(0, eq)] = v.slice(eq + 1)
+  }
+  return out
+}
+
+/** `id=ID,src=FILE` (also `source=`) or `id=ID,env=VAR`. */
+export function parseSecrets(values: string[]): Record<string, SecretSource> {
+  const out: Record<string, SecretSource> = {}
+  for (const v of values) {
+    const fields = Object.fromEntries(v.split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+    const id = fields.id
+    if (!id) throw new Error(`--secret ${v}: missing id=ID (e.g. id=npmrc,src=$HOME/.npmrc)`)
+    const file = fields.src ?? fields.source
+    if (file) out[id] = {file}
+    else if (fields.env) out[id] = {env: fields.env}
+    else out[id] = {env: id}
+  }
+  return out
+}
+
+/** `oci:FILE`, `docker:FILE`, `tar:FILE`, or buildctl's `type=oci,dest=FILE`. */
+export function parseOutput(value: string): BuildOutput {
+  let type: string | undefined
+  let file: string | undefined
+  if (value.includes('type=')) {
+    for (const kv of value.split(',')) {
+      const [k, v] = [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]
+      if (k === 'type') type = v
+      if (k === 'dest') file = v
+    }
+  } else {
+    const colon = value.indexOf(':')
+    type = colon > 0 ? value.slice(0, colon) : undefined
+    file = colon > 0 ? value.slice(colon + 1) : undefined
+  }
+  if ((type !== 'oci' && type !== 'docker' && type !== 'tar') || !file) {
+    throw new Error(`--output ${value}: expected oci:FILE, docker:FILE or tar:FILE`)
+  }
+  return {type, path: file}
+}
+
+function describeLocation(result: BuildResult): string {
+  const loc = result.location
+  const names = loc.names.length > 0 ? loc.names.join(', ') : (result.digest ?? 'image')
+  const time = `${(result.durationMs / 1000).toFixed(1)}s`
+  switch (loc.kind) {
+    case 'dockerd':
+      return `Built ${names} (${loc.imageId}) in ${time}: in dockerd at ${loc.dockerHost}`
+    case 'containerd':
+      return `Built ${names} in ${time}: in containerd namespace ${loc.namespace} of the BuildKit host (${loc.buildkitAddress})`
+    case 'archive':
+      return `Built ${names} in ${time}: ${loc.format} archive ${loc.path}`
+  }
+}
+
+/** The failing step's log and its Dockerfile line(s), like buildx prints them. */
+export function describeFailure(err: BuildFailedError): string {
+  const parts: string[] = []
+  if (err.step) {
+    parts.push('------', ` > ${err.step.name}:`)
+    for (const line of err.step.logs.slice(-20)) parts.push(`${line}`)
+    parts.push('------')
+  }
+  if (err.source && err.source.lines.length > 0) {
+    parts.push(`${err.source.filename}:${err.source.lines[0]}`, '--------------------')
+    err.source.lines.forEach((n, i) => parts.push(` ${String(n).padStart(3)} | >>> ${err.source?.text[i] ?? ''}`))
+    parts.push('--------------------')
+  }
+  parts.push(`build failed: ${err.message}`)
+  return parts.join('\n')
+}

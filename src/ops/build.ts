@@ -1,0 +1,281 @@
+import * as crypto from 'node:crypto'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import type {Readable} from 'node:stream'
+import {pipeline} from 'node:stream/promises'
+import {BuildkitClient, type BuilderEndpoint, DEFAULT_BUILDKIT_HOST, describeBuilder} from '../buildkit/client.js'
+import {saveDockerImages} from '../buildkit/engine.js'
+import {BuildFailedError, locateStep} from '../buildkit/errors.js'
+import type {FileSyncStats} from '../buildkit/filesync.js'
+import type {BuildStep} from '../buildkit/progress.js'
+import {BuildProgressModel} from '../buildkit/progress.js'
+import type {ExporterSpec, SolveRequest, StatusResponse, WorkerRecord} from '../buildkit/protos.js'
+import {BuildSession, type SecretSource, sharedKeyFor} from '../buildkit/session.js'
+import {DEFAULT_DOCKER_HOST, type DockerEndpoint, describeDockerEndpoint, dialUpgrade, parseDockerHost} from '../grpc/hijack.js'
+
+export type {SecretSource} from '../buildkit/session.js'
+export {BuildFailedError} from '../buildkit/errors.js'
+
+/** Which builder runs the build. */
+export type BuilderChoice =
+  /** A standalone BuildKit daemon (default address: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock). */
+  | {kind: 'buildkitd'; address?: string}
+  /** The BuildKit embedded in dockerd (default: $DOCKER_HOST or unix:///var/run/docker.sock). */
+  | {kind: 'docker'; dockerHost?: string}
+
+/** Write the image as an archive file instead of leaving it in a daemon. */
+export interface BuildOutput {
+  /** `oci`: OCI layout tar; `docker`: docker-archive (`docker load` format); `tar`: the root filesystem. */
+  type: 'oci' | 'docker' | 'tar'
+  path: string
+}
+
+export interface BuildOptions {
+  /** The build context directory. */
+  context: string
+  /** Path of the Dockerfile (default: <context>/Dockerfile). */
+  dockerfile?: string
+  /** Image names (`-t`); the first one is the main name. */
+  tags: string[]
+  buildArgs?: Record<string, string>
+  labels?: Record<string, string>
+  target?: string
+  /** `linux/amd64`…; several make a multi-platform build (BuildKit daemon only). */
+  platforms?: string[]
+  noCache?: boolean
+  secrets?: Record<string, SecretSource>
+  builder?: BuilderChoice
+  output?: BuildOutput
+  /** containerd namespace a shared-containerd BuildKit worker must use for a direct import. */
+  namespace?: string
+  /** How the session reaches dockerd: its `/session` endpoint (default, like buildx) or Control.Session. */
+  dockerSessionTransport?: 'session-endpoint' | 'control'
+  /** Every progress update from the daemon (feed a ProgressRenderer). */
+  onStatus?: (update: StatusResponse) => void
+  /** Where archives go when the daemon streams the image back and no output was asked for. */
+  workDir?: string
+}
+
+/** Where the built image ended up. */
+export type ImageLocation =
+  | {kind: 'dockerd'; dockerHost: string; names: string[]; imageId: string}
+  | {kind: 'containerd'; buildkitAddress: string; namespace: string; names: string[]}
+  | {kind: 'archive'; format: BuildOutput['type']; path: string; names: string[]}
+
+export interface BuildResult {
+  location: ImageLocation
+  /** `containerimage.digest` from the exporter (image ID / config digest for dockerd, manifest digest otherwise). */
+  digest?: string
+  exporterResponse: Record<string, string>
+  builder: string
+  worker?: WorkerRecord
+  /** What the daemon pulled from the context, per local name. */
+  fileSync: Record<string, FileSyncStats>
+  steps: BuildStep[]
+  durationMs: number
+  /**
+   * The image as a docker-archive stream (what `docker load` and `ctr images import` read):
+   * from dockerd (`docker save`) or from the archive written. Not available for images
+   * BuildKit put straight into containerd, nor for `oci`/`tar` outputs.
+   */
+  openImageStream(): Promise<Readable>
+}
+
+const WORKER_EXECUTOR = 'org.mobyproject.buildkit.worker.executor'
+const WORKER_NAMESPACE = 'org.mobyproject.buildkit.worker.containerd.namespace'
+
+function resolveBuilder(choice: BuilderChoice | undefined): BuilderEndpoint {
+  if (choice?.kind === 'docker') {
+    return {kind: 'docker', docker: parseDockerHost(choice.dockerHost ?? process.env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST)}
+  }
+  return {kind: 'buildkitd', address: choice?.address ?? process.env.BUILDKIT_HOST ?? DEFAULT_BUILDKIT_HOST}
+}
+
+/** Whether a worker writes images into containerd namespace `namespace` (nerdctl's check, by labels). */
+export function workerSharesContainerd(worker: WorkerRecord | undefined, namespace: string): boolean {
+  return worker?.Labels[WORKER_EXECUTOR] === 'containerd' && worker.Labels[WORKER_NAMESPACE] === namespace
+}
+
+/** The frontend attributes for the Dockerfile frontend (`dockerfile.v0`). */
+export function frontendAttrs(opts: BuildOptions, dockerfileName: string): Record<string, string> {
+  const attrs: Record<string, string> = {filename: dockerfileName}
+  if (opts.target) attrs.target = opts.target
+  if (opts.platforms && opts.platforms.length > 0) attrs.platform = opts.platforms.join(',')
+  if (opts.noCache) attrs['no-cache'] = ''
+  for (const [k, v] of Object.entries(opts.buildArgs ?? {})) attrs[`build-arg:${k}`] = v
+  for (const [k, v] of Object.entries(opts.labels ?? {})) attrs[`label:${k}`] = v
+  return attrs
+}
+
+/**
+ * The SolveRequest: the exporter goes both into `Exporters` (BuildKit ≥ v0.13) and into the
+ * deprecated single-exporter fields (older daemons, dockerd 20.10), like buildctl does.
+ */
+export function solveRequest(ref: string, sessionId: string, attrs: Record<string, string>, exporter: ExporterSpec): SolveRequest {
+  return {
+    Ref: ref,
+    Session: sessionId,
+    Frontend: 'dockerfile.v0',
+    FrontendAttrs: attrs,
+    ExporterDeprecated: exporter.Type,
+    ExporterAttrsDeprecated: {...exporter.Attrs},
+    Exporters: [exporter],
+    Entitlements: [],
+  }
+}
+
+/**
+ * Choose the exporter. dockerd 20.10's BuildKit only has `moby` (its own image store), `local`
+ * and `tar`; a standalone daemon writes `image` into a containerd it shares, else streams an
+ * archive back over the session (FileSend).
+ */
+export function chooseExporter(
+  builder: BuilderEndpoint,
+  opts: Pick<BuildOptions, 'tags' | 'output' | 'platforms' | 'namespace'>,
+  worker: WorkerRecord | undefined,
+): {exporter: ExporterSpec; streamed?: BuildOutput['type']} {
+  const name = opts.tags.join(',')
+  const named: Record<string, string> = name ? {name} : {}
+  const multi = (opts.platforms?.length ?? 0) > 1
+  if (builder.kind === 'docker') {
+    if (opts.output?.type === 'tar') return {exporter: {Type: 'tar', Attrs: {}}, streamed: 'tar'}
+    if (opts.output?.type === 'oci') {
+      throw new Error(
+        'Docker\'s embedded BuildKit (dockerd 20.10) cannot write OCI archives. Use --output docker:FILE, or build with a BuildKit daemon (--builder buildkit).',
+      )
+    }
+    if (multi) throw new Error('a multi-platform build needs a BuildKit daemon (--builder buildkit); dockerd builds one platform.')
+    return {exporter: {Type: 'moby', Attrs: named}}
+  }
+  if (opts.output) {
+    return {exporter: {Type: opts.output.type, Attrs: opts.output.type === 'tar' ? {} : named}, streamed: opts.output.type}
+  }
+  if (workerSharesContainerd(worker, opts.namespace ?? 'k8s.io')) {
+    if (!name) throw new Error('building into containerd needs an image name: pass -t NAME')
+    return {exporter: {Type: 'image', Attrs: {name, unpack: 'true'}}}
+  }
+  const type = multi ? 'oci' : 'docker'
+  return {exporter: {Type: type, Attrs: named}, streamed: type}
+}
+
+/** Build an image from a Dockerfile with BuildKit and say where it is. */
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const started = Date.now()
+  const context = path.resolve(opts.context)
+  const dockerfile = path.resolve(opts.dockerfile ?? path.join(context, 'Dockerfile'))
+  for (const [what, p, dir] of [
+    ['build context', context, true],
+    ['Dockerfile', dockerfile, false],
+  ] as const) {
+    const st = await fs.promises.stat(p).catch(() => undefined)
+    if (!st || st.isDirectory() !== dir) throw new Error(`${what} ${p} not found${dir ? ' (or not a directory)' : ''}`)
+  }
+  const endpoint = resolveBuilder(opts.builder)
+  const client = await BuildkitClient.connect(endpoint)
+  let session: BuildSession | undefined
+  const model = new BuildProgressModel()
+  try {
+    const workers = await client.listWorkers()
+    const worker = workers[0]
+    const {exporter, streamed} = chooseExporter(endpoint, opts, worker)
+
+    let archivePath: string | undefined
+    if (streamed) {
+      archivePath = opts.output?.path
+        ? path.resolve(opts.output.path)
+        : path.join(opts.workDir ?? os.tmpdir(), `sideload-build-${crypto.randomBytes(6).toString('hex')}.tar`)
+    }
+    const target = archivePath
+    session = new BuildSession({
+      dirs: {context, dockerfile: path.dirname(dockerfile)},
+      sharedKey: sharedKeyFor(context),
+      name: path.basename(context),
+      secrets: opts.secrets,
+      exportSink: target ? {open: () => fs.createWriteStream(target)} : undefined,
+    })
+    if (endpoint.kind === 'docker' && opts.dockerSessionTransport !== 'control') {
+      session.attach(await dialUpgrade(endpoint.docker, '/session', session.headers()))
+    } else {
+      session.attach(client.openSession(session.headers()))
+    }
+
+    const ref = crypto.randomBytes(12).toString('hex')
+    const status = client.status(ref, (update) => {
+      model.apply(update)
+      opts.onStatus?.(update)
+    })
+    const request = solveRequest(ref, session.id, frontendAttrs(opts, path.basename(dockerfile)), exporter)
+    let response
+    try {
+      response = await client.solve(request)
+    } catch (err) {
+      await Promise.race([status.done, delay(2000)])
+      status.cancel()
+      if (err instanceof BuildFailedError) {
+        err.step = model.failedStep()
+        if (!err.source && err.step) {
+          const text = await fs.promises.readFile(dockerfile, 'utf8').catch(() => '')
+          err.source = locateStep(text, path.relative(process.cwd(), dockerfile) || path.basename(dockerfile), err.step.name)
+        }
+        throw err
+      }
+      throw err
+    }
+    await session.exportsDone()
+    await Promise.race([status.done, delay(5000)])
+    status.cancel()
+
+    const exporterResponse = response.ExporterResponse
+    const digest = exporterResponse['containerimage.digest']
+    let location: ImageLocation
+    if (endpoint.kind === 'docker' && !streamed) {
+      const imageId = exporterResponse['containerimage.config.digest'] ?? digest ?? ''
+      location = {kind: 'dockerd', dockerHost: describeDockerEndpoint(endpoint.docker), names: opts.tags, imageId}
+      if (opts.output?.type === 'docker') {
+        const archive = path.resolve(opts.output.path)
+        await pipeline(await saveDockerImages(endpoint.docker, opts.tags.length > 0 ? opts.tags : [imageId]), fs.createWriteStream(archive))
+        location = {kind: 'archive', format: 'docker', path: archive, names: opts.tags}
+      }
+    } else if (archivePath && streamed) {
+      location = {kind: 'archive', format: streamed, path: archivePath, names: opts.tags}
+    } else {
+      location = {
+        kind: 'containerd',
+        buildkitAddress: endpoint.kind === 'buildkitd' ? endpoint.address : '',
+        namespace: opts.namespace ?? 'k8s.io',
+        names: opts.tags,
+      }
+    }
+    const dockerEndpoint = endpoint.kind === 'docker' ? endpoint.docker : undefined
+    return {
+      location,
+      digest,
+      exporterResponse,
+      builder: describeBuilder(endpoint),
+      worker,
+      fileSync: session.fileSync,
+      steps: [...model.steps.values()],
+      durationMs: Date.now() - started,
+      openImageStream: () => openImageStream(location, dockerEndpoint),
+    }
+  } finally {
+    session?.close()
+    await client.close()
+  }
+}
+
+async function openImageStream(location: ImageLocation, docker: DockerEndpoint | undefined): Promise<Readable> {
+  if (location.kind === 'dockerd' && docker) {
+    return saveDockerImages(docker, location.names.length > 0 ? location.names : [location.imageId])
+  }
+  if (location.kind === 'archive' && location.format === 'docker') return fs.createReadStream(location.path)
+  if (location.kind === 'containerd') {
+    throw new Error(`the image is in containerd namespace ${location.namespace} of the BuildKit host, not in an archive; read it from that containerd instead`)
+  }
+  throw new Error(`a ${location.kind === 'archive' ? location.format : location.kind} output is not a docker-archive; build with --output docker:FILE or without --output`)
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+}

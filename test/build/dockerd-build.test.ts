@@ -1,0 +1,224 @@
+// `build()` and `sideload build` against a real dockerd 20.10 with its embedded BuildKit v0.8,
+// started by this file (see dockerd.ts).
+import {execFile} from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {pipeline} from 'node:stream/promises'
+import {promisify} from 'node:util'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {BuildFailedError, build} from '../../src/ops/build.js'
+import {type TestDockerd, startDockerd, writeBusyboxArchive} from './dockerd.js'
+
+const run = promisify(execFile)
+const BIN = path.resolve(__dirname, '..', '..', 'bin', 'run.js')
+
+let dockerd: TestDockerd
+let work: string
+
+beforeAll(async () => {
+  dockerd = await startDockerd('bkbuild')
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-bkbuild-work-'))
+  const base = path.join(work, 'busybox.tar')
+  await writeBusyboxArchive(base, 'sltest/busybox:1')
+  await dockerd.docker(['load', '-i', base])
+}, 120_000)
+
+afterAll(async () => {
+  await dockerd?.stop()
+  if (work) fs.rmSync(work, {recursive: true, force: true})
+})
+
+function makeContext(name: string, files: Record<string, string>): string {
+  const dir = path.join(work, name)
+  for (const [rel, content] of Object.entries(files)) {
+    fs.mkdirSync(path.dirname(path.join(dir, rel)), {recursive: true})
+    fs.writeFileSync(path.join(dir, rel), content)
+  }
+  return dir
+}
+
+/** Unpack a docker-archive into a directory; returns the layer tar paths, bottom first. */
+async function unpackArchive(archive: string, into: string): Promise<{layers: string[]; repoTags: string[]}> {
+  fs.mkdirSync(into, {recursive: true})
+  await run('tar', ['-xf', archive, '-C', into])
+  const manifest = JSON.parse(fs.readFileSync(path.join(into, 'manifest.json'), 'utf8')) as {Layers: string[]; RepoTags: string[] | null}[]
+  return {layers: manifest[0].Layers.map((l) => path.join(into, l)), repoTags: manifest[0].RepoTags ?? []}
+}
+
+async function layerEntries(layerTar: string): Promise<string[]> {
+  const {stdout} = await run('tar', ['-tf', layerTar], {maxBuffer: 16 << 20})
+  return stdout
+    .split('\n')
+    .filter((l) => l !== '')
+    .map((l) => l.replace(/^\.\//, '').replace(/\/$/, ''))
+    .sort()
+}
+
+async function fileInLayer(layerTar: string, file: string): Promise<string> {
+  const {stdout} = await run('tar', ['-xOf', layerTar, file])
+  return stdout
+}
+
+async function saveImage(name: string, into: string): Promise<{layers: string[]; repoTags: string[]}> {
+  const archive = `${into}.tar`
+  await dockerd.docker(['save', '-o', archive, name])
+  return unpackArchive(archive, into)
+}
+
+describe('build with dockerd\'s embedded BuildKit', () => {
+  it('builds FROM scratch, honours .dockerignore like docker build, and streams the image as a docker-archive', async () => {
+    const ctx = makeContext('ignore-ctx', {
+      Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+      '.dockerignore': [
+        '# comment line',
+        '*.log',
+        '!keep.log',
+        'build/',
+        '**/node_modules',
+        'docs/**/*.md',
+        '!docs/important/*.md',
+        'secret?.txt',
+        '/rootonly',
+        'tmp*',
+        '!tmp/wanted',
+      ].join('\n'),
+      'a.log': 'a',
+      'keep.log': 'k',
+      'x/y.log': 'nested log is not matched by *.log',
+      'build/out.bin': 'o',
+      'src/node_modules/m.js': 'm',
+      'node_modules/top.js': 't',
+      'src/index.js': 'i',
+      'docs/a.md': 'a',
+      'docs/sub/b.md': 'b',
+      'docs/important/c.md': 'c',
+      'docs/readme.txt': 'r',
+      'secret1.txt': 's',
+      'secret10.txt': 's',
+      rootonly: 'r',
+      'sub/rootonly': 'r',
+      'tmp/unwanted': 'u',
+      'tmp/wanted': 'w',
+      tmpfile: 't',
+    })
+    fs.symlinkSync('src/index.js', path.join(ctx, 'link-to-index'))
+    fs.linkSync(path.join(ctx, 'src/index.js'), path.join(ctx, 'hardlink.js'))
+    fs.chmodSync(path.join(ctx, 'src/index.js'), 0o751)
+    fs.utimesSync(path.join(ctx, 'keep.log'), new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'))
+
+    const result = await build({context: ctx, tags: ['sltest/scratch:1'], builder: {kind: 'docker', dockerHost: dockerd.host}})
+    expect(result.location).toMatchObject({kind: 'dockerd', names: ['sltest/scratch:1']})
+    expect(result.digest).toMatch(/^sha256:[0-9a-f]{64}$/)
+
+    // The image streamed back through the Engine API, as the push path will read it.
+    const archive = path.join(work, 'scratch-stream.tar')
+    await pipeline(await result.openImageStream(), fs.createWriteStream(archive))
+    const ours = await unpackArchive(archive, path.join(work, 'scratch-stream'))
+    expect(ours.repoTags).toEqual(['sltest/scratch:1'])
+    expect(ours.layers).toHaveLength(1)
+    const ourEntries = await layerEntries(ours.layers[0])
+
+    // What docker build itself sends for the same context (the docker CLI applies .dockerignore).
+    await dockerd.docker(['build', '-q', '-t', 'sltest/scratch-docker:1', ctx], {env: {DOCKER_BUILDKIT: '0'}})
+    const theirs = await saveImage('sltest/scratch-docker:1', path.join(work, 'scratch-docker'))
+    const theirEntries = await layerEntries(theirs.layers[theirs.layers.length - 1])
+    expect(ourEntries).toEqual(theirEntries)
+    expect(ourEntries).toContain('ctx/keep.log')
+    expect(ourEntries).toContain('ctx/tmp/wanted')
+    expect(ourEntries).not.toContain('ctx/a.log')
+    expect(ourEntries).not.toContain('ctx/src/node_modules/m.js')
+
+    // File kinds survived the trip: mode bits, mtime, symlink, hard link.
+    const {stdout: listing} = await run('tar', ['--utc', '-tvf', ours.layers[0]])
+    expect(listing).toMatch(/-rwxr-x--x .* ctx\/hardlink\.js/)
+    expect(listing).toMatch(/2020-01-02 03:04 ctx\/keep\.log/)
+    expect(listing).toMatch(/ctx\/link-to-index -> src\/index\.js/)
+    expect(listing).toMatch(/ctx\/(hardlink\.js link to ctx\/src\/index\.js|src\/index\.js link to ctx\/hardlink\.js)/)
+  })
+
+  it('builds FROM a local busybox with RUN steps, build args and a target stage; an unchanged rebuild uploads no file', async () => {
+    const ctx = makeContext('run-ctx', {
+      Dockerfile: [
+        'FROM sltest/busybox:1 AS base',
+        'ARG MSG=default',
+        'COPY input.txt /input.txt',
+        'RUN echo "msg=$MSG" > /msg && cat /input.txt >> /msg',
+        'FROM base AS final',
+        'RUN cp /msg /result',
+        'FROM base AS other',
+        'RUN echo other > /result',
+        '',
+      ].join('\n'),
+      'input.txt': 'from the context\n',
+    })
+    const steps: string[] = []
+    const opts = {
+      context: ctx,
+      tags: ['sltest/run:1'],
+      buildArgs: {MSG: 'hello'},
+      target: 'final',
+      builder: {kind: 'docker' as const, dockerHost: dockerd.host},
+    }
+    const first = await build({...opts, onStatus: (u) => steps.push(...u.vertexes.map((v) => v.name))})
+    expect(first.location.kind).toBe('dockerd')
+    expect(steps.some((s) => s.includes('RUN cp /msg /result'))).toBe(true)
+    expect(steps.some((s) => s.includes('echo other'))).toBe(false)
+    expect(first.fileSync.context.requests).toBeGreaterThan(0)
+
+    const img = await saveImage('sltest/run:1', path.join(work, 'run-img'))
+    expect(await fileInLayer(img.layers[img.layers.length - 1], 'result')).toBe('msg=hello\nfrom the context\n')
+
+    const again = await build(opts)
+    expect(again.fileSync.context).toMatchObject({requests: 0, dataPackets: 0})
+    expect(again.fileSync.dockerfile).toMatchObject({requests: 0, dataPackets: 0})
+    expect(again.steps.filter((s) => s.name.includes('RUN')).every((s) => s.cached)).toBe(true)
+
+    // Changing one file uploads just that file.
+    fs.writeFileSync(path.join(ctx, 'input.txt'), 'changed\n')
+    const changed = await build(opts)
+    expect(changed.fileSync.context.requests).toBe(1)
+    const img2 = await saveImage('sltest/run:1', path.join(work, 'run-img2'))
+    expect(await fileInLayer(img2.layers[img2.layers.length - 1], 'result')).toBe('msg=hello\nchanged\n')
+  })
+
+  it('reports a failing RUN with its log and Dockerfile line', async () => {
+    const ctx = makeContext('fail-ctx', {
+      Dockerfile: 'FROM sltest/busybox:1\nRUN echo preparing\nRUN echo boom-output-123 && exit 3\n',
+    })
+    const err = await build({context: ctx, tags: ['sltest/fail:1'], builder: {kind: 'docker', dockerHost: dockerd.host}}).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(err).toBeInstanceOf(BuildFailedError)
+    const failure = err as BuildFailedError
+    expect(failure.message).toMatch(/exit code: 3|exit status 3/)
+    expect(failure.step?.name).toContain('boom-output-123')
+    expect(failure.step?.logs.join('\n')).toContain('boom-output-123')
+    expect(failure.source?.lines).toEqual([3])
+    expect(failure.source?.text[0]).toContain('RUN echo boom-output-123')
+  })
+
+  it('sideload build: plain progress, non-zero exit with the step log on failure', async () => {
+    const ok = makeContext('cli-ok', {Dockerfile: 'FROM sltest/busybox:1\nRUN echo cli-step-log\n'})
+    const env = {...process.env, DOCKER_HOST: dockerd.host}
+    const {stdout, stderr} = await run(process.execPath, [BIN, 'build', ok, '-t', 'sltest/cli:1', '--builder', 'docker', '--progress', 'plain'], {env})
+    expect(stderr).toMatch(/#\d+ .*RUN echo cli-step-log/)
+    expect(stderr).toMatch(/#\d+ [\d.]* ?cli-step-log/)
+    expect(stderr).toMatch(/#\d+ DONE/)
+    expect(stdout).toContain('Built sltest/cli:1')
+
+    const again = await run(process.execPath, [BIN, 'build', ok, '-t', 'sltest/cli:1', '--builder', 'docker', '--progress', 'plain'], {env})
+    expect(again.stderr).toMatch(/#\d+ CACHED/)
+
+    const bad = makeContext('cli-bad', {Dockerfile: 'FROM sltest/busybox:1\nRUN echo cli-fail-log && false\n'})
+    const failed = await run(process.execPath, [BIN, 'build', bad, '-t', 'sltest/cli:2', '--builder', 'docker', '--progress', 'plain'], {env}).then(
+      () => undefined,
+      (e: {code: number; stderr: string}) => e,
+    )
+    expect(failed?.code).toBe(1)
+    expect(failed?.stderr).toContain('cli-fail-log')
+    expect(failed?.stderr).toMatch(/Dockerfile:2/)
+    expect(failed?.stderr).toContain('>>> RUN echo cli-fail-log && false')
+  })
+})
