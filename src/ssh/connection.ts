@@ -2,9 +2,10 @@ import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import {type Duplex, type Readable, type Writable} from 'node:stream'
+import {type ChildProcess, spawn} from 'node:child_process'
+import {Duplex, type Readable, type Writable} from 'node:stream'
 import ssh2 from 'ssh2'
-import type {AnyAuthMethod, AuthenticationType, AuthHandlerMiddleware, ClientChannel, ConnectConfig, NegotiatedAlgorithms, ParsedKey} from 'ssh2'
+import type {AnyAuthMethod, AuthenticationType, AuthHandlerMiddleware, IdentityCallback, ClientChannel, ConnectConfig, NegotiatedAlgorithms, ParsedKey} from 'ssh2'
 import {SshError} from './errors.js'
 import {
   appendKnownHost,
@@ -137,6 +138,75 @@ interface AuthCandidate {
   label: string
 }
 
+interface ProxyProcess {
+  child: ChildProcess
+  stream: Duplex
+  /** Rewrite a handshake failure with what the proxy command said on stderr. */
+  explain(err: SshError): SshError
+}
+
+/** Run ProxyCommand like ssh: `/bin/sh -c <command>` with %h %p %r %n %% expanded; its stdio carries the SSH stream. */
+function startProxyCommand(target: ResolvedTarget): ProxyProcess {
+  const tokens: Record<string, string> = {h: target.host, p: String(target.port), r: target.user, n: target.alias, '%': '%'}
+  // host, user and alias passed parseTarget's character checks, so they are shell-safe words
+  const command = (target.proxyCommand ?? '').replace(/%(.)/g, (whole, c: string) => tokens[c] ?? whole).replace(/^exec\s+/, '')
+  const child = spawn('/bin/sh', ['-c', `exec ${command}`], {stdio: ['pipe', 'pipe', 'pipe']})
+  let stderr = ''
+  child.stderr.on('data', (b: Buffer) => {
+    stderr = (stderr + b.toString('utf8')).slice(-2000)
+  })
+  child.on('error', () => undefined) // reported through the closed stream
+  const stream = Duplex.from({readable: child.stdout, writable: child.stdin})
+  return {
+    child,
+    stream,
+    explain: (err) =>
+      new SshError('unreachable', `ProxyCommand for ${describeTarget(target)} failed (${command}): ${stderr.trim() || err.message}`, {
+        hint: 'run the ProxyCommand from your ssh config by hand to see why it fails',
+        target: target.alias,
+        cause: err,
+      }),
+  }
+}
+
+/** base64 public key blob of an identity file: from `<file>.pub`, else from the (unencrypted) key itself. */
+function publicBlobOf(file: string): string | undefined {
+  try {
+    const pub = fs.readFileSync(`${file}.pub`, 'utf8').trim().split(/\s+/)[1]
+    if (pub) return Buffer.from(pub, 'base64').toString('base64')
+  } catch {
+    // no .pub file: try the private key
+  }
+  try {
+    const parsed = ssh2.utils.parseKey(fs.readFileSync(file))
+    if (parsed instanceof Error) return undefined
+    const key = (Array.isArray(parsed) ? parsed[0] : parsed) as ParsedKey
+    return key.getPublicSSH().toString('base64')
+  } catch {
+    return undefined
+  }
+}
+
+/** An ssh-agent client that only lists the identities whose public key is in `allowed`. */
+class IdentitiesOnlyAgent extends ssh2.OpenSSHAgent {
+  constructor(
+    socketPath: string,
+    private readonly allowed: ReadonlySet<string>,
+  ) {
+    super(socketPath)
+  }
+
+  override getIdentities(cb: IdentityCallback<ParsedKey>): void {
+    super.getIdentities((err, keys) =>
+      cb(
+        err,
+        // OpenSSHAgent lists ParsedKeys (the union in the typings also covers custom agents)
+        keys?.filter((k) => 'getPublicSSH' in k && this.allowed.has(k.getPublicSSH().toString('base64'))),
+      ),
+    )
+  }
+}
+
 /** Parse key files up front so the auth error can say which keys were tried and why some were not. */
 function buildAuthCandidates(
   target: ResolvedTarget,
@@ -180,7 +250,19 @@ function buildAuthCandidates(
   else if (target.identityAgent?.toLowerCase() === 'none') agent = undefined
   else if (target.identityAgent && target.identityAgent !== 'SSH_AUTH_SOCK') agent = target.identityAgent
   else agent = process.env.SSH_AUTH_SOCK || undefined
-  if (agent) candidates.push({method: {type: 'agent', username: target.user, agent}, label: `ssh-agent ${agent}`})
+  if (agent) {
+    if (target.identitiesOnly && target.identityFiles.length > 0) {
+      // IdentitiesOnly: offer only the agent keys that belong to the configured identity files,
+      // so a full agent does not exhaust the server's MaxAuthTries.
+      const allowed = new Set(target.identityFiles.map(publicBlobOf).filter((b): b is string => b !== undefined))
+      candidates.push({
+        method: {type: 'agent', username: target.user, agent: new IdentitiesOnlyAgent(agent, allowed)},
+        label: `ssh-agent ${agent} (only keys of ${target.identityFiles.join(', ')})`,
+      })
+    } else {
+      candidates.push({method: {type: 'agent', username: target.user, agent}, label: `ssh-agent ${agent}`})
+    }
+  }
 
   const configured = target.identityFiles.length > 0 ? target.identityFiles : target.identitiesOnly ? [] : defaultIdentityFiles(home)
   for (const f of configured) addKeyFile(f, false)
@@ -238,6 +320,7 @@ export class SshConnection {
   private readonly sessions = new Slots(MAX_CONCURRENT_SESSIONS)
   private readonly bridges = new Map<string, {server: net.Server; dir: string; path: string; sockets: Set<net.Socket>}>()
   private open = true
+  private streamLocalProhibited = false
   private lastError?: Error
   private markClosed!: () => void
 
@@ -295,6 +378,11 @@ export class SshConnection {
     let hostKeyFailure: SshError | undefined
     let hostKey: HostKeyInfo | undefined
     let sock: Duplex | undefined
+    let proxy: ProxyProcess | undefined
+    if (!jump && target.proxyCommand) {
+      proxy = startProxyCommand(target)
+      sock = proxy.stream
+    }
     if (jump) {
       sock = await new Promise<Duplex>((resolve, reject) => {
         jump.client.forwardOut('127.0.0.1', 0, target.host, target.port, (err, ch) => {
@@ -371,7 +459,8 @@ export class SshConnection {
         if (settled) return
         settled = true
         client.end()
-        reject(err)
+        proxy?.child.kill()
+        reject(proxy && (err.code === 'closed' || err.code === 'unreachable') ? proxy.explain(err) : err)
       }
       client.once('ready', () => {
         settled = true
@@ -424,6 +513,10 @@ export class SshConnection {
       }
     })
 
+    if (proxy) {
+      const child = proxy.child
+      client.once('close', () => child.kill())
+    }
     const conn = new SshConnection(target, client, jump)
     conn.hostKey = hostKey
     conn.negotiated = negotiated
@@ -542,20 +635,65 @@ export class SshConnection {
     return {...exit, stdout, stderr}
   }
 
-  /** Open a byte stream to a unix socket on the node (OpenSSH direct-streamlocal). */
+  /**
+   * Open a byte stream to a unix socket on the node: OpenSSH direct-streamlocal, or, where
+   * sshd prohibits stream-local forwarding, `socat - UNIX-CONNECT:<path>` run on the node.
+   */
   async openUnixSocket(remotePath: string): Promise<Duplex> {
     validateRemotePath(remotePath)
     this.assertOpen(`open ${remotePath}`)
-    return new Promise<Duplex>((resolve, reject) => {
-      this.client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => {
-        if (err) {
-          reject(
-            channelError(`opening unix socket ${remotePath}`, this.target, err,
-              `check that ${remotePath} exists on the node, that ${this.target.user} may open it (root or the socket's group), and that sshd allows AllowStreamLocalForwarding`),
-          )
-        } else resolve(ch)
+    if (this.streamLocalProhibited) return this.openUnixSocketViaSocat(remotePath)
+    try {
+      return await new Promise<Duplex>((resolve, reject) => {
+        this.client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => (err ? reject(err) : resolve(ch)))
       })
-    })
+    } catch (err) {
+      // sshd answers "open failed" both when stream-local forwarding is disabled and when the
+      // socket cannot be opened; ask the node directly (socat) to tell the two apart.
+      const probe = /[,:!]/.test(remotePath)
+        ? undefined
+        : await this.execCapture(['socat', '-u', 'OPEN:/dev/null', `UNIX-CONNECT:${remotePath}`]).catch(() => undefined)
+      if (probe?.code === 0) {
+        this.streamLocalProhibited = true
+        return this.openUnixSocketViaSocat(remotePath)
+      }
+      const nodeSays = probe && probe.code !== 127 ? (probe.stderr.trim().split('\n').pop() ?? '').replace(/^.*: /, '') : ''
+      const hint = /permission denied/i.test(nodeSays)
+        ? `${this.target.user} may not open ${remotePath}: connect as root, or as a user in the socket's group`
+        : /no such file/i.test(nodeSays)
+          ? `check the socket path on the node (containerd: /run/containerd/containerd.sock; k3s/RKE2: /run/k3s/containerd/containerd.sock)`
+          : `check that ${remotePath} exists on the node and that ${this.target.user} may open it; ` +
+            'sshd must allow AllowStreamLocalForwarding, or the node needs socat for the fallback'
+      throw channelError(`opening unix socket ${remotePath}${nodeSays ? ` (${nodeSays})` : ''}`, this.target, err as Error, hint)
+    }
+  }
+
+  private async openUnixSocketViaSocat(remotePath: string): Promise<Duplex> {
+    if (/[,:!]/.test(remotePath)) {
+      throw new SshError('channel', `cannot reach ${remotePath} on ${describeTarget(this.target)}: sshd forbids stream-local forwarding and the path has characters socat cannot take`, {
+        hint: 'set AllowStreamLocalForwarding yes in the node\'s sshd_config',
+        target: this.target.alias,
+      })
+    }
+    const proc = await this.exec(['socat', '-', `UNIX-CONNECT:${remotePath}`], {stdin: 'pipe'})
+    let stderr = ''
+    proc.stderr.on('data', (b: Buffer) => (stderr = (stderr + b.toString('utf8')).slice(-1000)))
+    const channel = proc.stdout as Duplex
+    proc.wait().then(
+      (exit) => {
+        if (exit.code !== 0 && !channel.destroyed) {
+          const why = exit.code === 127 ? 'socat is not installed on the node' : stderr.trim() || `socat exited with ${exit.code}`
+          channel.destroy(
+            new SshError('channel', `cannot reach ${remotePath} on ${describeTarget(this.target)} (stream-local forwarding is prohibited, fallback failed: ${why})`, {
+              hint: 'set AllowStreamLocalForwarding yes in the node\'s sshd_config, or install socat on the node',
+              target: this.target.alias,
+            }),
+          )
+        }
+      },
+      (err: unknown) => channel.destroy(err as Error),
+    )
+    return channel
   }
 
   /**
@@ -568,6 +706,9 @@ export class SshConnection {
     this.assertOpen(`forward ${remotePath}`)
     const existing = this.bridges.get(remotePath)
     if (existing) return existing.path
+    // Probe once so a missing socket or a permission problem is reported here, clearly,
+    // instead of as an anonymous UNAVAILABLE in the gRPC client later.
+    ;(await this.openUnixSocket(remotePath)).destroy()
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sideload-ssh-'))
     fs.chmodSync(dir, 0o700)
     const localPath = path.join(dir, path.basename(remotePath) || 'remote.sock')

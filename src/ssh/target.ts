@@ -28,6 +28,8 @@ export interface ResolvedTarget {
   identityAgent?: string
   /** Reach this target through this jump host (ProxyJump; the last hop of the chain). */
   via?: ResolvedTarget
+  /** ProxyCommand (run with /bin/sh, %h %p %r %n %% expanded at connect time), when no ProxyJump applies. */
+  proxyCommand?: string
   /** UserKnownHostsFile from the config (absolute), if set. */
   knownHostsFiles?: string[]
   strictHostKeyChecking?: StrictHostKeyChecking
@@ -152,10 +154,71 @@ export function loadSshConfig(opts: ResolveOptions = {}): SSHConfig | undefined 
     })
   }
   try {
-    return SSHConfig.parse(text)
+    return SSHConfig.parse(expandIncludes(text, file, home, 0))
   } catch (err) {
+    if (err instanceof SshError) throw err
     throw new SshError('target', `cannot parse ssh config ${file}: ${(err as Error).message}`, {cause: err})
   }
+}
+
+const MAX_INCLUDE_DEPTH = 16
+
+/** Glob (`*`, `?`) over path components, sorted like glob(3). */
+function globFiles(pattern: string): string[] {
+  const parts = pattern.split('/').filter(Boolean)
+  let current = ['/']
+  for (const [i, part] of parts.entries()) {
+    const last = i === parts.length - 1
+    const next: string[] = []
+    for (const dir of current) {
+      if (!/[*?]/.test(part)) {
+        next.push(path.join(dir, part))
+        continue
+      }
+      let names: string[]
+      try {
+        names = fs.readdirSync(dir)
+      } catch {
+        continue
+      }
+      const re = new RegExp(`^${part.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.')}$`)
+      for (const n of names.sort()) if (re.test(n) && !(n.startsWith('.') && !part.startsWith('.'))) next.push(path.join(dir, n))
+    }
+    current = last ? next : next.filter((d) => fs.statSync(d, {throwIfNoEntry: false})?.isDirectory())
+  }
+  return current.filter((f) => fs.statSync(f, {throwIfNoEntry: false})?.isFile())
+}
+
+/**
+ * Inline `Include` files (the parser has no Include support). Relative paths are taken from
+ * ~/.ssh, as ssh does for the user config. Included Host/Match blocks must not swallow the
+ * lines after the Include, so the enclosing block header (or `Host *` at top level) is
+ * repeated after included text that opened blocks of its own.
+ */
+function expandIncludes(text: string, file: string, home: string, depth: number): string {
+  if (depth > MAX_INCLUDE_DEPTH) {
+    throw new SshError('target', `ssh config Include nesting deeper than ${MAX_INCLUDE_DEPTH} at ${file} (a loop?)`)
+  }
+  const out: string[] = []
+  let header: string | undefined
+  for (const line of text.split(/\r?\n/)) {
+    const inc = /^\s*include(?:\s*=\s*|\s+)(.*?)\s*$/i.exec(line)
+    if (!inc) {
+      if (/^\s*(host|match)(\s|=)/i.test(line)) header = line
+      out.push(line)
+      continue
+    }
+    for (const raw of inc[1].match(/"[^"]*"|\S+/g) ?? []) {
+      const word = raw.replace(/^"(.*)"$/, '$1')
+      const abs = word.startsWith('~/') ? path.join(home, word.slice(2)) : path.isAbsolute(word) ? word : path.join(home, '.ssh', word)
+      for (const f of globFiles(abs)) {
+        const inner = expandIncludes(fs.readFileSync(f, 'utf8'), f, home, depth + 1)
+        out.push(`# include ${f}`, inner)
+        if (/^\s*(host|match)(\s|=)/im.test(inner)) out.push(header ?? 'Host *')
+      }
+    }
+  }
+  return out.join('\n')
 }
 
 /** Split a ProxyJump value into hop specs (`none` = no jump). */
@@ -247,9 +310,15 @@ function resolveWith(
       via = resolveChain(hops, config, opts, depth + 1)
     }
   }
+  const proxyCommandRaw = c.proxycommand
+  const proxyCommandText = Array.isArray(proxyCommandRaw)
+    ? proxyCommandRaw.map((w) => (/\s/.test(w) ? `"${w}"` : w)).join(' ')
+    : proxyCommandRaw
+  const proxyCommand = via || !proxyCommandText || proxyCommandText.toLowerCase() === 'none' ? undefined : proxyCommandText
   return {
     alias: spec.host,
     host,
+    proxyCommand,
     port,
     user,
     identityFiles,

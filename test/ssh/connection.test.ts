@@ -1,4 +1,4 @@
-import {execFileSync} from 'node:child_process'
+import {execFileSync, spawn} from 'node:child_process'
 import {createHash, randomBytes} from 'node:crypto'
 import * as fs from 'node:fs'
 import * as net from 'node:net'
@@ -22,6 +22,7 @@ let bed: Bed
 let tmp: string
 let n1: BedNode
 let n2: BedNode
+let otherKey: string
 const open: SshConnection[] = []
 
 function fp(pub: string): string {
@@ -58,6 +59,8 @@ beforeAll(async () => {
   bed = await startBed({name: BED_NAME, nodes: 2})
   ;[n1, n2] = bed.nodes
   tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${BED_NAME}-`))
+  otherKey = path.join(tmp, 'other_key')
+  execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', otherKey])
 })
 
 afterAll(async () => {
@@ -118,16 +121,8 @@ describe('SSH connection to a real node', () => {
     const conn = await connect(n1)
     const local = await conn.forwardUnixSocket(n1.containerdSocket)
     expect(fs.statSync(path.dirname(local)).mode & 0o777).toBe(0o700)
-    const def = protoLoader.loadSync(path.join(HERE, 'proto', 'version.proto'), {keepCase: true})
-    type VersionClient = grpc.Client & {
-      Version(req: object, cb: (err: grpc.ServiceError | null, res?: {version: string; revision: string}) => void): void
-    }
-    const pkg = grpc.loadPackageDefinition(def) as unknown as {
-      containerd: {services: {version: {v1: {Version: new (target: string, creds: grpc.ChannelCredentials) => VersionClient}}}}
-    }
-    const client = new pkg.containerd.services.version.v1.Version(`unix://${local}`, grpc.credentials.createInsecure())
-    const call = (): Promise<{version: string; revision: string}> =>
-      new Promise((resolve, reject) => client.Version({}, (err, res) => (err || !res ? reject(err ?? new Error('no reply')) : resolve(res))))
+    const client = versionClient(local)
+    const call = () => callVersion(client)
     const [a, b] = await Promise.all([call(), call()])
     const direct = execFileSync('ctr', ['-a', n1.hostSocketPath, 'version'], {encoding: 'utf8'})
     expect(direct).toContain(`Revision: ${a.revision}`)
@@ -169,11 +164,9 @@ describe('SSH connection to a real node', () => {
   })
 
   it('fails authentication clearly, naming the user and the keys tried', async () => {
-    const other = path.join(tmp, 'other_key')
-    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other])
-    const err = await expectSshError(connect(n1, {identityFiles: [other]}), 'auth')
+    const err = await expectSshError(connect(n1, {identityFiles: [otherKey]}), 'auth')
     expect(err.message).toContain('authentication as root')
-    expect(err.message).toContain(other)
+    expect(err.message).toContain(otherKey)
     expect(err.hint).toContain('--ssh-key')
   })
 
@@ -225,6 +218,149 @@ describe('SSH connection to a real node', () => {
     expect(pool.size).toBe(0)
   })
 
+  it('authenticates through a real ssh-agent, honouring IdentitiesOnly', async () => {
+    const sock = path.join(tmp, 'agent.sock')
+    const agent = spawn('ssh-agent', ['-D', '-a', sock], {stdio: 'ignore'})
+    try {
+      for (let i = 0; i < 100 && !fs.existsSync(sock); i++) await new Promise((r) => setTimeout(r, 50))
+      execFileSync('ssh-add', [bed.keyPath], {env: {...process.env, SSH_AUTH_SOCK: sock}, stdio: 'pipe'})
+      const viaAgent = await connect(n1, {identityFiles: [], agent: sock})
+      expect((await viaAgent.execCapture(['id', '-un'])).stdout).toBe('root\n')
+
+      // IdentitiesOnly with an identity the agent does not hold: the agent's key must not be offered
+      const cfg = path.join(tmp, 'ssh_config_identities_only')
+      fs.writeFileSync(cfg, `Host only-other\n  HostName ${n1.ip}\n  User root\n  IdentityFile ${otherKey}\n  IdentitiesOnly yes\n`)
+      const err = await expectSshError(
+        connect('only-other', {identityFiles: [], agent: sock, resolve: {configPath: cfg}}),
+        'auth',
+      )
+      expect(err.message).toContain(`only keys of ${otherKey}`)
+      // control: the same config without IdentitiesOnly gets in with the agent's key
+      fs.writeFileSync(cfg, `Host only-other\n  HostName ${n1.ip}\n  User root\n  IdentityFile ${otherKey}\n`)
+      await connect('only-other', {identityFiles: [], agent: sock, resolve: {configPath: cfg}})
+    } finally {
+      agent.kill()
+    }
+  })
+
+  it('explains when the SSH user may not open the containerd socket', async () => {
+    const conn = await connect(`${bed.nonRootUser}@${n1.ip}`)
+    expect((await conn.execCapture(['id', '-un'])).stdout).toBe(`${bed.nonRootUser}\n`)
+    const err = await expectSshError(conn.forwardUnixSocket(n1.containerdSocket), 'channel')
+    expect(err.message).toContain(n1.containerdSocket)
+    expect(err.hint).toContain(`${bed.nonRootUser} may not open ${n1.containerdSocket}`)
+    expect(err.message).toContain('Permission denied')
+  })
+
+  it('falls back to socat on the node when sshd prohibits stream-local forwarding', async () => {
+    const sshdConfig = '/etc/ssh/sshd_config'
+    const sed = (from: string, to: string) => bed.exec(n1, ['sed', '-i', `s/^AllowStreamLocalForwarding ${from}$/AllowStreamLocalForwarding ${to}/`, sshdConfig])
+    await sed('yes', 'no')
+    await bed.stopSshd(n1)
+    await bed.startSshd(n1)
+    try {
+      expect((await bed.exec(n1, ['grep', '-c', '^AllowStreamLocalForwarding no', sshdConfig])).stdout.trim()).toBe('1')
+      const conn = await connect(n1)
+      const local = await conn.forwardUnixSocket(n1.containerdSocket)
+      const client = versionClient(local)
+      const reply = await callVersion(client)
+      expect(reply.version).toMatch(/1\.6/)
+      // the bridge really runs through socat on the node
+      const ps = await bed.exec(n1, ['pgrep', '-a', 'socat'])
+      expect(ps.stdout).toContain(`UNIX-CONNECT:${n1.containerdSocket}`)
+      client.close()
+      await conn.close()
+    } finally {
+      await sed('no', 'yes')
+      await bed.stopSshd(n1)
+      await bed.startSshd(n1)
+    }
+  })
+
+  it('notices a connection cut under a running command', async () => {
+    const conn = await connect(n1)
+    const proc = await conn.exec(['sleep', '60'])
+    proc.stdout.resume()
+    proc.stderr.resume()
+    await bed.killSshSessions(n1)
+    const err = await expectSshError(proc.wait(), 'closed')
+    expect(err.message).toContain('sleep')
+    await conn.closed
+    expect(conn.isOpen).toBe(false)
+    await expectSshError(conn.exec(['true']), 'closed')
+  })
+
+  it('reports a failing stdin source instead of a truncated success', async () => {
+    const conn = await connect(n1)
+    const source = new Readable({
+      read() {
+        this.push(Buffer.alloc(256 * 1024, 1))
+        setTimeout(() => this.destroy(new Error('disk read failed')), 20)
+      },
+    })
+    const err = await expectSshError(conn.execCapture(['cat'], {stdin: source}), 'channel')
+    expect(err.message).toContain('disk read failed')
+  })
+
+  it('times out on a server that never speaks SSH', async () => {
+    const silent = net.createServer(() => undefined)
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r))
+    const port = (silent.address() as net.AddressInfo).port
+    try {
+      const started = Date.now()
+      const err = await expectSshError(connect(`root@127.0.0.1:${port}`, {readyTimeoutMs: 1000}), 'timeout')
+      expect(Date.now() - started).toBeLessThan(4000)
+      expect(err.message).toContain(`127.0.0.1:${port}`)
+    } finally {
+      silent.close()
+    }
+  })
+
+  it('says which jump host could not reach the target', async () => {
+    const cfg = path.join(tmp, 'ssh_config_bad_jump')
+    fs.writeFileSync(
+      cfg,
+      `Host jump-1\n  HostName ${n1.ip}\n  User root\n  IdentityFile ${bed.keyPath}\nHost bad-2\n  HostName ${n2.ip}\n  Port 2999\n  User root\n  ProxyJump jump-1\n`,
+    )
+    const err = await expectSshError(connect('bad-2', {identityFiles: [], resolve: {configPath: cfg}}), 'unreachable')
+    expect(err.message).toContain('through jump host jump-1')
+    expect(err.message).toContain(`${n2.ip}:2999`)
+  })
+
+  it('runs ProxyCommand from ssh_config (OpenSSH ssh -W through node 1)', async () => {
+    const cfg = path.join(tmp, 'ssh_config_proxy_command')
+    const jump = `ssh -F none -i ${bed.keyPath} -o UserKnownHostsFile=${bed.knownHostsPath} -o StrictHostKeyChecking=yes -o BatchMode=yes -W %h:%p root@${n1.ip}`
+    fs.writeFileSync(
+      cfg,
+      `Host pc-2\n  HostName ${n2.ip}\n  User root\n  IdentityFile ${bed.keyPath}\n  ProxyCommand ${jump}\n` +
+        `Host pc-broken\n  HostName ${n2.ip}\n  ProxyCommand sh -c "echo proxy-broken >&2; exit 3"\n`,
+    )
+    const conn = await connect('pc-2', {identityFiles: [], resolve: {configPath: cfg}})
+    const r = await conn.execCapture(['sh', '-c', 'echo "$SSH_CONNECTION"'], {check: true})
+    expect(r.stdout.split(' ')[0]).toBe(n1.ip)
+    await conn.close()
+    const err = await expectSshError(connect('pc-broken', {resolve: {configPath: cfg}}), 'unreachable')
+    expect(err.message).toContain('proxy-broken')
+  })
+
+  it('records hashed entries when ssh_config says HashKnownHosts and accept-new', async () => {
+    const kh = path.join(tmp, 'known_hosts_hashed')
+    const cfg = path.join(tmp, 'ssh_config_hashed')
+    fs.writeFileSync(
+      cfg,
+      `Host hashed-1\n  HostName ${n1.ip}\n  User root\n  IdentityFile ${bed.keyPath}\n  UserKnownHostsFile ${kh}\n  StrictHostKeyChecking accept-new\n  HashKnownHosts yes\n`,
+    )
+    const o = {identityFiles: [], knownHostsPath: undefined, resolve: {configPath: cfg}}
+    const first = await connect('hashed-1', o)
+    expect(first.hostKey?.recorded).toBe(true)
+    const text = fs.readFileSync(kh, 'utf8')
+    expect(text).toMatch(/^\|1\|/)
+    expect(text).not.toContain(n1.ip)
+    expect(execFileSync('ssh-keygen', ['-F', n1.ip, '-f', kh], {encoding: 'utf8'})).toContain(n1.hostKeyPub)
+    const second = await connect('hashed-1', o)
+    expect(second.hostKey).toMatchObject({recorded: false, file: kh})
+  })
+
   it('fails fast with a clear error when sshd is down', async () => {
     await bed.stopSshd(n1)
     try {
@@ -252,3 +388,21 @@ describe('SSH connection to a real node', () => {
     expect(fs.readFileSync(bed.knownHostsPath, 'utf8')).toBe(before)
   })
 })
+
+type VersionReply = {version: string; revision: string}
+type VersionClient = grpc.Client & {Version(req: object, cb: (err: grpc.ServiceError | null, res?: VersionReply) => void): void}
+
+/** A grpc-js client for containerd's Version service (our test proto) on a local unix socket. */
+function versionClient(socketPath: string): VersionClient {
+  const def = protoLoader.loadSync(path.join(HERE, 'proto', 'version.proto'), {keepCase: true})
+  const pkg = grpc.loadPackageDefinition(def) as unknown as {
+    containerd: {services: {version: {v1: {Version: new (target: string, creds: grpc.ChannelCredentials) => VersionClient}}}}
+  }
+  return new pkg.containerd.services.version.v1.Version(`unix://${socketPath}`, grpc.credentials.createInsecure())
+}
+
+function callVersion(client: VersionClient): Promise<VersionReply> {
+  return new Promise((resolve, reject) =>
+    client.Version({}, (err, res) => (err || !res ? reject(err ?? new Error('no reply')) : resolve(res))),
+  )
+}

@@ -121,6 +121,33 @@ describe('resolveTarget through ssh_config', () => {
     expect(() => resolveTarget('loop-a', opts())).toThrow(/ProxyJump chain/)
   })
 
+  it('follows Include (globs, relative to ~/.ssh) without leaking included blocks', () => {
+    fs.mkdirSync(path.join(dir, '.ssh', 'conf.d'), {recursive: true})
+    fs.writeFileSync(path.join(dir, '.ssh', 'conf.d', '10-a.conf'), 'Host inc-a\n  HostName 10.5.0.1\n  User inc\n')
+    fs.writeFileSync(path.join(dir, '.ssh', 'conf.d', '20-b.conf'), 'Host inc-b\n  HostName 10.5.0.2\n')
+    fs.writeFileSync(path.join(dir, '.ssh', 'conf.d', 'skip.txt'), 'Host inc-a\n  HostName 6.6.6.6\n')
+    const main = path.join(dir, 'with-include')
+    fs.writeFileSync(
+      main,
+      ['Include conf.d/*.conf', 'Port 2022', '', 'Host other', '  User o', '  Include ~/.ssh/conf.d/20-b.conf', '  Port 2023', ''].join('\n'),
+    )
+    const o = {configPath: main, home: dir, localUser: 'localme'}
+    expect(resolveTarget('inc-a', o)).toMatchObject({host: '10.5.0.1', user: 'inc', port: 2022})
+    expect(resolveTarget('inc-b', o)).toMatchObject({host: '10.5.0.2', user: 'localme', port: 2022})
+    // the top-level Port after the Include still applies to every host, not just to inc-b
+    expect(resolveTarget('plain', o)).toMatchObject({port: 2022})
+    // lines after an Include inside a block stay in that block
+    expect(resolveTarget('other', o)).toMatchObject({user: 'o', port: 2022})
+  })
+
+  it('keeps ProxyCommand when no ProxyJump applies', () => {
+    const f = path.join(dir, 'proxycmd')
+    fs.writeFileSync(f, 'Host pc\n  HostName 10.6.0.1\n  ProxyCommand ssh -W "%h:%p" bastion\nHost pj\n  ProxyJump pc\n  ProxyCommand nc %h %p\n')
+    const o = {configPath: f, home: dir, localUser: 'localme'}
+    expect(resolveTarget('pc', o).proxyCommand).toBe('ssh -W "%h:%p" bastion')
+    expect(resolveTarget('pj', o)).toMatchObject({proxyCommand: undefined, via: {alias: 'pc'}})
+  })
+
   it('reports an unreadable explicit config file', () => {
     expect(() => resolveTarget('x', {configPath: path.join(dir, 'nope')})).toThrow(/cannot read ssh config/)
   })
