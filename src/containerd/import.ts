@@ -5,7 +5,7 @@ import {
   formatPlatform,
   gcLabelsFor,
   imageBlobs,
-  normalizeImageName,
+  parseReference,
   resolveImage,
   type Descriptor,
   type Digest,
@@ -47,6 +47,8 @@ export interface ImportImageOptions {
   /** Unpack into the snapshotter now instead of on first container start. */
   unpack?: boolean
   onProgress?: (event: ImportEvent) => void
+  /** Also record `<repository>@<digest>` as a CRI pull does (RepoDigests; pods that name the image by digest). Default true. */
+  digestRecord?: boolean
   /** Lifetime of the lease that protects the transfer (default 1 h). */
   leaseExpiresInMs?: number
   /** Bytes per Content.Write message (default 1 MiB) and messages in flight (default 4). */
@@ -116,9 +118,11 @@ export async function importImage(client: ContainerdClient, options: ImportImage
   const snapshotter = options.snapshotter ?? 'overlayfs'
   const pin = options.pin ?? false
   const unpack = options.unpack ?? false
-  const name = normalizeImageName(options.name)
+  const ref = parseReference(options.name)
+  const name = ref.normalized
   const source = options.source
   const image = options.resolved ?? (await resolveImage(source, options.platform))
+  const digestName = options.digestRecord === false || ref.digest ? undefined : `${ref.repository}@${image.target.digest}`
   const blobs = imageBlobs(image)
   const chain = chainIds(image.diffIds)
   const topChain = chain[chain.length - 1]
@@ -167,6 +171,12 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     await fixExistingLabels()
     if (!recordLabelsOk(record)) {
       await client.imageUpdate({name, labels: wantLabels}, Object.keys(wantLabels).map((k) => `labels.${k}`))
+    }
+    if (digestName) {
+      const digestRecord = await client.imageGet(digestName)
+      if (!digestRecord || digestRecord.target.digest !== image.target.digest || !recordLabelsOk(digestRecord)) {
+        await putRecord(client, digestName, image.target, wantLabels, digestRecord)
+      }
     }
     for (const b of blobs) emit({type: 'blob-skipped', digest: b.digest, mediaType: b.mediaType, size: b.size})
     emit({type: 'image-record', name, action: 'unchanged'})
@@ -227,26 +237,31 @@ export async function importImage(client: ContainerdClient, options: ImportImage
 
     if (unpack) await unpackImage(client, image, {snapshotter, lease, emit})
 
-    let action: 'created' | 'updated'
     const target: Descriptor = {mediaType: image.target.mediaType, digest: image.target.digest, size: image.target.size}
-    if (record) {
-      await client.imageUpdate({name, target, labels: wantLabels}, ['target', ...Object.keys(wantLabels).map((k) => `labels.${k}`)])
-      action = 'updated'
-    } else {
-      try {
-        await client.imageCreate({name, target, labels: wantLabels})
-        action = 'created'
-      } catch (err) {
-        if (!isAlreadyExists(err)) throw err
-        await client.imageUpdate({name, target, labels: wantLabels}, ['target', ...Object.keys(wantLabels).map((k) => `labels.${k}`)])
-        action = 'updated'
-      }
-    }
+    // The name@digest record first (as a CRI pull makes it: RepoDigests, `image: x@sha256:…`), the named record last.
+    if (digestName) await putRecord(client, digestName, target, wantLabels, await client.imageGet(digestName))
+    const action = await putRecord(client, name, target, wantLabels, record)
     emit({type: 'image-record', name, action})
     return {...base, upToDate: false, sentBytes, skippedBytes, blobsSent, blobsSkipped, unpacked: unpack}
   } finally {
     if (!keepLease) await client.leaseDelete(lease).catch(() => undefined)
   }
+}
+
+/** Point an image record at `target` (Update when it exists, else Create; a racing Create becomes an Update). */
+async function putRecord(client: ContainerdClient, name: string, target: Descriptor, labels: Record<string, string>, existing: ImageRecord | undefined): Promise<'created' | 'updated'> {
+  const plain: Descriptor = {mediaType: target.mediaType, digest: target.digest, size: target.size}
+  const paths = ['target', ...Object.keys(labels).map((k) => `labels.${k}`)]
+  if (!existing) {
+    try {
+      await client.imageCreate({name, target: plain, labels})
+      return 'created'
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err
+    }
+  }
+  await client.imageUpdate({name, target: plain, labels}, paths)
+  return 'updated'
 }
 
 /**

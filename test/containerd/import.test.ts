@@ -72,6 +72,8 @@ describe('importImage into a real containerd 1.6', () => {
     const record = await client.imageGet('docker.io/sl-imp/app:1')
     expect(record?.labels).toMatchObject({'io.cri-containerd.pinned': 'pinned', 'io.cri-containerd.image': 'managed'})
     expect(record?.target.digest).toBe(info.targetDigest)
+    // as a CRI pull does, the image is also recorded by digest
+    expect((await client.imageGet(`docker.io/sl-imp/app@${info.targetDigest}`))?.labels).toMatchObject({'io.cri-containerd.pinned': 'pinned'})
     // GC labels hold the blobs: the manifest points at config and layers
     const manifest = await client.contentInfo(info.manifestDigests[0])
     expect(manifest?.labels['containerd.io/gc.ref.content.config']).toBe(info.configDigest)
