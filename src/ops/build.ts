@@ -72,6 +72,8 @@ export interface BuildResult {
   worker?: WorkerRecord
   /** What the daemon pulled from the context, per local name. */
   fileSync: Record<string, FileSyncStats>
+  /** Health checks the daemon made on the session. */
+  healthChecks: number
   steps: BuildStep[]
   durationMs: number
   /**
@@ -255,6 +257,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       builder: describeBuilder(endpoint),
       worker,
       fileSync: session.fileSync,
+      healthChecks: session.healthChecks,
       steps: [...model.steps.values()],
       durationMs: Date.now() - started,
       openImageStream: () => openImageStream(location, dockerEndpoint),

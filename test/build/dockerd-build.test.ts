@@ -221,4 +221,58 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(failed?.stderr).toMatch(/Dockerfile:2/)
     expect(failed?.stderr).toContain('>>> RUN echo cli-fail-log && false')
   })
+
+  it('serves health checks, secrets, and the session over Control.Session too; tar and docker archives as outputs', async () => {
+    const ctx = makeContext('session-ctx', {
+      Dockerfile: [
+        'FROM sltest/busybox:1',
+        'RUN --mount=type=secret,id=token cat /run/secrets/token > /token-copy',
+        'RUN sleep 3',
+        '',
+      ].join('\n'),
+    })
+    const secretFile = path.join(work, 'token.txt')
+    fs.writeFileSync(secretFile, 'sekrit-value')
+    const archive = path.join(work, 'session-docker.tar')
+    const result = await build({
+      context: ctx,
+      tags: ['sltest/session:1'],
+      secrets: {token: {file: secretFile}},
+      builder: {kind: 'docker', dockerHost: dockerd.host},
+      dockerSessionTransport: 'control',
+      output: {type: 'docker', path: archive},
+    })
+    expect(result.location).toEqual({kind: 'archive', format: 'docker', path: archive, names: ['sltest/session:1']})
+    // BuildKit v0.8 checks the session's health every second while the build runs.
+    expect(result.healthChecks).toBeGreaterThanOrEqual(2)
+    const img = await unpackArchive(archive, path.join(work, 'session-docker'))
+    expect(img.repoTags).toEqual(['sltest/session:1'])
+    const withToken = img.layers[img.layers.length - 2]
+    expect(await fileInLayer(withToken, 'token-copy')).toBe('sekrit-value')
+
+    // The `tar` exporter sends the root filesystem back over FileSend.
+    const fsTar = path.join(work, 'rootfs.tar')
+    const tarResult = await build({
+      context: ctx,
+      tags: [],
+      secrets: {token: {file: secretFile}},
+      builder: {kind: 'docker', dockerHost: dockerd.host},
+      output: {type: 'tar', path: fsTar},
+    })
+    expect(tarResult.location).toMatchObject({kind: 'archive', format: 'tar', path: fsTar})
+    const entries = await layerEntries(fsTar)
+    expect(entries).toContain('bin/busybox')
+    expect(await fileInLayer(fsTar, 'token-copy')).toBe('sekrit-value')
+  })
+
+  it('fails with a hint when a secret is missing or the daemon is unreachable', async () => {
+    const ctx = makeContext('nosecret-ctx', {Dockerfile: 'FROM sltest/busybox:1\nRUN --mount=type=secret,id=absent,required cat /run/secrets/absent\n'})
+    await expect(build({context: ctx, tags: ['sltest/nosecret:1'], builder: {kind: 'docker', dockerHost: dockerd.host}})).rejects.toThrow(/absent/)
+    await expect(
+      build({context: ctx, tags: ['x:1'], builder: {kind: 'docker', dockerHost: `unix://${path.join(work, 'no-such.sock')}`}}),
+    ).rejects.toThrow(/Is dockerd running/)
+    await expect(build({context: ctx, tags: ['x:1'], builder: {kind: 'buildkitd', address: `unix://${path.join(work, 'no-such.sock')}`}})).rejects.toThrow(
+      /BuildKit daemon at unix:.*Is buildkitd running/,
+    )
+  })
 })

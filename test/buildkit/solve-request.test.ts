@@ -1,0 +1,116 @@
+// The exact SolveRequest the client sends, checked on the wire against BuildKit's field numbers
+// (docs/protocols.md §A.1): what only a standalone buildkitd does (image/oci/docker exporters,
+// Exporters field 13) is pinned here, since no buildkitd binary is available to test against.
+import type * as grpc from '@grpc/grpc-js'
+import {describe, expect, it} from 'vitest'
+import {buildkitDefinitions} from '../../src/buildkit/protos.js'
+import type {SolveRequest, WorkerRecord} from '../../src/buildkit/protos.js'
+import {chooseExporter, frontendAttrs, solveRequest, workerSharesContainerd} from '../../src/ops/build.js'
+
+function serialize(req: SolveRequest): Buffer {
+  const method = (buildkitDefinitions()['moby.buildkit.v1.Control'] as grpc.ServiceDefinition).Solve
+  return method.requestSerialize(req)
+}
+
+/** Top-level (field number → raw values) of a protobuf message. */
+function topFields(buf: Buffer): Map<number, Buffer[]> {
+  const out = new Map<number, Buffer[]>()
+  let pos = 0
+  const varint = (): number => {
+    let r = 0
+    let s = 0
+    for (;;) {
+      const b = buf[pos++]
+      r += (b & 0x7f) * 2 ** s
+      if (!(b & 0x80)) return r
+      s += 7
+    }
+  }
+  while (pos < buf.length) {
+    const key = varint()
+    expect(key & 7).toBe(2) // every top-level field here is length-delimited
+    const len = varint()
+    const field = Math.floor(key / 8)
+    out.set(field, [...(out.get(field) ?? []), buf.subarray(pos, pos + len)])
+    pos += len
+  }
+  return out
+}
+
+const containerdWorker: WorkerRecord = {
+  ID: 'w1',
+  Labels: {
+    'org.mobyproject.buildkit.worker.executor': 'containerd',
+    'org.mobyproject.buildkit.worker.containerd.namespace': 'k8s.io',
+    'org.mobyproject.buildkit.worker.snapshotter': 'overlayfs',
+  },
+  platforms: [],
+  BuildkitVersion: null,
+}
+const ociWorker: WorkerRecord = {...containerdWorker, Labels: {'org.mobyproject.buildkit.worker.executor': 'oci'}}
+const buildkitd = {kind: 'buildkitd', address: 'unix:///run/buildkit/buildkitd.sock'} as const
+const docker = {kind: 'docker', docker: {kind: 'unix', socketPath: '/var/run/docker.sock'}} as const
+
+describe('exporter choice', () => {
+  it('a containerd worker in k8s.io gets the image exporter (unpacked straight into that containerd)', () => {
+    expect(workerSharesContainerd(containerdWorker, 'k8s.io')).toBe(true)
+    expect(workerSharesContainerd(containerdWorker, 'default')).toBe(false)
+    expect(chooseExporter(buildkitd, {tags: ['app:1', 'app:latest']}, containerdWorker)).toEqual({
+      exporter: {Type: 'image', Attrs: {name: 'app:1,app:latest', unpack: 'true'}},
+    })
+  })
+
+  it('other BuildKit workers stream an archive back: docker for one platform, oci for several', () => {
+    expect(chooseExporter(buildkitd, {tags: ['app:1']}, ociWorker)).toEqual({exporter: {Type: 'docker', Attrs: {name: 'app:1'}}, streamed: 'docker'})
+    expect(chooseExporter(buildkitd, {tags: ['app:1'], platforms: ['linux/amd64', 'linux/arm64']}, containerdWorker)).toMatchObject({
+      exporter: {Type: 'image'},
+    })
+    expect(chooseExporter(buildkitd, {tags: ['app:1'], platforms: ['linux/amd64', 'linux/arm64']}, ociWorker)).toEqual({
+      exporter: {Type: 'oci', Attrs: {name: 'app:1'}},
+      streamed: 'oci',
+    })
+    expect(chooseExporter(buildkitd, {tags: ['app:1'], output: {type: 'oci', path: '/tmp/x.tar'}}, containerdWorker)).toEqual({
+      exporter: {Type: 'oci', Attrs: {name: 'app:1'}},
+      streamed: 'oci',
+    })
+  })
+
+  it('dockerd exports moby, refuses oci with a hint', () => {
+    expect(chooseExporter(docker, {tags: ['app:1']}, undefined)).toEqual({exporter: {Type: 'moby', Attrs: {name: 'app:1'}}})
+    expect(() => chooseExporter(docker, {tags: ['app:1'], output: {type: 'oci', path: 'x'}}, undefined)).toThrow(/--output docker:FILE/)
+  })
+})
+
+describe('SolveRequest on the wire', () => {
+  it('sets the exporter in Exporters (13) and in the deprecated fields 3/4, the frontend in 6/7, the session in 5', () => {
+    const attrs = frontendAttrs(
+      {context: '.', tags: ['app:1'], target: 'final', buildArgs: {A: '1'}, labels: {team: 'x'}, platforms: ['linux/amd64', 'linux/arm64'], noCache: true},
+      'Dockerfile.dev',
+    )
+    expect(attrs).toEqual({
+      filename: 'Dockerfile.dev',
+      target: 'final',
+      platform: 'linux/amd64,linux/arm64',
+      'no-cache': '',
+      'build-arg:A': '1',
+      'label:team': 'x',
+    })
+    const {exporter} = chooseExporter(buildkitd, {tags: ['app:1']}, ociWorker)
+    const req = solveRequest('ref1', 'sess1', attrs, exporter)
+    const fields = topFields(serialize(req))
+    expect(fields.get(1)?.[0].toString()).toBe('ref1')
+    expect(fields.get(3)?.[0].toString()).toBe('docker')
+    expect(fields.get(5)?.[0].toString()).toBe('sess1')
+    expect(fields.get(6)?.[0].toString()).toBe('dockerfile.v0')
+    expect(fields.get(7)).toHaveLength(6)
+    expect(fields.has(2)).toBe(false) // no LLB definition when a frontend is set
+    // field 4: map entry {1: key, 2: value}
+    expect(fields.get(4)?.[0]).toEqual(Buffer.from([0x0a, 4, ...Buffer.from('name'), 0x12, 5, ...Buffer.from('app:1')]))
+    // field 13: Exporter{Type=1, Attrs=2}
+    const exp = topFields(fields.get(13)?.[0] as Buffer)
+    expect(exp.get(1)?.[0].toString()).toBe('docker')
+    expect(exp.get(2)?.[0]).toEqual(fields.get(4)?.[0])
+    // and the tag byte for field 13, wire type 2, is 0x6a
+    expect(serialize(req).includes(Buffer.from([0x6a]))).toBe(true)
+  })
+})
