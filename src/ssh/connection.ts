@@ -264,7 +264,9 @@ function buildAuthCandidates(
     }
   }
 
-  const configured = target.identityFiles.length > 0 ? target.identityFiles : target.identitiesOnly ? [] : defaultIdentityFiles(home)
+  // like ssh: the default ~/.ssh/id_* files only when neither --ssh-key nor IdentityFile names a key
+  const named = target.identityFiles.length > 0 || (opts.identityFiles?.length ?? 0) > 0
+  const configured = named ? target.identityFiles : defaultIdentityFiles(home)
   for (const f of configured) addKeyFile(f, false)
   return {candidates, skipped}
 }

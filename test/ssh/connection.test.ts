@@ -361,6 +361,35 @@ describe('SSH connection to a real node', () => {
     expect(second.hostKey).toMatchObject({recorded: false, file: kh})
   })
 
+  it('uses ~/.ssh defaults like ssh: id_ed25519 and known_hosts, skipping encrypted keys with a reason', async () => {
+    const home = path.join(tmp, 'home')
+    fs.mkdirSync(path.join(home, '.ssh'), {recursive: true, mode: 0o700})
+    fs.copyFileSync(bed.keyPath, path.join(home, '.ssh', 'id_ed25519'))
+    fs.chmodSync(path.join(home, '.ssh', 'id_ed25519'), 0o600)
+    fs.copyFileSync(bed.knownHostsPath, path.join(home, '.ssh', 'known_hosts'))
+    const conn = await connect(n1, {identityFiles: [], knownHostsPath: undefined, resolve: {configPath: null, home}})
+    expect(conn.hostKey?.file).toBe(path.join(home, '.ssh', 'known_hosts'))
+    expect((await conn.execCapture(['true'])).code).toBe(0)
+
+    const encrypted = path.join(tmp, 'encrypted_key')
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', 'secret-passphrase', '-f', encrypted])
+    const err = await expectSshError(connect(n1, {identityFiles: [encrypted]}), 'auth')
+    expect(err.message).toContain(`skipped ${encrypted} (encrypted, needs ssh-agent)`)
+  })
+
+  it('hops through two jump hosts (ProxyJump a,b)', async () => {
+    const cfg = path.join(tmp, 'ssh_config_two_hops')
+    const hostBlock = (alias: string, ip: string, extra = '') =>
+      `Host ${alias}\n  HostName ${ip}\n  User root\n  IdentityFile ${bed.keyPath}\n${extra}`
+    fs.writeFileSync(cfg, hostBlock('hop-1', n1.ip) + hostBlock('hop-2', n2.ip) + hostBlock('far-1', n1.ip, '  ProxyJump hop-1,hop-2\n'))
+    const conn = await connect('far-1', {identityFiles: [], resolve: {configPath: cfg}})
+    // this machine -> node 1 -> node 2 -> node 1: the last hop's sshd sees node 2 as the client
+    const r = await conn.execCapture(['sh', '-c', 'echo "$SSH_CONNECTION"'], {check: true})
+    const [clientIp, , serverIp] = r.stdout.trim().split(' ')
+    expect([clientIp, serverIp]).toEqual([n2.ip, n1.ip])
+    await conn.close()
+  })
+
   it('fails fast with a clear error when sshd is down', async () => {
     await bed.stopSshd(n1)
     try {
