@@ -3,7 +3,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {startBed, type Bed, type BedNode} from './bed.js'
+import {cleanAll, startBed, type Bed, type BedNode} from './bed.js'
 import {makeImage, type ImageInfo} from './images.js'
 
 interface Run {
@@ -277,6 +277,32 @@ describe('test bed node options', () => {
 })
 
 describe('test bed recovery', () => {
+  it('cleanAll({onlyDead}) spares a bed whose owner runs and removes it once the owner is killed', async () => {
+    const bedTs = path.join(__dirname, 'bed.ts')
+    const code = `import(${JSON.stringify(bedTs)}).then(async (m) => { const b = await m.startBed({name: 'slbt-orphan', nodes: 1}); console.log('UP ' + b.index + ' ' + b.dir); setInterval(() => {}, 1000) })`
+    const child = spawn(process.execPath, ['--import', 'tsx', '-e', code], {stdio: ['ignore', 'pipe', 'inherit']})
+    const up = await new Promise<string>((resolve, reject) => {
+      let out = ''
+      child.stdout.on('data', (b: Buffer) => {
+        out += b.toString()
+        const m = /UP .*\n/.exec(out)
+        if (m) resolve(m[0])
+      })
+      child.on('exit', (c) => reject(new Error(`bed owner exited early (${c}): ${out}`)))
+    })
+    const [, index, dir] = up.trim().split(' ')
+    const probe = {name: 'slbt-orphan', index: Number(index), dir}
+    try {
+      expect(await cleanAll({onlyDead: true})).not.toContain('slbt-orphan')
+      expect(await traces(probe)).not.toEqual([])
+    } finally {
+      child.kill('SIGKILL')
+      await new Promise((r) => child.once('exit', r))
+    }
+    expect(await cleanAll({onlyDead: true})).toContain('slbt-orphan')
+    expect(await traces(probe)).toEqual([])
+  })
+
   it('starts again over a crashed bed (daemons killed, mounts and netns left)', async () => {
     const first = await startBed({name: 'slbt-crash', nodes: 2})
     const probe = {name: first.name, index: first.index, dir: first.dir}

@@ -415,7 +415,10 @@ async function killAll(pids: number[]): Promise<void> {
 /** Removes every trace of bed `name` (processes, mounts, netns, links, dirs, index claim); no-op if absent. */
 export async function destroyBed(name: string): Promise<void> {
   const dir = bedDirOf(name)
-  const k = readIndex(name)
+  // the bed's index: from its dir, and from any claim naming it (a run killed between claim and dir write)
+  const indexes = new Set<number>(await claimsOf(name))
+  const recorded = readIndex(name)
+  if (recorded !== undefined) indexes.add(recorded)
   const nsRe = new RegExp(`^${NETNS_PREFIX}${name.replace(/-/g, '\\-')}-(\\d+)$`)
   const namespaces = (await listNetns()).filter((n) => nsRe.test(n))
   // 1. processes: everything in the node network namespaces, and any daemon started from the bed dir
@@ -423,8 +426,8 @@ export async function destroyBed(name: string): Promise<void> {
   for (const ns of namespaces) for (const pid of pidsInNetns(`/run/netns/${ns}`)) pids.add(pid)
   await killAll([...pids])
   // 2. links: the host veth ends (their peers die with them) and the bridge
-  if (k !== undefined) {
-    const links = await listLinks()
+  const links = indexes.size > 0 ? await listLinks() : []
+  for (const k of indexes) {
     const vethRe = new RegExp(`^slb${k}n\\d+$`)
     for (const l of links.filter((l) => vethRe.test(l))) await runCommand('ip', ['link', 'del', l])
     if (links.includes(bridgeName(k))) await runCommand('ip', ['link', 'del', bridgeName(k)])
@@ -440,14 +443,26 @@ export async function destroyBed(name: string): Promise<void> {
   await umountUnder(dir)
   // 4. dirs and the index claim
   await fsp.rm(dir, {recursive: true, force: true})
-  if (k !== undefined) {
-    const claim = path.join(INDEX_DIR, String(k))
+  for (const k of await claimsOf(name)) await fsp.rm(path.join(INDEX_DIR, String(k)), {recursive: true, force: true})
+}
+
+/** Index claims whose name file names this bed. */
+async function claimsOf(name: string): Promise<number[]> {
+  const out: number[] = []
+  let entries: string[] = []
+  try {
+    entries = await fsp.readdir(INDEX_DIR)
+  } catch {
+    return out
+  }
+  for (const k of entries) {
     try {
-      if ((await fsp.readFile(path.join(claim, 'name'), 'utf8')).trim() === name) await fsp.rm(claim, {recursive: true, force: true})
+      if ((await fsp.readFile(path.join(INDEX_DIR, k, 'name'), 'utf8')).trim() === name) out.push(Number(k))
     } catch {
-      // no claim
+      // a claim without a name (being written)
     }
   }
+  return out
 }
 
 /** Names of every bed that has any trace on this machine (dir, netns, index claim). */
