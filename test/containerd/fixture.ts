@@ -16,6 +16,9 @@ export interface TestContainerd {
   socket: string
   address: string
   root: string
+  /** SIGKILL the daemon (a crash: connections drop mid-call); restart() brings it back on the same root. */
+  kill(): Promise<void>
+  restart(): Promise<void>
   /** `ctr -a <socket> -n k8s.io <args>`; throws with stderr on failure. */
   ctr(args: string[], namespace?: string): Promise<string>
   stop(): Promise<void>
@@ -66,14 +69,20 @@ export async function startContainerd(name: string, opts: {rootSizeMb?: number} 
       '  schedule_delay = "0ms"',
       '',
     ].join('\n')
-    const configPath = path.join(dir, 'config.toml')
-    await fsp.writeFile(configPath, config)
-    const log = fs.openSync(path.join(dir, 'containerd.log'), 'w')
-    child = spawn('containerd', ['-c', configPath], {stdio: ['ignore', log, log]})
+    await fsp.writeFile(path.join(dir, 'config.toml'), config)
+    await launch()
+  } catch (err) {
+    await stop()
+    throw err
+  }
+  async function launch(): Promise<void> {
+    const log = fs.openSync(path.join(dir, 'containerd.log'), 'a')
+    const proc = spawn('containerd', ['-c', path.join(dir, 'config.toml')], {stdio: ['ignore', log, log]})
+    child = proc
     fs.closeSync(log)
     const deadline = Date.now() + 20_000
     for (;;) {
-      if (child.exitCode !== null) throw new Error(`containerd exited: ${await fsp.readFile(path.join(dir, 'containerd.log'), 'utf8').catch(() => '')}`)
+      if (proc.exitCode !== null) throw new Error(`containerd exited: ${await fsp.readFile(path.join(dir, 'containerd.log'), 'utf8').catch(() => '')}`)
       const ok = await new Promise<boolean>((resolve) => {
         const s = net.connect(socket, () => {
           s.destroy()
@@ -85,9 +94,6 @@ export async function startContainerd(name: string, opts: {rootSizeMb?: number} 
       if (Date.now() > deadline) throw new Error('containerd did not open its socket within 20 s')
       await new Promise((r) => setTimeout(r, 100))
     }
-  } catch (err) {
-    await stop()
-    throw err
   }
   return {
     dir,
@@ -104,5 +110,16 @@ export async function startContainerd(name: string, opts: {rootSizeMb?: number} 
       }
     },
     stop,
+    async kill() {
+      const proc = child
+      if (!proc || proc.exitCode !== null) return
+      const exited = new Promise((r) => proc.once('exit', r))
+      proc.kill('SIGKILL')
+      await exited
+    },
+    async restart() {
+      await fsp.rm(socket, {force: true})
+      await launch()
+    },
   }
 }
