@@ -7,6 +7,8 @@ import * as path from 'node:path'
 import {pipeline} from 'node:stream/promises'
 import {promisify} from 'node:util'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {BuildkitClient} from '../../src/buildkit/client.js'
+import {parseDockerHost} from '../../src/grpc/hijack.js'
 import {BuildFailedError, build} from '../../src/ops/build.js'
 import {type TestDockerd, startDockerd, writeBusyboxArchive} from './dockerd.js'
 
@@ -67,6 +69,18 @@ async function saveImage(name: string, into: string): Promise<{layers: string[];
 }
 
 describe('build with dockerd\'s embedded BuildKit', () => {
+  it('reaches the Control API through POST /grpc: ListWorkers works, Info is UNIMPLEMENTED on v0.8', async () => {
+    const client = await BuildkitClient.connect({kind: 'docker', docker: parseDockerHost(dockerd.host)})
+    try {
+      const workers = await client.listWorkers()
+      expect(workers.map((w) => w.ID)).toEqual(['moby'])
+      expect(workers[0].platforms.map((p) => `${p.OS}/${p.Architecture}`)).toContain('linux/amd64')
+      expect(await client.info()).toBeUndefined()
+    } finally {
+      await client.close()
+    }
+  })
+
   it('builds FROM scratch, honours .dockerignore like docker build, and streams the image as a docker-archive', async () => {
     const ctx = makeContext('ignore-ctx', {
       Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
@@ -210,6 +224,19 @@ describe('build with dockerd\'s embedded BuildKit', () => {
 
     const again = await run(process.execPath, [BIN, 'build', ok, '-t', 'sltest/cli:1', '--builder', 'docker', '--progress', 'plain'], {env})
     expect(again.stderr).toMatch(/#\d+ CACHED/)
+
+    const tty = await run(process.execPath, [BIN, 'build', ok, '-t', 'sltest/cli:1', '--builder', 'docker', '--progress', 'tty'], {env})
+    expect(tty.stderr).toMatch(/\[\+\] Building [\d.]+s \(\d+\/\d+\) FINISHED/)
+    expect(tty.stderr).toMatch(/ => CACHED \[2\/2\] RUN echo cli-step-log/)
+
+    const json = await run(process.execPath, [BIN, 'build', ok, '-t', 'sltest/cli:1', '--builder', 'docker', '--progress', 'json'], {env})
+    const events = json.stdout.trim().split('\n').map((l) => JSON.parse(l) as {event: string; name?: string; cached?: boolean; location?: {kind: string}})
+    expect(events.some((e) => e.event === 'build.step' && e.name === '[2/2] RUN echo cli-step-log' && e.cached)).toBe(true)
+    expect(events[events.length - 1]).toMatchObject({event: 'build.done', location: {kind: 'dockerd'}})
+
+    const help = await run(process.execPath, [BIN, 'build', '--help'])
+    expect(help.stdout).toContain('--build-arg')
+    expect(help.stdout).toContain('EXAMPLES')
 
     const bad = makeContext('cli-bad', {Dockerfile: 'FROM sltest/busybox:1\nRUN echo cli-fail-log && false\n'})
     const failed = await run(process.execPath, [BIN, 'build', bad, '-t', 'sltest/cli:2', '--builder', 'docker', '--progress', 'plain'], {env}).then(
