@@ -3,7 +3,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {cleanAll, startBed, type Bed, type BedNode} from './bed.js'
+import {cleanAll, destroyBed, startBed, type Bed, type BedNode} from './bed.js'
 import {makeImage, type ImageInfo} from './images.js'
 
 interface Run {
@@ -234,6 +234,24 @@ describe('test bed', () => {
     expect(Date.now() - t1).toBeLessThan(1500)
   })
 
+  it('shape with a delay needs netem: it either delays or says why it cannot', async () => {
+    const node = bed.nodes[0]
+    const rtt = async () => {
+      const t0 = Date.now()
+      await run('ssh-keyscan', ['-t', 'ed25519', node.ip])
+      return Date.now() - t0
+    }
+    const plain = await rtt()
+    try {
+      await bed.shape(node, {rateMbit: 100, delayMs: 200})
+      expect(await rtt()).toBeGreaterThan(plain + 300) // several round trips, each 200 ms later
+    } catch (e) {
+      expect(String(e)).toMatch(/netem/)
+    } finally {
+      await bed.unshape(node)
+    }
+  })
+
   it('leaves nothing behind after down', async () => {
     const probe = {name: bed.name, index: bed.index, dir: bed.dir}
     expect(await traces(probe)).not.toEqual([])
@@ -321,5 +339,31 @@ describe('test bed recovery', () => {
     }
     expect(await traces(probe)).toEqual([])
     expect(await traces({name: second.name, index: second.index, dir: second.dir})).toEqual([])
+  })
+})
+
+describe('bed CLI', () => {
+  const cli = (args: string[]) => run(process.execPath, ['--import', 'tsx', path.join(__dirname, 'cli.ts'), ...args], 60_000)
+  afterAll(async () => {
+    await destroyBed('slbt-cli') // CLI beds are persistent: the global sweep would not remove it
+  })
+
+  it('up prints nodes and working ssh commands, status lists them, down removes everything', async () => {
+    const up = await cli(['up', '2', '--name', 'slbt-cli'])
+    expect(up.stderr).not.toMatch(/bed:/)
+    expect(up.code).toBe(0)
+    expect(up.stdout).toMatch(/slbt-cli-1\s+198\.18\.\d+\.11/)
+    expect(up.stdout).toMatch(/slbt-cli-2\s+198\.18\.\d+\.12/)
+    const sshLine = up.stdout.split('\n').find((l) => l.trim().startsWith('ssh ') && l.includes('.12'))
+    expect(sshLine).toBeDefined()
+    const sshArgv = (sshLine ?? '').trim().split(/\s+/).slice(1)
+    const r = await run('ssh', [...sshArgv, 'ctr -n k8s.io version'])
+    expect(r.code).toBe(0)
+    const status = await cli(['status'])
+    expect(status.stdout).toMatch(/slbt-cli-2\s+198\.18\.\d+\.12\s+sshd=up\s+containerd=up/)
+    const index = Number(/198\.18\.(\d+)\.11/.exec(up.stdout)?.[1])
+    const down = await cli(['down', '--name', 'slbt-cli'])
+    expect(down.code).toBe(0)
+    expect(await traces({name: 'slbt-cli', index, dir: '/run/sideload-bed/beds/slbt-cli'})).toEqual([])
   })
 })
