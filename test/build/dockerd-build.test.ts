@@ -151,6 +151,56 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(listing).toMatch(/ctx\/(hardlink\.js link to ctx\/src\/index\.js|src\/index\.js link to ctx\/hardlink\.js)/)
   })
 
+  it('matches docker build on tricky .dockerignore patterns', async () => {
+    const ctx = makeContext('ignore-tricky', {
+      Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+      '.dockerignore': [
+        '**/*.tmp',
+        '!**/important.tmp',
+        'dir/**',
+        '!dir/sub/ok.txt',
+        '[a-c].txt',
+        '*/nested',
+        './dotslash',
+        'deep/**/x?.bin',
+        'spaced name.txt',
+        '',
+        '   ',
+      ].join('\n'),
+      'a.tmp': '1',
+      'q/b.tmp': '1',
+      'q/r/important.tmp': '1',
+      'dir/one': '1',
+      'dir/sub/ok.txt': '1',
+      'dir/sub/no.txt': '1',
+      'a.txt': '1',
+      'd.txt': '1',
+      'p/nested/f': '1',
+      'p/q/nested': '1',
+      nested: '1',
+      dotslash: '1',
+      'deep/x1.bin': '1',
+      'deep/m/n/x2.bin': '1',
+      'deep/m/n/xx2.bin': '1',
+      'spaced name.txt': '1',
+      'ünïcode.txt': '1',
+    })
+    const ours = await build({context: ctx, tags: ['sltest/tricky:1'], builder: {kind: 'docker', dockerHost: dockerd.host}})
+    const archive = path.join(work, 'tricky.tar')
+    await pipeline(await ours.openImageStream(), fs.createWriteStream(archive))
+    const ourLayers = await unpackArchive(archive, path.join(work, 'tricky'))
+    await dockerd.docker(['build', '-q', '-t', 'sltest/tricky-docker:1', ctx], {env: {DOCKER_BUILDKIT: '0'}})
+    const theirs = await saveImage('sltest/tricky-docker:1', path.join(work, 'tricky-docker'))
+    const ourEntries = await layerEntries(ourLayers.layers[0])
+    expect(ourEntries).toEqual(await layerEntries(theirs.layers[0]))
+    expect(ourEntries).toContain('ctx/q/r/important.tmp')
+    expect(ourEntries).toContain('ctx/ünïcode.txt')
+    for (const gone of ['a.tmp', 'q/b.tmp', 'dir/one', 'dir/sub/no.txt', 'a.txt', 'p/nested', 'dotslash', 'deep/x1.bin', 'deep/m/n/x2.bin', 'spaced name.txt']) {
+      expect(ourEntries).not.toContain(`ctx/${gone}`)
+    }
+    for (const kept of ['d.txt', 'dir/sub/ok.txt', 'p/q/nested', 'nested', 'deep/m/n/xx2.bin']) expect(ourEntries).toContain(`ctx/${kept}`)
+  })
+
   it('builds FROM a local busybox with RUN steps, build args and a target stage; an unchanged rebuild uploads no file', async () => {
     const ctx = makeContext('run-ctx', {
       Dockerfile: [
