@@ -591,6 +591,11 @@ export class SshConnection {
         channel.close()
       })
       input.pipe(channel)
+      // the command may exit without reading everything: stop the source (as pipeline() would)
+      channel.once('close', () => {
+        input.unpipe(channel)
+        if (!input.readableEnded) input.destroy()
+      })
     }
     return {
       stdout: channel,
@@ -711,7 +716,9 @@ export class SshConnection {
     // Probe once so a missing socket or a permission problem is reported here, clearly,
     // instead of as an anonymous UNAVAILABLE in the gRPC client later.
     ;(await this.openUnixSocket(remotePath)).destroy()
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sideload-ssh-'))
+    // unix socket paths are limited to ~104 bytes; fall back to /tmp when TMPDIR is long
+    const base = os.tmpdir().length + path.basename(remotePath).length > 80 ? '/tmp' : os.tmpdir()
+    const dir = fs.mkdtempSync(path.join(base, 'sideload-ssh-'))
     fs.chmodSync(dir, 0o700)
     const localPath = path.join(dir, path.basename(remotePath) || 'remote.sock')
     const sockets = new Set<net.Socket>()

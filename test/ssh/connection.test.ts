@@ -302,6 +302,23 @@ describe('SSH connection to a real node', () => {
     expect(err.message).toContain('disk read failed')
   })
 
+  it('returns the exit code of a command that stops reading its stdin early', async () => {
+    const conn = await connect(n1)
+    let produced = 0
+    const endless = new Readable({
+      read() {
+        produced += 64 * 1024
+        this.push(Buffer.alloc(64 * 1024, 2))
+      },
+    })
+    const r = await conn.execCapture(['sh', '-c', 'head -c 1000 >/dev/null; exit 5'], {stdin: endless})
+    expect(r.code).toBe(5)
+    expect(endless.destroyed).toBe(true)
+    expect(produced).toBeLessThan(512 * 1024 * 1024)
+    const big = await conn.execCapture(['true'], {stdin: Buffer.alloc(8 * 1024 * 1024)})
+    expect(big.code).toBe(0)
+  })
+
   it('times out on a server that never speaks SSH', async () => {
     const silent = net.createServer(() => undefined)
     await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r))
