@@ -14,32 +14,11 @@ export interface ContainerdSourceOptions {
  * after `nerdctl build`), read through the Images and Content APIs.
  */
 export async function openContainerdSource(options: ContainerdSourceOptions): Promise<ImageSource> {
-  const namespace = options.namespace ?? 'k8s.io'
-  const client = new ContainerdClient(options.address, {namespace})
-  const description = `containerd ${client.address} (namespace ${namespace})`
+  const client = new ContainerdClient(options.address, {namespace: options.namespace ?? 'k8s.io'})
   try {
-    const name = normalizeImageName(options.name)
-    const record = (await client.imageGet(name)) ?? (name !== options.name ? await client.imageGet(options.name) : undefined)
-    if (!record) {
-      const names = (await client.imageList()).map((i) => i.name)
-      throw new Error(`image "${options.name}" is not in ${description}; it has: ${names.length ? names.slice(0, 20).join(', ') : 'no images'}`)
-    }
-    const target: Descriptor = {mediaType: record.target.mediaType, digest: record.target.digest, size: record.target.size}
+    const source = await sourceFromClient(client, options.name)
     return {
-      description: `${description} image ${record.name}`,
-      name: record.name,
-      target,
-      async readBlob(desc) {
-        if (desc.size > MAX_DOCUMENT_SIZE) throw new Error(`${description}: blob ${desc.digest} is too large to read whole`)
-        const chunks: Buffer[] = []
-        for await (const chunk of client.contentRead(desc.digest)) chunks.push(chunk as Buffer)
-        const data = Buffer.concat(chunks)
-        if (sha256Digest(data) !== desc.digest) throw new Error(`${description}: blob ${desc.digest} does not match its digest`)
-        return data
-      },
-      async openBlob(desc) {
-        return client.contentRead(desc.digest)
-      },
+      ...source,
       async close() {
         client.close()
       },
@@ -47,5 +26,39 @@ export async function openContainerdSource(options: ContainerdSourceOptions): Pr
   } catch (err) {
     client.close()
     throw err
+  }
+}
+
+/**
+ * The same over a client you already have (e.g. a node's containerd reached over SSH);
+ * close() leaves the client open. Throws, listing what is there, when `name` is absent.
+ */
+export async function sourceFromClient(client: ContainerdClient, imageName: string): Promise<ImageSource> {
+  const description = `containerd ${client.displayName} (namespace ${client.namespace})`
+  const name = normalizeImageName(imageName)
+  const record = (await client.imageGet(name)) ?? (name !== imageName ? await client.imageGet(imageName) : undefined)
+  if (!record) {
+    const names = (await client.imageList()).map((i) => i.name)
+    throw new Error(`image "${imageName}" is not in ${description}; it has: ${names.length ? names.slice(0, 20).join(', ') : 'no images'}`)
+  }
+  const target: Descriptor = {mediaType: record.target.mediaType, digest: record.target.digest, size: record.target.size}
+  return {
+    description: `${description} image ${record.name}`,
+    name: record.name,
+    target,
+    async readBlob(desc) {
+      if (desc.size > MAX_DOCUMENT_SIZE) throw new Error(`${description}: blob ${desc.digest} is too large to read whole`)
+      const chunks: Buffer[] = []
+      for await (const chunk of client.contentRead(desc.digest)) chunks.push(chunk as Buffer)
+      const data = Buffer.concat(chunks)
+      if (sha256Digest(data) !== desc.digest) throw new Error(`${description}: blob ${desc.digest} does not match its digest`)
+      return data
+    },
+    async openBlob(desc) {
+      return client.contentRead(desc.digest)
+    },
+    async close() {
+      // the caller owns the client
+    },
   }
 }

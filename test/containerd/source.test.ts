@@ -3,7 +3,7 @@ import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {ContainerdClient, importImage, openContainerdSource} from '../../src/containerd/index.js'
+import {ContainerdClient, importImage, inspectNodeImage, openContainerdSource} from '../../src/containerd/index.js'
 import {readArchive, resolveImage, writeOciArchive} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
 import {startContainerd, type TestContainerd} from './fixture.js'
@@ -45,6 +45,13 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
       await source.close()
     }
     expect(await dst.ctr(['images', 'check'])).toMatch(/docker\.io\/sl-src\/local:1 .*complete \(3\/3\).*true/)
+    expect(await inspectNodeImage(dstClient, {name: 'sl-src/local:1'})).toEqual({
+      name: 'docker.io/sl-src/local:1', present: true, digest: info.targetDigest, pinned: true, platform: 'linux/amd64', complete: true, unpacked: true,
+    })
+    expect(await inspectNodeImage(dstClient, {name: 'sl-src/absent:1'})).toMatchObject({present: false, complete: false})
+    // a layer blob removed behind our back: incomplete, and says which
+    await dstClient.contentDelete(info.layerDigests[1])
+    expect(await inspectNodeImage(dstClient, {name: 'sl-src/local:1'})).toMatchObject({present: true, complete: false, problem: expect.stringContaining(info.layerDigests[1])})
     await expect(openContainerdSource({address: src.address, name: 'sl-src/nope:1'})).rejects.toThrow(/"sl-src\/nope:1" is not in containerd .*it has: docker\.io\/sl-src\/local:1/)
   })
 
