@@ -89,6 +89,18 @@ describe('test bed', () => {
     expect(new Set(uuids).size).toBe(2)
   })
 
+  it('exec runs inside the node (its mounts, its network) with stdin and a timeout', async () => {
+    const node = bed.nodes[1]
+    const r = await bed.exec(node, ['sh', '-c', 'cat; ip -4 -o addr show dev eth0; grep -c " /var/lib/containerd " /proc/self/mounts'], {input: 'from-stdin\n'})
+    expect(r.code).toBe(0)
+    expect(r.stdout).toMatch(new RegExp(`^from-stdin\n.*inet ${node.ip.replace(/\./g, '\\.')}/24.*\n1\n$`))
+    await expect(bed.exec(node, ['sleep', '5'], {timeoutMs: 200})).rejects.toThrow(/timed out/)
+    // the ssh_config snippet reaches the node by name
+    const byName = await run('ssh', ['-F', bed.sshConfigPath, '-o', 'BatchMode=yes', node.name, 'ip -4 -o addr show dev eth0'])
+    expect(byName.code).toBe(0)
+    expect(byName.stdout).toContain(`inet ${node.ip}/24`)
+  })
+
   it('rejects a key that is not the bed key', async () => {
     const other = `${bed.dir}/other_key`
     await run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', other])
@@ -295,6 +307,20 @@ describe('test bed node options', () => {
 })
 
 describe('test bed recovery', () => {
+  it('beds started at the same time get distinct subnets and work side by side', async () => {
+    const beds = await Promise.all(['slbt-par-a', 'slbt-par-b', 'slbt-par-c'].map((name) => startBed({name, nodes: 2})))
+    try {
+      expect(new Set(beds.map((b) => b.index)).size).toBe(3)
+      expect(new Set(beds.flatMap((b) => b.nodes.map((n) => n.ip))).size).toBe(6)
+      for (const b of beds) {
+        for (const n of b.nodes) expect((await ssh(b, n, 'ctr -n k8s.io version')).code).toBe(0)
+      }
+    } finally {
+      await Promise.all(beds.map((b) => b.down()))
+    }
+    for (const b of beds) expect(await traces({name: b.name, index: b.index, dir: b.dir})).toEqual([])
+  })
+
   it('cleanAll({onlyDead}) spares a bed whose owner runs and removes it once the owner is killed', async () => {
     const bedTs = path.join(__dirname, 'bed.ts')
     const code = `import(${JSON.stringify(bedTs)}).then(async (m) => { const b = await m.startBed({name: 'slbt-orphan', nodes: 1}); console.log('UP ' + b.index + ' ' + b.dir); setInterval(() => {}, 1000) })`
