@@ -218,6 +218,18 @@ describe('SSH connection to a real node', () => {
     expect(pool.size).toBe(0)
   })
 
+  it('removes forwarded sockets of pooled connections when the process exits', async () => {
+    const tsx = path.join(HERE, '..', '..', 'node_modules', '.bin', 'tsx')
+    const out = execFileSync(
+      tsx,
+      [path.join(HERE, 'fixtures', 'pool-exit.ts'), `root@${n1.ip}`, bed.keyPath, bed.knownHostsPath, n1.containerdSocket],
+      {encoding: 'utf8', timeout: 30_000},
+    )
+    const local = out.trim()
+    expect(local).toMatch(/sideload-ssh-.*\/containerd\.sock$/)
+    expect(fs.existsSync(path.dirname(local))).toBe(false)
+  })
+
   it('authenticates through a real ssh-agent, honouring IdentitiesOnly', async () => {
     const sock = path.join(tmp, 'agent.sock')
     const agent = spawn('ssh-agent', ['-D', '-a', sock], {stdio: 'ignore'})
