@@ -1,13 +1,14 @@
 import {Args, Command, Flags} from '@oclif/core'
 import {BuildFailedError} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
-import {type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
+import {type BuilderChoice, type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
 
 export default class Build extends Command {
   static override summary = 'Build an image from a Dockerfile with BuildKit (no buildctl, no docker CLI needed).'
 
-  static override description = `Builds with a BuildKit daemon (--builder buildkit, the default: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock)
+  static override description = `Builds with a BuildKit daemon (--builder buildkit: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock)
 or with the BuildKit inside dockerd (--builder docker: $DOCKER_HOST or unix:///var/run/docker.sock).
+The default, --builder auto, takes the BuildKit daemon when BUILDKIT_HOST is set or its socket exists, else dockerd.
 
 Where the image ends up:
 - BuildKit daemon whose worker is containerd namespace k8s.io: straight into that containerd.
@@ -39,7 +40,7 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
     secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true, default: []}),
     label: Flags.string({description: 'image label K=V (repeatable)', multiple: true, default: []}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json'], default: 'auto'}),
-    builder: Flags.string({description: 'which BuildKit to use', options: ['buildkit', 'docker'], default: 'buildkit'}),
+    builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
     'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
     'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
     output: Flags.string({char: 'o', description: 'write an archive instead: oci:FILE, docker:FILE or tar:FILE'}),
@@ -59,7 +60,7 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
       platforms: flags.platform.flatMap((p) => p.split(',')).filter((p) => p !== ''),
       noCache: flags['no-cache'],
       secrets: parseSecrets(flags.secret),
-      builder: flags.builder === 'docker' ? {kind: 'docker', dockerHost: flags['docker-host']} : {kind: 'buildkitd', address: flags['buildkit-host']},
+      builder: builderChoice(flags.builder, flags['buildkit-host'], flags['docker-host']),
       output: flags.output ? parseOutput(flags.output) : undefined,
       onStatus: (u) => renderer.update(u),
     }
@@ -78,6 +79,15 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
       this.log(describeLocation(result))
     }
   }
+}
+
+function builderChoice(kind: string, buildkitHost: string | undefined, dockerHost: string | undefined): BuilderChoice {
+  if (kind === 'docker') return {kind: 'docker', dockerHost}
+  if (kind === 'buildkit') return {kind: 'buildkitd', address: buildkitHost}
+  // An explicit address picks its builder; otherwise look at the environment and default sockets.
+  if (buildkitHost) return {kind: 'buildkitd', address: buildkitHost}
+  if (dockerHost) return {kind: 'docker', dockerHost}
+  return {kind: 'auto'}
 }
 
 function keyValues(values: string[], flag: string): Record<string, string> {

@@ -23,6 +23,11 @@ export type BuilderChoice =
   | {kind: 'buildkitd'; address?: string}
   /** The BuildKit embedded in dockerd (default: $DOCKER_HOST or unix:///var/run/docker.sock). */
   | {kind: 'docker'; dockerHost?: string}
+  /**
+   * A BuildKit daemon when $BUILDKIT_HOST is set or its default socket exists, else dockerd when
+   * $DOCKER_HOST is set or its default socket exists.
+   */
+  | {kind: 'auto'}
 
 /** Write the image as an archive file instead of leaving it in a daemon. */
 export interface BuildOutput {
@@ -87,11 +92,20 @@ export interface BuildResult {
 const WORKER_EXECUTOR = 'org.mobyproject.buildkit.worker.executor'
 const WORKER_NAMESPACE = 'org.mobyproject.buildkit.worker.containerd.namespace'
 
-function resolveBuilder(choice: BuilderChoice | undefined): BuilderEndpoint {
-  if (choice?.kind === 'docker') {
-    return {kind: 'docker', docker: parseDockerHost(choice.dockerHost ?? process.env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST)}
+/** Which daemon a builder choice means here (`auto` looks at the environment and default sockets). */
+export function resolveBuilder(choice: BuilderChoice | undefined, env = process.env): BuilderEndpoint {
+  if (choice?.kind === 'auto') {
+    const buildkitSocket = DEFAULT_BUILDKIT_HOST.slice('unix://'.length)
+    if (env.BUILDKIT_HOST || fs.existsSync(buildkitSocket)) return resolveBuilder({kind: 'buildkitd'}, env)
+    if (env.DOCKER_HOST || fs.existsSync(DEFAULT_DOCKER_HOST.slice('unix://'.length))) return resolveBuilder({kind: 'docker'}, env)
+    throw new Error(
+      `no builder found: no BuildKit daemon at ${DEFAULT_BUILDKIT_HOST} and no Docker daemon at ${DEFAULT_DOCKER_HOST}. Start buildkitd or dockerd, or set BUILDKIT_HOST / DOCKER_HOST.`,
+    )
   }
-  return {kind: 'buildkitd', address: choice?.address ?? process.env.BUILDKIT_HOST ?? DEFAULT_BUILDKIT_HOST}
+  if (choice?.kind === 'docker') {
+    return {kind: 'docker', docker: parseDockerHost(choice.dockerHost ?? env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST)}
+  }
+  return {kind: 'buildkitd', address: choice?.address ?? env.BUILDKIT_HOST ?? DEFAULT_BUILDKIT_HOST}
 }
 
 /** Whether a worker writes images into containerd namespace `namespace` (nerdctl's check, by labels). */

@@ -79,7 +79,7 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     } finally {
       await client.close()
     }
-  })
+  }, 180_000)
 
   it('builds FROM scratch, honours .dockerignore like docker build, and streams the image as a docker-archive', async () => {
     const ctx = makeContext('ignore-ctx', {
@@ -149,7 +149,7 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(listing).toMatch(/2020-01-02 03:04 ctx\/keep\.log/)
     expect(listing).toMatch(/ctx\/link-to-index -> src\/index\.js/)
     expect(listing).toMatch(/ctx\/(hardlink\.js link to ctx\/src\/index\.js|src\/index\.js link to ctx\/hardlink\.js)/)
-  })
+  }, 180_000)
 
   it('matches docker build on tricky .dockerignore patterns', async () => {
     const ctx = makeContext('ignore-tricky', {
@@ -199,7 +199,7 @@ describe('build with dockerd\'s embedded BuildKit', () => {
       expect(ourEntries).not.toContain(`ctx/${gone}`)
     }
     for (const kept of ['d.txt', 'dir/sub/ok.txt', 'p/q/nested', 'nested', 'deep/m/n/xx2.bin']) expect(ourEntries).toContain(`ctx/${kept}`)
-  })
+  }, 180_000)
 
   it('builds FROM a local busybox with RUN steps, build args and a target stage; an unchanged rebuild uploads no file', async () => {
     const ctx = makeContext('run-ctx', {
@@ -244,7 +244,7 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(changed.fileSync.context.requests).toBe(1)
     const img2 = await saveImage('sltest/run:1', path.join(work, 'run-img2'))
     expect(await fileInLayer(img2.layers[img2.layers.length - 1], 'result')).toBe('msg=hello\nchanged\n')
-  })
+  }, 180_000)
 
   it('reports a failing RUN with its log and Dockerfile line', async () => {
     const ctx = makeContext('fail-ctx', {
@@ -261,7 +261,7 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(failure.step?.logs.join('\n')).toContain('boom-output-123')
     expect(failure.source?.lines).toEqual([3])
     expect(failure.source?.text[0]).toContain('RUN echo boom-output-123')
-  })
+  }, 180_000)
 
   it('sideload build: plain progress, non-zero exit with the step log on failure', async () => {
     const ok = makeContext('cli-ok', {Dockerfile: 'FROM sltest/busybox:1\nRUN echo cli-step-log\n'})
@@ -284,6 +284,20 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(events.some((e) => e.event === 'build.step' && e.name === '[2/2] RUN echo cli-step-log' && e.cached)).toBe(true)
     expect(events[events.length - 1]).toMatchObject({event: 'build.done', location: {kind: 'dockerd'}})
 
+    // No --builder: DOCKER_HOST picks dockerd; a Dockerfile outside the context; a build arg from the environment.
+    const elsewhere = makeContext('cli-dockerfile-elsewhere', {'Custom.dockerfile': 'FROM sltest/busybox:1\nARG FROM_ENV\nCOPY data.txt /data.txt\nRUN echo "$FROM_ENV" >> /data.txt\n'})
+    const dataCtx = makeContext('cli-data-ctx', {'data.txt': 'data\n'})
+    const autoEnv: NodeJS.ProcessEnv = {...env, FROM_ENV: 'env-value'}
+    delete autoEnv.BUILDKIT_HOST
+    const auto = await run(
+      process.execPath,
+      [BIN, 'build', dataCtx, '-f', path.join(elsewhere, 'Custom.dockerfile'), '-t', 'sltest/cli-auto:1', '--build-arg', 'FROM_ENV', '--progress', 'plain'],
+      {env: autoEnv},
+    )
+    expect(auto.stdout).toContain(`in dockerd at ${dockerd.host}`)
+    const autoImg = await saveImage('sltest/cli-auto:1', path.join(work, 'cli-auto'))
+    expect(await fileInLayer(autoImg.layers[autoImg.layers.length - 1], 'data.txt')).toBe('data\nenv-value\n')
+
     const help = await run(process.execPath, [BIN, 'build', '--help'])
     expect(help.stdout).toContain('--build-arg')
     expect(help.stdout).toContain('EXAMPLES')
@@ -297,7 +311,7 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(failed?.stderr).toContain('cli-fail-log')
     expect(failed?.stderr).toMatch(/Dockerfile:2/)
     expect(failed?.stderr).toContain('>>> RUN echo cli-fail-log && false')
-  })
+  }, 180_000)
 
   it('serves health checks, secrets, and the session over Control.Session too; tar and docker archives as outputs', async () => {
     const ctx = makeContext('session-ctx', {
@@ -340,7 +354,7 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     const entries = await layerEntries(fsTar)
     expect(entries).toContain('bin/busybox')
     expect(await fileInLayer(fsTar, 'token-copy')).toBe('sekrit-value')
-  })
+  }, 180_000)
 
   it('fails with a hint when a secret is missing or the daemon is unreachable', async () => {
     const ctx = makeContext('nosecret-ctx', {Dockerfile: 'FROM sltest/busybox:1\nRUN --mount=type=secret,id=absent,required cat /run/secrets/absent\n'})
@@ -351,5 +365,5 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     await expect(build({context: ctx, tags: ['x:1'], builder: {kind: 'buildkitd', address: `unix://${path.join(work, 'no-such.sock')}`}})).rejects.toThrow(
       /BuildKit daemon at unix:.*Is buildkitd running/,
     )
-  })
+  }, 180_000)
 })

@@ -5,7 +5,7 @@ import type * as grpc from '@grpc/grpc-js'
 import {describe, expect, it} from 'vitest'
 import {buildkitDefinitions} from '../../src/buildkit/protos.js'
 import type {SolveRequest, WorkerRecord} from '../../src/buildkit/protos.js'
-import {chooseExporter, frontendAttrs, solveRequest, workerSharesContainerd} from '../../src/ops/build.js'
+import {chooseExporter, frontendAttrs, resolveBuilder, solveRequest, workerSharesContainerd} from '../../src/ops/build.js'
 
 function serialize(req: SolveRequest): Buffer {
   const method = (buildkitDefinitions()['moby.buildkit.v1.Control'] as grpc.ServiceDefinition).Solve
@@ -78,6 +78,16 @@ describe('exporter choice', () => {
   it('dockerd exports moby, refuses oci with a hint', () => {
     expect(chooseExporter(docker, {tags: ['app:1']}, undefined)).toEqual({exporter: {Type: 'moby', Attrs: {name: 'app:1'}}})
     expect(() => chooseExporter(docker, {tags: ['app:1'], output: {type: 'oci', path: 'x'}}, undefined)).toThrow(/--output docker:FILE/)
+  })
+})
+
+describe('builder choice', () => {
+  it('auto prefers BUILDKIT_HOST, then DOCKER_HOST; explicit kinds use their defaults', () => {
+    expect(resolveBuilder({kind: 'auto'}, {BUILDKIT_HOST: 'tcp://bk:1234', DOCKER_HOST: 'unix:///d.sock'})).toEqual({kind: 'buildkitd', address: 'tcp://bk:1234'})
+    expect(resolveBuilder({kind: 'auto'}, {DOCKER_HOST: 'unix:///d.sock'})).toMatchObject({kind: 'docker', docker: {kind: 'unix', socketPath: '/d.sock'}})
+    expect(resolveBuilder({kind: 'buildkitd'}, {})).toEqual({kind: 'buildkitd', address: 'unix:///run/buildkit/buildkitd.sock'})
+    expect(resolveBuilder({kind: 'docker'}, {})).toMatchObject({docker: {socketPath: '/var/run/docker.sock'}})
+    expect(() => resolveBuilder({kind: 'docker', dockerHost: 'ssh://x'}, {})).toThrow(/unsupported Docker host/)
   })
 })
 
