@@ -91,4 +91,25 @@ describe('importImage when the node goes away or is busy', () => {
       await sb.close()
     }
   })
+
+  it('streams: memory stays flat while a 256 MiB layer goes in', async () => {
+    const out = path.join(work, 'large.tar')
+    await makeImage({name: 'sl-crash/large:1', format: 'oci', compress: 'none', out, layers: [{sizeBytes: 256 * MIB, seed: 'large'}]})
+    const client = new ContainerdClient(ctd.address)
+    const source = await readArchive(out)
+    global.gc?.()
+    const before = process.memoryUsage().rss
+    let peak = before
+    const timer = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20)
+    try {
+      const res = await importImage(client, {source, name: 'sl-crash/large:1', onProgress: () => (peak = Math.max(peak, process.memoryUsage().rss))})
+      expect(res.sentBytes).toBeGreaterThan(256 * MIB)
+    } finally {
+      clearInterval(timer)
+      client.close()
+      await source.close()
+    }
+    // window (4) × chunk (1 MiB) in flight plus stream buffers; nowhere near the 256 MiB blob
+    expect(peak - before).toBeLessThan(64 * MIB)
+  })
 })

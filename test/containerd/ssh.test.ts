@@ -1,0 +1,91 @@
+// The native import the way `sideload push` runs it: the node's containerd socket forwarded
+// over SSH (src/ssh), on a shaped link; the SSH session is cut mid-blob and the re-run resumes.
+import * as fsp from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {ContainerdClient, importImage, ingestRef, type ImportEvent} from '../../src/containerd/index.js'
+import {readArchive} from '../../src/image/index.js'
+import {connectNode, type SshConnection} from '../../src/ssh/index.js'
+import {startBed, type Bed, type BedNode} from '../bed/bed.js'
+import {makeImage} from '../bed/images.js'
+
+const MIB = 1024 * 1024
+let bed: Bed
+let node: BedNode
+let work: string
+
+beforeAll(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'sl-ctdssh-test-'))
+  bed = await startBed({name: 'slb-ctdssh', nodes: 1})
+  node = bed.nodes[0]
+}, 180_000)
+
+afterAll(async () => {
+  await bed?.down()
+  await fsp.rm(work, {recursive: true, force: true})
+})
+
+async function overSsh(): Promise<{conn: SshConnection; client: ContainerdClient}> {
+  const conn = await connectNode({target: `root@${node.ip}`, identityFiles: [bed.keyPath], agent: false, knownHostsPath: bed.knownHostsPath, resolve: {configPath: null}, readyTimeoutMs: 10_000})
+  const local = await conn.forwardUnixSocket(node.containerdSocket)
+  return {conn, client: new ContainerdClient(`unix://${local}`, {displayName: node.name})}
+}
+
+describe('native import over an SSH-forwarded containerd socket', () => {
+  it('survives a cut SSH session mid-blob: the re-run sends only the rest', async () => {
+    const out = path.join(work, 'ssh.tar')
+    const info = await makeImage({name: 'sl-ssh/app:1', format: 'oci', compress: 'none', out, layers: [{sizeBytes: 2 * MIB, seed: 's1'}, {sizeBytes: 24 * MIB, seed: 's2'}]})
+    const big = info.layerDigests[1]
+    const bigSize = info.platforms[0].layerSizes[1]
+    const source = await readArchive(out)
+    await bed.shape(node, {rateMbit: 100})
+    try {
+      const first = await overSsh()
+      let cut = false
+      const err = await importImage(first.client, {
+        source,
+        name: 'sl-ssh/app:1',
+        unpack: true,
+        pin: true,
+        snapshotter: node.snapshotter,
+        onProgress: (e) => {
+          if (!cut && e.type === 'blob-bytes' && e.digest === big && e.sent >= 8 * MIB) {
+            cut = true
+            void bed.killSshSessions(node)
+          }
+        },
+      }).then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      )
+      expect(cut).toBe(true)
+      expect(err?.message).toContain(node.name)
+      first.client.close()
+      await first.conn.close()
+      expect(await bed.ctr(node, ['images', 'ls', '-q'])).not.toContain('sl-ssh/app')
+
+      const second = await overSsh()
+      try {
+        const kept = await second.client.contentStatus(ingestRef(big))
+        expect(kept?.offset).toBeGreaterThanOrEqual(4 * MIB)
+        const events: ImportEvent[] = []
+        const t0 = Date.now()
+        const res = await importImage(second.client, {source, name: 'sl-ssh/app:1', unpack: true, pin: true, snapshotter: node.snapshotter, onProgress: (e) => events.push(e)})
+        const seconds = (Date.now() - t0) / 1000
+        const done = events.find((e) => e.type === 'blob-done' && e.digest === big) as Extract<ImportEvent, {type: 'blob-done'}>
+        expect(done.sentBytes).toBe(bigSize - kept!.offset)
+        expect(res.blobsSkipped).toBe(1) // the small layer arrived before the cut
+        expect(res.sentBytes).toBeLessThan(bigSize - kept!.offset + 8192)
+        process.stderr.write(`resumed ${(done.sentBytes / MIB).toFixed(1)} MiB over SSH at ${(res.sentBytes / MIB / seconds).toFixed(1)} MiB/s (100 Mbit link)\n`)
+      } finally {
+        second.client.close()
+        await second.conn.close()
+      }
+      expect(await bed.ctr(node, ['images', 'check'])).toMatch(/docker\.io\/sl-ssh\/app:1 .*complete \(3\/3\).*true/)
+    } finally {
+      await bed.unshape(node)
+      await source.close()
+    }
+  })
+})
