@@ -59,6 +59,8 @@ export interface ApiServer {
   /** a kubeconfig that authenticates `name` with a client certificate instead of a token */
   addCertUser(name: string, spec: UserSpec): {kubeconfigPath: string; cert: ClientCert}
   setRules(name: string, rules: AccessRule[] | 'all'): void
+  /** ends every open watch, as a server restart or watch timeout would */
+  dropWatches(): void
   /** every request served so far: method, path with query, user */
   requests: {method: string; url: string; user: string}[]
   stop(): Promise<void>
@@ -452,6 +454,9 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
         'client-certificate-data': fs.readFileSync(cert.certPath).toString('base64'),
         'client-key-data': fs.readFileSync(cert.keyPath).toString('base64'),
       })}
+    },
+    dropWatches() {
+      for (const stop of [...openWatches]) stop()
     },
     setRules(name, rules) {
       const u = users.get(name)

@@ -1,0 +1,109 @@
+import {Args, Command, Flags} from '@oclif/core'
+import {KubeConfigError} from '../kube/config.js'
+import {KubeError} from '../kube/errors.js'
+import {type ExposeOptions, type ExposeResult, type UnexposeResult, ExposeError, expose, unexpose} from '../ops/expose.js'
+
+export default class Expose extends Command {
+  static override summary = 'Expose one pod on a NodePort and print where to connect.'
+
+  static override description = `Creates (or brings in line) a NodePort service that selects exactly this pod.
+
+kubectl expose refuses a pod without labels and selects on all of a pod's labels, which can match its sibling replicas too; sideload instead adds a label unique to the pod (sideload.dev/expose=POD) when needed and selects on that only.
+
+Running it again changes nothing, or updates the service to the new flags. The target port defaults to the one port the pod declares, else --port. --delete removes the service and the label sideload added; --until-exit does so on Ctrl-C / SIGTERM.`
+
+  static override examples = [
+    {description: 'Expose the SSH port of a pod and print ssh command lines', command: '<%= config.bin %> expose centos-stream-8 --port 22 --ssh-user admin'},
+    {description: 'A fixed node port, in another namespace', command: '<%= config.bin %> expose web-0 --port 80 --target-port 8080 --node-port 30080 -n shop'},
+    {description: 'Expose only while the command runs', command: '<%= config.bin %> expose centos-stream-8 --port 22 --until-exit'},
+    {description: 'Remove the service and the label sideload added', command: '<%= config.bin %> expose centos-stream-8 --delete'},
+    {description: 'Machine-readable result', command: '<%= config.bin %> expose centos-stream-8 --port 22 --json'},
+  ]
+
+  static override args = {
+    pod: Args.string({description: 'name of the pod to expose', required: true}),
+  }
+
+  static override flags = {
+    port: Flags.integer({char: 'p', description: 'service port (1-65535); required unless --delete'}),
+    'target-port': Flags.string({description: 'container port number or name (default: the pod\'s one declared port, else --port)'}),
+    'node-port': Flags.integer({description: 'fixed node port (cluster range, 30000-32767 by default); default: a free one'}),
+    protocol: Flags.string({description: 'port protocol', options: ['TCP', 'UDP'], default: 'TCP'}),
+    name: Flags.string({description: 'service name (default: the pod name)'}),
+    'ssh-user': Flags.string({description: 'also print `ssh USER@IP -p PORT` for each node'}),
+    'allow-not-running': Flags.boolean({description: 'expose a pod that is not Running yet'}),
+    delete: Flags.boolean({description: 'remove the service and the label sideload added', exclusive: ['until-exit']}),
+    'until-exit': Flags.boolean({description: 'keep the service until Ctrl-C / SIGTERM, then remove it'}),
+    json: Flags.boolean({description: 'print the result as JSON'}),
+    namespace: Flags.string({char: 'n', description: 'namespace (default: the context\'s)'}),
+    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
+    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+  }
+
+  async run(): Promise<void> {
+    const {args, flags} = await this.parse(Expose)
+    const target = {namespace: flags.namespace, kubeconfig: flags.kubeconfig, context: flags.context}
+    try {
+      if (flags.delete) {
+        const r = await unexpose({...target, pod: args.pod, name: flags.name})
+        this.log(flags.json ? JSON.stringify(r) : describeUnexpose(r))
+        return
+      }
+      if (flags.port === undefined) this.error('--port is required (the service port, e.g. --port 22)', {exit: 2})
+      const tp = flags['target-port']
+      const options: ExposeOptions = {
+        ...target, pod: args.pod, port: flags.port,
+        targetPort: tp === undefined ? undefined : /^\d+$/.test(tp) ? Number(tp) : tp,
+        nodePort: flags['node-port'], protocol: flags.protocol as 'TCP' | 'UDP', name: flags.name,
+        sshUser: flags['ssh-user'], allowNotRunning: flags['allow-not-running'],
+      }
+      const result = await expose(options)
+      this.log(flags.json ? JSON.stringify(result) : describeExpose(result))
+      if (flags['until-exit']) {
+        const signal = await waitForSignal()
+        const r = await unexpose({...target, pod: args.pod, name: result.service})
+        if (flags.json) this.log(JSON.stringify({...r, signal}))
+        else this.log(`${signal}: ${describeUnexpose(r)}`)
+      }
+    } catch (err) {
+      if (err instanceof ExposeError || err instanceof KubeError || err instanceof KubeConfigError) this.error(err.message, {exit: 1})
+      throw err
+    }
+  }
+}
+
+function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise(resolve => {
+    // signal listeners do not keep Node alive; this timer does until a signal comes
+    const keepAlive = setInterval(() => undefined, 1 << 30)
+    const on = (sig: NodeJS.Signals): void => {
+      clearInterval(keepAlive)
+      process.off('SIGINT', on)
+      process.off('SIGTERM', on)
+      resolve(sig)
+    }
+    process.on('SIGINT', on)
+    process.on('SIGTERM', on)
+  })
+}
+
+export function describeExpose(r: ExposeResult): string {
+  const sel = Object.entries(r.selector).map(([k, v]) => `${k}=${v}`).join(',')
+  const lines = [
+    `service/${r.service} ${r.action}: NodePort ${r.nodePort} → pod ${r.pod} port ${r.targetPort}/${r.protocol} (namespace ${r.namespace})`,
+    `selector ${sel}${r.addedLabel ? ` (label added to the pod; \`sideload expose ${r.pod} --delete\` removes it with the service)` : ''}`,
+  ]
+  if (r.endpoints.length === 0) lines.push('no node has an address in its status; use any node\'s IP with port ' + r.nodePort)
+  else {
+    lines.push('connect to:')
+    for (const e of r.endpoints) lines.push(`  ${e.address}:${e.port}  node ${e.node}${e.podNode ? ' (runs the pod)' : ''}`)
+    const ssh = r.endpoints.filter(e => e.ssh)
+    if (ssh.length > 0) for (const e of ssh) lines.push(`  ${e.ssh}`)
+  }
+  return lines.join('\n')
+}
+
+export function describeUnexpose(r: UnexposeResult): string {
+  if (!r.serviceDeleted) return `no service ${r.namespace}/${r.service}: nothing to remove`
+  return `service/${r.service} deleted${r.labelRemoved ? `, label ${r.labelRemoved} removed from pod ${r.pod}` : ''}`
+}

@@ -1,0 +1,227 @@
+import {
+  CoreV1Api, PatchStrategy, Watch, setHeaderOptions,
+  type CoreV1Event, type V1Node, type V1Pod, type V1Service,
+} from '@kubernetes/client-node'
+import {API_ACCESS, type ApiResource, type ApiVerb} from './access.js'
+import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from './config.js'
+import {KubeError, describeKubeError, isKubeError} from './errors.js'
+
+export type PodEventType = 'ADDED' | 'MODIFIED' | 'DELETED'
+
+export interface PodWatchOptions {
+  /** a namespace, or undefined for all namespaces */
+  namespace?: string
+  labelSelector?: string
+  fieldSelector?: string
+  /** called for every pod that exists when the watch (re)starts, then for every change */
+  onEvent(type: PodEventType, pod: V1Pod): void
+  /** called when the watch cannot continue (e.g. forbidden); the watch is over */
+  onError?(err: KubeError): void
+  /** called each time the watch had to list again (start, 410 Expired, dropped connection) */
+  onRelist?(resourceVersion: string): void
+}
+
+export interface PodWatch {
+  stop(): void
+}
+
+const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch)
+
+/**
+ * The Kubernetes API as sideload uses it: typed helpers over CoreV1Api, each one allowed only
+ * what API_ACCESS grants, each failure turned into a KubeError naming the resource and the fix.
+ */
+export class KubeClient {
+  readonly core: CoreV1Api
+
+  constructor(readonly target: KubeTarget) {
+    this.core = target.config.makeApiClient(CoreV1Api)
+  }
+
+  static load(opts: KubeTargetOptions = {}): KubeClient {
+    return new KubeClient(loadKubeTarget(opts))
+  }
+
+  /** the namespace of --namespace, else of the context, else "default" */
+  get namespace(): string {
+    return this.target.namespace
+  }
+
+  get server(): string {
+    return this.target.server
+  }
+
+  private async call<R extends ApiResource, T>(resource: R, verb: ApiVerb<R>, name: string | undefined,
+    namespace: string | undefined, fn: () => Promise<T>): Promise<T> {
+    if (!(API_ACCESS[resource] as readonly string[]).includes(verb)) throw new Error(`internal: ${verb} ${resource} is not in API_ACCESS`)
+    try {
+      return await fn()
+    } catch (err) {
+      throw describeKubeError(err, {verb, resource, name, namespace}, this.server)
+    }
+  }
+
+  getPod(name: string, namespace = this.namespace): Promise<V1Pod> {
+    return this.call('pods', 'get', name, namespace, () => this.core.readNamespacedPod({name, namespace}))
+  }
+
+  async listPods(opts: {namespace?: string; labelSelector?: string; fieldSelector?: string} = {}): Promise<{items: V1Pod[]; resourceVersion: string}> {
+    const {namespace, labelSelector, fieldSelector} = opts
+    const list = await this.call('pods', 'list', undefined, namespace, () => namespace === undefined
+      ? this.core.listPodForAllNamespaces({labelSelector, fieldSelector})
+      : this.core.listNamespacedPod({namespace, labelSelector, fieldSelector}))
+    return {items: list.items, resourceVersion: list.metadata?.resourceVersion ?? ''}
+  }
+
+  /** JSON merge patch of a pod (labels, annotations); a null value removes the key. */
+  patchPod(name: string, namespace: string, patch: {metadata?: {labels?: Record<string, string | null>; annotations?: Record<string, string | null>}}): Promise<V1Pod> {
+    return this.call('pods', 'patch', name, namespace, () => this.core.patchNamespacedPod({name, namespace, body: patch}, MERGE_PATCH))
+  }
+
+  getNode(name: string): Promise<V1Node> {
+    return this.call('nodes', 'get', name, undefined, () => this.core.readNode({name}))
+  }
+
+  async listNodes(labelSelector?: string): Promise<V1Node[]> {
+    return (await this.call('nodes', 'list', undefined, undefined, () => this.core.listNode({labelSelector}))).items
+  }
+
+  async listEvents(namespace: string | undefined, fieldSelector?: string): Promise<CoreV1Event[]> {
+    const list = await this.call('events', 'list', undefined, namespace, () => namespace === undefined
+      ? this.core.listEventForAllNamespaces({fieldSelector})
+      : this.core.listNamespacedEvent({namespace, fieldSelector}))
+    return list.items
+  }
+
+  /** The service, or undefined when it does not exist. */
+  async findService(name: string, namespace = this.namespace): Promise<V1Service | undefined> {
+    try {
+      return await this.call('services', 'get', name, namespace, () => this.core.readNamespacedService({name, namespace}))
+    } catch (err) {
+      if (isKubeError(err, 'not-found')) return undefined
+      throw err
+    }
+  }
+
+  async listServices(namespace?: string): Promise<V1Service[]> {
+    const list = await this.call('services', 'list', undefined, namespace, () => namespace === undefined
+      ? this.core.listServiceForAllNamespaces({})
+      : this.core.listNamespacedService({namespace}))
+    return list.items
+  }
+
+  createService(namespace: string, body: V1Service): Promise<V1Service> {
+    return this.call('services', 'create', body.metadata?.name, namespace, () => this.core.createNamespacedService({namespace, body}))
+  }
+
+  /** JSON merge patch of a service (lists such as spec.ports are replaced whole). */
+  patchService(name: string, namespace: string, patch: object): Promise<V1Service> {
+    return this.call('services', 'patch', name, namespace, () => this.core.patchNamespacedService({name, namespace, body: patch}, MERGE_PATCH))
+  }
+
+  async deleteService(name: string, namespace: string): Promise<void> {
+    await this.call('services', 'delete', name, namespace, () => this.core.deleteNamespacedService({name, namespace}))
+  }
+
+  /**
+   * Lists, then watches pods from the list's resourceVersion. When the server says the version is
+   * too old (410 Expired) or the connection drops, it lists again and goes on, reporting every
+   * current pod as ADDED so the caller's view is complete again.
+   */
+  watchPods(opts: PodWatchOptions): PodWatch {
+    let stopped = false
+    let generation = 0
+    let abort: (() => void) | undefined
+    let retry: NodeJS.Timeout | undefined
+    const action = {verb: 'watch', resource: 'pods', namespace: opts.namespace}
+    const path = opts.namespace === undefined ? '/api/v1/pods' : `/api/v1/namespaces/${encodeURIComponent(opts.namespace)}/pods`
+    const fail = (err: KubeError): void => {
+      if (stopped) return
+      stopped = true
+      abort?.()
+      opts.onError?.(err)
+    }
+    /** runs `next` after `delayMs`, abandoning the current connection */
+    const later = (delayMs: number, next: () => Promise<void>): void => {
+      generation++
+      abort?.()
+      if (stopped) return
+      retry = setTimeout(() => void next(), delayMs)
+    }
+    const relist = async (): Promise<void> => {
+      const gen = ++generation
+      try {
+        const list = await this.listPods(opts)
+        if (stopped || gen !== generation) return
+        opts.onRelist?.(list.resourceVersion)
+        for (const p of list.items) opts.onEvent('ADDED', p)
+        await watchFrom(list.resourceVersion)
+      } catch (err) {
+        const e = describeKubeError(err, {...action, verb: 'list'}, this.server)
+        if (e.kind === 'unreachable') return later(2000, relist)
+        fail(e)
+      }
+    }
+    const watchFrom = async (from: string): Promise<void> => {
+      const gen = ++generation
+      let rv = from
+      const current = (): boolean => !stopped && gen === generation
+      const req = await new Watch(this.target.config).watch(path,
+        {resourceVersion: rv, allowWatchBookmarks: true, labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector},
+        (type: string, obj: unknown) => {
+          if (!current()) return
+          if (type === 'ERROR') {
+            const status = obj as {code?: number; message?: string}
+            // 410 Expired: the version left the server's window; only a new list can catch up
+            if (status.code === 410) return later(0, relist)
+            return fail(new KubeError(`watch of pods failed: ${status.message ?? 'unknown error'}`, 'other', action,
+              status.code ?? 0, status.message ?? ''))
+          }
+          const pod = obj as V1Pod
+          if (pod.metadata?.resourceVersion) rv = pod.metadata.resourceVersion
+          if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') opts.onEvent(type, pod)
+        },
+        (err: unknown) => {
+          if (!current()) return
+          const e = err ? describeKubeError(err, action, this.server) : undefined
+          if (e && ['forbidden', 'unauthorized', 'not-found'].includes(e.kind)) return fail(e)
+          // the server ended the watch (timeout, restart) or the connection dropped: resume where we were
+          later(e?.kind === 'unreachable' ? 2000 : 100, () => watchFrom(rv))
+        })
+      if (!current()) req.abort()
+      else abort = () => req.abort()
+    }
+    void relist()
+    return {
+      stop() {
+        stopped = true
+        if (retry) clearTimeout(retry)
+        abort?.()
+      },
+    }
+  }
+}
+
+/** The address to reach a node on: InternalIP, else ExternalIP, else Hostname. */
+export function nodeAddress(node: V1Node): string | undefined {
+  const addrs = node.status?.addresses ?? []
+  for (const type of ['InternalIP', 'ExternalIP', 'Hostname']) {
+    const a = addrs.find(x => x.type === type)
+    if (a) return a.address
+  }
+  return undefined
+}
+
+/** The node's platform as an OCI platform string part: `linux/amd64`. */
+export function nodePlatform(node: V1Node): {os: string; architecture: string} {
+  const info = node.status?.nodeInfo
+  const labels = node.metadata?.labels ?? {}
+  return {
+    os: info?.operatingSystem || labels['kubernetes.io/os'] || 'linux',
+    architecture: info?.architecture || labels['kubernetes.io/arch'] || 'amd64',
+  }
+}
+
+export function isNodeReady(node: V1Node): boolean {
+  return node.status?.conditions?.some(c => c.type === 'Ready' && c.status === 'True') ?? false
+}

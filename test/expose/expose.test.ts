@@ -1,0 +1,209 @@
+// sideload expose against the test API server, as a user holding only the rights of manifests/rbac.yaml.
+import {spawn} from 'node:child_process'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {KubeClient} from '../../src/kube/client.js'
+import {KubeError} from '../../src/kube/errors.js'
+import {EXPOSE_LABEL, ExposeError, expose, serviceNameFor, exposeLabelValue, unexpose} from '../../src/ops/expose.js'
+import {type ApiServer, startApiServer} from '../kube/apiserver.js'
+import {type Kubelet, startKubelet} from '../kube/kubelet.js'
+import type {JsonObject} from '../kube/patch.js'
+import {rbacAccessRules} from './rbac.js'
+
+const NODES = [{name: 'slbt-expose-b', ip: '198.18.251.12'}, {name: 'slbt-expose-a', ip: '198.18.251.11'}]
+const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
+
+describe('sideload expose', () => {
+  let server: ApiServer
+  let kubelet: Kubelet
+  let kubeconfig: string
+  let client: KubeClient
+  const images = new Set(['docker.io/local/app:1.0'])
+
+  const makePod = async (name: string, opts: {labels?: Record<string, string>; node?: string; image?: string; ports?: number[]; pullPolicy?: string} = {}): Promise<void> => {
+    const container: JsonObject = {name: 'main', image: opts.image ?? 'local/app:1.0'}
+    if (opts.pullPolicy) container.imagePullPolicy = opts.pullPolicy
+    if (opts.ports) container.ports = opts.ports.map(p => ({containerPort: p}))
+    const metadata: JsonObject = {name}
+    if (opts.labels) metadata.labels = opts.labels
+    server.store.create('pods', 'default', {metadata, spec: {nodeName: opts.node ?? NODES[0].name, containers: [container]}})
+    await kubelet.syncNow()
+  }
+  const podLabels = (name: string): Record<string, string> =>
+    ((server.store.get('pods', 'default', name).metadata as JsonObject).labels ?? {}) as Record<string, string>
+  const serviceSpec = (name: string): JsonObject => server.store.get('services', 'default', name).spec as JsonObject
+  const selected = (selector: Record<string, string>): string[] =>
+    server.store.list('pods', {namespace: 'default', labels: Object.entries(selector).map(([key, v]) => ({key, op: 'eq', values: [v]})), fields: []})
+      .items.map(p => String((p.metadata as JsonObject).name))
+
+  beforeAll(async () => {
+    server = await startApiServer()
+    kubelet = startKubelet({store: server.store, nodes: NODES, resyncMs: 60_000,
+      hasImage: async (_node, ref) => images.has(ref)})
+    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
+    client = KubeClient.load({kubeconfig})
+  })
+  afterAll(async () => {
+    await kubelet?.stop()
+    await server?.stop()
+  })
+
+  it('labels an unlabelled pod and selects on that label only; prints the pod\'s node first', async () => {
+    await makePod('centos-stream-8', {node: NODES[0].name})
+    const r = await expose({kubeconfig, pod: 'centos-stream-8', port: 22, sshUser: 'admin'})
+    expect(r.action).toBe('created')
+    expect(r.selector).toEqual({[EXPOSE_LABEL]: 'centos-stream-8'})
+    expect(r.addedLabel).toEqual({key: EXPOSE_LABEL, value: 'centos-stream-8'})
+    expect(podLabels('centos-stream-8')).toEqual({[EXPOSE_LABEL]: 'centos-stream-8'})
+    const spec = serviceSpec('centos-stream-8')
+    expect(spec.type).toBe('NodePort')
+    expect(spec.selector).toEqual({[EXPOSE_LABEL]: 'centos-stream-8'})
+    expect(r.nodePort).toBe((spec.ports as JsonObject[])[0].nodePort)
+    expect(r.nodePort).toBeGreaterThanOrEqual(30000)
+    expect(r.endpoints.map(e => `${e.node} ${e.address}:${e.port} ${e.podNode}`)).toEqual([
+      `slbt-expose-b 198.18.251.12:${r.nodePort} true`,
+      `slbt-expose-a 198.18.251.11:${r.nodePort} false`,
+    ])
+    expect(r.endpoints[0].ssh).toBe(`ssh admin@198.18.251.12 -p ${r.nodePort}`)
+  })
+
+  it('selects one replica alone when its labels match its siblings', async () => {
+    await makePod('web-1', {labels: {app: 'web'}})
+    await makePod('web-2', {labels: {app: 'web'}})
+    const r = await expose({client, pod: 'web-1', port: 80})
+    expect(r.selector).toEqual({[EXPOSE_LABEL]: 'web-1'})
+    expect(selected(serviceSpec('web-1').selector as Record<string, string>)).toEqual(['web-1'])
+    expect(podLabels('web-1')).toEqual({app: 'web', [EXPOSE_LABEL]: 'web-1'})
+    expect(podLabels('web-2')).toEqual({app: 'web'})
+  })
+
+  it('uses the pod\'s own labels when they select it alone, and the one declared port as target', async () => {
+    await makePod('db-0', {labels: {app: 'db', role: 'primary'}, ports: [5432]})
+    const r = await expose({client, pod: 'db-0', port: 15432})
+    expect(r.selector).toEqual({app: 'db', role: 'primary'})
+    expect(r.addedLabel).toBeUndefined()
+    expect(r.targetPort).toBe(5432)
+    expect((serviceSpec('db-0').ports as JsonObject[])[0]).toMatchObject({port: 15432, targetPort: 5432, protocol: 'TCP'})
+    expect(podLabels('db-0')).toEqual({app: 'db', role: 'primary'})
+  })
+
+  it('is idempotent: a re-run changes nothing, a new target port updates in place and keeps the node port', async () => {
+    const first = await expose({client, pod: 'centos-stream-8', port: 22})
+    expect(first.action).toBe('unchanged')
+    const rv = (server.store.get('services', 'default', 'centos-stream-8').metadata as JsonObject).resourceVersion
+    const again = await expose({client, pod: 'centos-stream-8', port: 22})
+    expect(again.action).toBe('unchanged')
+    expect((server.store.get('services', 'default', 'centos-stream-8').metadata as JsonObject).resourceVersion).toBe(rv)
+    const changed = await expose({client, pod: 'centos-stream-8', port: 22, targetPort: 2222})
+    expect(changed.action).toBe('updated')
+    expect(changed.nodePort).toBe(first.nodePort)
+    expect((serviceSpec('centos-stream-8').ports as JsonObject[])[0]).toMatchObject({port: 22, targetPort: 2222, nodePort: first.nodePort})
+  })
+
+  it('pins a node port, and explains a taken or out-of-range one', async () => {
+    await makePod('pinned', {labels: {app: 'pinned'}})
+    const r = await expose({client, pod: 'pinned', port: 22, nodePort: 30222})
+    expect(r.nodePort).toBe(30222)
+
+    await makePod('second', {labels: {app: 'second'}})
+    const taken = await expose({client, pod: 'second', port: 22, nodePort: 30222}).catch((e: unknown) => e)
+    expect(taken).toBeInstanceOf(ExposeError)
+    expect((taken as Error).message).toContain('node port 30222 is already allocated by service default/pinned')
+    expect((taken as Error).message).toContain('spec.ports[0].nodePort: Invalid value: 30222: provided port is already allocated')
+    expect((taken as Error).message).toContain('choose another --node-port')
+    expect(server.store.tryGet('services', 'default', 'second')).toBeUndefined()
+
+    const range = await expose({client, pod: 'second', port: 22, nodePort: 2222}).catch((e: unknown) => e)
+    expect((range as Error).message).toContain("--node-port 2222 is outside the cluster's node port range")
+    expect((range as Error).message).toContain('The range of valid ports is 30000-32767')
+    const bad = await expose({client, pod: 'second', port: 70000}).catch((e: unknown) => e)
+    expect((bad as Error).message).toBe('--port 70000 is not a port: use a number from 1 to 65535')
+  })
+
+  it('--delete removes the service and only the label it added', async () => {
+    const r = await unexpose({client, pod: 'web-1'})
+    expect(r).toMatchObject({serviceDeleted: true, labelRemoved: EXPOSE_LABEL})
+    expect(server.store.tryGet('services', 'default', 'web-1')).toBeUndefined()
+    expect(podLabels('web-1')).toEqual({app: 'web'})
+    const db = await unexpose({client, pod: 'db-0'})
+    expect(db).toMatchObject({serviceDeleted: true})
+    expect(db.labelRemoved).toBeUndefined()
+    expect(podLabels('db-0')).toEqual({app: 'db', role: 'primary'})
+    const none = await unexpose({client, pod: 'web-1'})
+    expect(none.serviceDeleted).toBe(false)
+  })
+
+  it('names a missing pod, a pod that is not running, and a service it does not own', async () => {
+    const missing = await expose({client, pod: 'nope', port: 22}).catch((e: unknown) => e)
+    expect(missing).toBeInstanceOf(KubeError)
+    expect((missing as Error).message).toMatch(/^pod "nope" in namespace "default" not found \(pods "nope" not found\); check the name and the namespace/)
+
+    await makePod('stuck', {image: 'local/missing:1.0', pullPolicy: 'Never'})
+    const stuck = await expose({client, pod: 'stuck', port: 22}).catch((e: unknown) => e)
+    expect(stuck).toBeInstanceOf(ExposeError)
+    expect((stuck as Error).message).toContain('pod stuck is Pending, not Running (container main: ErrImageNeverPull: Container image "local/missing:1.0" is not present with pull policy of Never)')
+    expect((stuck as Error).message).toContain('run `sideload fix`')
+    const forced = await expose({client, pod: 'stuck', port: 22, allowNotRunning: true})
+    expect(forced.action).toBe('created')
+
+    server.store.create('services', 'default', {metadata: {name: 'foreign'}, spec: {ports: [{port: 1}]}})
+    await makePod('foreign', {labels: {app: 'foreign'}})
+    const foreign = await expose({client, pod: 'foreign', port: 22}).catch((e: unknown) => e)
+    expect((foreign as Error).message).toContain('service default/foreign already exists and was not created by sideload; pass --name')
+  })
+
+  it('says which right is missing and where the RBAC manifest is', async () => {
+    const {kubeconfigPath} = server.addUser('pods-only', {rules: [{verbs: ['get', 'list', 'patch'], resources: ['pods']}]})
+    const err = await expose({kubeconfig: kubeconfigPath, pod: 'centos-stream-8', port: 22}).catch((e: unknown) => e)
+    expect(err).toBeInstanceOf(KubeError)
+    expect((err as Error).message).toContain('not allowed to get service "centos-stream-8" in namespace "default": services "centos-stream-8" is forbidden: User "pods-only" cannot get resource "services"')
+    expect((err as Error).message).toContain('manifests/rbac.yaml')
+  })
+
+  it('names the server it cannot reach', async () => {
+    const dead = await startApiServer()
+    await dead.stop()
+    const {kubeconfigPath} = server.addUser('ghost', {rules: 'all'})
+    const text = fs.readFileSync(kubeconfigPath, 'utf8').replace(server.url, dead.url)
+    fs.writeFileSync(`${kubeconfigPath}-dead`, text)
+    const refused = await expose({kubeconfig: `${kubeconfigPath}-dead`, pod: 'x', port: 22}).catch((e: unknown) => e)
+    expect(refused).toBeInstanceOf(KubeError)
+    expect((refused as Error).message).toContain(`cannot reach the Kubernetes API server ${dead.url} (connection refused) to get pod "x"`)
+  })
+
+  it('derives valid service names and label values from long pod names', () => {
+    const long = `a${'b'.repeat(80)}.example`
+    expect(serviceNameFor('centos-stream-8')).toBe('centos-stream-8')
+    expect(serviceNameFor('0abc.def')).toMatch(/^abc-def-[0-9a-f]{8}$/)
+    expect(serviceNameFor(long).length).toBeLessThanOrEqual(63)
+    expect(exposeLabelValue(long).length).toBeLessThanOrEqual(63)
+    expect(exposeLabelValue(long)).toMatch(/^a[b]+-[0-9a-f]{8}$/)
+  })
+
+  it('the CLI prints JSON, and --until-exit removes the service on SIGINT', async () => {
+    await makePod('until', {node: NODES[1].name})
+    const child = spawn(process.execPath, [BIN, 'expose', 'until', '--port', '22', '--until-exit', '--json', '--kubeconfig', kubeconfig],
+      {stdio: ['ignore', 'pipe', 'pipe']})
+    let out = ''
+    let err = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()))
+    const exited = new Promise<number>(resolve => child.on('close', c => resolve(c ?? -1)))
+    const end = Date.now() + 20_000
+    while (!out.includes('\n')) {
+      if (Date.now() > end) throw new Error(`no output from the CLI: ${err}`)
+      await new Promise(r => setTimeout(r, 50))
+    }
+    const result = JSON.parse(out.split('\n')[0]) as {service: string; nodePort: number; endpoints: {node: string; podNode: boolean}[]}
+    expect(result.service).toBe('until')
+    expect(result.endpoints[0]).toMatchObject({node: NODES[1].name, podNode: true})
+    expect(server.store.tryGet('services', 'default', 'until')).toBeDefined()
+    expect(podLabels('until')).toEqual({[EXPOSE_LABEL]: 'until'})
+    child.kill('SIGINT')
+    expect(await exited).toBe(0)
+    expect(JSON.parse(out.trim().split('\n')[1])).toMatchObject({serviceDeleted: true, labelRemoved: EXPOSE_LABEL, signal: 'SIGINT'})
+    expect(server.store.tryGet('services', 'default', 'until')).toBeUndefined()
+    expect(podLabels('until')).toEqual({})
+  })
+})

@@ -1,0 +1,24 @@
+// Reads the ClusterRole of manifests/rbac.yaml as access rules for the test API server.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import YAML from 'yaml'
+import type {AccessRule} from '../kube/apiserver.js'
+
+export const RBAC_PATH = path.resolve(import.meta.dirname, '..', '..', 'manifests', 'rbac.yaml')
+
+interface Rule {
+  apiGroups?: string[]
+  resources?: string[]
+  verbs?: string[]
+}
+
+export function clusterRoleRules(): Rule[] {
+  const docs = YAML.parseAllDocuments(fs.readFileSync(RBAC_PATH, 'utf8')).map(d => d.toJSON() as {kind?: string; rules?: Rule[]})
+  const role = docs.find(d => d.kind === 'ClusterRole')
+  if (!role?.rules) throw new Error(`${RBAC_PATH} has no ClusterRole with rules`)
+  return role.rules
+}
+
+export function rbacAccessRules(): AccessRule[] {
+  return clusterRoleRules().map(r => ({verbs: r.verbs ?? [], resources: r.resources ?? []}))
+}
