@@ -16,6 +16,18 @@ const PROTO_FILES = [
   'containerd/services/diff/v1/diff.proto',
 ]
 
+/**
+ * containerd's gRPC server keeps Go's default keepalive enforcement (pings no more often than
+ * every 5 min, none without calls): more frequent pings get the connection closed with
+ * GOAWAY too_many_pings after three of them, which would kill a long Diff.Apply mid-call
+ * (seen with containerd 1.6.20). Dead links are detected by the SSH keepalive instead.
+ */
+export const CONTAINERD_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  ...CHANNEL_OPTIONS,
+  'grpc.keepalive_time_ms': 330_000,
+  'grpc.keepalive_permit_without_calls': 0,
+}
+
 export const NAMESPACE_HEADER = 'containerd-namespace'
 export const LEASE_HEADER = 'containerd-lease'
 
@@ -105,8 +117,8 @@ export class ContainerdClient {
     this.displayName = options.displayName ?? this.address
     const pkg = loadProtos(PROTO_FILES)
     const creds = grpc.credentials.createInsecure()
-    const first = new (lookup<ServiceCtor>(pkg, 'containerd.services.version.v1.Version'))(this.address, creds, CHANNEL_OPTIONS)
-    const make = (name: string): grpc.Client => new (lookup<ServiceCtor>(pkg, name))(this.address, creds, {...CHANNEL_OPTIONS, channelOverride: first.getChannel()})
+    const first = new (lookup<ServiceCtor>(pkg, 'containerd.services.version.v1.Version'))(this.address, creds, CONTAINERD_CHANNEL_OPTIONS)
+    const make = (name: string): grpc.Client => new (lookup<ServiceCtor>(pkg, name))(this.address, creds, {...CONTAINERD_CHANNEL_OPTIONS, channelOverride: first.getChannel()})
     this.services = {
       version: first,
       introspection: make('containerd.services.introspection.v1.Introspection'),

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
-import {CHANNEL_OPTIONS, loadProtos, lookup} from '../grpc/load.js'
-import {normalizeAddress} from './client.js'
+import {loadProtos, lookup} from '../grpc/load.js'
+import {CONTAINERD_CHANNEL_OPTIONS, normalizeAddress} from './client.js'
 import {describeError} from './errors.js'
 
 /** An image as the kubelet's runtime (containerd's CRI plugin) reports it. */
@@ -28,7 +28,7 @@ export class CriImageClient {
     private readonly displayName = address,
   ) {
     const pkg = loadProtos(['containerd/cri/runtime/v1/images.proto'])
-    this.client = new (lookup<ServiceCtor>(pkg, 'runtime.v1.ImageService'))(normalizeAddress(address), grpc.credentials.createInsecure(), CHANNEL_OPTIONS)
+    this.client = new (lookup<ServiceCtor>(pkg, 'runtime.v1.ImageService'))(normalizeAddress(address), grpc.credentials.createInsecure(), CONTAINERD_CHANNEL_OPTIONS)
   }
 
   close(): void {
