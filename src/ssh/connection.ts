@@ -274,7 +274,11 @@ function buildAuthCandidates(
 function hostKeyError(check: Exclude<HostKeyCheck, {status: 'match'}>, target: ResolvedTarget, writeFile: string): SshError {
   const who = describeTarget(target)
   if (check.status === 'unknown') {
-    const others = check.otherTypes.length ? ` (known_hosts has only ${check.otherTypes.join(', ')} keys for it)` : ''
+    const others = check.otherTypes.length
+      ? ` (known_hosts has only ${check.otherTypes.join(', ')} keys for it)`
+      : check.certAuthority
+        ? ` (${check.certAuthority.file}:${check.certAuthority.line} trusts a @cert-authority for it; host certificates are not supported, list the host key itself)`
+        : ''
     return new SshError(
       'host-key-unknown',
       `host key of ${who} is not known${others}: ${check.key.type} ${check.fingerprint}`,

@@ -29,7 +29,7 @@ export interface KnownHostEntry {
 
 export type HostKeyCheck =
   | {status: 'match'; fingerprint: string; entry: KnownHostEntry}
-  | {status: 'unknown'; fingerprint: string; key: HostKey; host: string; otherTypes: string[]}
+  | {status: 'unknown'; fingerprint: string; key: HostKey; host: string; otherTypes: string[]; certAuthority?: KnownHostEntry}
   | {status: 'changed'; fingerprint: string; key: HostKey; host: string; previous: KnownHostEntry; previousFingerprint: string}
   | {status: 'revoked'; fingerprint: string; key: HostKey; host: string; entry: KnownHostEntry}
 
@@ -147,7 +147,8 @@ export function checkHostKey(entries: readonly KnownHostEntry[], host: string, p
     return {status: 'changed', fingerprint: fp, key, host: name, previous, previousFingerprint: fingerprint(previous.key)}
   }
   const otherTypes = [...new Set(forHost.filter((e) => e.marker === undefined).map((e) => e.key.type))]
-  return {status: 'unknown', fingerprint: fp, key, host: name, otherTypes}
+  const certAuthority = entries.find((e) => e.marker === '@cert-authority' && hostFieldMatches(e.hosts, name))
+  return {status: 'unknown', fingerprint: fp, key, host: name, otherTypes, certAuthority}
 }
 
 /** Key types already recorded for a host, so the handshake can prefer them (as ssh does). */

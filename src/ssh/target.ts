@@ -121,8 +121,8 @@ function expandPath(value: string, tokens: Record<string, string>, home: string)
   let out = value.replace(/%(.)/g, (whole, c: string) => (c === '%' ? '%' : (tokens[c] ?? whole)))
   if (out === '~') out = home
   else if (out.startsWith('~/')) out = path.join(home, out.slice(2))
-  else if (!path.isAbsolute(out)) out = path.join(home, '.ssh', out)
-  return out
+  // like ssh, a relative path stays relative to the working directory
+  return path.resolve(out)
 }
 
 function first(v: string | string[] | undefined): string | undefined {

@@ -67,6 +67,8 @@ describe('known_hosts parsing and matching', () => {
     expect(checkHostKey(entries, 'x.lab', 22, ed2).status).toBe('match')
     expect(checkHostKey(entries, 'bad.lab', 22, ed2).status).toBe('unknown')
     expect(hostFieldMatches('node-?', 'node-7')).toBe(true)
+    // a host covered only by a @cert-authority line is unknown, and the check says why
+    expect(checkHostKey(entries, 'other', 22, ed)).toMatchObject({status: 'unknown', certAuthority: {line: 7}})
   })
 
   it('reports a changed key with the old entry and both fingerprints', () => {
