@@ -71,7 +71,12 @@ export async function serveDiffCopy(
 
   const send = async (packet: Partial<Packet>): Promise<void> => {
     if (failed) return
-    if (!call.write(packet as Packet)) await Promise.race([once(call, 'drain'), once(call, 'close')])
+    try {
+      if (!call.write(packet as Packet)) await Promise.race([once(call, 'drain'), once(call, 'close'), once(call, 'cancelled')])
+    } catch {
+      // The daemon went away (cancelled build, dropped session): stop sending.
+      failed = true
+    }
   }
 
   const fail = (message: string): void => {
@@ -129,6 +134,9 @@ export async function serveDiffCopy(
   call.on('error', () => {
     failed = true
   })
+  call.on('cancelled', () => {
+    failed = true
+  })
 
   try {
     entries = await walkDir(dir, filterFromMetadata(call.metadata))
@@ -138,6 +146,7 @@ export async function serveDiffCopy(
   }
   stats.entries += entries.length
   for (const e of entries) {
+    if (failed) return
     await send({
       type: 'PACKET_STAT',
       stat: {

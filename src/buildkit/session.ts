@@ -74,14 +74,19 @@ export class BuildSession {
     })
     this.add(SERVICES.fileSync, {
       DiffCopy: (call: grpc.ServerDuplexStream<Packet, Packet>) => {
-        void serveDiffCopy(call, this.options.dirs, (name) => (this.fileSync[name] ??= emptyFileSyncStats()))
+        serveDiffCopy(call, this.options.dirs, (name) => (this.fileSync[name] ??= emptyFileSyncStats())).catch((err: Error) => {
+          call.emit('error', {code: grpc.status.INTERNAL, details: `file sync failed: ${err.message}`})
+        })
       },
     })
     if (options.exportSink) {
       const sink = options.exportSink
       this.add(SERVICES.fileSend, {
         DiffCopy: (call: grpc.ServerDuplexStream<BytesMessage, BytesMessage>) => {
-          this.exports.push(receiveExport(call, sink))
+          const received = receiveExport(call, sink)
+          // Reported through exportsDone(); never an unhandled rejection in the meantime.
+          received.catch(() => undefined)
+          this.exports.push(received)
         },
       })
     }

@@ -190,6 +190,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const endpoint = resolveBuilder(opts.builder)
   const client = await BuildkitClient.connect(endpoint)
   let session: BuildSession | undefined
+  let tempArchive: string | undefined
   const model = new BuildProgressModel()
   try {
     const workers = await client.listWorkers()
@@ -201,6 +202,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       archivePath = opts.output?.path
         ? path.resolve(opts.output.path)
         : path.join(opts.workDir ?? os.tmpdir(), `sideload-build-${crypto.randomBytes(6).toString('hex')}.tar`)
+      if (!opts.output?.path) tempArchive = archivePath
     }
     const target = archivePath
     session = new BuildSession({
@@ -276,6 +278,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       durationMs: Date.now() - started,
       openImageStream: () => openImageStream(location, dockerEndpoint),
     }
+  } catch (err) {
+    // A half-written archive in our temp dir is useless; one the user named is left to them.
+    if (tempArchive) await fs.promises.rm(tempArchive, {force: true})
+    throw err
   } finally {
     session?.close()
     await client.close()

@@ -1,6 +1,7 @@
 // `build()` and `sideload build` against a real dockerd 20.10 with its embedded BuildKit v0.8,
 // started by this file (see dockerd.ts).
 import {execFile} from 'node:child_process'
+import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -199,6 +200,23 @@ describe('build with dockerd\'s embedded BuildKit', () => {
       expect(ourEntries).not.toContain(`ctx/${gone}`)
     }
     for (const kept of ['d.txt', 'dir/sub/ok.txt', 'p/q/nested', 'nested', 'deep/m/n/xx2.bin']) expect(ourEntries).toContain(`ctx/${kept}`)
+  }, 180_000)
+
+  it('uploads a large context intact (backpressure, parallel file reads)', async () => {
+    const ctx = makeContext('big-ctx', {Dockerfile: 'FROM scratch\nCOPY . /ctx/\n'})
+    const big = crypto.randomBytes(24 * 1024 * 1024)
+    fs.writeFileSync(path.join(ctx, 'big.bin'), big)
+    for (let i = 0; i < 1500; i++) fs.writeFileSync(path.join(ctx, `f${String(i).padStart(4, '0')}.txt`), `file ${i}\n`)
+    const result = await build({context: ctx, tags: ['sltest/big:1'], builder: {kind: 'docker', dockerHost: dockerd.host}})
+    expect(result.fileSync.context.bytes).toBeGreaterThanOrEqual(big.length)
+    const archive = path.join(work, 'big.tar')
+    await pipeline(await result.openImageStream(), fs.createWriteStream(archive))
+    const img = await unpackArchive(archive, path.join(work, 'big'))
+    const {stdout} = await run('sh', ['-c', `tar -xOf '${img.layers[0]}' ctx/big.bin | sha256sum`])
+    expect(stdout.split(' ')[0]).toBe(crypto.createHash('sha256').update(big).digest('hex'))
+    expect(await fileInLayer(img.layers[0], 'ctx/f1499.txt')).toBe('file 1499\n')
+    fs.rmSync(path.join(work, 'big'), {recursive: true, force: true})
+    fs.rmSync(archive, {force: true})
   }, 180_000)
 
   it('builds FROM a local busybox with RUN steps, build args and a target stage; an unchanged rebuild uploads no file', async () => {
