@@ -12,6 +12,34 @@ export interface BuildStep {
   error?: string
   /** Log lines (stdout and stderr interleaved), the last MAX_LOG_LINES kept. */
   logs: string[]
+  /** Sub-progress (context transfer, layer pulls, export) by status ID. */
+  statuses: Map<string, StepStatus>
+  warnings: string[]
+}
+
+export interface StepStatus {
+  name: string
+  current: number
+  total: number
+  completed: boolean
+}
+
+/** 1.2MB / 34kB, as buildx prints sizes. */
+export function formatSize(n: number): string {
+  if (n < 1000) return `${n}B`
+  const units = ['kB', 'MB', 'GB', 'TB']
+  let v = n
+  let u = -1
+  while (v >= 1000 && u < units.length - 1) {
+    v /= 1000
+    u++
+  }
+  return `${v.toFixed(2)}${units[u]}`
+}
+
+export function describeStatus(s: StepStatus): string {
+  const amount = s.total > 0 ? `${formatSize(s.current)} / ${formatSize(s.total)}` : s.current > 0 ? formatSize(s.current) : ''
+  return [s.name, amount, s.completed ? 'done' : ''].filter((x) => x !== '').join(' ')
 }
 
 const MAX_LOG_LINES = 200
@@ -22,9 +50,36 @@ export class BuildProgressModel {
   private partial = new Map<string, string>()
 
   /** Apply one update; returns what changed, for streaming renderers. */
-  apply(update: StatusResponse): {steps: BuildStep[]; logs: {step: BuildStep; line: string; timeMs?: number}[]} {
+  apply(update: StatusResponse): {
+    steps: BuildStep[]
+    logs: {step: BuildStep; line: string; timeMs?: number}[]
+    finishedStatuses: {step: BuildStep; status: StepStatus}[]
+    warnings: {step: BuildStep; text: string}[]
+  } {
     const changed = new Set<BuildStep>()
     for (const v of update.vertexes) changed.add(this.mergeVertex(v))
+    const finishedStatuses: {step: BuildStep; status: StepStatus}[] = []
+    for (const st of update.statuses) {
+      const step = this.steps.get(st.vertex)
+      if (!step) continue
+      const prev = step.statuses.get(st.ID)
+      const status: StepStatus = {
+        name: st.name || st.ID,
+        current: Number(st.current),
+        total: Number(st.total),
+        completed: timestampMs(st.completed) !== undefined,
+      }
+      step.statuses.set(st.ID, status)
+      if (status.completed && !prev?.completed) finishedStatuses.push({step, status})
+    }
+    const warnings: {step: BuildStep; text: string}[] = []
+    for (const w of update.warnings ?? []) {
+      const step = this.steps.get(w.vertex)
+      if (!step) continue
+      const text = w.short.toString('utf8')
+      step.warnings.push(text)
+      warnings.push({step, text})
+    }
     const logs: {step: BuildStep; line: string; timeMs?: number}[] = []
     for (const log of update.logs) {
       const step = this.steps.get(log.vertex)
@@ -38,13 +93,13 @@ export class BuildProgressModel {
         logs.push({step, line, timeMs: timestampMs(log.timestamp)})
       }
     }
-    return {steps: [...changed], logs}
+    return {steps: [...changed], logs, finishedStatuses, warnings}
   }
 
   private mergeVertex(v: Vertex): BuildStep {
     let step = this.steps.get(v.digest)
     if (!step) {
-      step = {index: this.steps.size + 1, digest: v.digest, name: v.name, cached: false, logs: []}
+      step = {index: this.steps.size + 1, digest: v.digest, name: v.name, cached: false, logs: [], statuses: new Map(), warnings: []}
       this.steps.set(v.digest, step)
     }
     if (v.name) step.name = v.name
@@ -114,13 +169,18 @@ export class PlainProgress implements ProgressRenderer {
   }
 
   update(update: StatusResponse): void {
-    const {steps, logs} = this.model.apply(update)
+    const {steps, logs, finishedStatuses, warnings} = this.model.apply(update)
     for (const step of steps) if (step.startedMs !== undefined || step.cached) this.announce(step)
     for (const {step, line, timeMs} of logs) {
       this.announce(step)
       const at = timeMs !== undefined && step.startedMs !== undefined ? ((timeMs - step.startedMs) / 1000).toFixed(3) : ''
       this.out.write(`#${step.index} ${at} ${line}\n`)
     }
+    for (const {step, status} of finishedStatuses) {
+      this.announce(step)
+      this.out.write(`#${step.index} ${describeStatus(status)}\n`)
+    }
+    for (const {step, text} of warnings) this.out.write(`#${step.index} WARNING: ${text}\n`)
     for (const step of steps) {
       if (this.done.has(step)) continue
       if (step.error) {
@@ -151,7 +211,8 @@ export class JsonProgress implements ProgressRenderer {
   constructor(private readonly out: ProgressOutput) {}
 
   update(update: StatusResponse): void {
-    const {steps, logs} = this.model.apply(update)
+    const {steps, logs, warnings} = this.model.apply(update)
+    for (const {step, text} of warnings) this.out.write(`${JSON.stringify({event: 'build.warning', step: step.index, message: text})}\n`)
     for (const s of steps) {
       this.out.write(
         `${JSON.stringify({
@@ -200,9 +261,11 @@ export class TtyProgress implements ProgressRenderer {
       const time = s.startedMs !== undefined && !s.cached ? seconds(duration(s, now)) : ''
       const name = `${prefix}${s.name}`
       rows.push(`${name.slice(0, width - time.length - 2).padEnd(width - time.length - 1)}${time}`)
+      for (const st of s.statuses.values()) rows.push(` => => ${describeStatus(st)}`.slice(0, width - 1))
       if (s.completedMs === undefined && s.startedMs !== undefined) {
         for (const l of s.logs.slice(-6)) rows.push(` => => # ${l}`.slice(0, width - 1))
       }
+      for (const w of s.warnings) rows.push(` => WARNING: ${w}`.slice(0, width - 1))
     }
     const clear = this.lines > 0 ? `\x1b[${this.lines}F\x1b[J` : ''
     this.out.write(`${clear}${rows.join('\n')}\n`)
