@@ -22,6 +22,8 @@ export interface WriteContentOptions {
   onStart?: (resumeOffset: number) => void
   /** Where the data comes from, for "corrupt" errors. */
   sourceDescription?: string
+  /** Stops the write (the partial ingest stays on the node). */
+  signal?: AbortSignal
   /** How long to keep retrying while another writer holds the ref (default 60 s). */
   lockedTimeoutMs?: number
 }
@@ -150,7 +152,7 @@ export async function writeContent(client: ContainerdClient, options: WriteConte
     } catch (err) {
       session.cancel()
       if (grpcCode(err) === grpc.status.ALREADY_EXISTS) return {status: 'exists', resumedFrom: 0, sentBytes: 0}
-      if (grpcCode(err) === grpc.status.UNAVAILABLE && /locked/i.test((err as Error).message) && Date.now() < deadline) {
+      if (grpcCode(err) === grpc.status.UNAVAILABLE && /locked/i.test((err as Error).message) && Date.now() < deadline && !options.signal?.aborted) {
         await sleep(Math.min(2000, 100 * 2 ** attempt))
         continue
       }
@@ -212,6 +214,7 @@ async function writeFrom(session: WriteSession, stat: WriteResponse, options: Wr
   const source = await options.open()
   try {
     for await (const raw of source as AsyncIterable<Buffer | string>) {
+      if (options.signal?.aborted) throw new ContainerdError(`writing ${desc.digest} was stopped`, grpc.status.CANCELLED, 'content.Write', 'aborted')
       let chunk = typeof raw === 'string' ? Buffer.from(raw) : raw
       hasher.update(chunk)
       const start = position

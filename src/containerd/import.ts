@@ -54,6 +54,8 @@ export interface ImportImageOptions {
   /** Bytes per Content.Write message (default 1 MiB) and messages in flight (default 4). */
   chunkSize?: number
   window?: number
+  /** Blobs sent at the same time (default 3). */
+  parallel?: number
 }
 
 export interface ImportResult {
@@ -193,11 +195,12 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     let sentBytes = 0
     let skippedBytes = 0
     for (const blob of blobs) {
-      if (existing.has(blob.digest)) {
-        skippedBytes += blob.size
-        emit({type: 'blob-skipped', digest: blob.digest, mediaType: blob.mediaType, size: blob.size})
-        continue
-      }
+      if (!existing.has(blob.digest)) continue
+      skippedBytes += blob.size
+      emit({type: 'blob-skipped', digest: blob.digest, mediaType: blob.mediaType, size: blob.size})
+    }
+    const abort = new AbortController()
+    const sendBlob = async (blob: Descriptor): Promise<void> => {
       let sent = 0
       try {
         const res = await client.writeContent({
@@ -208,6 +211,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
           open: async () => (await source.openBlob(blob)) as NodeJS.ReadableStream,
           chunkSize: options.chunkSize,
           window: options.window,
+          signal: abort.signal,
           sourceDescription: source.description,
           onStart: (resumeOffset) => emit({type: 'blob-start', digest: blob.digest, mediaType: blob.mediaType, size: blob.size, resumeOffset}),
           onBytes: (bytes) => {
@@ -225,11 +229,31 @@ export async function importImage(client: ContainerdClient, options: ImportImage
         emit({type: 'blob-done', digest: blob.digest, size: blob.size, sentBytes: res.sentBytes})
       } catch (err) {
         sentBytes += sent
-        // An interrupted transfer keeps its lease (it expires by itself) so the partial
-        // ingest survives and the next run resumes from the node's offset.
-        if (err instanceof SourceInterruptedError || grpcCode(err) === grpc.status.UNAVAILABLE || grpcCode(err) === grpc.status.CANCELLED) keepLease = true
         throw err
       }
+    }
+    // A few blobs at once over the one connection: per-blob round trips (STAT, COMMIT) overlap.
+    const queue = [...missing]
+    let failure: unknown
+    const worker = async (): Promise<void> => {
+      while (failure === undefined && queue.length > 0) {
+        const blob = queue.shift()!
+        try {
+          await sendBlob(blob)
+        } catch (err) {
+          if (failure === undefined) {
+            failure = err
+            abort.abort()
+          }
+        }
+      }
+    }
+    await Promise.all(Array.from({length: Math.min(Math.max(1, options.parallel ?? 3), missing.length)}, worker))
+    if (failure !== undefined) {
+      // An interrupted transfer keeps its lease (it expires by itself) so the partial
+      // ingests survive and the next run resumes from the node's offsets.
+      if (failure instanceof SourceInterruptedError || grpcCode(failure) === grpc.status.UNAVAILABLE || grpcCode(failure) === grpc.status.CANCELLED) keepLease = true
+      throw failure
     }
     // Count only what went over the wire.
     const blobsSent = missing.length

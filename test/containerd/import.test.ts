@@ -140,21 +140,35 @@ describe('importImage into a real containerd 1.6', () => {
     expect(ctrList).toContain(record!.target.digest)
   })
 
-  it('fails on a corrupt archive naming the file, and records nothing', async () => {
-    const opts: MakeImageOptions = {...base, name: 'sl-imp/corrupt:1', out: path.join(work, 'corrupt.tar'), compress: 'none', layers: [{sizeBytes: 64 * KIB, seed: 'x'}]}
+  it('fails on a corrupt archive naming the file, stops the other transfers, and records nothing', async () => {
+    const opts: MakeImageOptions = {
+      ...base,
+      name: 'sl-imp/corrupt:1',
+      out: path.join(work, 'corrupt.tar'),
+      compress: 'none',
+      layers: [{sizeBytes: 64 * KIB, seed: 'x'}, {sizeBytes: 6 * MIB, seed: 'y'}, {sizeBytes: 6 * MIB, seed: 'z'}],
+    }
     const info = await makeImage(opts)
-    // flip one byte inside the layer blob's data
+    // flip one byte inside the small layer blob's data
     const data = await fsp.readFile(opts.out)
     const at = data.indexOf(Buffer.from(`blobs/sha256/${info.layerDigests[0].slice(7)}`))
     expect(at).toBeGreaterThanOrEqual(0)
     data[at + 512 + 2048] ^= 0xff
     await fsp.writeFile(opts.out, data)
-    await expect(withArchive(opts.out, (source) => importImage(client, {source, name: 'sl-imp/corrupt:1', unpack: true}))).rejects.toThrow(
+    const started: string[] = []
+    const onProgress = (e: ImportEvent): void => void (e.type === 'blob-start' && started.push(e.digest))
+    await expect(withArchive(opts.out, (source) => importImage(client, {source, name: 'sl-imp/corrupt:1', unpack: true, chunkSize: 64 * KIB, window: 1, onProgress}))).rejects.toThrow(
       new RegExp(`${opts.out.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is corrupt: blob ${info.layerDigests[0]}`),
     )
     expect(await client.imageGet('docker.io/sl-imp/corrupt:1')).toBeUndefined()
     expect(await client.contentInfo(info.layerDigests[0])).toBeUndefined()
     expect(await client.contentStatus(ingestRef(info.layerDigests[0]))).toBeUndefined()
+    // the transfers running beside it were stopped, and with the lease gone GC drops what they left
+    expect(started).toContain(info.layerDigests[1])
+    const deadline = Date.now() + 10_000
+    const left = async () => (await Promise.all(info.layerDigests.slice(1).map(async (d) => (await client.contentStatus(ingestRef(d))) ?? (await client.contentInfo(d))))).filter(Boolean)
+    while ((await left()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200))
+    expect(await left()).toEqual([])
   })
 
   it('resumes an interrupted blob write from the node’s offset', async () => {

@@ -75,7 +75,7 @@ describe('native import over an SSH-forwarded containerd socket', () => {
         const seconds = (Date.now() - t0) / 1000
         const done = events.find((e) => e.type === 'blob-done' && e.digest === big) as Extract<ImportEvent, {type: 'blob-done'}>
         expect(done.sentBytes).toBe(bigSize - kept!.offset)
-        expect(res.blobsSkipped).toBe(1) // the small layer arrived before the cut
+        expect(res.blobsSkipped).toBeGreaterThanOrEqual(1) // the small layer arrived before the cut
         expect(res.sentBytes).toBeLessThan(bigSize - kept!.offset + 8192)
         process.stderr.write(`resumed ${(done.sentBytes / MIB).toFixed(1)} MiB over SSH at ${(res.sentBytes / MIB / seconds).toFixed(1)} MiB/s (100 Mbit link)\n`)
       } finally {
