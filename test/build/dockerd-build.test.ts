@@ -122,15 +122,15 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     fs.chmodSync(path.join(ctx, 'src/index.js'), 0o751)
     fs.utimesSync(path.join(ctx, 'keep.log'), new Date('2020-01-02T03:04:05Z'), new Date('2020-01-02T03:04:05Z'))
 
-    const result = await build({context: ctx, tags: ['sltest/scratch:1'], builder: {kind: 'docker', dockerHost: dockerd.host}})
-    expect(result.location).toMatchObject({kind: 'dockerd', names: ['sltest/scratch:1']})
+    const result = await build({context: ctx, tags: ['sltest/scratch:1', 'sltest/scratch:latest'], builder: {kind: 'docker', dockerHost: dockerd.host}})
+    expect(result.location).toMatchObject({kind: 'dockerd', names: ['sltest/scratch:1', 'sltest/scratch:latest']})
     expect(result.digest).toMatch(/^sha256:[0-9a-f]{64}$/)
 
     // The image streamed back through the Engine API, as the push path will read it.
     const archive = path.join(work, 'scratch-stream.tar')
     await pipeline(await result.openImageStream(), fs.createWriteStream(archive))
     const ours = await unpackArchive(archive, path.join(work, 'scratch-stream'))
-    expect(ours.repoTags).toEqual(['sltest/scratch:1'])
+    expect(ours.repoTags.sort()).toEqual(['sltest/scratch:1', 'sltest/scratch:latest'])
     expect(ours.layers).toHaveLength(1)
     const ourEntries = await layerEntries(ours.layers[0])
 
