@@ -21,6 +21,17 @@ export interface KubeletNode {
   labels?: Record<string, string>
 }
 
+/**
+ * Optionally runs the containers for real (e.g. `ctr run` on a bed node). Without it the stand-in
+ * only reports them running.
+ */
+export interface ContainerRuntime {
+  /** starts the container; `podIP` is where its ports are reachable (e.g. the node's IP with host networking) */
+  start(nodeName: string, pod: JsonObject, container: JsonObject, imageRef: string): Promise<{containerID: string; podIP?: string}>
+  /** stops a container started by start(), when its pod is deleted */
+  stop?(nodeName: string, containerID: string): Promise<void>
+}
+
 export interface KubeletOptions {
   store: Store
   nodes: KubeletNode[]
@@ -35,6 +46,7 @@ export interface KubeletOptions {
   pullBackoffMs?: number
   /** register the Node objects (default true) */
   registerNodes?: boolean
+  runtime?: ContainerRuntime
 }
 
 export interface Kubelet {
@@ -69,7 +81,7 @@ function str(v: Json | undefined): string {
 }
 
 interface ContainerMemory {
-  running?: {startedAt: string; containerID: string; imageID: string}
+  running?: {startedAt: string; containerID: string; imageID: string; nodeName: string}
   backoffUntil: number
   backoffMs: number
 }
@@ -153,6 +165,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
   const lastSeen = new Map<string, string>()
   const chains = new Map<string, Promise<void>>()
   const podIPs = new Map<string, string>()
+  const runtimeIPs = new Map<string, string>()
   let nextIP = 2
   let stopped = false
 
@@ -200,17 +213,30 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       const policy = str(c.imagePullPolicy)
       const present = await opts.hasImage(nodeName, ref)
       if (stopped) return
-      const start = (imageID: string): void => {
+      const start = async (imageID: string): Promise<void> => {
         if (policy !== 'Always') recorder.record(pod, fieldPath, 'Normal', 'Pulled', `Container image "${image}" already present on machine`)
+        let containerID = `containerd://${crypto.randomBytes(32).toString('hex')}`
+        if (opts.runtime) {
+          try {
+            const started = await opts.runtime.start(nodeName, pod, c, ref)
+            containerID = started.containerID
+            if (started.podIP) runtimeIPs.set(uid, started.podIP)
+          } catch (err) {
+            const msg = (err as Error).message
+            recorder.record(pod, fieldPath, 'Warning', 'Failed', `Error: ${msg}`)
+            statuses.push({...base, state: {waiting: {reason: 'CreateContainerError', message: msg}}})
+            return
+          }
+        }
         recorder.record(pod, fieldPath, 'Normal', 'Created', `Created container ${cname}`)
         recorder.record(pod, fieldPath, 'Normal', 'Started', `Started container ${cname}`)
-        cm.running = {startedAt: rfc3339(), containerID: `containerd://${crypto.randomBytes(32).toString('hex')}`, imageID}
+        cm.running = {startedAt: rfc3339(), containerID, imageID, nodeName}
         statuses.push({...base, state: {running: {startedAt: cm.running.startedAt}}, ready: true, started: true,
           imageID, containerID: cm.running.containerID})
       }
       const imageID = typeof present === 'string' ? present : ref
       if (policy === 'Never') {
-        if (present) start(imageID)
+        if (present) await start(imageID)
         else {
           const msg = `Container image "${image}" is not present with pull policy of Never`
           recorder.record(pod, fieldPath, 'Warning', 'ErrImageNeverPull', msg)
@@ -220,7 +246,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
         continue
       }
       if (policy === 'IfNotPresent' && present) {
-        start(imageID)
+        await start(imageID)
         continue
       }
       // a pull: there is no registry, so it always fails, then backs off (10 s doubling to 300 s)
@@ -260,7 +286,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       return c
     }
     const unready = `containers with unready status: [${notReady.join(' ')}]`
-    let ip = podIPs.get(uid)
+    let ip = runtimeIPs.get(uid) ?? podIPs.get(uid)
     if (!ip) {
       ip = `10.244.${opts.nodes.indexOf(node) + 1}.${nextIP++}`
       podIPs.set(uid, ip)
@@ -295,7 +321,11 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
   const cancelWatch = store.watch('pods', {labels: [], fields: []}, store.resourceVersion, e => {
     const key = podKey(e.object)
     if (e.type === 'DELETED') {
-      memory.delete(str(obj(e.object.metadata).uid))
+      const uid = str(obj(e.object.metadata).uid)
+      for (const cm of memory.get(uid)?.values() ?? []) {
+        if (cm.running && opts.runtime?.stop) void opts.runtime.stop(cm.running.nodeName, cm.running.containerID).catch(() => undefined)
+      }
+      memory.delete(uid)
       lastSeen.delete(key)
       return
     }
