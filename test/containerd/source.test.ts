@@ -86,4 +86,23 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
       await source.close()
     }
   })
+
+  it('turns a docker-archive into an OCI tar that ctr imports with the same digest as our native import', async () => {
+    const out = path.join(work, 'dock.tar')
+    const info = await makeImage({name: 'sl-src/dock:1', format: 'docker', out, layers: [{sizeBytes: 50 * KIB, seed: 'dk1'}, {sizeBytes: 20 * KIB, seed: 'dk2'}]})
+    const source = await readArchive(out)
+    try {
+      const image = await resolveImage(source)
+      const tarPath = path.join(work, 'dock-oci.tar')
+      await writeOciArchive(fs.createWriteStream(tarPath), source, image, {name: 'sl-src/dock-ctr:1'})
+      await dst.ctr(['images', 'import', tarPath])
+      expect(await dst.ctr(['images', 'check'])).toMatch(new RegExp(`docker\\.io/sl-src/dock-ctr:1 .*${image.manifest.digest}.*complete \\(3/3\\).*true`))
+      const res = await importImage(dstClient, {source, name: 'sl-src/dock:1'})
+      expect(res.digest).toBe(image.manifest.digest)
+      expect(res.blobsSent).toBe(0) // ctr already brought every blob
+      expect(image.config.digest).toBe(info.configDigest)
+    } finally {
+      await source.close()
+    }
+  })
 })
