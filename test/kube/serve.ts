@@ -1,11 +1,17 @@
 // Runs the test API server until interrupted, for the sandbox and for humans:
-//   tsx test/kube/serve.ts [--dir DIR] [--port N] [--node NAME=IP ...] [--ssh-key KEY] [--known-hosts FILE]
-// With --node, a kubelet stand-in serves those nodes and asks each node's containerd over SSH
-// (`ssh root@IP ctr -n k8s.io images ls -q`) whether an image is present.
+//   tsx test/kube/serve.ts [--dir DIR] [--port N] [--bed NAME]
+//   tsx test/kube/serve.ts [--node NAME=IP ...] [--ssh-key KEY] [--known-hosts FILE]
+// --bed NAME (a bed from `npm run bed -- up`): every bed node becomes a Kubernetes node with a
+// kubelet stand-in (image truth from its containerd, containers run with ctr) and a kube-proxy
+// stand-in (node ports forwarded by socat). --node: kubelet stand-ins that ask each node over SSH
+// (`ssh root@IP ctr -n k8s.io images ls -q`), statuses only.
 // Prints the kubeconfig path; `KUBECONFIG=<path> kubectl get pods` then works.
 import {execFile} from 'node:child_process'
+import {openBed} from '../bed/bed.js'
 import {startApiServer} from './apiserver.js'
-import {type KubeletNode, startKubelet} from './kubelet.js'
+import {bedForwarder, bedHasImage, bedRuntime, kubeletNodes} from './bed-wiring.js'
+import {type Kubelet, type KubeletNode, startKubelet} from './kubelet.js'
+import {type KubeProxy, startKubeProxy} from './kubeproxy.js'
 
 function arg(name: string): string | undefined {
   const i = process.argv.indexOf(name)
@@ -31,21 +37,38 @@ function sshImages(ip: string): Promise<string[]> {
 
 const port = arg('--port')
 const server = await startApiServer({dir: arg('--dir'), port: port === undefined ? undefined : Number(port)})
-const nodes: KubeletNode[] = args('--node').map(spec => {
-  const [name, ip] = spec.split('=')
-  if (!name || !ip) throw new Error(`--node wants NAME=IP, got "${spec}"`)
-  return {name, ip}
-})
-const kubelet = nodes.length === 0 ? undefined : startKubelet({
-  store: server.store, nodes,
-  hasImage: async (nodeName, ref) => {
-    const node = nodes.find(n => n.name === nodeName)
-    return node !== undefined && (await sshImages(node.ip)).includes(ref)
-  },
-})
+let kubelet: Kubelet | undefined
+let proxy: KubeProxy | undefined
+const bedName = arg('--bed')
+if (bedName) {
+  const bed = await openBed(bedName)
+  const nodes = kubeletNodes(bed)
+  kubelet = startKubelet({store: server.store, nodes, hasImage: bedHasImage(bed), runtime: bedRuntime(bed)})
+  proxy = startKubeProxy({store: server.store, nodes, forwarder: bedForwarder(bed)})
+  process.stdout.write(`nodes ${nodes.map(n => `${n.name}=${n.ip}`).join(' ')}\n`)
+} else {
+  const nodes: KubeletNode[] = args('--node').map(spec => {
+    const [name, ip] = spec.split('=')
+    if (!name || !ip) throw new Error(`--node wants NAME=IP, got "${spec}"`)
+    return {name, ip}
+  })
+  if (nodes.length > 0) {
+    kubelet = startKubelet({
+      store: server.store, nodes,
+      hasImage: async (nodeName, ref) => {
+        const node = nodes.find(n => n.name === nodeName)
+        return node !== undefined && (await sshImages(node.ip)).includes(ref)
+      },
+    })
+  }
+}
 process.stdout.write(`API server ${server.url}\nKUBECONFIG=${server.kubeconfigPath}\n`)
 const shutdown = (): void => {
-  void (kubelet?.stop() ?? Promise.resolve()).then(() => server.stop()).then(() => process.exit(0))
+  void Promise.resolve()
+    .then(() => proxy?.stop())
+    .then(() => kubelet?.stop())
+    .then(() => server.stop())
+    .then(() => process.exit(0))
 }
 process.on('SIGINT', shutdown)
 process.on('SIGTERM', shutdown)
