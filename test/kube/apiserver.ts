@@ -10,7 +10,8 @@ import * as crypto from 'node:crypto'
 import type {TLSSocket} from 'node:tls'
 import YAML from 'yaml'
 import type {Json, JsonObject} from './patch.js'
-import type {ResourceType} from './resources.js'
+import {type ResourceType, apiVersionOf} from './resources.js'
+import {rbacAllows} from './rbac.js'
 import {SelectorError, parseFieldSelector, parseLabelSelector} from './selectors.js'
 import {ApiError, badRequest, conflict, forbidden, methodNotAllowed, pathNotFound, unauthorized} from './status.js'
 import {type Filter, Store, type WatchEvent, patchTypeOf} from './store.js'
@@ -25,13 +26,19 @@ export const SERVER_VERSION = {
 export interface AccessRule {
   verbs: string[]
   resources: string[]
+  /** default [''] (core); '*' for any */
+  apiGroups?: string[]
   namespaces?: string[]
 }
 
 export interface UserSpec {
   token?: string
-  /** 'all' = cluster-admin; a rule list = only those verbs (anything else is 403 Forbidden) */
-  rules: AccessRule[] | 'all'
+  /**
+   * 'all' = cluster-admin; a rule list = only those verbs (anything else is 403 Forbidden);
+   * 'rbac' = what the stored ClusterRoleBindings/RoleBindings grant (kubectl apply -f manifests/rbac.yaml)
+   */
+  rules: AccessRule[] | 'all' | 'rbac'
+  groups?: string[]
 }
 
 export interface ApiServerOptions {
@@ -58,7 +65,9 @@ export interface ApiServer {
   addUser(name: string, spec: UserSpec): {token: string; kubeconfigPath: string}
   /** a kubeconfig that authenticates `name` with a client certificate instead of a token */
   addCertUser(name: string, spec: UserSpec): {kubeconfigPath: string; cert: ClientCert}
-  setRules(name: string, rules: AccessRule[] | 'all'): void
+  setRules(name: string, rules: UserSpec['rules']): void
+  /** a token and kubeconfig for the service account NAMESPACE/NAME, authorized by the stored RBAC objects */
+  serviceAccountKubeconfig(namespace: string, name: string): {token: string; kubeconfigPath: string}
   /** ends every open watch, as a server restart or watch timeout would */
   dropWatches(): void
   /** every request served so far: method, path with query, user */
@@ -170,12 +179,23 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const authorize = (user: string, verb: string, route: Route): void => {
     const spec = users.get(user)
     if (spec?.rules === 'all') return
+    const group = route.resource.group
     const res = route.subresource ? `${route.resource.name}/${route.subresource}` : route.resource.name
-    const ok = (spec?.rules ?? []).some(r =>
-      (r.verbs.includes('*') || r.verbs.includes(verb)) &&
-      (r.resources.includes('*') || r.resources.includes(res)) &&
-      (r.namespaces === undefined || route.namespace === undefined || r.namespaces.includes(route.namespace)))
-    if (!ok) throw forbidden(user, verb, route.resource.name, route.subresource ?? '', route.name ?? '', route.namespace ?? '')
+    let ok: boolean
+    if (spec?.rules === 'rbac') {
+      const groups = [...(spec.groups ?? []), 'system:authenticated']
+      const sa = /^system:serviceaccount:([^:]+):/.exec(user)
+      if (sa) groups.push('system:serviceaccounts', `system:serviceaccounts:${sa[1]}`)
+      ok = rbacAllows(store, {user, groups}, {verb, group, resource: route.resource.name, subresource: route.subresource,
+        name: route.name, namespace: route.namespace})
+    } else {
+      ok = (spec?.rules ?? []).some(r =>
+        (r.verbs.includes('*') || r.verbs.includes(verb)) &&
+        (r.resources.includes('*') || r.resources.includes(res)) &&
+        ((r.apiGroups ?? ['']).includes('*') || (r.apiGroups ?? ['']).includes(group)) &&
+        (r.namespaces === undefined || route.namespace === undefined || r.namespaces.includes(route.namespace)))
+    }
+    if (!ok) throw forbidden(user, verb, route.resource.name, route.subresource ?? '', route.name ?? '', route.namespace ?? '', group)
   }
 
   let url = ''
@@ -184,10 +204,17 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     if (p === '/api' || p === '/api/') {
       return {kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{clientCIDR: '0.0.0.0/0', serverAddress: url.replace(/^https:\/\//, '')}]}
     }
-    if (p === '/apis' || p === '/apis/') return {kind: 'APIGroupList', apiVersion: 'v1', groups: []}
-    if (p === '/api/v1' || p === '/api/v1/') {
+    const groups = [...new Set([...store.types.values()].map(t => t.group).filter(g => g !== ''))]
+    const groupEntry = (g: string): JsonObject => ({name: g, versions: [{groupVersion: `${g}/v1`, version: 'v1'}],
+      preferredVersion: {groupVersion: `${g}/v1`, version: 'v1'}})
+    if (p === '/apis' || p === '/apis/') return {kind: 'APIGroupList', apiVersion: 'v1', groups: groups.map(groupEntry)}
+    const gm = /^\/apis\/([^/]+)\/?$/.exec(p)
+    if (gm && groups.includes(gm[1])) return {kind: 'APIGroup', apiVersion: 'v1', ...groupEntry(gm[1])}
+    const vm = /^\/api\/v1\/?$/.test(p) ? '' : /^\/apis\/([^/]+)\/v1\/?$/.exec(p)?.[1]
+    if (vm !== undefined && (vm === '' || groups.includes(vm))) {
       const resources: Json[] = []
       for (const t of store.types.values()) {
+        if (t.group !== vm) continue
         const entry: JsonObject = {name: t.name, singularName: '', namespaced: t.namespaced, kind: t.kind, verbs: t.verbs}
         if (t.shortNames.length) entry.shortNames = t.shortNames
         if (t.categories.length) entry.categories = t.categories
@@ -196,20 +223,22 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
           resources.push({name: `${t.name}/${sub}`, singularName: '', namespaced: t.namespaced, kind: t.kind, verbs: ['get', 'patch', 'update']})
         }
       }
-      return {kind: 'APIResourceList', groupVersion: 'v1', resources}
+      return {kind: 'APIResourceList', groupVersion: vm === '' ? 'v1' : `${vm}/v1`, resources}
     }
     return undefined
   }
 
   const route = (p: string): Route => {
-    const parts = p.replace(/^\/api\/v1\/?/, '').split('/').filter(s => s !== '').map(decodeURIComponent)
+    const gm = /^\/apis\/([^/]+)\/v1\//.exec(p)
+    const group = gm ? gm[1] : ''
+    const parts = p.replace(/^\/api\/v1\/?/, '').replace(/^\/apis\/[^/]+\/v1\//, '').split('/').filter(s => s !== '').map(decodeURIComponent)
     let namespace: string | undefined
     if (parts[0] === 'namespaces' && parts.length >= 3 && !['status', 'finalize'].includes(parts[2])) {
       namespace = parts[1]
       parts.splice(0, 2)
     }
     const resource = store.types.get(parts[0] ?? '')
-    if (!resource || parts.length > 3) throw pathNotFound()
+    if (!resource || resource.group !== group || parts.length > 3) throw pathNotFound()
     if (resource.namespaced === false && namespace !== undefined) throw pathNotFound()
     const r: Route = {resource, namespace, name: parts[1], subresource: parts[2]}
     if (r.subresource !== undefined && !resource.subresources.includes(r.subresource)) throw pathNotFound()
@@ -282,7 +311,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     const timers: NodeJS.Timeout[] = []
     if (q.get('allowWatchBookmarks') === 'true' || q.get('allowWatchBookmarks') === '1') {
       timers.push(setInterval(() => write({type: 'BOOKMARK', object: {
-        kind: r.resource.kind, apiVersion: 'v1', metadata: {resourceVersion: String(store.resourceVersion)},
+        kind: r.resource.kind, apiVersion: apiVersionOf(r.resource), metadata: {resourceVersion: String(store.resourceVersion)},
       }}), bookmarkMs))
     }
     const stop = (): void => {
@@ -322,7 +351,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
         delete o.kind
         delete o.apiVersion
       }
-      return send(res, 200, {kind: `${t.kind}List`, apiVersion: 'v1', metadata: {resourceVersion: list.resourceVersion}, items: list.items})
+      return send(res, 200, {kind: `${t.kind}List`, apiVersion: apiVersionOf(t), metadata: {resourceVersion: list.resourceVersion}, items: list.items})
     }
     if (method === 'GET') {
       authorize(user, isWatch ? 'watch' : 'get', r)
@@ -339,7 +368,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       const body = parseJson(await readBody(req))
       if (body === null || typeof body !== 'object' || Array.isArray(body)) throw badRequest('the body must be an object')
       if (body.kind !== undefined && body.kind !== t.kind) {
-        throw badRequest(`the API version in the data (${String(body.apiVersion)}) does not match the expected API version (v1)`)
+        throw badRequest(`the API version in the data (${String(body.apiVersion)}) does not match the expected API version (${apiVersionOf(t)})`)
       }
       if (q.get('dryRun') === 'All') return send(res, 201, body)
       return send(res, 201, store.create(t.name, nsForStore, body, {manager}))
@@ -399,7 +428,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       }
       const d = discovery(p)
       if (d !== undefined) return send(res, 200, d)
-      if (!p.startsWith('/api/v1/')) throw pathNotFound()
+      if (!p.startsWith('/api/v1/') && !/^\/apis\/[^/]+\/v1\//.test(p)) throw pathNotFound()
       await handleResource(req, res, user, p, u.searchParams)
     } catch (e) {
       if (res.headersSent) {
@@ -457,6 +486,11 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     },
     dropWatches() {
       for (const stop of [...openWatches]) stop()
+    },
+    serviceAccountKubeconfig(namespace, name) {
+      const user = `system:serviceaccount:${namespace}:${name}`
+      const token = addUserSpec(user, {rules: 'rbac'})
+      return {token, kubeconfigPath: writeKubeconfig(`kubeconfig-sa-${namespace}-${name}`, `${namespace}-${name}`, {token})}
     },
     setRules(name, rules) {
       const u = users.get(name)

@@ -23,6 +23,8 @@ export interface AllocContext {
 
 export interface ResourceType {
   name: string
+  /** API group ('' = core) */
+  group: string
   singular: string
   kind: string
   namespaced: boolean
@@ -272,7 +274,7 @@ export function podStatusReason(o: JsonObject): string {
 }
 
 const pods: ResourceType = {
-  name: 'pods', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], categories: ['all'],
+  name: 'pods', group: '', singular: 'pod', kind: 'Pod', namespaced: true, shortNames: ['po'], categories: ['all'],
   verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
   subresources: ['status'],
   fieldLabels: ['spec.nodeName', 'spec.restartPolicy', 'spec.schedulerName', 'spec.serviceAccountName',
@@ -455,7 +457,7 @@ function servicePortsCell(o: JsonObject): string {
 }
 
 const services: ResourceType = {
-  name: 'services', singular: 'service', kind: 'Service', namespaced: true, shortNames: ['svc'], categories: ['all'],
+  name: 'services', group: '', singular: 'service', kind: 'Service', namespaced: true, shortNames: ['svc'], categories: ['all'],
   verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
   subresources: ['status'],
   fieldLabels: ['spec.clusterIP', 'spec.type'],
@@ -494,7 +496,7 @@ const services: ResourceType = {
 
 // --- nodes ---
 const nodes: ResourceType = {
-  name: 'nodes', singular: 'node', kind: 'Node', namespaced: false, shortNames: ['no'], categories: [],
+  name: 'nodes', group: '', singular: 'node', kind: 'Node', namespaced: false, shortNames: ['no'], categories: [],
   verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
   subresources: ['status'],
   fieldLabels: ['spec.unschedulable'],
@@ -536,7 +538,7 @@ const nodes: ResourceType = {
 
 // --- events ---
 const events: ResourceType = {
-  name: 'events', singular: 'event', kind: 'Event', namespaced: true, shortNames: ['ev'], categories: [],
+  name: 'events', group: '', singular: 'event', kind: 'Event', namespaced: true, shortNames: ['ev'], categories: [],
   verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
   subresources: [],
   fieldLabels: ['involvedObject.kind', 'involvedObject.namespace', 'involvedObject.name', 'involvedObject.uid',
@@ -580,7 +582,7 @@ const events: ResourceType = {
 
 // --- namespaces ---
 const namespaces: ResourceType = {
-  name: 'namespaces', singular: 'namespace', kind: 'Namespace', namespaced: false, shortNames: ['ns'], categories: [],
+  name: 'namespaces', group: '', singular: 'namespace', kind: 'Namespace', namespaced: false, shortNames: ['ns'], categories: [],
   verbs: ['create', 'delete', 'get', 'list', 'patch', 'update', 'watch'],
   subresources: ['status'],
   fieldLabels: ['status.phase'],
@@ -602,7 +604,58 @@ const namespaces: ResourceType = {
   },
 }
 
-export const RESOURCES: ResourceType[] = [pods, services, nodes, events, namespaces]
+// --- service accounts and RBAC (stored and enforced for users whose access is 'rbac') ---
+function simple(name: string, singular: string, kind: string, group: string, namespaced: boolean, shortNames: string[],
+  validate: (o: JsonObject) => FieldError[], columns: ColumnDefinition[], row: (o: JsonObject, now: number) => Json[]): ResourceType {
+  return {
+    name, group, singular, kind, namespaced, shortNames, categories: [],
+    verbs: ['create', 'delete', 'deletecollection', 'get', 'list', 'patch', 'update', 'watch'],
+    subresources: [], fieldLabels: [], defaults: () => undefined,
+    validate: o => [...validateSubdomainName(str(obj(o.metadata).name)), ...validateMeta(o), ...validate(o)],
+    columns, row,
+  }
+}
+const RBAC = 'rbac.authorization.k8s.io'
+function validateRules(o: JsonObject): FieldError[] {
+  return arr(o.rules).map(obj).flatMap((r, i) => arr(r.verbs).length === 0
+    ? [{type: 'FieldValueRequired' as const, field: `rules[${i}].verbs`, detail: 'verbs must contain at least one value'}] : [])
+}
+function validateBinding(o: JsonObject): FieldError[] {
+  const ref = obj(o.roleRef)
+  const errs: FieldError[] = []
+  if (str(ref.name) === '') errs.push({type: 'FieldValueRequired', field: 'roleRef.name', detail: ''})
+  if (!['Role', 'ClusterRole'].includes(str(ref.kind))) {
+    errs.push({type: 'FieldValueNotSupported', field: 'roleRef.kind', value: ref.kind ?? '', detail: 'supported values: "Role", "ClusterRole"'})
+  }
+  return errs
+}
+const createdAt = col('Created At', 'date', 'CreationTimestamp is a timestamp representing the server time when this object was created.')
+const roleColumns = [NAME_COL, createdAt]
+const roleRow = (o: JsonObject): Json[] => [str(obj(o.metadata).name), str(obj(o.metadata).creationTimestamp)]
+const bindingColumns = [NAME_COL, col('Role', 'string', 'RoleRef is the reference to the role.'), AGE_COL,
+  col('Users', 'string', 'Users in the binding', 1), col('Groups', 'string', 'Groups in the binding', 1),
+  col('ServiceAccounts', 'string', 'ServiceAccounts in the binding', 1)]
+const bindingRow = (o: JsonObject, now: number): Json[] => {
+  const subjects = arr(o.subjects).map(obj)
+  const of = (kind: string): string => subjects.filter(x => x.kind === kind)
+    .map(x => kind === 'ServiceAccount' ? `${str(x.namespace)}:${str(x.name)}` : str(x.name)).join(', ')
+  return [str(obj(o.metadata).name), `${str(obj(o.roleRef).kind)}/${str(obj(o.roleRef).name)}`,
+    since(obj(o.metadata).creationTimestamp, now), of('User'), of('Group'), of('ServiceAccount')]
+}
+
+const serviceaccounts = simple('serviceaccounts', 'serviceaccount', 'ServiceAccount', '', true, ['sa'], () => [],
+  [NAME_COL, col('Secrets', 'string', 'Secrets is the list of secrets allowed to be used by pods running using this ServiceAccount.'), AGE_COL],
+  (o, now) => [str(obj(o.metadata).name), arr(o.secrets).length, since(obj(o.metadata).creationTimestamp, now)])
+const roles = simple('roles', 'role', 'Role', RBAC, true, [], validateRules, roleColumns, roleRow)
+const clusterroles = simple('clusterroles', 'clusterrole', 'ClusterRole', RBAC, false, [], validateRules, roleColumns, roleRow)
+const rolebindings = simple('rolebindings', 'rolebinding', 'RoleBinding', RBAC, true, [], validateBinding, bindingColumns, bindingRow)
+const clusterrolebindings = simple('clusterrolebindings', 'clusterrolebinding', 'ClusterRoleBinding', RBAC, false, [], validateBinding, bindingColumns, bindingRow)
+
+export const RESOURCES: ResourceType[] = [pods, services, nodes, events, namespaces, serviceaccounts, roles, clusterroles, rolebindings, clusterrolebindings]
+
+export function apiVersionOf(t: ResourceType): string {
+  return t.group === '' ? 'v1' : `${t.group}/v1`
+}
 
 export function resourceByName(name: string): ResourceType | undefined {
   return RESOURCES.find(r => r.name === name)

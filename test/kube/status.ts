@@ -73,11 +73,12 @@ export function pathNotFound(): ApiError {
 }
 
 /** `pods "x" is forbidden: User "u" cannot patch resource "pods" in API group "" in the namespace "default"` */
-export function forbidden(user: string, verb: string, resource: string, subresource: string, name: string, namespace: string): ApiError {
+export function forbidden(user: string, verb: string, resource: string, subresource: string, name: string, namespace: string, group = ''): ApiError {
   const res = subresource ? `${resource}/${subresource}` : resource
-  const what = name ? `${res} "${name}"` : res
+  const qualified = group ? `${res}.${group}` : res
+  const what = name ? `${qualified} "${name}"` : qualified
   const scope = namespace ? ` in the namespace "${namespace}"` : ' at the cluster scope'
-  const message = `${what} is forbidden: User "${user}" cannot ${verb} resource "${res}" in API group ""${scope}`
+  const message = `${what} is forbidden: User "${user}" cannot ${verb} resource "${res}" in API group "${group}"${scope}`
   const details: JsonObject = {kind: resource}
   if (name) details.name = name
   return new ApiError(body(403, 'Forbidden', message, details))

@@ -2,7 +2,7 @@
 // revision), a bounded window of past changes for watches (older resourceVersions get 410 Expired),
 // defaulting, validation and allocation per resource type, managedFields per field manager.
 import {type Json, type JsonObject, canonicalJson, clone, jsonPatch, mergePatch, strategicMergePatch, PatchError} from './patch.js'
-import {type ResourceType, RESOURCES, generateNameSuffix, newUid, rfc3339, NODE_PORT_MIN, NODE_PORT_MAX} from './resources.js'
+import {type ResourceType, RESOURCES, apiVersionOf, generateNameSuffix, newUid, rfc3339, NODE_PORT_MIN, NODE_PORT_MAX} from './resources.js'
 import {type FieldRequirement, type LabelRequirement, matchesFields, matchesLabels} from './selectors.js'
 import {ApiError, alreadyExists, badRequest, conflict, expired, invalid, notFound, unsupportedMediaType} from './status.js'
 
@@ -219,17 +219,17 @@ export class Store {
   }
 
   private stamp(t: ResourceType, o: JsonObject): JsonObject {
-    o.apiVersion = 'v1'
+    o.apiVersion = apiVersionOf(t)
     o.kind = t.kind
     return o
   }
 
-  private manage(o: JsonObject, request: JsonObject, opts: WriteOptions, operation: 'Update' | 'Apply'): void {
+  private manage(t: ResourceType, o: JsonObject, request: JsonObject, opts: WriteOptions, operation: 'Update' | 'Apply'): void {
     const manager = opts.manager ?? 'unknown'
     const m = meta(o)
     const entries = Array.isArray(m.managedFields) ? (m.managedFields as JsonObject[]) : []
     const subresource = opts.subresource ?? ''
-    const entry: JsonObject = {manager, operation, apiVersion: 'v1', time: rfc3339(), fieldsType: 'FieldsV1',
+    const entry: JsonObject = {manager, operation, apiVersion: apiVersionOf(t), time: rfc3339(), fieldsType: 'FieldsV1',
       fieldsV1: subresource === 'status' ? {'f:status': fieldSet(request.status ?? {})} : fieldSet(request)}
     if (subresource) entry.subresource = subresource
     const rest = entries.filter(e => !(e.manager === manager && e.operation === operation && (e.subresource ?? '') === subresource))
@@ -261,7 +261,7 @@ export class Store {
     t.allocate?.(o, undefined, this.alloc)
     m.uid = newUid()
     m.creationTimestamp = rfc3339()
-    this.manage(o, input, opts, 'Update')
+    this.manage(t, o, input, opts, 'Update')
     this.rv++
     m.resourceVersion = String(this.rv)
     this.stamp(t, o)
@@ -339,7 +339,7 @@ export class Store {
     if (errs.length) throw invalid(t.kind, name, errs)
     t.allocate?.(next, old, this.alloc)
     if (canonicalJson(this.comparable(next)) === canonicalJson(this.comparable(old))) return clone(old)
-    this.manage(next, requestShape, opts, 'Update')
+    this.manage(t, next, requestShape, opts, 'Update')
     this.rv++
     meta(next).resourceVersion = String(this.rv)
     this.stamp(t, next)
