@@ -241,6 +241,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       throw err
     }
     await session.exportsDone()
+    if (archivePath && !fs.existsSync(archivePath)) {
+      throw new Error(`the ${describeBuilder(endpoint)} finished without sending the ${streamed} archive back over the session (FileSend); is it older than BuildKit v0.8?`)
+    }
     await Promise.race([status.done, delay(5000)])
     status.cancel()
 
