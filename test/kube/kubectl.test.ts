@@ -139,3 +139,30 @@ async function waitFor(cond: () => boolean, ms: number): Promise<void> {
     await new Promise(r => setTimeout(r, 50))
   }
 }
+
+describe('init containers with the kubelet stand-in', () => {
+  it('shows Init:ErrImageNeverPull, then PodInitializing is passed once the init image is there', async () => {
+    const server = await startApiServer()
+    const images = new Set<string>(['docker.io/local/app:1.0'])
+    const kubelet = startKubelet({store: server.store, nodes: [{name: 'kt-init-1', ip: '198.18.250.21'}], resyncMs: 300,
+      hasImage: async (_n, ref) => images.has(ref)})
+    try {
+      server.store.create('pods', 'default', {metadata: {name: 'with-init'}, spec: {nodeName: 'kt-init-1',
+        initContainers: [{name: 'prepare', image: 'local/prepare:1.0', imagePullPolicy: 'Never'}],
+        containers: [{name: 'app', image: 'local/app:1.0'}]}})
+      await kubelet.syncNow()
+      const stuck = await kubectl(server.kubeconfigPath, ['get', 'pods'])
+      expect(stuck.stdout).toMatch(/^with-init\s+0\/1\s+Init:ErrImageNeverPull\s+0\s+/m)
+      const pod = server.store.get('pods', 'default', 'with-init')
+      expect(JSON.stringify(pod.status)).toContain('"reason":"PodInitializing"')
+      expect(JSON.stringify(pod.status)).toContain('containers with incomplete status: [prepare]')
+      images.add('docker.io/local/prepare:1.0')
+      await kubelet.syncNow()
+      const running = await kubectl(server.kubeconfigPath, ['get', 'pods'])
+      expect(running.stdout).toMatch(/^with-init\s+1\/1\s+Running\s+0\s+/m)
+    } finally {
+      await kubelet.stop()
+      await server.stop()
+    }
+  })
+})

@@ -82,6 +82,7 @@ function str(v: Json | undefined): string {
 
 interface ContainerMemory {
   running?: {startedAt: string; containerID: string; imageID: string; nodeName: string}
+  completed?: {startedAt: string; finishedAt: string; containerID: string; imageID: string}
   backoffUntil: number
   backoffMs: number
 }
@@ -193,69 +194,35 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       memory.set(uid, mem)
     }
     const now = Date.now()
-    const statuses: JsonObject[] = []
-    for (const c of (Array.isArray(spec.containers) ? spec.containers : []).map(obj)) {
-      const cname = str(c.name)
+    type Outcome = {imageID: string} | {waiting: JsonObject}
+    /** The image manager's verdict for one container, with its events (pull attempts always fail). */
+    const ensureImage = async (c: JsonObject, fieldPath: string, cm: ContainerMemory): Promise<Outcome | undefined> => {
       const image = str(c.image)
-      const fieldPath = `spec.containers{${cname}}`
-      let cm = mem.get(cname)
-      if (!cm) {
-        cm = {backoffUntil: 0, backoffMs: 0}
-        mem.set(cname, cm)
-      }
-      const base: JsonObject = {name: cname, image, imageID: '', ready: false, restartCount: 0, started: false, lastState: {}}
-      if (cm.running) {
-        statuses.push({...base, state: {running: {startedAt: cm.running.startedAt}}, ready: true, started: true,
-          imageID: cm.running.imageID, containerID: cm.running.containerID})
-        continue
-      }
       const ref = normalizeImageRef(image)
       const policy = str(c.imagePullPolicy)
       const present = await opts.hasImage(nodeName, ref)
-      if (stopped) return
-      const start = async (imageID: string): Promise<void> => {
-        if (policy !== 'Always') recorder.record(pod, fieldPath, 'Normal', 'Pulled', `Container image "${image}" already present on machine`)
-        let containerID = `containerd://${crypto.randomBytes(32).toString('hex')}`
-        if (opts.runtime) {
-          try {
-            const started = await opts.runtime.start(nodeName, pod, c, ref)
-            containerID = started.containerID
-            if (started.podIP) runtimeIPs.set(uid, started.podIP)
-          } catch (err) {
-            const msg = (err as Error).message
-            recorder.record(pod, fieldPath, 'Warning', 'Failed', `Error: ${msg}`)
-            statuses.push({...base, state: {waiting: {reason: 'CreateContainerError', message: msg}}})
-            return
-          }
-        }
-        recorder.record(pod, fieldPath, 'Normal', 'Created', `Created container ${cname}`)
-        recorder.record(pod, fieldPath, 'Normal', 'Started', `Started container ${cname}`)
-        cm.running = {startedAt: rfc3339(), containerID, imageID, nodeName}
-        statuses.push({...base, state: {running: {startedAt: cm.running.startedAt}}, ready: true, started: true,
-          imageID, containerID: cm.running.containerID})
-      }
+      if (stopped) return undefined
       const imageID = typeof present === 'string' ? present : ref
       if (policy === 'Never') {
-        if (present) await start(imageID)
-        else {
-          const msg = `Container image "${image}" is not present with pull policy of Never`
-          recorder.record(pod, fieldPath, 'Warning', 'ErrImageNeverPull', msg)
-          recorder.record(pod, fieldPath, 'Warning', 'Failed', 'Error: ErrImageNeverPull')
-          statuses.push({...base, state: {waiting: {reason: 'ErrImageNeverPull', message: msg}}})
+        if (present) {
+          recorder.record(pod, fieldPath, 'Normal', 'Pulled', `Container image "${image}" already present on machine`)
+          return {imageID}
         }
-        continue
+        const msg = `Container image "${image}" is not present with pull policy of Never`
+        recorder.record(pod, fieldPath, 'Warning', 'ErrImageNeverPull', msg)
+        recorder.record(pod, fieldPath, 'Warning', 'Failed', 'Error: ErrImageNeverPull')
+        return {waiting: {reason: 'ErrImageNeverPull', message: msg}}
       }
       if (policy === 'IfNotPresent' && present) {
-        await start(imageID)
-        continue
+        recorder.record(pod, fieldPath, 'Normal', 'Pulled', `Container image "${image}" already present on machine`)
+        return {imageID}
       }
       // a pull: there is no registry, so it always fails, then backs off (10 s doubling to 300 s)
       if (now < cm.backoffUntil) {
         const msg = `Back-off pulling image "${image}"`
         recorder.record(pod, fieldPath, 'Normal', 'BackOff', msg)
         recorder.record(pod, fieldPath, 'Warning', 'Failed', 'Error: ImagePullBackOff')
-        statuses.push({...base, state: {waiting: {reason: 'ImagePullBackOff', message: msg}}})
-        continue
+        return {waiting: {reason: 'ImagePullBackOff', message: msg}}
       }
       const host = ref.split('/')[0]
       const repo = ref.slice(host.length + 1).replace(/[:@].*$/, '')
@@ -266,7 +233,90 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       recorder.record(pod, fieldPath, 'Warning', 'Failed', 'Error: ErrImagePull')
       cm.backoffMs = cm.backoffMs === 0 ? backoffBase : Math.min(cm.backoffMs * 2, backoffBase * 30)
       cm.backoffUntil = now + cm.backoffMs
-      statuses.push({...base, state: {waiting: {reason: 'ErrImagePull', message: pullError}}})
+      return {waiting: {reason: 'ErrImagePull', message: pullError}}
+    }
+    const memoryOf = (key: string): ContainerMemory => {
+      let cm = mem.get(key)
+      if (!cm) {
+        cm = {backoffUntil: 0, backoffMs: 0}
+        mem.set(key, cm)
+      }
+      return cm
+    }
+    const baseStatus = (c: JsonObject): JsonObject =>
+      ({name: str(c.name), image: str(c.image), imageID: '', ready: false, restartCount: 0, started: false, lastState: {}})
+
+    // init containers run one after the other, to completion (here: at once when the image is there)
+    const initStatuses: JsonObject[] = []
+    let initialized = true
+    for (const c of (Array.isArray(spec.initContainers) ? spec.initContainers : []).map(obj)) {
+      const cname = str(c.name)
+      const cm = memoryOf(`init:${cname}`)
+      const base = baseStatus(c)
+      if (!initialized) {
+        initStatuses.push({...base, state: {waiting: {reason: 'PodInitializing'}}})
+        continue
+      }
+      if (cm.completed) {
+        initStatuses.push({...base, ready: true, imageID: cm.completed.imageID, containerID: cm.completed.containerID,
+          state: {terminated: {exitCode: 0, reason: 'Completed', startedAt: cm.completed.startedAt, finishedAt: cm.completed.finishedAt}}})
+        continue
+      }
+      const fieldPath = `spec.initContainers{${cname}}`
+      const outcome = await ensureImage(c, fieldPath, cm)
+      if (outcome === undefined) return
+      if ('waiting' in outcome) {
+        initialized = false
+        initStatuses.push({...base, state: {waiting: outcome.waiting}})
+        continue
+      }
+      recorder.record(pod, fieldPath, 'Normal', 'Created', `Created container ${cname}`)
+      recorder.record(pod, fieldPath, 'Normal', 'Started', `Started container ${cname}`)
+      const t = rfc3339()
+      cm.completed = {imageID: outcome.imageID, containerID: `containerd://${crypto.randomBytes(32).toString('hex')}`, startedAt: t, finishedAt: t}
+      initStatuses.push({...base, ready: true, imageID: cm.completed.imageID, containerID: cm.completed.containerID,
+        state: {terminated: {exitCode: 0, reason: 'Completed', startedAt: t, finishedAt: t}}})
+    }
+
+    const statuses: JsonObject[] = []
+    for (const c of (Array.isArray(spec.containers) ? spec.containers : []).map(obj)) {
+      const cname = str(c.name)
+      const fieldPath = `spec.containers{${cname}}`
+      const cm = memoryOf(cname)
+      const base = baseStatus(c)
+      if (cm.running) {
+        statuses.push({...base, state: {running: {startedAt: cm.running.startedAt}}, ready: true, started: true,
+          imageID: cm.running.imageID, containerID: cm.running.containerID})
+        continue
+      }
+      if (!initialized) {
+        statuses.push({...base, state: {waiting: {reason: 'PodInitializing'}}})
+        continue
+      }
+      const outcome = await ensureImage(c, fieldPath, cm)
+      if (outcome === undefined) return
+      if ('waiting' in outcome) {
+        statuses.push({...base, state: {waiting: outcome.waiting}})
+        continue
+      }
+      let containerID = `containerd://${crypto.randomBytes(32).toString('hex')}`
+      if (opts.runtime) {
+        try {
+          const started = await opts.runtime.start(nodeName, pod, c, normalizeImageRef(str(c.image)))
+          containerID = started.containerID
+          if (started.podIP) runtimeIPs.set(uid, started.podIP)
+        } catch (err) {
+          const msg = (err as Error).message
+          recorder.record(pod, fieldPath, 'Warning', 'Failed', `Error: ${msg}`)
+          statuses.push({...base, state: {waiting: {reason: 'CreateContainerError', message: msg}}})
+          continue
+        }
+      }
+      recorder.record(pod, fieldPath, 'Normal', 'Created', `Created container ${cname}`)
+      recorder.record(pod, fieldPath, 'Normal', 'Started', `Started container ${cname}`)
+      cm.running = {startedAt: rfc3339(), containerID, imageID: outcome.imageID, nodeName}
+      statuses.push({...base, state: {running: {startedAt: cm.running.startedAt}}, ready: true, started: true,
+        imageID: outcome.imageID, containerID})
     }
     const fresh = store.tryGet('pods', ns, name)
     if (!fresh || str(obj(fresh.metadata).uid) !== uid) return
@@ -291,11 +341,12 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       ip = `10.244.${opts.nodes.indexOf(node) + 1}.${nextIP++}`
       podIPs.set(uid, ip)
     }
+    const incomplete = initStatuses.filter(s => s.ready !== true).map(s => str(s.name))
     const status: JsonObject = {
       ...old,
       phase: allReady ? 'Running' : 'Pending',
       conditions: [
-        cond('Initialized', true),
+        cond('Initialized', initialized, 'ContainersNotInitialized', `containers with incomplete status: [${incomplete.join(' ')}]`),
         cond('Ready', allReady, 'ContainersNotReady', unready),
         cond('ContainersReady', allReady, 'ContainersNotReady', unready),
         cond('PodScheduled', true),
@@ -303,6 +354,7 @@ export function startKubelet(opts: KubeletOptions): Kubelet {
       hostIP: node.ip, podIP: ip, podIPs: [{ip}],
       startTime: str(old.startTime) || rfc3339(),
       containerStatuses: statuses,
+      ...(initStatuses.length > 0 ? {initContainerStatuses: initStatuses} : {}),
       qosClass: str(old.qosClass) || 'BestEffort',
     }
     store.update('pods', ns, name, {...fresh, status}, {subresource: 'status', manager: 'kubelet'})
