@@ -13,7 +13,10 @@ export interface PodWatchOptions {
   namespace?: string
   labelSelector?: string
   fieldSelector?: string
-  /** called for every pod that exists when the watch (re)starts, then for every change */
+  /**
+   * called for every pod that exists when the watch starts (ADDED), then for every change; after a
+   * re-list (410 Expired) every current pod comes again as ADDED and pods gone meanwhile as DELETED
+   */
   onEvent(type: PodEventType, pod: V1Pod): void
   /** called when the watch cannot continue (e.g. forbidden); the watch is over */
   onError?(err: KubeError): void
@@ -131,6 +134,7 @@ export class KubeClient {
   watchPods(opts: PodWatchOptions): PodWatch {
     let stopped = false
     let generation = 0
+    const known = new Map<string, V1Pod>()
     let abort: (() => void) | undefined
     let retry: NodeJS.Timeout | undefined
     const action = {verb: 'watch', resource: 'pods', namespace: opts.namespace}
@@ -154,7 +158,14 @@ export class KubeClient {
         const list = await this.listPods(opts)
         if (stopped || gen !== generation) return
         opts.onRelist?.(list.resourceVersion)
-        for (const p of list.items) opts.onEvent('ADDED', p)
+        // like an informer's Replace: pods that went away while we were not watching are DELETED
+        const now = new Map(list.items.map(p => [podKey(p), p]))
+        for (const [key, p] of known) if (!now.has(key)) opts.onEvent('DELETED', p)
+        known.clear()
+        for (const [key, p] of now) {
+          known.set(key, p)
+          opts.onEvent('ADDED', p)
+        }
         await watchFrom(list.resourceVersion)
       } catch (err) {
         const e = describeKubeError(err, {...action, verb: 'list'}, this.server)
@@ -179,6 +190,8 @@ export class KubeClient {
           }
           const pod = obj as V1Pod
           if (pod.metadata?.resourceVersion) rv = pod.metadata.resourceVersion
+          if (type === 'ADDED' || type === 'MODIFIED') known.set(podKey(pod), pod)
+          if (type === 'DELETED') known.delete(podKey(pod))
           if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') opts.onEvent(type, pod)
         },
         (err: unknown) => {
@@ -199,6 +212,33 @@ export class KubeClient {
         abort?.()
       },
     }
+  }
+}
+
+function podKey(p: V1Pod): string {
+  return `${p.metadata?.namespace ?? ''}/${p.metadata?.name ?? ''}`
+}
+
+/** What sideload needs to know about a node to reach it and pick the image's platform. */
+export interface ClusterNode {
+  name: string
+  /** InternalIP, else ExternalIP, else Hostname; undefined when the node reports none */
+  address?: string
+  /** OS/architecture from the node status: `linux/amd64` (nodes report no CPU variant) */
+  platform: string
+  /** `containerd://1.6.20` */
+  containerRuntime: string
+  ready: boolean
+}
+
+export function clusterNode(node: V1Node): ClusterNode {
+  const p = nodePlatform(node)
+  return {
+    name: node.metadata?.name ?? '',
+    address: nodeAddress(node),
+    platform: `${p.os}/${p.architecture}`,
+    containerRuntime: node.status?.nodeInfo?.containerRuntimeVersion ?? '',
+    ready: isNodeReady(node),
   }
 }
 

@@ -5,7 +5,7 @@ import * as path from 'node:path'
 import YAML from 'yaml'
 import type {V1Pod} from '@kubernetes/client-node'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {KubeClient, nodeAddress, nodePlatform} from '../../src/kube/client.js'
+import {KubeClient, clusterNode, nodeAddress, nodePlatform} from '../../src/kube/client.js'
 import {KubeConfigError, loadKubeTarget} from '../../src/kube/config.js'
 import {type ApiServer, startApiServer} from './apiserver.js'
 import {type Kubelet, startKubelet} from './kubelet.js'
@@ -73,6 +73,8 @@ describe('src/kube', () => {
     const client = KubeClient.load({kubeconfig: server.kubeconfigPath})
     const nodes = await client.listNodes()
     expect(nodes.map(n => [nodeAddress(n), nodePlatform(n)])).toEqual([['198.18.252.1', {os: 'linux', architecture: 'arm64'}]])
+    expect(clusterNode(nodes[0])).toEqual({name: 'slbt-kc-1', address: '198.18.252.1', platform: 'linux/arm64',
+      containerRuntime: 'containerd://1.6.20', ready: true})
     server.store.create('pods', 'team-a', {metadata: {name: 'p1', labels: {app: 'x'}}, spec: {nodeName: 'slbt-kc-1', containers: [{name: 'c', image: 'local/x:1', imagePullPolicy: 'Never'}]}})
     await kubelet.syncNow()
     const pods = await client.listPods({fieldSelector: 'spec.nodeName=slbt-kc-1'})
@@ -101,9 +103,12 @@ describe('src/kube', () => {
       // history dropped while disconnected: the resume gets 410 Expired and must list again
       server.dropWatches()
       server.store.create('pods', 'team-a', {metadata: {name: 'p4'}, spec: {containers: [{name: 'c', image: 'x:1'}]}})
+      server.store.delete('pods', 'team-a', 'p2')
       server.store.compact()
       await waitFor(() => seen.includes('ADDED p4'))
       expect(relists).toHaveLength(2)
+      // the pod deleted while the history was lost is reported DELETED by the re-list
+      expect(seen).toContain('DELETED p2')
       expect(server.requests.some(r => r.url.includes('watch=true') && r.url.includes(`resourceVersion=`))).toBe(true)
       server.store.delete('pods', 'team-a', 'p3')
       await waitFor(() => seen.includes('DELETED p3'))
