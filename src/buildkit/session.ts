@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js'
+import {execFile} from 'node:child_process'
 import * as crypto from 'node:crypto'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -92,7 +93,11 @@ export class BuildSession {
     }
     this.add(SERVICES.auth, {
       Credentials: (call: grpc.ServerUnaryCall<{Host: string}, unknown>, cb: grpc.sendUnaryData<{Username: string; Secret: string}>) => {
-        cb(null, registryCredentials(call.request.Host, options.dockerConfigDir))
+        registryCredentials(call.request.Host, options.dockerConfigDir).then(
+          (creds) => cb(null, creds),
+          // A broken credential helper should not fail a build that may not need credentials.
+          () => cb(null, {Username: '', Secret: ''}),
+        )
       },
     })
     if (options.secrets) {
@@ -188,24 +193,49 @@ async function readSecret(secrets: Record<string, SecretSource>, id: string): Pr
 
 interface DockerConfig {
   auths?: Record<string, {auth?: string; username?: string; password?: string; identitytoken?: string}>
+  credsStore?: string
+  credHelpers?: Record<string, string>
+}
+
+export interface RegistryCredentials {
+  Username: string
+  Secret: string
+}
+
+const ANONYMOUS: RegistryCredentials = {Username: '', Secret: ''}
+
+/** The config.json keys a registry host may be stored under (Docker Hub has historical aliases). */
+function hostKeys(host: string): string[] {
+  return host === 'registry-1.docker.io' || host === 'docker.io' || host === 'index.docker.io'
+    ? ['https://index.docker.io/v1/', 'index.docker.io', 'docker.io', 'registry-1.docker.io']
+    : [host]
 }
 
 /**
- * Registry credentials from ~/.docker/config.json (plain `auths` entries only; credential
- * helpers are not run). Empty answers mean anonymous access.
+ * Registry credentials as the docker CLI finds them in config.json ($DOCKER_CONFIG or ~/.docker):
+ * a per-registry `credHelpers` entry, else the `credsStore` helper, else plain `auths`. Helpers
+ * are the `docker-credential-<name>` programs (`get`, host on stdin, JSON out). Empty answers
+ * mean anonymous access.
  */
-export function registryCredentials(host: string, configDir?: string): {Username: string; Secret: string} {
+export async function registryCredentials(host: string, configDir?: string): Promise<RegistryCredentials> {
   const dir = configDir ?? process.env.DOCKER_CONFIG ?? path.join(os.homedir(), '.docker')
   let config: DockerConfig
   try {
-    config = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8')) as DockerConfig
+    config = JSON.parse(await fs.promises.readFile(path.join(dir, 'config.json'), 'utf8')) as DockerConfig
   } catch {
-    return {Username: '', Secret: ''}
+    return ANONYMOUS
   }
-  const wanted = host === 'registry-1.docker.io' || host === 'docker.io' ? ['https://index.docker.io/v1/', 'index.docker.io', 'docker.io'] : [host]
+  const keys = hostKeys(host)
+  const helper = keys.map((k) => config.credHelpers?.[k]).find((h) => h) ?? config.credsStore
+  if (helper) {
+    for (const key of keys) {
+      const creds = await fromHelper(helper, key)
+      if (creds) return creds
+    }
+  }
   for (const [key, entry] of Object.entries(config.auths ?? {})) {
     const keyHost = key.replace(/^https?:\/\//, '').replace(/\/.*$/, '')
-    if (!wanted.includes(key) && !wanted.includes(keyHost)) continue
+    if (!keys.includes(key) && !keys.includes(keyHost)) continue
     if (entry.identitytoken) return {Username: '', Secret: entry.identitytoken}
     if (entry.username && entry.password) return {Username: entry.username, Secret: entry.password}
     if (entry.auth) {
@@ -214,5 +244,23 @@ export function registryCredentials(host: string, configDir?: string): {Username
       if (colon > 0) return {Username: decoded.slice(0, colon), Secret: decoded.slice(colon + 1)}
     }
   }
-  return {Username: '', Secret: ''}
+  return ANONYMOUS
+}
+
+/** `docker-credential-<helper> get`; undefined when the helper has nothing for this server. */
+function fromHelper(helper: string, serverUrl: string): Promise<RegistryCredentials | undefined> {
+  return new Promise((resolve) => {
+    const child = execFile(`docker-credential-${helper}`, ['get'], {timeout: 10_000}, (err, stdout) => {
+      if (err) return resolve(undefined)
+      try {
+        const out = JSON.parse(stdout) as {Username?: string; Secret?: string}
+        if (!out.Secret) return resolve(undefined)
+        // A Username of "<token>" marks an identity token.
+        resolve({Username: out.Username === '<token>' ? '' : (out.Username ?? ''), Secret: out.Secret})
+      } catch {
+        resolve(undefined)
+      }
+    })
+    child.stdin?.end(serverUrl)
+  })
 }

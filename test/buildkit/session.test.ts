@@ -39,6 +39,7 @@ beforeAll(async () => {
   session = new BuildSession({
     dirs: {context: ctx},
     sharedKey: 'k',
+    dockerConfigDir: path.join(dir, 'no-docker-config'),
     secrets: {tok: {file: path.join(ctx, 'sub', 'keep.txt')}},
     exportSink: {
       open: (md) => {
@@ -156,7 +157,7 @@ describe('BuildSession', () => {
     await expect(get('nope')).rejects.toMatchObject({code: grpc.status.NOT_FOUND})
   })
 
-  it('registry credentials come from config.json auths; anything else is anonymous', () => {
+  it('registry credentials come from config.json auths, credHelpers or credsStore; anything else is anonymous', async () => {
     const cfg = path.join(dir, 'dockercfg')
     fs.mkdirSync(cfg)
     fs.writeFileSync(
@@ -166,10 +167,40 @@ describe('BuildSession', () => {
           'https://index.docker.io/v1/': {auth: Buffer.from('hub-user:hub-pass').toString('base64')},
           'reg.example.com:5000': {identitytoken: 'tok123'},
         },
+        credHelpers: {'helped.example.com': 'sltest'},
       }),
     )
-    expect(registryCredentials('registry-1.docker.io', cfg)).toEqual({Username: 'hub-user', Secret: 'hub-pass'})
-    expect(registryCredentials('reg.example.com:5000', cfg)).toEqual({Username: '', Secret: 'tok123'})
-    expect(registryCredentials('other.example.com', cfg)).toEqual({Username: '', Secret: ''})
+    expect(await registryCredentials('registry-1.docker.io', cfg)).toEqual({Username: 'hub-user', Secret: 'hub-pass'})
+    expect(await registryCredentials('reg.example.com:5000', cfg)).toEqual({Username: '', Secret: 'tok123'})
+    expect(await registryCredentials('other.example.com', cfg)).toEqual({Username: '', Secret: ''})
+
+    // A real helper program on PATH: docker-credential-sltest get <<< host
+    const bin = path.join(dir, 'bin')
+    fs.mkdirSync(bin)
+    fs.writeFileSync(
+      path.join(bin, 'docker-credential-sltest'),
+      '#!/bin/sh\nread host\n[ "$1" = get ] && [ "$host" = helped.example.com ] && echo \'{"ServerURL":"helped.example.com","Username":"helper-user","Secret":"helper-secret"}\' && exit 0\necho "credentials not found in native keychain"; exit 1\n',
+      {mode: 0o755},
+    )
+    const savedPath = process.env.PATH
+    process.env.PATH = `${bin}:${savedPath}`
+    try {
+      expect(await registryCredentials('helped.example.com', cfg)).toEqual({Username: 'helper-user', Secret: 'helper-secret'})
+      fs.writeFileSync(path.join(cfg, 'config.json'), JSON.stringify({credsStore: 'sltest'}))
+      expect(await registryCredentials('helped.example.com', cfg)).toEqual({Username: 'helper-user', Secret: 'helper-secret'})
+      expect(await registryCredentials('unknown.example.com', cfg)).toEqual({Username: '', Secret: ''})
+    } finally {
+      process.env.PATH = savedPath
+    }
+  })
+
+  it('serves Auth/Credentials on the session', async () => {
+    const auth = client('moby.filesync.v1.Auth')
+    const res = await new Promise<{Username: string; Secret: string}>((resolve, reject) =>
+      (auth.Credentials as (r: object, cb: (e: Error | null, r: {Username: string; Secret: string}) => void) => void).call(auth, {Host: 'nowhere.example.com'}, (e, r) =>
+        e ? reject(e) : resolve(r),
+      ),
+    )
+    expect(res).toEqual({Username: '', Secret: ''})
   })
 })
