@@ -8,7 +8,7 @@ import {assertDigest, DigestHasher, digestHex, sha256Digest, type Digest} from '
 import {detectCompression, MediaType} from './media.js'
 import {Annotation, MAX_DOCUMENT_SIZE, parseIndex, type Descriptor, type ImageSource} from './model.js'
 import {normalizeImageName} from './reference.js'
-import {indexTar, readRange, type TarEntry, type TarIndex} from './tar-index.js'
+import {indexTar, normalizeTarPath, readRange, type TarEntry} from './tar-index.js'
 
 /** An image found inside an OCI-layout or docker-archive tar. */
 export interface ArchiveImage extends ImageSource {
@@ -28,7 +28,8 @@ export interface ReadArchiveOptions {
 
 /**
  * Open an image archive (OCI layout tar or docker-archive tar, `docker save`/`nerdctl save`;
- * docker ≥25 writes both and the OCI layout wins) without reading it into memory.
+ * docker ≥25 writes both and the OCI layout wins; or an OCI layout directory) without
+ * reading it into memory.
  *
  * Access plan: two passes over a *file*. Pass 1 reads only tar headers (seeking over data)
  * to index entries; blobs are then read by offset, as often as needed (small documents
@@ -44,9 +45,15 @@ export async function readArchive(input: string | Readable, options: ReadArchive
     cleanups.length = 0
   }
   try {
+    if (typeof input === 'string' && fs.statSync(input, {throwIfNoEntry: false})?.isDirectory()) {
+      const dir = new LayoutDirectory(fs.realpathSync(input))
+      if (!dir.has('index.json')) throw new Error(`${input} is a directory but not an OCI image layout (no index.json)`)
+      return {...(await openOci(dir, input, options)), file: input, close: cleanup}
+    }
     const {fd, file, label} = await openInput(input, options, cleanups)
     const tar = await indexTar(fd, label)
-    const image = tar.entries.has('oci-layout') || tar.entries.has('index.json') ? await openOci(tar, label, options) : await openDocker(tar, label, options)
+    const files: ArchiveFiles = {has: (n) => tar.entries.has(n), resolve: (n) => tar.resolve(n), read: (e) => tar.read(e), stream: (e) => tar.stream(e)}
+    const image = files.has('oci-layout') || files.has('index.json') ? await openOci(files, label, options) : await openDocker(files, label, options)
     return {...image, file, close: cleanup}
   } catch (err) {
     await cleanup()
@@ -55,6 +62,47 @@ export async function readArchive(input: string | Readable, options: ReadArchive
 }
 
 type Opened = {fd: number; file: string; label: string}
+
+/** The files of an archive: a tar read by offset, or an unpacked OCI layout directory. */
+interface ArchiveFiles {
+  has(name: string): boolean
+  /** Follow symlinks/hard links to a regular file; undefined when absent. */
+  resolve(name: string): TarEntry | undefined
+  read(entry: TarEntry): Promise<Buffer>
+  stream(entry: TarEntry): Readable
+}
+
+/** An OCI image layout directory (`buildctl --output type=oci,tar=false`, `skopeo copy … oci:dir`). */
+class LayoutDirectory implements ArchiveFiles {
+  constructor(private readonly root: string) {}
+  private full(name: string): string | undefined {
+    const rel = normalizeTarPath(name)
+    if (rel.startsWith('..')) return undefined
+    return path.join(this.root, rel)
+  }
+  has(name: string): boolean {
+    const p = this.full(name)
+    return !!p && fs.existsSync(p)
+  }
+  resolve(name: string): TarEntry | undefined {
+    const p = this.full(name)
+    if (!p) return undefined
+    try {
+      const real = fs.realpathSync(p)
+      if (real !== this.root && !real.startsWith(this.root + path.sep)) return undefined
+      const st = fs.statSync(real)
+      return st.isFile() ? {name: path.relative(this.root, real), type: 'file', offset: 0, size: st.size, linkname: real} : undefined
+    } catch {
+      return undefined
+    }
+  }
+  read(entry: TarEntry): Promise<Buffer> {
+    return fs.promises.readFile(entry.linkname)
+  }
+  stream(entry: TarEntry): Readable {
+    return fs.createReadStream(entry.linkname, {highWaterMark: 1024 * 1024})
+  }
+}
 
 async function openInput(input: string | Readable, options: ReadArchiveOptions, cleanups: (() => Promise<void>)[]): Promise<Opened> {
   if (typeof input === 'string') {
@@ -107,7 +155,7 @@ async function decompressToSpool(source: Readable, label: string, options: ReadA
   return {fd: fh.fd, file: spool, label}
 }
 
-function readDocument(tar: TarIndex, name: string, label: string): Promise<Buffer> {
+function readDocument(tar: ArchiveFiles, name: string, label: string): Promise<Buffer> {
   const entry = tar.resolve(name)
   if (!entry) throw new Error(`${label} is not a valid image archive: "${name}" is missing`)
   if (entry.size > MAX_DOCUMENT_SIZE) throw new Error(`${label}: "${name}" is too large (${entry.size} bytes) to be an image document`)
@@ -152,7 +200,7 @@ function blobPath(digest: Digest): string {
 
 type Opening = Omit<ArchiveImage, 'file' | 'close'>
 
-async function openOci(tar: TarIndex, label: string, options: ReadArchiveOptions): Promise<Opening> {
+async function openOci(tar: ArchiveFiles, label: string, options: ReadArchiveOptions): Promise<Opening> {
   const layout = tar.resolve('oci-layout')
   if (layout) {
     const text = (await tar.read(layout)).toString('utf8')
@@ -209,19 +257,19 @@ interface DockerManifestEntry {
   Layers: string[]
 }
 
-async function hashEntry(tar: TarIndex, entry: TarEntry): Promise<Digest> {
+async function hashEntry(tar: ArchiveFiles, entry: TarEntry): Promise<Digest> {
   const hasher = new DigestHasher()
   for await (const chunk of tar.stream(entry)) hasher.update(chunk as Buffer)
   return hasher.digest()
 }
 
 /** The digest an entry's data has, trusting a `blobs/sha256/<hex>` location (verified later while sending). */
-async function entryDigest(tar: TarIndex, entry: TarEntry): Promise<Digest> {
+async function entryDigest(tar: ArchiveFiles, entry: TarEntry): Promise<Digest> {
   const m = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(entry.name)
   return m ? `sha256:${m[1]}` : hashEntry(tar, entry)
 }
 
-async function headOf(tar: TarIndex, entry: TarEntry): Promise<Buffer> {
+async function headOf(tar: ArchiveFiles, entry: TarEntry): Promise<Buffer> {
   const head = await tar.read({...entry, size: Math.min(entry.size, 4)})
   return head
 }
@@ -231,8 +279,8 @@ async function headOf(tar: TarIndex, entry: TarEntry): Promise<Buffer> {
  * builds: a Docker schema2 manifest whose layers are the layer files as they are
  * (usually uncompressed, media type ...rootfs.diff.tar; gzip ones ...diff.tar.gzip).
  */
-async function openDocker(tar: TarIndex, label: string, options: ReadArchiveOptions): Promise<Opening> {
-  if (!tar.entries.has('manifest.json')) {
+async function openDocker(tar: ArchiveFiles, label: string, options: ReadArchiveOptions): Promise<Opening> {
+  if (!tar.has('manifest.json')) {
     throw new Error(`${label} is a tar but not an image archive (no oci-layout/index.json and no manifest.json)`)
   }
   let entries: DockerManifestEntry[]

@@ -2,6 +2,7 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import {execFileSync} from 'node:child_process'
 import {PassThrough, Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createGzip} from 'node:zlib'
@@ -138,5 +139,35 @@ describe('readArchive', () => {
     } finally {
       await ls.close()
     }
+  })
+
+  it('reads an unpacked OCI layout directory, and refuses links that leave it', async () => {
+    const dir = path.join(work, 'layout')
+    await fsp.mkdir(dir)
+    execFileSync('tar', ['-xf', ociPath, '-C', dir])
+    const source = await readArchive(dir)
+    try {
+      expect(source.format).toBe('oci')
+      const image = await resolveImage(source)
+      expect(image.layers.map((l) => l.digest)).toEqual(oci.layerDigests)
+      const data = await drain(await source.openBlob(image.layers[0]))
+      expect(sha256Digest(data)).toBe(oci.layerDigests[0])
+    } finally {
+      await source.close()
+    }
+    // a blob that is a symlink to a file outside the layout is treated as absent
+    const outside = path.join(work, 'outside.bin')
+    await fsp.writeFile(outside, 'secret')
+    const blob = path.join(dir, 'blobs', 'sha256', oci.layerDigests[1].slice(7))
+    await fsp.rm(blob)
+    await fsp.symlink(outside, blob)
+    const again = await readArchive(dir)
+    try {
+      const image = await resolveImage(again)
+      await expect(again.openBlob(image.layers[1])).rejects.toThrow(/does not contain blob/)
+    } finally {
+      await again.close()
+    }
+    await expect(readArchive(work)).rejects.toThrow(`${work} is a directory but not an OCI image layout`)
   })
 })
