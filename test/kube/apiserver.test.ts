@@ -212,6 +212,25 @@ describe('test API server with @kubernetes/client-node', () => {
     expect(list410).toMatchObject({code: 410, reason: 'Expired', message: 'The resourceVersion for the provided list is too old.'})
   })
 
+  it('keeps only watchWindow changes: resuming from further back is 410 Expired', async () => {
+    const small = await startApiServer({watchWindow: 3})
+    try {
+      const skc = new KubeConfig()
+      skc.loadFromFile(small.kubeconfigPath)
+      const score = skc.makeApiClient(CoreV1Api)
+      const first = await score.createNamespacedPod({namespace: 'default', body: pod('win-0')})
+      const rv0 = first.metadata?.resourceVersion ?? ''
+      for (let i = 1; i <= 2; i++) await score.createNamespacedPod({namespace: 'default', body: pod(`win-${i}`)})
+      const inWindow = await collectWatch(skc, '/api/v1/namespaces/default/pods', {resourceVersion: rv0}, s => s.length >= 2)
+      expect(inWindow.map(e => `${e.type} ${e.object.metadata?.name}`)).toEqual(['ADDED win-1', 'ADDED win-2'])
+      for (let i = 3; i <= 5; i++) await score.createNamespacedPod({namespace: 'default', body: pod(`win-${i}`)})
+      const tooOld = await collectWatch(skc, '/api/v1/namespaces/default/pods', {resourceVersion: rv0}, s => s.length >= 1)
+      expect(tooOld[0]).toMatchObject({type: 'ERROR', object: {code: 410, reason: 'Expired'}})
+    } finally {
+      await small.stop()
+    }
+  })
+
   it('a watch filtered by labels sees a pod leave the selection as DELETED', async () => {
     const created = await core.createNamespacedPod({namespace: 'default', body: pod('leaver')})
     const rv = created.metadata?.resourceVersion ?? ''
