@@ -49,6 +49,8 @@ export interface BuildOptions {
   /** `linux/amd64`…; several make a multi-platform build (BuildKit daemon only). */
   platforms?: string[]
   noCache?: boolean
+  /** Network for RUN steps: the builder's default, `none`, or `host` (needs the daemon to allow network.host). */
+  network?: 'default' | 'none' | 'host'
   secrets?: Record<string, SecretSource>
   builder?: BuilderChoice
   output?: BuildOutput
@@ -119,6 +121,7 @@ export function frontendAttrs(opts: BuildOptions, dockerfileName: string): Recor
   if (opts.target) attrs.target = opts.target
   if (opts.platforms && opts.platforms.length > 0) attrs.platform = opts.platforms.join(',')
   if (opts.noCache) attrs['no-cache'] = ''
+  if (opts.network && opts.network !== 'default') attrs['force-network-mode'] = opts.network
   for (const [k, v] of Object.entries(opts.buildArgs ?? {})) attrs[`build-arg:${k}`] = v
   for (const [k, v] of Object.entries(opts.labels ?? {})) attrs[`label:${k}`] = v
   return attrs
@@ -128,7 +131,13 @@ export function frontendAttrs(opts: BuildOptions, dockerfileName: string): Recor
  * The SolveRequest: the exporter goes both into `Exporters` (BuildKit ≥ v0.13) and into the
  * deprecated single-exporter fields (older daemons, dockerd 20.10), like buildctl does.
  */
-export function solveRequest(ref: string, sessionId: string, attrs: Record<string, string>, exporter: ExporterSpec): SolveRequest {
+export function solveRequest(
+  ref: string,
+  sessionId: string,
+  attrs: Record<string, string>,
+  exporter: ExporterSpec,
+  entitlements: string[] = [],
+): SolveRequest {
   return {
     Ref: ref,
     Session: sessionId,
@@ -137,7 +146,7 @@ export function solveRequest(ref: string, sessionId: string, attrs: Record<strin
     ExporterDeprecated: exporter.Type,
     ExporterAttrsDeprecated: {...exporter.Attrs},
     Exporters: [exporter],
-    Entitlements: [],
+    Entitlements: entitlements,
   }
 }
 
@@ -223,7 +232,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       model.apply(update)
       opts.onStatus?.(update)
     })
-    const request = solveRequest(ref, session.id, frontendAttrs(opts, path.basename(dockerfile)), exporter)
+    const entitlements = opts.network === 'host' ? ['network.host'] : []
+    const request = solveRequest(ref, session.id, frontendAttrs(opts, path.basename(dockerfile)), exporter, entitlements)
     let response
     try {
       response = await client.solve(request)

@@ -264,6 +264,23 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(await fileInLayer(img2.layers[img2.layers.length - 1], 'result')).toBe('msg=hello\nchanged\n')
   }, 180_000)
 
+  it('runs RUN steps on the bridge by default and without network with --network none', async () => {
+    const ctx = makeContext('network-ctx', {Dockerfile: 'FROM sltest/busybox:1\nRUN cat /proc/net/dev > /netdev\n'})
+    const interfaces = async (network: 'default' | 'none'): Promise<string[]> => {
+      await build({context: ctx, tags: [`sltest/net-${network}:1`], network, builder: {kind: 'docker', dockerHost: dockerd.host}})
+      const img = await saveImage(`sltest/net-${network}:1`, path.join(work, `net-${network}`))
+      const netdev = await fileInLayer(img.layers[img.layers.length - 1], 'netdev')
+      return netdev
+        .split('\n')
+        .slice(2)
+        .map((l) => l.split(':')[0].trim())
+        .filter((l) => l !== '')
+        .sort()
+    }
+    expect(await interfaces('none')).toEqual(['lo'])
+    expect(await interfaces('default')).toEqual(['eth0', 'lo'])
+  }, 180_000)
+
   it('reports a failing RUN with its log and Dockerfile line', async () => {
     const ctx = makeContext('fail-ctx', {
       Dockerfile: 'FROM sltest/busybox:1\nRUN echo preparing\nRUN echo boom-output-123 && exit 3\n',
