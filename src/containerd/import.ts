@@ -200,6 +200,17 @@ export async function importImage(client: ContainerdClient, options: ImportImage
       emit({type: 'blob-skipped', digest: blob.digest, mediaType: blob.mediaType, size: blob.size})
     }
     const abort = new AbortController()
+    // Unpacking starts while later blobs are still on the way: layer i is applied as soon as
+    // it (and every layer below it) is on the node.
+    const arrived = new Map<Digest, {promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void}>()
+    for (const blob of missing) {
+      let resolve!: () => void
+      let reject!: (e: unknown) => void
+      const promise = new Promise<void>((res, rej) => ((resolve = res), (reject = rej)))
+      promise.catch(() => undefined)
+      arrived.set(blob.digest, {promise, resolve, reject})
+    }
+    const whenArrived = (digest: Digest): Promise<void> => arrived.get(digest)?.promise ?? Promise.resolve()
     const sendBlob = async (blob: Descriptor): Promise<void> => {
       let sent = 0
       try {
@@ -227,6 +238,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
           if (Object.keys(labels).length) await client.contentSetLabels(blob.digest, labels)
         }
         emit({type: 'blob-done', digest: blob.digest, size: blob.size, sentBytes: res.sentBytes})
+        arrived.get(blob.digest)?.resolve()
       } catch (err) {
         sentBytes += sent
         throw err
@@ -235,20 +247,25 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     // A few blobs at once over the one connection: per-blob round trips (STAT, COMMIT) overlap.
     const queue = [...missing]
     let failure: unknown
+    const fail = (err: unknown): void => {
+      if (failure !== undefined) return
+      failure = err
+      abort.abort()
+      for (const a of arrived.values()) a.reject(err)
+    }
     const worker = async (): Promise<void> => {
       while (failure === undefined && queue.length > 0) {
         const blob = queue.shift()!
         try {
           await sendBlob(blob)
         } catch (err) {
-          if (failure === undefined) {
-            failure = err
-            abort.abort()
-          }
+          fail(err)
         }
       }
     }
+    const unpacking = unpack ? unpackImage(client, image, {snapshotter, lease, emit, whenArrived}).catch(fail) : Promise.resolve()
     await Promise.all(Array.from({length: Math.min(Math.max(1, options.parallel ?? 3), missing.length)}, worker))
+    await unpacking
     if (failure !== undefined) {
       // An interrupted transfer keeps its lease (it expires by itself) so the partial
       // ingests survive and the next run resumes from the node's offsets.
@@ -258,8 +275,6 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     // Count only what went over the wire.
     const blobsSent = missing.length
     const blobsSkipped = blobs.length - missing.length
-
-    if (unpack) await unpackImage(client, image, {snapshotter, lease, emit})
 
     const target: Descriptor = {mediaType: image.target.mediaType, digest: image.target.digest, size: image.target.size}
     // The name@digest record first (as a CRI pull makes it: RepoDigests, `image: x@sha256:…`), the named record last.
@@ -295,9 +310,10 @@ async function putRecord(client: ContainerdClient, name: string, target: Descrip
 export async function unpackImage(
   client: ContainerdClient,
   image: ResolvedImage,
-  options: {snapshotter: string; lease?: string; emit?: (event: ImportEvent) => void},
+  options: {snapshotter: string; lease?: string; emit?: (event: ImportEvent) => void; whenArrived?: (digest: Digest) => Promise<void>},
 ): Promise<void> {
   const {snapshotter, lease} = options
+  const whenArrived = options.whenArrived ?? ((): Promise<void> => Promise.resolve())
   const chain = chainIds(image.diffIds)
   for (let i = 0; i < image.layers.length; i++) {
     const layer = image.layers[i]
@@ -307,6 +323,7 @@ export async function unpackImage(
       options.emit?.({...event, skipped: true})
       continue
     }
+    await whenArrived(layer.digest)
     const key = `extract-${process.hrtime.bigint()}-${randomBytes(4).toString('hex')} ${chainId}`
     let mounts
     try {
@@ -337,5 +354,6 @@ export async function unpackImage(
     await client.contentSetLabels(layer.digest, {[UNCOMPRESSED_LABEL]: image.diffIds[i]})
     options.emit?.({...event, skipped: false})
   }
+  await whenArrived(image.config.digest)
   if (chain.length) await client.contentSetLabels(image.config.digest, {[snapshotGcLabel(snapshotter)]: chain[chain.length - 1]})
 }

@@ -1,0 +1,112 @@
+import * as fsp from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {Readable} from 'node:stream'
+import * as tar from 'tar-stream'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {ContainerdClient, importImage, type ImportEvent} from '../../src/containerd/index.js'
+import {MediaType, readArchive, sha256Digest, type Descriptor, type ImageSource} from '../../src/image/index.js'
+import {makeImage} from '../bed/images.js'
+import {startContainerd, type TestContainerd} from './fixture.js'
+
+const KIB = 1024
+const MIB = 1024 * 1024
+let ctd: TestContainerd
+let client: ContainerdClient
+let work: string
+
+beforeAll(async () => {
+  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'sl-unpack-test-'))
+  ctd = await startContainerd('unpack')
+  client = new ContainerdClient(ctd.address, {displayName: 'unpack-node'})
+})
+
+afterAll(async () => {
+  client?.close()
+  await ctd?.stop()
+  await fsp.rm(work, {recursive: true, force: true})
+})
+
+async function layerTar(files: Record<string, string>): Promise<Buffer> {
+  const pack = tar.pack()
+  for (const [name, content] of Object.entries(files)) pack.entry({name, size: Buffer.byteLength(content), mode: 0o644}, content)
+  pack.finalize()
+  const chunks: Buffer[] = []
+  for await (const c of pack) chunks.push(c as Buffer)
+  return Buffer.concat(chunks)
+}
+
+/** An image held in memory (tiny), to build what no tool would write: a config that lies about a layer. */
+function memorySource(blobs: Buffer[], target: Descriptor): ImageSource {
+  const byDigest = new Map(blobs.map((b) => [sha256Digest(b), b]))
+  return {
+    description: 'memory image',
+    name: undefined,
+    target,
+    async readBlob(desc) {
+      return byDigest.get(desc.digest)!
+    },
+    async openBlob(desc) {
+      return Readable.from([byDigest.get(desc.digest)!])
+    },
+    async close() {},
+  }
+}
+
+describe('unpacking during and after the transfer', () => {
+  it('applies lower layers while upper ones are still on the way', async () => {
+    const out = path.join(work, 'overlap.tar')
+    const info = await makeImage({name: 'sl-unp/overlap:1', format: 'oci', compress: 'none', out, layers: [{sizeBytes: 64 * KIB, seed: 'o1'}, {sizeBytes: 4 * MIB, seed: 'o2'}]})
+    const source = await readArchive(out)
+    const big = info.layerDigests[1]
+    // the big layer trickles in slowly
+    const slow: ImageSource = {
+      ...source,
+      async openBlob(desc) {
+        const stream = await source.openBlob(desc)
+        if (desc.digest !== big) return stream
+        return (async function* () {
+          for await (const c of stream as AsyncIterable<Buffer>) {
+            for (let i = 0; i < c.length; i += 256 * KIB) {
+              await new Promise((r) => setTimeout(r, 40))
+              yield c.subarray(i, i + 256 * KIB)
+            }
+          }
+        })() as unknown as NodeJS.ReadableStream
+      },
+    }
+    const events: ImportEvent[] = []
+    try {
+      await importImage(client, {source: slow, name: 'sl-unp/overlap:1', unpack: true, chunkSize: 256 * KIB, onProgress: (e) => events.push(e)})
+    } finally {
+      await source.close()
+    }
+    const firstUnpacked = events.findIndex((e) => e.type === 'unpack-layer' && e.index === 0 && !e.skipped)
+    const bigDone = events.findIndex((e) => e.type === 'blob-done' && e.digest === big)
+    expect(firstUnpacked).toBeGreaterThanOrEqual(0)
+    expect(firstUnpacked).toBeLessThan(bigDone)
+    expect(await ctd.ctr(['images', 'check'])).toMatch(/docker\.io\/sl-unp\/overlap:1 .*complete \(3\/3\).*true/)
+  })
+
+  it('a layer whose content does not match the config’s diffID fails the import and records nothing', async () => {
+    const layer = await layerTar({'hello.txt': 'hello\n'})
+    const config = Buffer.from(JSON.stringify({architecture: 'amd64', os: 'linux', rootfs: {type: 'layers', diff_ids: [sha256Digest('not this layer')]}}))
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: {mediaType: MediaType.ociConfig, digest: sha256Digest(config), size: config.length},
+        layers: [{mediaType: MediaType.ociLayer, digest: sha256Digest(layer), size: layer.length}],
+      }),
+    )
+    const source = memorySource([layer, config, manifest], {mediaType: MediaType.ociManifest, digest: sha256Digest(manifest), size: manifest.length})
+    await expect(importImage(client, {source, name: 'sl-unp/liar:1', unpack: true})).rejects.toThrow(
+      `unpacking layer ${sha256Digest(layer)} on unpack-node: its content has diffID ${sha256Digest(layer)}, but the image config says ${sha256Digest('not this layer')}`,
+    )
+    expect(await client.imageGet('docker.io/sl-unp/liar:1')).toBeUndefined()
+    expect((await client.leaseList()).filter((l) => l.labels['sideload/image'])).toEqual([])
+    // without unpack the same image imports (CRI would fail later, at container start)
+    const res = await importImage(client, {source, name: 'sl-unp/liar:1', unpack: false})
+    expect(res.upToDate).toBe(false)
+  })
+})
