@@ -12,6 +12,9 @@ import type {BuildStep} from '../buildkit/progress.js'
 import {BuildProgressModel} from '../buildkit/progress.js'
 import type {ExporterSpec, SolveRequest, StatusResponse, WorkerRecord} from '../buildkit/protos.js'
 import {BuildSession, type SecretSource, sharedKeyFor} from '../buildkit/session.js'
+import {readArchive} from '../image/archive.js'
+import {resolveImage} from '../image/model.js'
+import {writeOciArchive} from '../image/oci-writer.js'
 import {DEFAULT_DOCKER_HOST, type DockerEndpoint, describeDockerEndpoint, dialUpgrade, parseDockerHost} from '../grpc/hijack.js'
 
 export type {SecretSource} from '../buildkit/session.js'
@@ -152,8 +155,9 @@ export function solveRequest(
 
 /**
  * Choose the exporter. dockerd 20.10's BuildKit only has `moby` (its own image store), `local`
- * and `tar`; a standalone daemon writes `image` into a containerd it shares, else streams an
- * archive back over the session (FileSend).
+ * and `tar`, so docker/oci archives from dockerd are made afterwards from `docker save`; a
+ * standalone daemon writes `image` into a containerd it shares, else streams an archive back
+ * over the session (FileSend).
  */
 export function chooseExporter(
   builder: BuilderEndpoint,
@@ -165,11 +169,6 @@ export function chooseExporter(
   const multi = (opts.platforms?.length ?? 0) > 1
   if (builder.kind === 'docker') {
     if (opts.output?.type === 'tar') return {exporter: {Type: 'tar', Attrs: {}}, streamed: 'tar'}
-    if (opts.output?.type === 'oci') {
-      throw new Error(
-        'Docker\'s embedded BuildKit (dockerd 20.10) cannot write OCI archives. Use --output docker:FILE, or build with a BuildKit daemon (--builder buildkit).',
-      )
-    }
     if (multi) throw new Error('a multi-platform build needs a BuildKit daemon (--builder buildkit); dockerd builds one platform.')
     return {exporter: {Type: 'moby', Attrs: named}}
   }
@@ -263,10 +262,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (endpoint.kind === 'docker' && !streamed) {
       const imageId = exporterResponse['containerimage.config.digest'] ?? digest ?? ''
       location = {kind: 'dockerd', dockerHost: describeDockerEndpoint(endpoint.docker), names: opts.tags, imageId}
-      if (opts.output?.type === 'docker') {
+      if (opts.output?.type === 'docker' || opts.output?.type === 'oci') {
         const archive = path.resolve(opts.output.path)
-        await pipeline(await saveDockerImages(endpoint.docker, opts.tags.length > 0 ? opts.tags : [imageId]), fs.createWriteStream(archive))
-        location = {kind: 'archive', format: 'docker', path: archive, names: opts.tags}
+        const saved = await saveDockerImages(endpoint.docker, opts.tags.length > 0 ? opts.tags : [imageId])
+        if (opts.output.type === 'docker') await pipeline(saved, fs.createWriteStream(archive))
+        else await writeOciFromDockerArchive(saved, archive, opts.tags[0], opts.workDir)
+        location = {kind: 'archive', format: opts.output.type, path: archive, names: opts.tags}
       }
     } else if (archivePath && streamed) {
       location = {kind: 'archive', format: streamed, path: archivePath, names: opts.tags}
@@ -310,6 +311,18 @@ async function openImageStream(location: ImageLocation, docker: DockerEndpoint |
     throw new Error(`the image is in containerd namespace ${location.namespace} of the BuildKit host, not in an archive; read it from that containerd instead`)
   }
   throw new Error(`a ${location.kind === 'archive' ? location.format : location.kind} output is not a docker-archive; build with --output docker:FILE or without --output`)
+}
+
+/** Convert a docker-archive stream into an OCI layout tar at `out` (dockerd 20.10 cannot export OCI itself). */
+async function writeOciFromDockerArchive(dockerArchive: Readable, out: string, name: string | undefined, workDir: string | undefined): Promise<void> {
+  const source = await readArchive(dockerArchive, {name, tmpDir: workDir})
+  try {
+    const image = await resolveImage(source)
+    const file = fs.createWriteStream(out)
+    await writeOciArchive(file, source, image, {name})
+  } finally {
+    await source.close()
+  }
 }
 
 function delay(ms: number): Promise<void> {

@@ -281,6 +281,26 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(await interfaces('default')).toEqual(['eth0', 'lo'])
   }, 180_000)
 
+  it('--output oci:FILE from dockerd: an OCI layout that containerd imports', async () => {
+    const ctx = makeContext('oci-ctx', {Dockerfile: 'FROM sltest/busybox:1\nRUN echo oci > /oci.txt\n'})
+    const out = path.join(work, 'image-oci.tar')
+    const result = await build({context: ctx, tags: ['sltest/oci:1'], output: {type: 'oci', path: out}, builder: {kind: 'docker', dockerHost: dockerd.host}})
+    expect(result.location).toEqual({kind: 'archive', format: 'oci', path: out, names: ['sltest/oci:1']})
+    const dir = path.join(work, 'image-oci')
+    fs.mkdirSync(dir)
+    await run('tar', ['-xf', out, '-C', dir])
+    expect(JSON.parse(fs.readFileSync(path.join(dir, 'oci-layout'), 'utf8'))).toEqual({imageLayoutVersion: '1.0.0'})
+    const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')) as {manifests: {annotations?: Record<string, string>}[]}
+    expect(index.manifests[0].annotations?.['io.containerd.image.name']).toBe('docker.io/sltest/oci:1')
+    await expect(result.openImageStream()).rejects.toThrow(/not a docker-archive/)
+
+    // dockerd's own containerd (a real containerd 1.6) takes it with ctr.
+    const ctr = ['--address', path.join(dockerd.dir, 'exec', 'containerd', 'containerd.sock'), '-n', 'sl-oci-check']
+    await run('ctr', [...ctr, 'images', 'import', out])
+    const {stdout} = await run('ctr', [...ctr, 'images', 'check'])
+    expect(stdout).toMatch(/docker\.io\/sltest\/oci:1 .*complete/)
+  }, 180_000)
+
   it('reports a failing RUN with its log and Dockerfile line', async () => {
     const ctx = makeContext('fail-ctx', {
       Dockerfile: 'FROM sltest/busybox:1\nRUN echo preparing\nRUN echo boom-output-123 && exit 3\n',

@@ -75,9 +75,11 @@ describe('exporter choice', () => {
     })
   })
 
-  it('dockerd exports moby, refuses oci with a hint', () => {
+  it('dockerd exports moby (archives are made from docker save), tar over FileSend; one platform only', () => {
     expect(chooseExporter(docker, {tags: ['app:1']}, undefined)).toEqual({exporter: {Type: 'moby', Attrs: {name: 'app:1'}}})
-    expect(() => chooseExporter(docker, {tags: ['app:1'], output: {type: 'oci', path: 'x'}}, undefined)).toThrow(/--output docker:FILE/)
+    expect(chooseExporter(docker, {tags: ['app:1'], output: {type: 'oci', path: 'x'}}, undefined)).toEqual({exporter: {Type: 'moby', Attrs: {name: 'app:1'}}})
+    expect(chooseExporter(docker, {tags: [], output: {type: 'tar', path: 'x'}}, undefined)).toEqual({exporter: {Type: 'tar', Attrs: {}}, streamed: 'tar'})
+    expect(() => chooseExporter(docker, {tags: ['app:1'], platforms: ['linux/amd64', 'linux/arm64']}, undefined)).toThrow(/--builder buildkit/)
   })
 })
 
