@@ -88,6 +88,21 @@ describe('sideload expose', () => {
     expect(podLabels('db-0')).toEqual({app: 'db', role: 'primary'})
   })
 
+  it('picks the target port among declared ports by protocol, and asks when it cannot', async () => {
+    server.store.create('pods', 'default', {metadata: {name: 'dns-0', labels: {app: 'dns'}}, spec: {nodeName: NODES[0].name,
+      containers: [{name: 'main', image: 'local/app:1.0', ports: [{containerPort: 5353, protocol: 'UDP', name: 'dns'}, {containerPort: 8080, name: 'metrics'}, {containerPort: 9090, name: 'admin'}]}]}})
+    await kubelet.syncNow()
+    const udp = await expose({client, pod: 'dns-0', port: 53, protocol: 'UDP'})
+    expect(udp.targetPort).toBe(5353)
+    expect((serviceSpec('dns-0').ports as JsonObject[])[0]).toMatchObject({port: 53, targetPort: 5353, protocol: 'UDP'})
+    const ambiguous = await expose({client, pod: 'dns-0', port: 80, name: 'dns-0-tcp'}).catch((e: unknown) => e)
+    expect((ambiguous as Error).message).toBe('pod dns-0 declares several TCP ports (8080/TCP (metrics) in main, 9090/TCP (admin) in main) and none is 80: pass --target-port')
+    const named = await expose({client, pod: 'dns-0', port: 80, name: 'dns-0-tcp', targetPort: 'metrics'})
+    expect(named.targetPort).toBe('metrics')
+    const unknown = await expose({client, pod: 'dns-0', port: 80, name: 'dns-0-x', targetPort: 'nope'}).catch((e: unknown) => e)
+    expect((unknown as Error).message).toBe('pod dns-0 declares no port named "nope" (--target-port)')
+  })
+
   it('is idempotent: a re-run changes nothing, a new target port updates in place and keeps the node port', async () => {
     const first = await expose({client, pod: 'centos-stream-8', port: 22})
     expect(first.action).toBe('unchanged')
