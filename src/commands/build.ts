@@ -12,7 +12,7 @@ The default, --builder auto, takes the BuildKit daemon when BUILDKIT_HOST is set
 
 Where the image ends up:
 - BuildKit daemon whose worker is containerd namespace k8s.io: straight into that containerd.
-- Other BuildKit daemons: a docker-archive (OCI layout + manifest.json) written next to the build, path printed.
+- Other BuildKit daemons: a docker-archive (OCI layout + manifest.json) in the temp directory, path printed.
 - dockerd: in dockerd's image store under the -t names (read back with docker save).
 - --output oci:FILE | docker:FILE | tar:FILE: that archive instead.
 
@@ -31,15 +31,15 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
   }
 
   static override flags = {
-    tag: Flags.string({char: 't', description: 'image name (repeatable)', multiple: true, default: []}),
+    tag: Flags.string({char: 't', description: 'image name (repeatable)', multiple: true}),
     file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),
-    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true, default: []}),
+    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true}),
     target: Flags.string({description: 'build this stage of a multi-stage Dockerfile'}),
-    platform: Flags.string({description: 'target platform(s), e.g. linux/amd64 (repeatable or comma-separated)', multiple: true, default: []}),
+    platform: Flags.string({description: 'target platform(s), e.g. linux/amd64 (repeatable or comma-separated)', multiple: true}),
     'no-cache': Flags.boolean({description: 'do not use the build cache'}),
     network: Flags.string({description: 'network for RUN steps', options: ['default', 'none', 'host'], default: 'default'}),
-    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true, default: []}),
-    label: Flags.string({description: 'image label K=V (repeatable)', multiple: true, default: []}),
+    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true}),
+    label: Flags.string({description: 'image label K=V (repeatable)', multiple: true}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json'], default: 'auto'}),
     builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
     'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
@@ -54,14 +54,14 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
     const options: BuildOptions = {
       context: args.context,
       dockerfile: flags.file,
-      tags: flags.tag,
-      buildArgs: keyValues(flags['build-arg'], '--build-arg'),
-      labels: keyValues(flags.label, '--label'),
+      tags: flags.tag ?? [],
+      buildArgs: keyValues(flags['build-arg'] ?? [], '--build-arg'),
+      labels: keyValues(flags.label ?? [], '--label'),
       target: flags.target,
-      platforms: flags.platform.flatMap((p) => p.split(',')).filter((p) => p !== ''),
+      platforms: (flags.platform ?? []).flatMap((p) => p.split(',')).filter((p) => p !== ''),
       noCache: flags['no-cache'],
       network: flags.network as BuildOptions['network'],
-      secrets: parseSecrets(flags.secret),
+      secrets: parseSecrets(flags.secret ?? []),
       builder: builderChoice(flags.builder, flags['buildkit-host'], flags['docker-host']),
       output: flags.output ? parseOutput(flags.output) : undefined,
       onStatus: (u) => renderer.update(u),
