@@ -100,6 +100,7 @@ export function describeExpose(r: ExposeResult): string {
     const ssh = r.endpoints.filter(e => e.ssh)
     if (ssh.length > 0) for (const e of ssh) lines.push(`  ${e.ssh}`)
   }
+  for (const w of r.warnings) lines.push(`warning: ${w}`)
   return lines.join('\n')
 }
 

@@ -55,6 +55,8 @@ export interface ExposeResult {
   nodePort: number
   protocol: Protocol
   endpoints: ExposeEndpoint[]
+  /** things the user should know (e.g. the pod is managed by a controller that will replace it unlabelled) */
+  warnings: string[]
 }
 
 export interface UnexposeOptions extends KubeTargetOptions {
@@ -275,9 +277,15 @@ export async function expose(opts: ExposeOptions): Promise<ExposeResult> {
   const nodePort = service.spec?.ports?.[0]?.nodePort
   if (!nodePort) throw new ExposeError(`service ${namespace}/${serviceName} got no node port from the API server`)
   const endpoints = await endpointsFor(client, pod.spec?.nodeName, nodePort, opts.sshUser)
+  const warnings: string[] = []
+  const controller = pod.metadata?.ownerReferences?.find(o => o.controller)
+  if (controller && selector[EXPOSE_LABEL] !== undefined) {
+    warnings.push(`pod ${opts.pod} is managed by ${controller.kind} ${controller.name}: a replacement pod will not carry ` +
+      `${EXPOSE_LABEL}=${selector[EXPOSE_LABEL]}, so run expose again for the new pod`)
+  }
   return {
     namespace, pod: opts.pod, service: serviceName, action, selector, addedLabel,
-    port: opts.port, targetPort, nodePort, protocol, endpoints,
+    port: opts.port, targetPort, nodePort, protocol, endpoints, warnings,
   }
 }
 

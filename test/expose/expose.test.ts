@@ -71,7 +71,10 @@ describe('sideload expose', () => {
   it('selects one replica alone when its labels match its siblings', async () => {
     await makePod('web-1', {labels: {app: 'web'}})
     await makePod('web-2', {labels: {app: 'web'}})
+    server.store.patch('pods', 'default', 'web-1', 'merge', {metadata: {ownerReferences: [
+      {apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-5d8f', uid: '0f6e3c9a-1b2c-4d5e-8f90-123456789abc', controller: true}]}})
     const r = await expose({client, pod: 'web-1', port: 80})
+    expect(r.warnings).toEqual(['pod web-1 is managed by ReplicaSet web-5d8f: a replacement pod will not carry sideload.dev/expose=web-1, so run expose again for the new pod'])
     expect(r.selector).toEqual({[EXPOSE_LABEL]: 'web-1'})
     expect(selected(serviceSpec('web-1').selector as Record<string, string>)).toEqual(['web-1'])
     expect(podLabels('web-1')).toEqual({app: 'web', [EXPOSE_LABEL]: 'web-1'})
