@@ -189,7 +189,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
   let keepLease = false
   try {
     // Hold what the node already has, so GC cannot take it while we work.
-    for (const digest of existing.keys()) await client.leaseAddResource(lease, {id: digest, type: 'content'})
+    await mapLimit([...existing.keys()], 8, (digest) => client.leaseAddResource(lease, {id: digest, type: 'content'}))
     await fixExistingLabels()
 
     let sentBytes = 0
