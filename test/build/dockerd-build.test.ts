@@ -21,7 +21,7 @@ let work: string
 
 beforeAll(async () => {
   dockerd = await startDockerd('bkbuild')
-  work = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-bkbuild-work-'))
+  work = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-bkwork-'))
   const base = path.join(work, 'busybox.tar')
   await writeBusyboxArchive(base, 'sltest/busybox:1')
   await dockerd.docker(['load', '-i', base])

@@ -55,10 +55,50 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
   return !pidAlive(pid)
 }
 
+/**
+ * Remove what an earlier, killed run of the same test file left behind: dockerds whose owning
+ * test process is gone (their dir records the owner's pid), their managed containerd, their dir.
+ */
+async function sweepDead(name: string): Promise<void> {
+  for (const entry of fs.readdirSync(os.tmpdir())) {
+    if (!entry.startsWith(`sl-${name}-`)) continue
+    const dir = path.join(os.tmpdir(), entry)
+    const ownerFile = path.join(dir, 'owner.pid')
+    if (!fs.existsSync(ownerFile)) {
+      // Being created right now by another run, unless it is old.
+      if (Date.now() - fs.statSync(dir).mtimeMs < 10 * 60_000) continue
+    } else {
+      const owner = Number(fs.readFileSync(ownerFile, 'utf8').trim())
+      if (owner > 0 && pidAlive(owner)) continue
+    }
+    for (const pidFile of [path.join(dir, 'dockerd.pid'), path.join(dir, 'exec', 'containerd', 'containerd.pid')]) {
+      const pid = fs.existsSync(pidFile) ? Number(fs.readFileSync(pidFile, 'utf8').trim()) : 0
+      if (pid > 0 && pidAlive(pid)) {
+        process.kill(pid, 'SIGKILL')
+        await waitGone(pid, 5000)
+      }
+    }
+    await unmountUnder(dir)
+    fs.rmSync(dir, {recursive: true, force: true})
+  }
+}
+
+async function unmountUnder(dir: string): Promise<void> {
+  const mounts = fs
+    .readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[4])
+    .filter((m): m is string => m !== undefined && m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length)
+  for (const m of mounts) await run('umount', ['-l', m]).catch(() => undefined)
+}
+
 /** Start a private dockerd; `name` must be unique to the test file (it names dirs and namespaces). */
 export async function startDockerd(name: string): Promise<TestDockerd> {
   if (process.getuid?.() !== 0) throw new Error('the dockerd tests need root (they start their own dockerd)')
+  await sweepDead(name).catch(() => undefined)
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `sl-${name}-`))
+  fs.writeFileSync(path.join(dir, 'owner.pid'), String(process.pid))
   const socketPath = path.join(dir, 'docker.sock')
   const logPath = path.join(dir, 'dockerd.log')
   const log = fs.openSync(logPath, 'a')
@@ -109,13 +149,7 @@ export async function startDockerd(name: string): Promise<TestDockerd> {
         if (!(await waitGone(ctdPid, 5000))) process.kill(ctdPid, 'SIGKILL')
       }
     }
-    const mounts = fs
-      .readFileSync('/proc/self/mountinfo', 'utf8')
-      .split('\n')
-      .map((l) => l.split(' ')[4])
-      .filter((m): m is string => m !== undefined && m.startsWith(`${dir}/`))
-      .sort((a, b) => b.length - a.length)
-    for (const m of mounts) await run('umount', ['-l', m]).catch(() => undefined)
+    await unmountUnder(dir)
     fs.rmSync(dir, {recursive: true, force: true})
   }
 
