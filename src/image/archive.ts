@@ -112,13 +112,13 @@ async function openInput(input: string | Readable, options: ReadArchiveOptions, 
     cleanups.push(() => fh.close())
     const st = await fh.stat()
     if (!st.isFile()) throw new Error(`${input} is not a regular file (pass "-" to read an archive from stdin)`)
-    if (await isGzip(fh.fd)) return decompressToSpool(readRange(fh.fd, 0, st.size, input), input, options, cleanups)
+    if (await isGzip(fh.fd, input)) return decompressToSpool(readRange(fh.fd, 0, st.size, input), input, options, cleanups)
     return {fd: fh.fd, file: input, label: input}
   }
   const inputFd = (input as {fd?: unknown}).fd
   if (typeof inputFd === 'number') {
     try {
-      if (fs.fstatSync(inputFd).isFile() && !(await isGzip(inputFd))) return {fd: inputFd, file: `/proc/self/fd/${inputFd}`, label: 'stdin'}
+      if (fs.fstatSync(inputFd).isFile() && !(await isGzip(inputFd, 'stdin'))) return {fd: inputFd, file: `/proc/self/fd/${inputFd}`, label: 'stdin'}
     } catch {
       // not a file descriptor we can seek: spool it
     }
@@ -131,16 +131,19 @@ async function openInput(input: string | Readable, options: ReadArchiveOptions, 
   })
   const fh = await fs.promises.open(spool, 'r')
   cleanups.push(() => fh.close())
-  if (await isGzip(fh.fd)) return decompressToSpool(readRange(fh.fd, 0, (await fh.stat()).size, 'stdin'), 'stdin', options, cleanups)
+  if (await isGzip(fh.fd, 'stdin')) return decompressToSpool(readRange(fh.fd, 0, (await fh.stat()).size, 'stdin'), 'stdin', options, cleanups)
   return {fd: fh.fd, file: spool, label: 'stdin'}
 }
 
-async function isGzip(fd: number): Promise<boolean> {
+/** True for gzip input (decompressed to a spool); zstd input is refused with a way out. */
+async function isGzip(fd: number, label = 'the archive'): Promise<boolean> {
   const head = Buffer.alloc(4)
   const {bytesRead} = await new Promise<{bytesRead: number}>((resolve, reject) =>
     fs.read(fd, head, 0, 4, 0, (err, n) => (err ? reject(err) : resolve({bytesRead: n}))),
   )
-  return detectCompression(head.subarray(0, bytesRead)) === 'gzip'
+  const compression = detectCompression(head.subarray(0, bytesRead))
+  if (compression === 'zstd') throw new Error(`${label} is zstd-compressed; decompress it first (zstd -d) or pipe it: zstd -dc FILE | sideload … -`)
+  return compression === 'gzip'
 }
 
 async function decompressToSpool(source: Readable, label: string, options: ReadArchiveOptions, cleanups: (() => Promise<void>)[]): Promise<Opened> {

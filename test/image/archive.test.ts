@@ -79,6 +79,9 @@ describe('readArchive', () => {
     await expect(readArchive(cut)).rejects.toThrow(new RegExp(`${cut.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')} is truncated`))
     await expect(readArchive(ociPath, {name: 'other:2'})).rejects.toThrow(`image "other:2" is not in ${ociPath}; it contains: docker.io/sl-arch/app:1`)
     await expect(readArchive(path.join(work, 'missing.tar'))).rejects.toThrow(/cannot open image archive .*missing\.tar: no such file/)
+    const zst = path.join(work, 'app.tar.zst')
+    await fsp.writeFile(zst, Buffer.concat([Buffer.from([0x28, 0xb5, 0x2f, 0xfd]), Buffer.alloc(600)]))
+    await expect(readArchive(zst)).rejects.toThrow(`${zst} is zstd-compressed; decompress it first`)
     const plain = path.join(work, 'plain.tar')
     await rewriteTar(ociPath, plain, (n) => n.startsWith('blobs/'), [])
     await expect(readArchive(plain)).rejects.toThrow(`${plain} is a tar but not an image archive`)
@@ -95,6 +98,17 @@ describe('readArchive', () => {
     expect(image.config.digest).toBe(oci.configDigest)
     await source.close()
     expect(fs.existsSync(spool)).toBe(false)
+
+    // stdin redirected from a file (`sideload push - < app.tar`) is read in place, not spooled
+    const fd = fs.openSync(ociPath, 'r')
+    try {
+      const redirected = await readArchive(fs.createReadStream('', {fd, autoClose: false}))
+      expect(redirected.file).toBe(`/proc/self/fd/${fd}`)
+      expect((await resolveImage(redirected)).config.digest).toBe(oci.configDigest)
+      await redirected.close()
+    } finally {
+      fs.closeSync(fd)
+    }
 
     const gz = path.join(work, 'app.tar.gz')
     await pipeline(fs.createReadStream(ociPath), createGzip(), fs.createWriteStream(gz))
