@@ -85,10 +85,6 @@ class WriteSession {
     for (const w of this.waiting.splice(0)) w.reject(this.failure)
   }
 
-  get outstanding(): number {
-    return this.waiting.length
-  }
-
   /** Send a request; the promise settles with its reply. Waits for 'drain' if grpc-js buffers. */
   async send(req: WriteRequest): Promise<{reply: Promise<WriteResponse>}> {
     if (this.failure) throw this.failure

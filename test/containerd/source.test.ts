@@ -105,4 +105,13 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
       await source.close()
     }
   })
+
+  it('says which node and what to check when the socket is not there', async () => {
+    const missing = new ContainerdClient(`unix://${work}/no-such.sock`, {displayName: 'node-x'})
+    try {
+      await expect(missing.version()).rejects.toThrow(/containerd version\.Version on node-x failed: .*ENOENT.*\(UNAVAILABLE\)\. Hint: is containerd running on the node/)
+    } finally {
+      missing.close()
+    }
+  })
 })
