@@ -56,6 +56,16 @@ export interface ImportImageOptions {
   window?: number
   /** Blobs sent at the same time (default 3). */
   parallel?: number
+  /** Cancels the import (Ctrl-C): nothing is recorded; partial blobs stay resumable for the lease's lifetime. */
+  signal?: AbortSignal
+}
+
+/** Raised when ImportImageOptions.signal fires. */
+export class ImportCancelledError extends Error {
+  constructor(where: string) {
+    super(`import into ${where} was cancelled`)
+    this.name = 'ImportCancelledError'
+  }
 }
 
 export interface ImportResult {
@@ -263,13 +273,18 @@ export async function importImage(client: ContainerdClient, options: ImportImage
         }
       }
     }
+    const onAbort = (): void => fail(new ImportCancelledError(client.displayName))
+    if (options.signal?.aborted) onAbort()
+    options.signal?.addEventListener('abort', onAbort, {once: true})
     const unpacking = unpack ? unpackImage(client, image, {snapshotter, lease, emit, whenArrived}).catch(fail) : Promise.resolve()
     await Promise.all(Array.from({length: Math.min(Math.max(1, options.parallel ?? 3), missing.length)}, worker))
     await unpacking
+    options.signal?.removeEventListener('abort', onAbort)
+    if (failure === undefined && options.signal?.aborted) onAbort()
     if (failure !== undefined) {
       // An interrupted transfer keeps its lease (it expires by itself) so the partial
       // ingests survive and the next run resumes from the node's offsets.
-      if (failure instanceof SourceInterruptedError || grpcCode(failure) === grpc.status.UNAVAILABLE || grpcCode(failure) === grpc.status.CANCELLED) keepLease = true
+      if (failure instanceof ImportCancelledError || failure instanceof SourceInterruptedError || grpcCode(failure) === grpc.status.UNAVAILABLE || grpcCode(failure) === grpc.status.CANCELLED) keepLease = true
       throw failure
     }
     // Count only what went over the wire.

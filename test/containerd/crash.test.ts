@@ -2,7 +2,7 @@ import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {ContainerdClient, importImage, ingestRef, type ImportEvent} from '../../src/containerd/index.js'
+import {ContainerdClient, ImportCancelledError, importImage, ingestRef, type ImportEvent} from '../../src/containerd/index.js'
 import {readArchive, type ImageSource} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
 import {startContainerd, type TestContainerd} from './fixture.js'
@@ -89,6 +89,39 @@ describe('importImage when the node goes away or is busy', () => {
       b.close()
       await sa.close()
       await sb.close()
+    }
+  })
+
+  it('cancelling (Ctrl-C) records nothing and the next run resumes', async () => {
+    const out = path.join(work, 'cancel.tar')
+    const info = await makeImage({name: 'sl-crash/cancel:1', format: 'oci', compress: 'none', out, layers: [{sizeBytes: 8 * MIB, seed: 'c1'}]})
+    const layer = info.layerDigests[0]
+    const client = new ContainerdClient(ctd.address, {displayName: 'cancel-node'})
+    const source = await readArchive(out)
+    try {
+      const controller = new AbortController()
+      const err = await importImage(client, {
+        source,
+        name: 'sl-crash/cancel:1',
+        chunkSize: 256 * 1024,
+        window: 1,
+        signal: controller.signal,
+        onProgress: (e) => e.type === 'blob-bytes' && e.digest === layer && e.sent >= 2 * MIB && controller.abort(),
+      }).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
+      expect(err).toBeInstanceOf(ImportCancelledError)
+      expect((err as Error).message).toBe('import into cancel-node was cancelled')
+      expect(await client.imageGet('docker.io/sl-crash/cancel:1')).toBeUndefined()
+      const kept = await client.contentStatus(ingestRef(layer))
+      expect(kept?.offset).toBeGreaterThanOrEqual(2 * MIB)
+      const events: ImportEvent[] = []
+      await importImage(client, {source, name: 'sl-crash/cancel:1', onProgress: (e) => events.push(e)})
+      expect(events.find((e) => e.type === 'blob-start' && e.digest === layer)).toMatchObject({resumeOffset: kept!.offset})
+    } finally {
+      client.close()
+      await source.close()
     }
   })
 
