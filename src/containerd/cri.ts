@@ -18,21 +18,49 @@ type ServiceCtor = new (address: string, creds: grpc.ChannelCredentials, options
 type UnaryFn = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall
 
 /**
- * The CRI ImageService on a containerd socket: asks what the kubelet would see. The CRI
- * plugin normalises names itself (`app:1` → docker.io/library/app:1).
+ * The CRI services on a containerd socket: what the kubelet would see. The CRI plugin
+ * normalises names itself (`app:1` → docker.io/library/app:1).
  */
-export class CriImageClient {
+export class CriClient {
   private readonly client: grpc.Client
+  private readonly runtime: grpc.Client
   constructor(
     address: string,
     private readonly displayName = address,
   ) {
-    const pkg = loadProtos(['containerd/cri/runtime/v1/images.proto'])
+    const pkg = loadProtos(['containerd/cri/runtime/v1/api.proto'])
     this.client = new (lookup<ServiceCtor>(pkg, 'runtime.v1.ImageService'))(normalizeAddress(address), grpc.credentials.createInsecure(), CONTAINERD_CHANNEL_OPTIONS)
+    this.runtime = new (lookup<ServiceCtor>(pkg, 'runtime.v1.RuntimeService'))(normalizeAddress(address), grpc.credentials.createInsecure(), {
+      ...CONTAINERD_CHANNEL_OPTIONS,
+      channelOverride: this.client.getChannel(),
+    })
   }
 
   close(): void {
     this.client.close()
+    this.runtime.close()
+  }
+
+  /**
+   * The snapshotter the CRI plugin unpacks container images into (its `containerd.snapshotter`
+   * setting, from the verbose runtime status), e.g. overlayfs; what importImage should unpack into.
+   */
+  snapshotter(): Promise<string> {
+    const svc = this.runtime as unknown as Record<string, UnaryFn>
+    return new Promise((resolve, reject) => {
+      svc.Status.call(svc, {verbose: true}, (err, res) => {
+        if (err) return reject(describeError(err, 'cri.Status', this.displayName))
+        const info = (res as {info: Record<string, string>}).info
+        try {
+          const config = JSON.parse(info.config ?? '') as {containerd?: {snapshotter?: unknown}}
+          const name = config.containerd?.snapshotter
+          if (typeof name === 'string' && name) return resolve(name)
+        } catch {
+          // fall through
+        }
+        reject(new Error(`the CRI plugin on ${this.displayName} did not report its snapshotter (no containerd.snapshotter in its verbose status)`))
+      })
+    })
   }
 
   /** The image as CRI resolves `name`, or undefined when CRI does not know it. */

@@ -4,7 +4,7 @@ import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {ContainerdClient, CriImageClient, importImage, type CriImage} from '../../src/containerd/index.js'
+import {ContainerdClient, CriClient, importImage, type CriImage} from '../../src/containerd/index.js'
 import {readArchive} from '../../src/image/index.js'
 import {startBed, type Bed} from '../bed/bed.js'
 import {makeImage} from '../bed/images.js'
@@ -14,7 +14,7 @@ let bed: Bed
 let work: string
 
 /** CRI learns about new images from events: poll until it reports `name`. */
-async function criStatus(cri: CriImageClient, name: string): Promise<CriImage | undefined> {
+async function criStatus(cri: CriClient, name: string): Promise<CriImage | undefined> {
   const deadline = Date.now() + 10_000
   for (;;) {
     const image = await cri.imageStatus(name)
@@ -53,13 +53,20 @@ describe('native import into bed nodes', () => {
       const again = await importImage(client, {source, name: 'sl-bed/bb:1', snapshotter: node.snapshotter, pin: true, unpack: true})
       expect(again).toMatchObject({upToDate: true, sentBytes: 0})
       // the kubelet's view: CRI resolves the short name, reports the config digest as id and the digest reference
-      const cri = new CriImageClient(`unix://${node.hostSocketPath}`)
+      const cri = new CriClient(`unix://${node.hostSocketPath}`)
       try {
         const status = await criStatus(cri, 'sl-bed/bb:1')
         expect(status).toMatchObject({id: info.configDigest, repoTags: ['docker.io/sl-bed/bb:1'], repoDigests: [`docker.io/sl-bed/bb@${info.targetDigest}`]})
         // containerd 1.6.20's CRI does not report pinned yet (later 1.6.x/1.7 read the label); the label itself is asserted above
       } finally {
         cri.close()
+      }
+      // the snapshotter CRI uses, asked from CRI itself
+      const cri2 = new CriClient(`unix://${node.hostSocketPath}`, node.name)
+      try {
+        expect(await cri2.snapshotter()).toBe(node.snapshotter)
+      } finally {
+        cri2.close()
       }
       // the other node has nothing of it
       expect(await bed.ctr(bed.nodes[1], ['images', 'ls', '-q'])).not.toContain('sl-bed/bb')
@@ -76,7 +83,7 @@ describe('native import into bed nodes', () => {
     const dock = path.join(work, 'dock.tar')
     const d = await makeImage({name: 'sl-bed/dock:1', format: 'docker', out: dock, layers: [{busybox: true}, {sizeBytes: MIB, seed: 'dk'}]})
     const client = new ContainerdClient(`unix://${node.hostSocketPath}`, {displayName: node.name})
-    const cri = new CriImageClient(`unix://${node.hostSocketPath}`)
+    const cri = new CriClient(`unix://${node.hostSocketPath}`)
     try {
       for (const [file, name] of [[multi, 'sl-bed/multi:1'], [dock, 'sl-bed/dock:1']]) {
         const source = await readArchive(file)
