@@ -1,4 +1,3 @@
-import {once} from 'node:events'
 import type {Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import * as tar from 'tar-stream'
@@ -25,11 +24,19 @@ export interface WriteOciArchiveOptions {
 export async function writeOciArchive(out: Writable, source: ImageSource, image: ResolvedImage, options: WriteOciArchiveOptions = {}): Promise<{blobsWritten: number; bytesWritten: number}> {
   const pack = tar.pack()
   const piping = pipeline(pack, out)
+  piping.catch(() => undefined) // awaited below; this only keeps an early failure from going unhandled
+  // A failing output (a closed SSH channel) must end the blob copies too, not leave them waiting on backpressure.
+  const outputFailed = piping.then(() => {
+    throw new Error('the output closed before the archive was complete')
+  })
+  outputFailed.catch(() => undefined)
   let blobsWritten = 0
   let bytesWritten = 0
   const mtime = new Date(0)
   const addBuffer = async (name: string, data: Buffer): Promise<void> => {
-    await new Promise<void>((resolve, reject) => pack.entry({name, size: data.length, mtime, mode: 0o644}, data, (err) => (err ? reject(err) : resolve())))
+    const written = new Promise<void>((resolve, reject) => pack.entry({name, size: data.length, mtime, mode: 0o644}, data, (err) => (err ? reject(err) : resolve())))
+    written.catch(() => undefined)
+    await Promise.race([written, outputFailed])
   }
   try {
     await addBuffer('oci-layout', Buffer.from(JSON.stringify({imageLayoutVersion: '1.0.0'})))
@@ -48,9 +55,9 @@ export async function writeOciArchive(out: Writable, source: ImageSource, image:
     for (const desc of imageBlobs(image).reverse()) {
       if (options.omitBlobs?.has(desc.digest)) continue
       const entry = pack.entry({name: `blobs/sha256/${digestHex(desc.digest)}`, size: desc.size, mtime, mode: 0o644})
-      const done = once(entry, 'finish')
-      await pipeline(await source.openBlob(desc), new VerifyingStream(desc, source.description), entry)
-      await done.catch(() => undefined)
+      const copy = pipeline(await source.openBlob(desc), new VerifyingStream(desc, source.description), entry)
+      copy.catch(() => undefined)
+      await Promise.race([copy, outputFailed])
       blobsWritten++
       bytesWritten += desc.size
     }

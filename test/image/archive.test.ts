@@ -3,12 +3,13 @@ import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {execFileSync} from 'node:child_process'
-import {PassThrough, Readable} from 'node:stream'
+import {PassThrough, Readable, Writable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createGzip} from 'node:zlib'
 import * as tar from 'tar-stream'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {MediaType, readArchive, resolveImage, sha256Digest, VerifyingStream, type ImageInfo} from '../../src/image/index.js'
+import {MediaType, readArchive, resolveImage, sha256Digest, VerifyingStream, writeOciArchive} from '../../src/image/index.js'
+import type {ImageInfo} from '../bed/images.js'
 import {makeImage} from '../bed/images.js'
 
 const KIB = 1024
@@ -183,5 +184,27 @@ describe('readArchive', () => {
       await again.close()
     }
     await expect(readArchive(work)).rejects.toThrow(`${work} is a directory but not an OCI image layout`)
+  })
+})
+
+describe('writeOciArchive', () => {
+  it('fails with the output’s error when the output breaks or is torn down mid-blob', async () => {
+    const source = await readArchive(ociPath)
+    try {
+      const image = await resolveImage(source)
+      let n = 0
+      const breaking = new Writable({
+        write(chunk: Buffer, _enc, cb) {
+          n += chunk.length
+          cb(n > 20 * KIB ? new Error('channel closed') : null)
+        },
+      })
+      await expect(writeOciArchive(breaking, source, image)).rejects.toThrow('channel closed')
+      const stalled = new Writable({highWaterMark: 1024, write() {}})
+      setTimeout(() => stalled.destroy(new Error('ssh channel reset')), 200)
+      await expect(writeOciArchive(stalled, source, image)).rejects.toThrow('ssh channel reset')
+    } finally {
+      await source.close()
+    }
   })
 })
