@@ -52,6 +52,21 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
     // a layer blob removed behind our back: incomplete, and says which
     await dstClient.contentDelete(info.layerDigests[1])
     expect(await inspectNodeImage(dstClient, {name: 'sl-src/local:1'})).toMatchObject({present: true, complete: false, problem: expect.stringContaining(info.layerDigests[1])})
+    // `ctr images export` writes OCI layout + docker manifest.json in one tar: the OCI side is read
+    const exported = path.join(work, 'exported.tar')
+    await src.ctr(['images', 'export', exported, 'docker.io/sl-src/local:1'])
+    const fromCtr = await readArchive(exported)
+    try {
+      expect(fromCtr.format).toBe('oci')
+      expect(fromCtr.names).toContain('docker.io/sl-src/local:1')
+      expect(fromCtr.target.digest).toBe(info.targetDigest)
+      // dst lacks only the layer deleted above: just that one crosses, and the image is whole again
+      const again = await importImage(dstClient, {source: fromCtr, name: 'sl-src/local:exported'})
+      expect(again).toMatchObject({blobsSent: 1, sentBytes: info.platforms[0].layerSizes[1], digest: info.targetDigest})
+      expect(await inspectNodeImage(dstClient, {name: 'sl-src/local:1'})).toMatchObject({complete: true})
+    } finally {
+      await fromCtr.close()
+    }
     await expect(openContainerdSource({address: src.address, name: 'sl-src/nope:1'})).rejects.toThrow(/"sl-src\/nope:1" is not in containerd .*it has: docker\.io\/sl-src\/local:1/)
   })
 
