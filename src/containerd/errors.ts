@@ -29,7 +29,8 @@ export function describeError(err: unknown, method: string, where: string): Erro
   }
   if (err.code === grpc.status.UNAVAILABLE) {
     if (/EACCES|permission denied/i.test(details)) hint = ' Hint: the containerd socket needs root; connect as root or use the sudo ctr fallback.'
-    else if (/ENOENT|No connection established|connect/i.test(details)) hint = ' Hint: is containerd running on the node, and is the socket path right?'
+    else if (/ENOENT|ECONNREFUSED|No connection established/i.test(details)) hint = ' Hint: is containerd running on the node, and is the socket path right?'
+    else if (/ECONNRESET|EPIPE|dropped|closed|GOAWAY/i.test(details)) hint = ' The connection to the node was lost.'
   } else if (err.code === grpc.status.FAILED_PRECONDITION && /namespace is required/.test(details)) {
     hint = ' (this is a bug in sideload: no namespace header was sent)'
   } else if (err.code === grpc.status.UNIMPLEMENTED) {

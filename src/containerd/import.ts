@@ -195,7 +195,8 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     return {...base, upToDate: true, sentBytes: 0, skippedBytes: blobs.reduce((n, b) => n + b.size, 0), blobsSent: 0, blobsSkipped: blobs.length, unpacked: unpack}
   }
 
-  const lease = await client.leaseCreate({expiresInMs: options.leaseExpiresInMs ?? 60 * 60 * 1000, labels: {'sideload/image': name}})
+  const leaseMs = options.leaseExpiresInMs ?? 60 * 60 * 1000
+  const lease = await client.leaseCreate({expiresInMs: leaseMs, labels: {'sideload/image': name}})
   let keepLease = false
   try {
     // Hold what the node already has, so GC cannot take it while we work.
@@ -284,7 +285,12 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     if (failure !== undefined) {
       // An interrupted transfer keeps its lease (it expires by itself) so the partial
       // ingests survive and the next run resumes from the node's offsets.
-      if (failure instanceof ImportCancelledError || failure instanceof SourceInterruptedError || grpcCode(failure) === grpc.status.UNAVAILABLE || grpcCode(failure) === grpc.status.CANCELLED) keepLease = true
+      if (failure instanceof ImportCancelledError || failure instanceof SourceInterruptedError || grpcCode(failure) === grpc.status.UNAVAILABLE || grpcCode(failure) === grpc.status.CANCELLED) {
+        keepLease = true
+        if (failure instanceof Error && !(failure instanceof ImportCancelledError)) {
+          failure.message += ` Run the import again to resume: ${client.displayName} keeps what arrived for ${Math.round(leaseMs / 60_000)} min.`
+        }
+      }
       throw failure
     }
     // Count only what went over the wire.
