@@ -117,8 +117,12 @@ function recordLabels(pin: boolean): Record<string, string> {
 /**
  * Import one image into a node's containerd (namespace of the client, k8s.io for CRI),
  * natively over the containerd API (protocols.md §C): send only the blobs the node lacks,
- * for the node's platform only, under a lease, with GC reference labels; unpack; then write
- * the image record last so a failure never leaves a half-imported image behind.
+ * for the node's platform only, up to 3 at once, under a lease, with GC reference labels;
+ * unpack (each layer as soon as it and those below it are on the node); then write the
+ * image record last, so a failure never leaves a half-imported image behind and needs no
+ * rollback. On failure the lease is deleted (GC takes what was sent), except when the
+ * transfer was interrupted (connection lost, source failed, cancelled): then the lease is
+ * left to expire so a re-run resumes each blob from the node's offset.
  *
  * The record targets the source's own root (index or manifest), like a registry pull with a
  * platform filter: the digest the node reports equals the source's, and CRI resolves the
