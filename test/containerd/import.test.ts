@@ -171,6 +171,26 @@ describe('importImage into a real containerd 1.6', () => {
     expect(await left()).toEqual([])
   })
 
+  it('finds a corrupt layer in a docker-archive while sending it (opening does not read the layers)', async () => {
+    const opts: MakeImageOptions = {...base, name: 'sl-imp/dcorrupt:1', format: 'docker', out: path.join(work, 'dcorrupt.tar'), layers: [{sizeBytes: 2 * MIB, seed: 'dc'}]}
+    const info = await makeImage(opts)
+    const data = await fsp.readFile(opts.out)
+    // the random file's data starts after the layer tar's 2 headers (dir + file); flip a byte deep inside
+    const layerTarName = Buffer.from('/layer.tar')
+    const at = data.indexOf(layerTarName)
+    expect(at).toBeGreaterThan(0)
+    data[at + 512 + 1024 + 100_000] ^= 0xff
+    await fsp.writeFile(opts.out, data)
+    const source = await readArchive(opts.out)
+    try {
+      expect((await resolveImage(source)).layers[0].digest).toBe(info.layerDigests[0])
+      await expect(importImage(client, {source, name: 'sl-imp/dcorrupt:1'})).rejects.toThrow(`${opts.out} is corrupt: blob ${info.layerDigests[0]} has digest`)
+    } finally {
+      await source.close()
+    }
+    expect(await client.imageGet('docker.io/sl-imp/dcorrupt:1')).toBeUndefined()
+  })
+
   it('resumes an interrupted blob write from the node’s offset', async () => {
     const opts: MakeImageOptions = {...base, name: 'sl-imp/resume:1', out: path.join(work, 'resume.tar'), compress: 'none', layers: [{sizeBytes: 6 * MIB, seed: 'r'}]}
     const info = await makeImage(opts)
