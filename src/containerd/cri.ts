@@ -51,13 +51,8 @@ export class CriClient {
       svc.Status.call(svc, {verbose: true}, (err, res) => {
         if (err) return reject(describeError(err, 'cri.Status', this.displayName))
         const info = (res as {info: Record<string, string>}).info
-        try {
-          const config = JSON.parse(info.config ?? '') as {containerd?: {snapshotter?: unknown}}
-          const name = config.containerd?.snapshotter
-          if (typeof name === 'string' && name) return resolve(name)
-        } catch {
-          // fall through
-        }
+        const name = snapshotterFromConfig(info.config)
+        if (name) return resolve(name)
         reject(new Error(`the CRI plugin on ${this.displayName} did not report its snapshotter (no containerd.snapshotter in its verbose status)`))
       })
     })
@@ -74,4 +69,29 @@ export class CriClient {
       })
     })
   }
+}
+
+/**
+ * The snapshotter named in the CRI plugin's config JSON: `containerd.snapshotter` (1.6/1.7);
+ * failing that (2.x moved image settings around), the first string field called `snapshotter`.
+ */
+export function snapshotterFromConfig(json: string | undefined): string | undefined {
+  let config: unknown
+  try {
+    config = JSON.parse(json ?? '')
+  } catch {
+    return undefined
+  }
+  const direct = (config as {containerd?: {snapshotter?: unknown}} | null)?.containerd?.snapshotter
+  if (typeof direct === 'string' && direct) return direct
+  const queue: unknown[] = [config]
+  while (queue.length) {
+    const node = queue.shift()
+    if (!node || typeof node !== 'object') continue
+    for (const [key, value] of Object.entries(node as Record<string, unknown>)) {
+      if (key.toLowerCase() === 'snapshotter' && typeof value === 'string' && value) return value
+      if (value && typeof value === 'object') queue.push(value)
+    }
+  }
+  return undefined
 }

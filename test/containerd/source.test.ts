@@ -3,7 +3,7 @@ import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {ContainerdClient, importImage, inspectNodeImage, openContainerdSource} from '../../src/containerd/index.js'
+import {ContainerdClient, CriClient, importImage, inspectNodeImage, openContainerdSource, snapshotterFromConfig} from '../../src/containerd/index.js'
 import {readArchive, resolveImage, writeOciArchive} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
 import {startContainerd, type TestContainerd} from './fixture.js'
@@ -127,6 +127,19 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
       await expect(missing.version()).rejects.toThrow(/containerd version\.Version on node-x failed: .*ENOENT.*\(UNAVAILABLE\)\. Hint: is containerd running on the node/)
     } finally {
       missing.close()
+    }
+  })
+
+  it('finds the CRI snapshotter in its config, and says so when the node has no CRI', async () => {
+    expect(snapshotterFromConfig(JSON.stringify({containerd: {snapshotter: 'overlayfs', runtimes: {}}}))).toBe('overlayfs')
+    expect(snapshotterFromConfig(JSON.stringify({containerd: {runtimes: {runc: {snapshotter: ''}}}, imageConfig: {snapshotter: 'native'}}))).toBe('native')
+    expect(snapshotterFromConfig('not json')).toBeUndefined()
+    const cri = new CriClient(dst.address, 'dst-node')
+    try {
+      // the test containerd runs without the CRI plugin
+      await expect(cri.snapshotter()).rejects.toThrow(/cri\.Status on dst-node failed: .*\(UNIMPLEMENTED\)/)
+    } finally {
+      cri.close()
     }
   })
 })
