@@ -34,7 +34,9 @@ export function describeError(err: unknown, method: string, where: string): Erro
   } else if (err.code === grpc.status.FAILED_PRECONDITION && /namespace is required/.test(details)) {
     hint = ' (this is a bug in sideload: no namespace header was sent)'
   } else if (err.code === grpc.status.UNIMPLEMENTED) {
-    hint = ' Hint: this containerd does not offer that service; is it containerd ≥ 1.6?'
+    hint = method.startsWith('cri.')
+      ? ' Hint: the CRI plugin is not running in this containerd (disabled_plugins?), so no kubelet uses it; is this the right socket?'
+      : ' Hint: this containerd does not offer that service; is it containerd ≥ 1.6?'
   }
   return new ContainerdError(`containerd ${method} on ${where} failed: ${details} (${codeName}).${hint}`, err.code, method, details)
 }

@@ -137,7 +137,7 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
     const cri = new CriClient(dst.address, 'dst-node')
     try {
       // the test containerd runs without the CRI plugin
-      await expect(cri.snapshotter()).rejects.toThrow(/cri\.Status on dst-node failed: .*\(UNIMPLEMENTED\)/)
+      await expect(cri.snapshotter()).rejects.toThrow(/cri\.Status on dst-node failed: .*\(UNIMPLEMENTED\)\. Hint: the CRI plugin is not running/)
     } finally {
       cri.close()
     }
