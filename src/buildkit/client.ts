@@ -33,6 +33,19 @@ export function grpcTarget(address: string): string {
   throw new Error(`unsupported BuildKit address "${address}": use unix:///path/buildkitd.sock or tcp://host:port`)
 }
 
+/**
+ * Channel options for BuildKit. A standalone buildkitd serves with grpc-go, whose default
+ * keepalive enforcement (pings no more often than every 5 min, none without calls) answers the
+ * project's 30 s pings with GOAWAY too_many_pings after three, which would kill a long Solve
+ * or the session stream (containerd 1.6 did exactly that). dockerd's /grpc is served by
+ * x/net/http2 and does not care; local sockets need no keepalive anyway.
+ */
+export const BUILDKIT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  ...CHANNEL_OPTIONS,
+  'grpc.keepalive_time_ms': 330_000,
+  'grpc.keepalive_permit_without_calls': 0,
+}
+
 type ControlClient = grpc.Client & {
   [method: string]: unknown
 }
@@ -52,13 +65,13 @@ export class BuildkitClient {
 
   static async connect(endpoint: BuilderEndpoint): Promise<BuildkitClient> {
     if (endpoint.kind === 'buildkitd') {
-      const control = new ControlClientCtor(grpcTarget(endpoint.address), grpc.credentials.createInsecure(), CHANNEL_OPTIONS) as ControlClient
+      const control = new ControlClientCtor(grpcTarget(endpoint.address), grpc.credentials.createInsecure(), BUILDKIT_CHANNEL_OPTIONS) as ControlClient
       return new BuildkitClient(endpoint, control, undefined)
     }
     const bridge = await startUpgradeBridge(endpoint.docker, '/grpc')
     // The authority is what dockerd's embedded grpc server sees; "localhost" like buildx.
     const control = new ControlClientCtor(bridge.target, grpc.credentials.createInsecure(), {
-      ...CHANNEL_OPTIONS,
+      ...BUILDKIT_CHANNEL_OPTIONS,
       'grpc.default_authority': 'localhost',
     }) as ControlClient
     return new BuildkitClient(endpoint, control, bridge)
