@@ -12,7 +12,7 @@ import {
   type WorkerRecord,
   serviceDefinition,
 } from './protos.js'
-import {describeSolveError} from './errors.js'
+import {BuildCancelledError, describeSolveError} from './errors.js'
 
 export const DEFAULT_BUILDKIT_HOST = 'unix:///run/buildkit/buildkitd.sock'
 
@@ -77,7 +77,7 @@ export class BuildkitClient {
     return new BuildkitClient(endpoint, control, bridge)
   }
 
-  private unary<Req, Res>(method: string, request: Req, deadlineMs?: number, metadata = new grpc.Metadata()): Promise<Res> {
+  private unary<Req, Res>(method: string, request: Req, deadlineMs?: number, signal?: AbortSignal): Promise<Res> {
     const fn = this.control[method] as (
       req: Req,
       md: grpc.Metadata,
@@ -86,7 +86,15 @@ export class BuildkitClient {
     ) => grpc.ClientUnaryCall
     return new Promise((resolve, reject) => {
       const options: grpc.CallOptions = deadlineMs === undefined ? {} : {deadline: Date.now() + deadlineMs}
-      fn.call(this.control, request, metadata, options, (err, res) => (err ? reject(err) : resolve(res as Res)))
+      const call = fn.call(this.control, request, new grpc.Metadata(), options, (err, res) => {
+        signal?.removeEventListener('abort', cancel)
+        if (err) reject(err)
+        else resolve(res as Res)
+      })
+      // Cancelling the call cancels the build in the daemon.
+      const cancel = (): void => call.cancel()
+      if (signal?.aborted) cancel()
+      else signal?.addEventListener('abort', cancel, {once: true})
     })
   }
 
@@ -111,11 +119,15 @@ export class BuildkitClient {
     }
   }
 
-  /** Run one build. Rejects with an Error whose message carries BuildKit's explanation. */
-  async solve(request: SolveRequest): Promise<SolveResponse> {
+  /**
+   * Run one build. Rejects with a BuildFailedError carrying BuildKit's explanation, or with a
+   * BuildCancelledError when `signal` aborted it (the daemon stops the build).
+   */
+  async solve(request: SolveRequest, signal?: AbortSignal): Promise<SolveResponse> {
     try {
-      return await this.unary<SolveRequest, SolveResponse>('Solve', request)
+      return await this.unary<SolveRequest, SolveResponse>('Solve', request, undefined, signal)
     } catch (err) {
+      if (signal?.aborted) throw new BuildCancelledError()
       throw describeSolveError(err as grpc.ServiceError)
     }
   }

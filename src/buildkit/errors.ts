@@ -25,6 +25,14 @@ export class BuildFailedError extends Error {
   }
 }
 
+/** The build was stopped on request (Ctrl-C, an AbortSignal). */
+export class BuildCancelledError extends Error {
+  constructor() {
+    super('build cancelled')
+    this.name = 'BuildCancelledError'
+  }
+}
+
 /**
  * Turn a failed Solve call into a BuildFailedError. BuildKit (since v0.8) attaches an
  * `errdefs.Source` (the Dockerfile's name, its text and the line ranges of the failing

@@ -1,5 +1,5 @@
 import {Args, Command, Flags} from '@oclif/core'
-import {BuildFailedError} from '../buildkit/errors.js'
+import {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
 import {type BuilderChoice, type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
 
@@ -66,13 +66,23 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
       output: flags.output ? parseOutput(flags.output) : undefined,
       onStatus: (u) => renderer.update(u),
     }
+    // Ctrl-C cancels the build in the daemon instead of leaving it running there.
+    const abort = new AbortController()
+    const onSigint = (): void => abort.abort()
+    process.once('SIGINT', onSigint)
+    process.once('SIGTERM', onSigint)
+    options.signal = abort.signal
     let result: BuildResult
     try {
       result = await build(options)
     } catch (err) {
       renderer.end()
       if (err instanceof BuildFailedError) this.error(describeFailure(err), {exit: 1})
+      if (err instanceof BuildCancelledError) this.error('build cancelled', {exit: 130})
       throw err
+    } finally {
+      process.removeListener('SIGINT', onSigint)
+      process.removeListener('SIGTERM', onSigint)
     }
     renderer.end()
     if (progressMode === 'json') {

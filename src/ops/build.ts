@@ -18,7 +18,7 @@ import {writeOciArchive} from '../image/oci-writer.js'
 import {DEFAULT_DOCKER_HOST, type DockerEndpoint, describeDockerEndpoint, dialUpgrade, parseDockerHost} from '../grpc/hijack.js'
 
 export type {SecretSource} from '../buildkit/session.js'
-export {BuildFailedError} from '../buildkit/errors.js'
+export {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
 
 /** Which builder runs the build. */
 export type BuilderChoice =
@@ -65,6 +65,8 @@ export interface BuildOptions {
   onStatus?: (update: StatusResponse) => void
   /** Where archives go when the daemon streams the image back and no output was asked for. */
   workDir?: string
+  /** Stops the build (the daemon cancels it); build() then rejects with BuildCancelledError. */
+  signal?: AbortSignal
 }
 
 /** Where the built image ended up. */
@@ -235,7 +237,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const request = solveRequest(ref, session.id, frontendAttrs(opts, path.basename(dockerfile)), exporter, entitlements)
     let response
     try {
-      response = await client.solve(request)
+      response = await client.solve(request, opts.signal)
     } catch (err) {
       await Promise.race([status.done, delay(2000)])
       status.cancel()

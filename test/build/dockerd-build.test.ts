@@ -301,6 +301,44 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(stdout).toMatch(/docker\.io\/sltest\/oci:1 .*complete/)
   }, 180_000)
 
+  it('cancels the build in the daemon on abort (and on Ctrl-C in the CLI)', async () => {
+    const sleeping = async (seconds: number): Promise<boolean> => {
+      const {stdout} = await run('ps', ['-eo', 'args'])
+      return stdout.split('\n').some((l) => l.trim() === `sleep ${seconds}`)
+    }
+    const waitFor = async (cond: () => Promise<boolean>, ms: number): Promise<boolean> => {
+      const until = Date.now() + ms
+      while (Date.now() < until) {
+        if (await cond()) return true
+        await new Promise((r) => setTimeout(r, 200))
+      }
+      return false
+    }
+    const ctx = makeContext('cancel-ctx', {Dockerfile: 'FROM sltest/busybox:1\nRUN sleep 171\n'})
+    const abort = new AbortController()
+    const building = build({context: ctx, tags: ['sltest/cancel:1'], signal: abort.signal, builder: {kind: 'docker', dockerHost: dockerd.host}})
+    const outcome = building.then(
+      () => 'finished',
+      (e: Error) => e.name,
+    )
+    expect(await waitFor(() => sleeping(171), 30_000)).toBe(true)
+    const abortedAt = Date.now()
+    abort.abort()
+    expect(await outcome).toBe('BuildCancelledError')
+    expect(Date.now() - abortedAt).toBeLessThan(10_000)
+    expect(await waitFor(async () => !(await sleeping(171)), 15_000)).toBe(true)
+
+    const cliCtx = makeContext('cancel-cli-ctx', {Dockerfile: 'FROM sltest/busybox:1\nRUN sleep 172\n'})
+    const child = execFile(process.execPath, [BIN, 'build', cliCtx, '-t', 'sltest/cancel:2', '--builder', 'docker', '--progress', 'plain'], {
+      env: {...process.env, DOCKER_HOST: dockerd.host},
+    })
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)))
+    expect(await waitFor(() => sleeping(172), 30_000)).toBe(true)
+    child.kill('SIGINT')
+    expect(await exited).toBe(130)
+    expect(await waitFor(async () => !(await sleeping(172)), 15_000)).toBe(true)
+  }, 180_000)
+
   it('reports a failing RUN with its log and Dockerfile line', async () => {
     const ctx = makeContext('fail-ctx', {
       Dockerfile: 'FROM sltest/busybox:1\nRUN echo preparing\nRUN echo boom-output-123 && exit 3\n',
