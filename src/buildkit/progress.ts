@@ -137,6 +137,7 @@ export interface ProgressOutput {
   write(text: string): unknown
   isTTY?: boolean
   columns?: number
+  rows?: number
 }
 
 /** Renders a build's progress; `update` per Status message, `end` once the build is over. */
@@ -267,6 +268,9 @@ export class TtyProgress implements ProgressRenderer {
       }
       for (const w of s.warnings) rows.push(` => WARNING: ${w}`.slice(0, width - 1))
     }
+    // Only what fits on the screen can be redrawn in place; keep the header and the newest rows.
+    const height = this.out.rows ?? 0
+    if (height > 2 && rows.length > height - 1 && this.timer) rows.splice(1, rows.length - (height - 1))
     const clear = this.lines > 0 ? `\x1b[${this.lines}F\x1b[J` : ''
     this.out.write(`${clear}${rows.join('\n')}\n`)
     this.lines = rows.length

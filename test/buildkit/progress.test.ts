@@ -67,7 +67,7 @@ describe('build progress', () => {
     )
   })
 
-  it('json output is one object per line; the tty view marks cached and failed steps', () => {
+  it('json output is one object per line; the tty view marks cached and failed steps', async () => {
     let json = ''
     const j = new JsonProgress({write: (t: string) => (json += t)})
     for (const u of stream) j.update(u)
@@ -85,6 +85,16 @@ describe('build progress', () => {
     expect(screen).toContain(' => CACHED [1/2] FROM base')
     expect(screen).toMatch(/ => ERROR \[2\/2\] RUN make +0\.5s/)
     expect(screen).toContain(' => => transferring context: 2.05kB done')
+    // On a short terminal only the newest rows are redrawn while running (the final view is complete).
+    let small = ''
+    const short = new TtyProgress({write: (x: string) => (small += x), isTTY: true, columns: 80, rows: 4})
+    for (const u of stream) short.update(u)
+    await new Promise((r) => setTimeout(r, 400))
+    const live = small.split('\x1b[')[1] !== undefined ? small.slice(small.lastIndexOf('\x1b[J') + 3) : small
+    expect(live.trimEnd().split('\n')).toHaveLength(3)
+    expect(live).toMatch(/^\[\+\] Building/)
+    short.end()
+    expect(small.slice(small.lastIndexOf('\x1b[J') + 3)).toContain('[internal] load build context')
     expect(formatSize(999)).toBe('999B')
     expect(formatSize(25_170_000)).toBe('25.17MB')
   })
