@@ -202,6 +202,29 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     for (const kept of ['d.txt', 'dir/sub/ok.txt', 'p/q/nested', 'nested', 'deep/m/n/xx2.bin']) expect(ourEntries).toContain(`ctx/${kept}`)
   }, 180_000)
 
+  it('matches docker build on a whitelist-style .dockerignore (* then ! exceptions)', async () => {
+    const ctx = makeContext('ignore-whitelist', {
+      Dockerfile: 'FROM scratch\nCOPY . /ctx/\n',
+      '.dockerignore': '*\n!src\n!package.json\nsrc/**/*.test.js\n!Dockerfile\n',
+      'package.json': '{}',
+      'package-lock.json': '{}',
+      'README.md': 'r',
+      'src/a.js': 'a',
+      'src/a.test.js': 't',
+      'src/lib/b.js': 'b',
+      'src/lib/b.test.js': 't',
+      'test/x.js': 'x',
+    })
+    const ours = await build({context: ctx, tags: ['sltest/whitelist:1'], builder: {kind: 'docker', dockerHost: dockerd.host}})
+    const archive = path.join(work, 'whitelist.tar')
+    await pipeline(await ours.openImageStream(), fs.createWriteStream(archive))
+    const ourEntries = await layerEntries((await unpackArchive(archive, path.join(work, 'whitelist'))).layers[0])
+    await dockerd.docker(['build', '-q', '-t', 'sltest/whitelist-docker:1', ctx], {env: {DOCKER_BUILDKIT: '0'}})
+    const theirs = await saveImage('sltest/whitelist-docker:1', path.join(work, 'whitelist-docker'))
+    expect(ourEntries).toEqual(await layerEntries(theirs.layers[0]))
+    expect(ourEntries).toEqual(['ctx', 'ctx/Dockerfile', 'ctx/package.json', 'ctx/src', 'ctx/src/a.js', 'ctx/src/lib', 'ctx/src/lib/b.js'])
+  }, 180_000)
+
   it('uploads a large context intact (backpressure, parallel file reads)', async () => {
     const ctx = makeContext('big-ctx', {Dockerfile: 'FROM scratch\nCOPY . /ctx/\n'})
     const big = crypto.randomBytes(24 * 1024 * 1024)
