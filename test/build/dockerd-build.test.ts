@@ -225,6 +225,19 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     expect(ourEntries).toEqual(['ctx', 'ctx/Dockerfile', 'ctx/package.json', 'ctx/src', 'ctx/src/a.js', 'ctx/src/lib', 'ctx/src/lib/b.js'])
   }, 180_000)
 
+  it('passes --platform and --label to the frontend', async () => {
+    const ctx = makeContext('platform-ctx', {Dockerfile: 'FROM scratch\nCOPY Dockerfile /\n'})
+    await build({
+      context: ctx,
+      tags: ['sltest/platform:1'],
+      platforms: ['linux/386'],
+      labels: {'org.example.team': 'builders'},
+      builder: {kind: 'docker', dockerHost: dockerd.host},
+    })
+    const {stdout} = await dockerd.docker(['image', 'inspect', '-f', '{{.Os}}/{{.Architecture}} {{index .Config.Labels "org.example.team"}}', 'sltest/platform:1'])
+    expect(stdout.trim()).toBe('linux/386 builders')
+  }, 180_000)
+
   it('uploads a large context intact (backpressure, parallel file reads)', async () => {
     const ctx = makeContext('big-ctx', {Dockerfile: 'FROM scratch\nCOPY . /ctx/\n'})
     const big = crypto.randomBytes(24 * 1024 * 1024)
