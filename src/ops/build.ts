@@ -12,7 +12,7 @@ import type {BuildStep} from '../buildkit/progress.js'
 import {BuildProgressModel} from '../buildkit/progress.js'
 import type {ExporterSpec, SolveRequest, StatusResponse, WorkerRecord} from '../buildkit/protos.js'
 import {BuildSession, type SecretSource, sharedKeyFor} from '../buildkit/session.js'
-import {readArchive} from '../image/archive.js'
+import {type ArchiveImage, readArchive} from '../image/archive.js'
 import {resolveImage} from '../image/model.js'
 import {writeOciArchive} from '../image/oci-writer.js'
 import {DEFAULT_DOCKER_HOST, type DockerEndpoint, describeDockerEndpoint, dialUpgrade, parseDockerHost} from '../grpc/hijack.js'
@@ -94,6 +94,11 @@ export interface BuildResult {
    * BuildKit put straight into containerd, nor for `oci`/`tar` outputs.
    */
   openImageStream(): Promise<Readable>
+  /**
+   * The image as an image/ source (blobs readable by digest) for the push path: read from the
+   * archive written, or from dockerd's `docker save` stream (spooled to a temp file). close() it.
+   */
+  openImageSource(): Promise<ArchiveImage>
 }
 
 const WORKER_EXECUTOR = 'org.mobyproject.buildkit.worker.executor'
@@ -293,6 +298,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       steps: [...model.steps.values()],
       durationMs: Date.now() - started,
       openImageStream: () => openImageStream(location, dockerEndpoint),
+      openImageSource: () => openImageSource(location, dockerEndpoint, opts.workDir),
     }
   } catch (err) {
     // A half-written archive in our temp dir is useless; one the user named is left to them.
@@ -313,6 +319,21 @@ async function openImageStream(location: ImageLocation, docker: DockerEndpoint |
     throw new Error(`the image is in containerd namespace ${location.namespace} of the BuildKit host, not in an archive; read it from that containerd instead`)
   }
   throw new Error(`a ${location.kind === 'archive' ? location.format : location.kind} output is not a docker-archive; build with --output docker:FILE or without --output`)
+}
+
+async function openImageSource(location: ImageLocation, docker: DockerEndpoint | undefined, workDir: string | undefined): Promise<ArchiveImage> {
+  const name = location.names[0]
+  if (location.kind === 'archive' && (location.format === 'docker' || location.format === 'oci')) return readArchive(location.path, {name})
+  if (location.kind === 'dockerd' && docker) {
+    return readArchive(await saveDockerImages(docker, location.names.length > 0 ? location.names : [location.imageId]), {name, tmpDir: workDir})
+  }
+  return Promise.reject(
+    new Error(
+      location.kind === 'containerd'
+        ? `the image is in containerd namespace ${location.namespace} of the BuildKit host; read it from that containerd instead`
+        : 'a tar output is a root filesystem, not an image',
+    ),
+  )
 }
 
 /** Convert a docker-archive stream into an OCI layout tar at `out` (dockerd 20.10 cannot export OCI itself). */

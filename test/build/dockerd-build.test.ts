@@ -10,6 +10,7 @@ import {promisify} from 'node:util'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {BuildkitClient} from '../../src/buildkit/client.js'
 import {parseDockerHost} from '../../src/grpc/hijack.js'
+import {resolveImage} from '../../src/image/model.js'
 import {BuildFailedError, build} from '../../src/ops/build.js'
 import {type TestDockerd, startDockerd, writeBusyboxArchive} from './dockerd.js'
 
@@ -287,6 +288,17 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     const img = await saveImage('sltest/run:1', path.join(work, 'run-img'))
     expect(await fileInLayer(img.layers[img.layers.length - 1], 'result')).toBe('msg=hello\nfrom the context\n')
 
+    // What the push path reads: the image as a source of blobs, config digest = dockerd's image ID.
+    const source = await first.openImageSource()
+    try {
+      const resolved = await resolveImage(source)
+      expect(resolved.config.digest).toBe(first.digest)
+      expect(resolved.layers).toHaveLength(img.layers.length)
+      expect(source.names).toContain('docker.io/sltest/run:1')
+    } finally {
+      await source.close()
+    }
+
     const again = await build(opts)
     expect(again.fileSync.context).toMatchObject({requests: 0, dataPackets: 0})
     expect(again.fileSync.dockerfile).toMatchObject({requests: 0, dataPackets: 0})
@@ -329,6 +341,13 @@ describe('build with dockerd\'s embedded BuildKit', () => {
     const index = JSON.parse(fs.readFileSync(path.join(dir, 'index.json'), 'utf8')) as {manifests: {annotations?: Record<string, string>}[]}
     expect(index.manifests[0].annotations?.['io.containerd.image.name']).toBe('docker.io/sltest/oci:1')
     await expect(result.openImageStream()).rejects.toThrow(/not a docker-archive/)
+    const source = await result.openImageSource()
+    try {
+      expect(source.format).toBe('oci')
+      expect((await resolveImage(source)).layers.length).toBe(2)
+    } finally {
+      await source.close()
+    }
 
     // dockerd's own containerd (a real containerd 1.6) takes it with ctr.
     const ctr = ['--address', path.join(dockerd.dir, 'exec', 'containerd', 'containerd.sock'), '-n', 'sl-oci-check']
