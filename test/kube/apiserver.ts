@@ -176,26 +176,52 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
     throw unauthorized()
   }
 
-  const authorize = (user: string, verb: string, route: Route): void => {
+  /** what the user's rules allow; the one decision behind every request and every SelfSubjectAccessReview */
+  const allows = (user: string, verb: string, a: {group: string; resource: string; subresource?: string; name?: string; namespace?: string}): boolean => {
     const spec = users.get(user)
-    if (spec?.rules === 'all') return
-    const group = route.resource.group
-    const res = route.subresource ? `${route.resource.name}/${route.subresource}` : route.resource.name
-    let ok: boolean
+    if (spec?.rules === 'all') return true
+    const res = a.subresource ? `${a.resource}/${a.subresource}` : a.resource
     if (spec?.rules === 'rbac') {
       const groups = [...(spec.groups ?? []), 'system:authenticated']
       const sa = /^system:serviceaccount:([^:]+):/.exec(user)
       if (sa) groups.push('system:serviceaccounts', `system:serviceaccounts:${sa[1]}`)
-      ok = rbacAllows(store, {user, groups}, {verb, group, resource: route.resource.name, subresource: route.subresource,
-        name: route.name, namespace: route.namespace})
-    } else {
-      ok = (spec?.rules ?? []).some(r =>
-        (r.verbs.includes('*') || r.verbs.includes(verb)) &&
-        (r.resources.includes('*') || r.resources.includes(res)) &&
-        ((r.apiGroups ?? ['']).includes('*') || (r.apiGroups ?? ['']).includes(group)) &&
-        (r.namespaces === undefined || route.namespace === undefined || r.namespaces.includes(route.namespace)))
+      return rbacAllows(store, {user, groups}, {verb, group: a.group, resource: a.resource, subresource: a.subresource,
+        name: a.name, namespace: a.namespace})
     }
-    if (!ok) throw forbidden(user, verb, route.resource.name, route.subresource ?? '', route.name ?? '', route.namespace ?? '', group)
+    return (spec?.rules ?? []).some(r =>
+      (r.verbs.includes('*') || r.verbs.includes(verb)) &&
+      (r.resources.includes('*') || r.resources.includes(res)) &&
+      ((r.apiGroups ?? ['']).includes('*') || (r.apiGroups ?? ['']).includes(a.group)) &&
+      (r.namespaces === undefined || a.namespace === undefined || r.namespaces.includes(a.namespace)))
+  }
+
+  const authorize = (user: string, verb: string, route: Route): void => {
+    const group = route.resource.group
+    if (!allows(user, verb, {group, resource: route.resource.name, subresource: route.subresource, name: route.name, namespace: route.namespace})) {
+      throw forbidden(user, verb, route.resource.name, route.subresource ?? '', route.name ?? '', route.namespace ?? '', group)
+    }
+  }
+
+  /**
+   * POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews (what `kubectl auth can-i` sends):
+   * every authenticated user may ask (system:basic-user); the answer comes from the same rules.
+   */
+  const selfSubjectAccessReview = async (req: IncomingMessage, res: ServerResponse, user: string): Promise<void> => {
+    const body = parseJson(await readBody(req))
+    if (body === null || typeof body !== 'object' || Array.isArray(body)) throw badRequest('the body must be an object')
+    const spec = body.spec
+    const ra = spec !== null && typeof spec === 'object' && !Array.isArray(spec) ? spec.resourceAttributes : undefined
+    let allowed: boolean
+    if (ra !== null && typeof ra === 'object' && !Array.isArray(ra)) {
+      const str = (k: string): string | undefined => (typeof ra[k] === 'string' && ra[k] !== '' ? ra[k] as string : undefined)
+      allowed = allows(user, str('verb') ?? '', {group: str('group') ?? '', resource: str('resource') ?? '', subresource: str('subresource'),
+        name: str('name'), namespace: str('namespace')})
+    } else {
+      allowed = users.get(user)?.rules === 'all' // nonResourceAttributes: only cluster-admin here
+    }
+    const status: JsonObject = allowed ? {allowed: true, reason: 'allowed by the test server\'s rules'} : {allowed: false}
+    send(res, 201, {kind: 'SelfSubjectAccessReview', apiVersion: 'authorization.k8s.io/v1', metadata: {creationTimestamp: null},
+      spec: spec ?? {}, status})
   }
 
   let url = ''
@@ -428,6 +454,10 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
       }
       const d = discovery(p)
       if (d !== undefined) return send(res, 200, d)
+      if (p === '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews') {
+        if (req.method !== 'POST') throw methodNotAllowed()
+        return await selfSubjectAccessReview(req, res, user)
+      }
       if (!p.startsWith('/api/v1/') && !/^\/apis\/[^/]+\/v1\//.test(p)) throw pathNotFound()
       await handleResource(req, res, user, p, u.searchParams)
     } catch (e) {
