@@ -1,0 +1,111 @@
+import {Args, Command, Flags} from '@oclif/core'
+import {loadConfig} from '../config/config.js'
+import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {hostTarget} from '../ops/host-targets.js'
+import {push, PushCancelledError, type PushResult, type PushSource} from '../ops/push.js'
+import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
+import {createReporter, type ProgressMode} from '../ui/progress.js'
+
+export default class Push extends Command {
+  static override summary = 'Send images into nodes\' containerd (namespace k8s.io) over SSH: only the blobs each node lacks.'
+
+  static override description = `Reads each image from an archive (nerdctl save / docker save, OCI layout or docker-archive) or from the local containerd, connects to every node over SSH and imports the image into the node's containerd, where the kubelet finds it.
+
+Per node, only that node's platform is sent, and only the blobs it does not have yet; a node that already has the image is reported "up to date" and nothing is sent. The image is pinned (io.cri-containerd.pinned=pinned) so kubelet image GC keeps it, and unpacked for the node's snapshotter.
+
+When the SSH user can open the containerd socket (root, or its group) sideload talks to containerd's API through the SSH connection; otherwise it falls back to \`sudo -n ctr images import\`. A dropped connection is retried and resumes where the node stopped.`
+
+  static override examples = [
+    {description: 'Push an image from the local containerd (after nerdctl build) to two nodes', command: '<%= config.bin %> push myapp:1.0 --host root@10.0.0.12 --host admin@node-b'},
+    {description: 'Push from an archive file', command: '<%= config.bin %> push --archive myapp.tar --host root@10.0.0.12'},
+    {description: 'Stream an archive from another command', command: 'nerdctl save myapp:1.0 | <%= config.bin %> push --archive - --host root@10.0.0.12'},
+    {description: 'Machine-readable events and result', command: '<%= config.bin %> push myapp:1.0 --host root@10.0.0.12 --json'},
+  ]
+
+  static override strict = false
+
+  static override args = {
+    image: Args.string({description: 'image name(s); with --archive, default: every image in the archive'}),
+  }
+
+  static override flags = {
+    host: Flags.string({char: 'H', description: 'node to push to, [user@]host[:port] or an ssh_config alias (repeatable)', multiple: true}),
+    archive: Flags.string({char: 'a', description: 'read images from this archive (OCI layout or docker-archive tar; - for stdin)'}),
+    'containerd-address': Flags.string({description: 'local containerd to read images from', default: 'unix:///run/containerd/containerd.sock'}),
+    namespace: Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
+    platform: Flags.string({description: 'send this platform instead of each node\'s own (e.g. linux/arm64)'}),
+    jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),
+    pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
+    unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
+    retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
+    json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
+    progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
+    ...sshFlags,
+  }
+
+  async run(): Promise<void> {
+    const {argv, flags} = await this.parse(Push)
+    const images = argv as string[]
+    const config = loadConfig(flags.config)
+    if (!flags.host?.length) {
+      this.error('no nodes to push to. Hint: name them with --host [user@]host (repeatable)', {exit: 2})
+    }
+    const source: PushSource = flags.archive !== undefined ? {kind: 'archive', path: flags.archive} : {kind: 'containerd', address: flags['containerd-address'], namespace: flags.namespace}
+    if (source.kind === 'containerd' && images.length === 0) {
+      this.error('name the image(s) to push, or give --archive FILE', {exit: 2})
+    }
+    const nodeFlags = {
+      containerdSocket: flags['containerd-socket'],
+      snapshotter: flags.snapshotter,
+      importMode: flags['import-mode'] as 'auto' | 'native' | 'ctr',
+    }
+    const nodes = flags.host.map((h) => hostTarget(h, config, nodeFlags))
+    const mode: ProgressMode = flags.json ? 'json' : (flags.progress as ProgressMode)
+    const reporter = createReporter(mode)
+    const abort = new AbortController()
+    const onSignal = (): void => abort.abort()
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    let result: PushResult
+    try {
+      result = await push({
+        images,
+        source,
+        nodes,
+        platform: flags.platform,
+        jobs: flags.jobs,
+        pin: flags.pin,
+        unpack: flags.unpack,
+        retries: flags.retries,
+        ssh: sshOptionsFrom(flags, config),
+        reporter,
+        signal: abort.signal,
+      })
+    } catch (err) {
+      if (err instanceof PushCancelledError) {
+        this.logToStderr('push cancelled: no image record was written on nodes that had not finished; run again to resume')
+        this.exit(130)
+      }
+      throw err
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+    if (flags.json) {
+      process.stdout.write(JSON.stringify({type: 'result', ...result}) + '\n')
+    } else {
+      process.stdout.write(renderPushTable(result))
+      for (const r of result.results.filter((x) => x.status === 'failed')) {
+        this.logToStderr(`error: node ${r.node}: ${r.error}${r.hint ? `\n  hint: ${r.hint}` : ''}`)
+      }
+    }
+    if (!result.ok) this.exit(1)
+  }
+}
+
+export function renderPushTable(result: PushResult): string {
+  return renderTable(
+    ['node', 'image', 'result', 'sent', 'skipped', 'time'],
+    result.results.map((r) => [r.node, r.image, r.status, formatBytes(r.sentBytes), formatBytes(r.skippedBytes), formatDuration(r.durationMs)]),
+  )
+}

@@ -1,0 +1,35 @@
+import {Flags} from '@oclif/core'
+import type {PoolOptions} from '../ssh/index.js'
+import type {SideloadConfig} from './config.js'
+import {expandHome} from './config.js'
+
+/** The SSH and node-access flags every command that reaches nodes shares. */
+export const sshFlags = {
+  'ssh-key': Flags.string({description: 'private key to try first (repeatable; ssh-agent and ~/.ssh/config keys are used too)', multiple: true}),
+  'known-hosts': Flags.string({description: 'known_hosts file to check host keys against (default: ~/.ssh/known_hosts and UserKnownHostsFile)'}),
+  'trust-new-host-keys': Flags.boolean({description: 'record the host key of a node seen for the first time (a changed key is always refused)'}),
+  'ssh-config': Flags.string({description: 'ssh_config file (default: ~/.ssh/config)'}),
+  'containerd-socket': Flags.string({description: 'containerd socket on the nodes (default: detected among /run/containerd, /run/k3s/containerd, microk8s)'}),
+  snapshotter: Flags.string({description: 'snapshotter to unpack into on the nodes (default: what the node\'s CRI uses)'}),
+  'import-mode': Flags.string({description: 'native: containerd API over SSH; ctr: `sudo -n ctr images import`; auto: native when the socket is accessible', options: ['auto', 'native', 'ctr'], default: 'auto'}),
+  config: Flags.string({description: 'config file with per-node SSH settings (default: ~/.config/sideload/config.yaml, $SIDELOAD_CONFIG)'}),
+}
+
+export interface SshFlagValues {
+  'ssh-key'?: string[]
+  'known-hosts'?: string
+  'trust-new-host-keys'?: boolean
+  'ssh-config'?: string
+}
+
+/** SSH pool options from the flags, falling back to the config file's defaults. */
+export function sshOptionsFrom(flags: SshFlagValues, config: SideloadConfig): PoolOptions {
+  const keys = [...(flags['ssh-key'] ?? []), ...(config.defaults.sshKey ? [config.defaults.sshKey] : [])].map(expandHome)
+  const knownHosts = flags['known-hosts'] ?? config.defaults.knownHosts
+  return {
+    identityFiles: keys.length ? keys : undefined,
+    knownHostsPath: knownHosts ? expandHome(knownHosts) : undefined,
+    trustOnFirstUse: flags['trust-new-host-keys'] || undefined,
+    resolve: flags['ssh-config'] ? {configPath: expandHome(flags['ssh-config'])} : undefined,
+  }
+}

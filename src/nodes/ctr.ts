@@ -1,0 +1,112 @@
+import {randomBytes} from 'node:crypto'
+import {Transform} from 'node:stream'
+import {CRI_MANAGED_LABEL, CRI_PINNED_LABEL, type ImportResult} from '../containerd/index.js'
+import {formatPlatform, imageBlobs, normalizeImageName, writeOciArchive} from '../image/index.js'
+import {type SshConnection, SshError, validateImageReference, validateRemotePath} from '../ssh/index.js'
+import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
+
+/**
+ * A node whose containerd socket this SSH user cannot open (a non-root user): images go in
+ * through `sudo -n ctr images import -` with an OCI tar that leaves out the blobs the node
+ * already has (protocols.md §D). The tar is imported under a temporary name and only tagged
+ * with the real name once import and unpack succeeded, so a failure never leaves a
+ * half-imported image under the name the kubelet looks for.
+ */
+export class CtrNode implements ImageNode {
+  private readonly ctr: string[]
+
+  constructor(
+    readonly name: string,
+    readonly facts: NodeFacts,
+    private readonly conn: SshConnection,
+    asRoot: boolean,
+  ) {
+    const address = facts.socket ? ['--address', validateRemotePath(facts.socket)] : []
+    this.ctr = [...(asRoot ? [] : ['sudo', '-n']), 'ctr', ...address, '--namespace', 'k8s.io']
+  }
+
+  private async run(args: string[], what: string): Promise<string> {
+    const out = await this.conn.execCapture([...this.ctr, ...args])
+    if (out.code !== 0) {
+      const detail = out.stderr.trim().split('\n').slice(-3).join('; ') || `exit code ${out.code}`
+      throw new SshError('command', `node ${this.name}: ${what} failed: ${detail}`, {
+        hint: /no space left/i.test(out.stderr) ? 'free disk space on the node (or let kubelet image GC run) and retry' : `run \`${this.ctr.join(' ')} ${args.join(' ')}\` on the node to see the full error`,
+      })
+    }
+    return out.stdout
+  }
+
+  /** Digests of every blob in the node's content store. */
+  private async presentBlobs(): Promise<Set<string>> {
+    const out = await this.run(['content', 'ls', '--quiet'], 'listing the content store (ctr content ls)')
+    return new Set(out.split('\n').map((l) => l.trim()).filter(Boolean))
+  }
+
+  private async imageTarget(name: string): Promise<string | undefined> {
+    const out = await this.run(['images', 'ls', `name==${name}`], 'looking up the image (ctr images ls)')
+    for (const line of out.split('\n').slice(1)) {
+      const [ref, , digest] = line.trim().split(/\s+/)
+      if (ref === name) return digest
+    }
+    return undefined
+  }
+
+  async importImage(options: NodeImportOptions): Promise<ImportResult> {
+    const name = validateImageReference(normalizeImageName(options.name))
+    const image = options.resolved
+    const emit = options.onProgress ?? ((): void => undefined)
+    const blobs = imageBlobs(image)
+    const present = await this.presentBlobs()
+    const missing = blobs.filter((b) => !present.has(b.digest))
+    const skippedBytes = blobs.filter((b) => present.has(b.digest)).reduce((n, b) => n + b.size, 0)
+    const missingBytes = missing.reduce((n, b) => n + b.size, 0)
+    const base = {name, digest: image.target.digest, manifest: image.manifest.digest, platform: formatPlatform(image.platform), skippedBytes}
+    emit({type: 'resolved', target: image.target.digest, manifest: image.manifest.digest, platform: base.platform, blobs: blobs.length, totalBytes: missingBytes + skippedBytes, missingBlobs: missing.length, missingBytes})
+    if (missing.length === 0 && (await this.imageTarget(name)) === image.target.digest) {
+      return {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
+    }
+
+    const temporary = `sideload.invalid/import/${image.target.digest.slice(7, 19)}:${randomBytes(6).toString('hex')}`
+    const args = ['images', 'import', '--platform', base.platform]
+    if (this.facts.snapshotter) args.push('--snapshotter', this.facts.snapshotter)
+    if (!options.unpack) args.push('--no-unpack')
+    args.push('-')
+    let sent = 0
+    const counter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        sent += chunk.length
+        emit({type: 'blob-bytes', digest: image.target.digest, bytes: chunk.length, sent, size: missingBytes})
+        cb(null, chunk)
+      },
+    })
+    const proc = await this.conn.exec([...this.ctr, ...args], {stdin: 'pipe'})
+    const stderr: Buffer[] = []
+    proc.stderr.on('data', (b: Buffer) => stderr.push(b))
+    proc.stdout.resume()
+    counter.pipe(proc.stdin)
+    let written: {blobsWritten: number; bytesWritten: number}
+    try {
+      const writing = writeOciArchive(counter, options.source, image, {name: temporary, omitBlobs: new Set(present)})
+      const [w, exit] = await Promise.all([writing, proc.wait()])
+      written = w
+      if (exit.code !== 0) {
+        const text = Buffer.concat(stderr).toString().trim()
+        throw new SshError('command', `node ${this.name}: ctr images import failed: ${text.split('\n').slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
+          hint: /no space left/i.test(text) ? 'free disk space on the node and retry' : 'check `ctr --namespace k8s.io images import` on the node by hand',
+        })
+      }
+      await this.run(['images', 'tag', '--force', temporary, name], 'naming the image (ctr images tag)')
+    } catch (err) {
+      proc.kill('TERM')
+      await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
+      throw err
+    }
+    await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
+    const labels = [`${CRI_MANAGED_LABEL}=managed`, ...(options.pin ? [`${CRI_PINNED_LABEL}=pinned`] : [])]
+    await this.run(['images', 'label', name, ...labels], 'labelling the image (ctr images label)')
+    emit({type: 'image-record', name, action: 'updated'})
+    return {...base, upToDate: false, sentBytes: written.bytesWritten, blobsSent: written.blobsWritten, blobsSkipped: blobs.length - missing.length, unpacked: options.unpack}
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,5 @@
+export * from './node.js'
+export * from './detect.js'
+export * from './open.js'
+export {NativeNode} from './native.js'
+export {CtrNode} from './ctr.js'

@@ -1,0 +1,56 @@
+import type {ImportEvent, ImportResult} from '../containerd/index.js'
+import type {ImageSource, Platform, ResolvedImage} from '../image/index.js'
+
+/** How the image gets into the node's containerd. */
+export type ImportMode = 'native' | 'ctr'
+
+/** A node to push to: its name for humans, how to reach it over SSH, and what we know of it. */
+export interface NodeTarget {
+  /** Kubernetes node name, or the --host value as given. */
+  name: string
+  /** `[user@]host[:port]` or an ssh_config alias. */
+  sshTarget: string
+  /** A private key to try first for this node (config file `sshKey`). */
+  sshKey?: string
+  /** From the Kubernetes node (status.nodeInfo), when known; otherwise detected over SSH. */
+  platform?: Platform
+  /** containerd socket on the node; detected among the usual paths when absent. */
+  containerdSocket?: string
+  snapshotter?: string
+  importMode?: 'auto' | ImportMode
+}
+
+/** What a node told us about itself when we connected. */
+export interface NodeFacts {
+  platform: Platform
+  /** The socket used (native), or the one ctr talks to (fallback). */
+  socket: string
+  mode: ImportMode
+  /** The CRI snapshotter (what kubelet's runtime unpacks into). */
+  snapshotter?: string
+  containerdVersion?: string
+}
+
+export interface NodeImportOptions {
+  source: ImageSource
+  /** The image resolved for this node's platform. */
+  resolved: ResolvedImage
+  /** Fully-qualified name to record on the node. */
+  name: string
+  pin: boolean
+  unpack: boolean
+  onProgress?: (event: ImportEvent) => void
+  /** Stop cleanly: no image record is written, the transfer can resume later. */
+  signal?: AbortSignal
+}
+
+/**
+ * The one seam the push path talks to (kind's nodes.Node): whatever reaches the node — the
+ * containerd API over a forwarded socket, or `sudo ctr` over an SSH exec — looks the same.
+ */
+export interface ImageNode {
+  readonly name: string
+  readonly facts: NodeFacts
+  importImage(options: NodeImportOptions): Promise<ImportResult>
+  close(): Promise<void>
+}

@@ -1,0 +1,46 @@
+import {formatPlatform} from '../image/index.js'
+import {SshError, type SshPool} from '../ssh/index.js'
+import {CtrNode} from './ctr.js'
+import {probeNode, SOCKET_CANDIDATES} from './detect.js'
+import {NativeNode} from './native.js'
+import type {ImageNode, NodeTarget} from './node.js'
+
+/**
+ * Connect to a node and pick how to import there: natively when this SSH user can open the
+ * containerd socket, else `sudo -n ctr` (chosen automatically; `importMode` forces one).
+ */
+export async function openNode(target: NodeTarget, pool: SshPool): Promise<ImageNode> {
+  const resolved = pool.resolve(target.sshTarget)
+  const conn = await pool.get(target.sshKey ? {...resolved, identityFiles: [target.sshKey, ...resolved.identityFiles]} : resolved)
+  const probe = await probeNode(conn, target.containerdSocket)
+  const platform = target.platform ?? probe.platform
+  if (!platform) throw new SshError('command', `node ${target.name}: could not tell its platform (uname -m gave nothing)`, {hint: 'pass --platform'})
+  const socket = probe.sockets.find((s) => s.accessible) ?? probe.sockets[0]
+  const searched = target.containerdSocket ? [target.containerdSocket] : [...SOCKET_CANDIDATES]
+  if (!socket) {
+    throw new SshError('command', `node ${target.name}: no containerd socket found (looked at ${searched.join(', ')})`, {
+      hint: 'is containerd running on the node? If its socket lives elsewhere, set containerdSocket for this node in the config file or pass --containerd-socket',
+    })
+  }
+  const mode = target.importMode ?? 'auto'
+  const facts = {platform, snapshotter: target.snapshotter}
+  if (mode === 'native' || (mode === 'auto' && socket.accessible)) {
+    if (!socket.accessible) {
+      throw new SshError('channel', `node ${target.name}: user ${probe.user} cannot open ${socket.path} (permission denied)`, {
+        hint: `connect as root, add ${probe.user} to the socket's group, or use --import-mode ctr (sudo -n ctr)`,
+      })
+    }
+    return NativeNode.open(target.name, conn, socket.path, facts)
+  }
+  const asRoot = probe.user === 'root'
+  if (!asRoot && !probe.sudoCtr) {
+    throw new SshError('auth', `node ${target.name}: user ${probe.user} can neither open ${socket.path} nor run \`sudo -n ctr\``, {
+      hint: `connect as root, add ${probe.user} to the socket's group, or allow it ctr in sudoers: "${probe.user} ALL=(root) NOPASSWD: /usr/bin/ctr"`,
+    })
+  }
+  return new CtrNode(target.name, {...facts, platform, socket: socket.path, mode: 'ctr'}, conn, asRoot)
+}
+
+export function describeNode(node: ImageNode): string {
+  return `${node.name} (${formatPlatform(node.facts.platform)}, ${node.facts.mode}${node.facts.snapshotter ? `, ${node.facts.snapshotter}` : ''})`
+}
