@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export DEBIAN_FRONTEND=noninteractive
-need_pkgs=(containerd runc openssh-server openssh-client docker.io iproute2 socat sudo busybox-static procps util-linux)
+need_pkgs=(containerd runc openssh-server openssh-client docker.io iproute2 socat sudo busybox-static procps util-linux openssl time)
 missing=()
 for p in "${need_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
