@@ -75,15 +75,16 @@ export class PlainReporter implements Reporter {
 export class BarReporter implements Reporter {
   private readonly multi: cliProgress.MultiBar
   private readonly bars = new Map<string, cliProgress.SingleBar>()
+  /** When each target's first bytes moved, for the transfer rate (connecting is not transfer time). */
+  private readonly firstBytesAt = new Map<string, number>()
   constructor(stream: NodeJS.WritableStream) {
     this.multi = new cliProgress.MultiBar(
       {
         stream: stream as NodeJS.WritableStream & {isTTY?: boolean},
-        format: '{target} [{bar}] {done} / {total} | {speed} | ETA {eta_formatted} | {status}',
+        format: '{target} [{bar}] {doneBytes} / {totalBytes} | {speed} | ETA {eta_formatted} | {status}',
         hideCursor: true,
         clearOnComplete: false,
         autopadding: true,
-        formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? String(v) : String(v)),
       },
       cliProgress.Presets.shades_classic,
     )
@@ -91,7 +92,7 @@ export class BarReporter implements Reporter {
   private bar(target: string, total = 1): cliProgress.SingleBar {
     let bar = this.bars.get(target)
     if (!bar) {
-      bar = this.multi.create(total, 0, {target, done: formatBytes(0), total: formatBytes(total), speed: '', status: ''})
+      bar = this.multi.create(total, 0, {target, doneBytes: formatBytes(0), totalBytes: formatBytes(total), speed: '', status: ''})
       this.bars.set(target, bar)
     }
     return bar
@@ -104,10 +105,11 @@ export class BarReporter implements Reporter {
       case 'bytes': {
         const bar = this.bar(e.target, e.totalBytes ?? 1)
         if (e.totalBytes) bar.setTotal(Math.max(e.totalBytes, 1))
-        const elapsed = (Date.now() - (bar as unknown as {startTime: number}).startTime) / 1000
+        if (!this.firstBytesAt.has(e.target)) this.firstBytesAt.set(e.target, Date.now())
+        const elapsed = (Date.now() - (this.firstBytesAt.get(e.target) ?? Date.now())) / 1000
         bar.update(e.doneBytes, {
-          done: formatBytes(e.doneBytes),
-          total: formatBytes(e.totalBytes ?? e.doneBytes),
+          doneBytes: formatBytes(e.doneBytes),
+          totalBytes: formatBytes(e.totalBytes ?? e.doneBytes),
           speed: elapsed > 0 ? `${formatBytes(e.doneBytes / elapsed)}/s` : '',
           status: 'sending',
         })
