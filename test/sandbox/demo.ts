@@ -1,0 +1,166 @@
+// The field log, replayed in the sandbox: an image built for Kubernetes with nerdctl (containerd
+// namespace k8s.io on the build machine), a pod with imagePullPolicy Never stuck in ErrImageNeverPull
+// because its node does not have the image and there is no registry, sideload putting the image
+// on that node, the pod Running, and the pod exposed on a NodePort that answers from outside.
+// Every command is echoed as a user would type it, then run exactly so (kubectl and sideload come
+// from the sandbox's bin dir on PATH).
+import * as path from 'node:path'
+import {DEMO_IMAGE, DEMO_PAGE, DEMO_PORT, type RunResult, REPO, SIDELOAD_BIN, type SandboxInfo, run} from './sandbox.js'
+import * as fs from 'node:fs'
+
+const POD = 'centos-stream-8'
+const MANIFEST = 'manifests/example-pod.yaml'
+const STEPS = 5
+
+export class DemoError extends Error {
+  constructor(readonly step: string, message: string) {
+    super(`${step}: ${message}`)
+    this.name = 'DemoError'
+  }
+}
+
+export interface DemoResult {
+  node: string
+  nodeIp: string
+  nodePort: number
+  /** what the node port answered */
+  answer: string
+}
+
+export interface DemoOptions {
+  out?: (text: string) => void
+  /** 'fix' (default when the built CLI has it) or 'push --host' (before `sideload fix` existed) */
+  sideloadStep?: 'fix' | 'push'
+}
+
+function quote(a: string): string {
+  return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
+
+export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<DemoResult> {
+  const out = opts.out ?? ((t: string) => process.stdout.write(t))
+  const p = sb.paths
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    KUBECONFIG: p.kubeconfig,
+    SIDELOAD_CONFIG: p.sideloadConfig,
+    PATH: `${p.binDir}:${process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}`,
+  }
+  let stepNo = 0
+  let stepName = 'setup'
+  const say = (line: string) => out(`${line}\n`)
+  const step = (title: string) => {
+    stepNo += 1
+    stepName = `step ${stepNo}/${STEPS} (${title.replace(/[:.]$/, '')})`
+    say('')
+    say(`[${stepNo}/${STEPS}] ${title}`)
+  }
+  /** Echoes the command, runs it with the sandbox's environment, shows its output. */
+  const shell = async (argv: string[], opts: {allowFail?: boolean; timeoutMs?: number} = {}): Promise<RunResult> => {
+    say(`$ ${argv.map(quote).join(' ')}`)
+    let last = '\n'
+    const r = await run(argv[0], argv.slice(1), {env, timeoutMs: opts.timeoutMs ?? 120_000, onOutput: (t) => {
+      out(t)
+      last = t
+    }})
+    if (!last.endsWith('\n')) out('\n')
+    if (r.code !== 0 && !opts.allowFail) throw new DemoError(stepName, `\`${argv.join(' ')}\` exited with ${r.code}`)
+    return r
+  }
+  /** Runs a command without showing it (waiting, reading values). */
+  const quiet = (argv: string[]): Promise<RunResult> => run(argv[0], argv.slice(1), {env, timeoutMs: 30_000})
+  const podField = async (jsonpath: string): Promise<string> =>
+    (await quiet(['kubectl', 'get', 'pod', POD, '-o', `jsonpath={${jsonpath}}`])).stdout.trim()
+  const waitFor = async (what: string, timeoutMs: number, check: () => Promise<boolean>): Promise<void> => {
+    const deadline = Date.now() + timeoutMs
+    while (!(await check())) {
+      if (Date.now() > deadline) throw new DemoError(stepName, `${what} did not happen within ${timeoutMs / 1000} s`)
+      await sleep(250)
+    }
+  }
+
+  if (!fs.existsSync(path.join(p.binDir, 'kubectl'))) {
+    throw new DemoError(stepName, `no kubectl in ${p.binDir}: run scripts/setup.sh (it unpacks Debian's kubectl into .cache/kubectl), then \`npm run sandbox -- up\` again`)
+  }
+  const fixBuilt = fs.existsSync(path.join(REPO, 'dist', 'commands', 'fix.js'))
+  const mode = opts.sideloadStep ?? (fixBuilt ? 'fix' : 'push')
+  const command = mode === 'fix' ? 'fix' : 'push'
+  if (!fs.existsSync(path.join(REPO, 'dist', 'commands', `${command}.js`))) {
+    throw new DemoError(stepName, `the built CLI has no \`sideload ${command}\` (${path.relative(REPO, SIDELOAD_BIN)} loads dist/commands/): run \`npm run build\``)
+  }
+
+  // back to the start of the story, so the demo can be run again and again
+  await quiet(['kubectl', 'delete', 'service', POD, '--ignore-not-found'])
+  await quiet(['kubectl', 'delete', 'pod', POD, '--ignore-not-found', '--wait=false'])
+  await waitFor(`deleting the pod ${POD} left by an earlier demo`, 20_000, async () =>
+    (await quiet(['kubectl', 'get', 'pod', POD, '--ignore-not-found', '-o', 'name'])).stdout.trim() === '')
+  const repo = DEMO_IMAGE.slice(0, DEMO_IMAGE.lastIndexOf(':'))
+  for (const node of sb.bed.nodes) {
+    // the tag and the digest reference push records, then their blobs (garbage collected at once)
+    const refs = (await sb.bed.ctr(node, ['images', 'ls', '-q'])).split('\n').map((s) => s.trim()).filter((r) => r.startsWith(`${repo}:`) || r.startsWith(`${repo}@`))
+    if (refs.length > 0) await sb.bed.ctr(node, ['images', 'rm', '--sync', ...refs])
+  }
+
+  say(`The field log, replayed in sandbox '${p.name}': ${sb.bed.nodes.length} nodes (${sb.bed.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}),`)
+  say('each with its own sshd and containerd, a Kubernetes API with kubelet/kube-proxy stand-ins, and a build machine.')
+  say('The commands below run with:')
+  for (const line of sb.exports) say(`  ${line}`)
+
+  step('On the build machine, `nerdctl build` put the image into containerd namespace k8s.io (what `nerdctl -n k8s.io images` lists):')
+  const images = await shell(['ctr', '--address', p.buildSocket, '-n', 'k8s.io', 'images', 'ls'])
+  if (!images.stdout.includes(DEMO_IMAGE)) throw new DemoError(stepName, `${DEMO_IMAGE} is not in the build machine's containerd; run \`npm run sandbox -- down\` then \`up\``)
+
+  step('Create the pod from the field (imagePullPolicy: Never, no registry):')
+  await shell(['kubectl', 'apply', '-f', MANIFEST])
+  await waitFor(`pod ${POD} reporting ErrImageNeverPull`, 20_000, async () =>
+    (await podField('.status.containerStatuses[0].state.waiting.reason')) === 'ErrImageNeverPull')
+  say('Its node has never seen the image, and the pod may never pull it:')
+  const stuck = await shell(['kubectl', 'get', 'pods', '-o', 'wide'])
+  if (!/centos-stream-8\s.*ErrImageNeverPull/.test(stuck.stdout)) throw new DemoError(stepName, 'kubectl does not show the pod in ErrImageNeverPull')
+  const node = await podField('.spec.nodeName')
+  const bedNode = sb.bed.nodes.find((n) => n.name === node)
+  if (!bedNode) throw new DemoError(stepName, `the pod is on '${node}', which is not a sandbox node`)
+
+  if (mode === 'fix') {
+    step(`Instead of \`nerdctl save\`, a copy to ${node} and \`nerdctl -n k8s.io load\` there: sideload finds the stuck pod and sends its image to its node:`)
+    await shell(['sideload', 'fix', '--containerd-address', p.buildAddress])
+  } else {
+    // TEMPORARY (until `sideload fix` is built): the same transfer, with the node named by hand
+    step(`[push --host stand-in for \`sideload fix\`] Instead of \`nerdctl save\`, a copy and \`nerdctl -n k8s.io load\`: sideload sends the image to ${node}:`)
+    await shell(['sideload', 'push', 'local/centos-stream-8-systemd:latest', '--host', `root@${bedNode.ip}`, '--containerd-address', p.buildAddress])
+  }
+  await waitFor(`pod ${POD} Running`, 30_000, async () => (await podField('.status.phase')) === 'Running')
+  const running = await shell(['kubectl', 'get', 'pods', '-o', 'wide'])
+  if (!/centos-stream-8\s+1\/1\s+Running/.test(running.stdout)) throw new DemoError(stepName, 'kubectl does not show the pod Running')
+
+  step('Expose it on a NodePort (`kubectl expose` refuses a pod without labels; sideload adds one just for it):')
+  say(`(the demo image serves HTTP on ${DEMO_PORT}: its pods share the node's network, where the node's own sshd holds port 22)`)
+  await shell(['sideload', 'expose', POD, '--port', String(DEMO_PORT), '--target-port', String(DEMO_PORT)])
+  const svc = await shell(['kubectl', 'get', 'svc', POD])
+  const nodePort = Number(new RegExp(`${DEMO_PORT}:(\\d+)/TCP`).exec(svc.stdout)?.[1])
+  if (!nodePort) throw new DemoError(stepName, `no node port in \`kubectl get svc ${POD}\``)
+
+  step(`Reach the pod from outside the cluster through the node port on ${node}:`)
+  const url = `http://${bedNode.ip}:${nodePort}/`
+  const fetchOk = async (): Promise<boolean> => {
+    try {
+      const res = await fetch(url, {signal: AbortSignal.timeout(2000)})
+      return res.ok
+    } catch {
+      return false
+    }
+  }
+  const deadline = Date.now() + 15_000
+  while (!(await fetchOk()) && Date.now() < deadline) await sleep(250)
+  const answer = await shell(['curl', '-sS', '--max-time', '5', url])
+  if (!answer.stdout.includes(DEMO_PAGE)) throw new DemoError(stepName, `${url} did not answer with the demo page`)
+
+  say('')
+  say(`Done: the pod runs on ${node} from an image that never went through a registry, reachable at ${bedNode.ip}:${nodePort}.`)
+  say('The sandbox keeps running; to use kubectl and sideload on it yourself:')
+  say(`  source ${p.envFile}`)
+  say(`Remove it with: npm run sandbox -- down${p.name === 'sandbox' ? '' : ` --name ${p.name}`}`)
+  return {node, nodeIp: bedNode.ip, nodePort, answer: answer.stdout}
+}
