@@ -19,6 +19,9 @@ export class DemoError extends Error {
   }
 }
 
+/** TEMPORARY: 'push' until `sideload fix` is committed, then 'fix'. */
+export const DEFAULT_SIDELOAD_STEP: 'fix' | 'push' = 'push'
+
 export interface DemoResult {
   node: string
   nodeIp: string
@@ -29,7 +32,7 @@ export interface DemoResult {
 
 export interface DemoOptions {
   out?: (text: string) => void
-  /** 'fix' (default when the built CLI has it) or 'push --host' (before `sideload fix` existed) */
+  /** 'fix', or 'push' with --host (the stand-in used before `sideload fix` existed); default DEFAULT_SIDELOAD_STEP */
   sideloadStep?: 'fix' | 'push'
 }
 
@@ -84,8 +87,7 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
   if (!fs.existsSync(path.join(p.binDir, 'kubectl'))) {
     throw new DemoError(stepName, `no kubectl in ${p.binDir}: run scripts/setup.sh (it unpacks Debian's kubectl into .cache/kubectl), then \`npm run sandbox -- up\` again`)
   }
-  const fixBuilt = fs.existsSync(path.join(REPO, 'dist', 'commands', 'fix.js'))
-  const mode = opts.sideloadStep ?? (fixBuilt ? 'fix' : 'push')
+  const mode = opts.sideloadStep ?? DEFAULT_SIDELOAD_STEP
   const command = mode === 'fix' ? 'fix' : 'push'
   if (!fs.existsSync(path.join(REPO, 'dist', 'commands', `${command}.js`))) {
     throw new DemoError(stepName, `the built CLI has no \`sideload ${command}\` (${path.relative(REPO, SIDELOAD_BIN)} loads dist/commands/): run \`npm run build\``)
