@@ -1,0 +1,92 @@
+// Timing helpers for the benchmark: run a process (its stdin from a file descriptor, so no
+// JavaScript sits in the data path of a baseline), time it wall-clock, and read its peak RSS from
+// GNU time. Every helper throws with the command and its stderr when the command fails: a
+// baseline that silently failed would make every ratio a lie.
+import {spawn} from 'node:child_process'
+import * as fs from 'node:fs'
+import * as fsp from 'node:fs/promises'
+import * as os from 'node:os'
+import * as path from 'node:path'
+
+export interface RunResult {
+  /** Wall-clock milliseconds from spawn to exit. */
+  ms: number
+  code: number
+  stdout: string
+  stderr: string
+  /** Peak resident set size in bytes (only with `rss: true`). */
+  maxRssBytes?: number
+}
+
+export interface RunOptions {
+  /** A file to connect to the process's stdin (opened read-only, passed as a descriptor). */
+  stdinFile?: string
+  /** Wrap in /usr/bin/time to report the peak RSS of the process. */
+  rss?: boolean
+  /** Do not throw on a non-zero exit. */
+  allowFailure?: boolean
+  timeoutMs?: number
+  env?: NodeJS.ProcessEnv
+}
+
+const TIME_BIN = '/usr/bin/time'
+
+/** Runs argv, returns its wall time (and peak RSS); throws when it fails, saying which command. */
+export async function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
+  let rssFile: string | undefined
+  let cmd = argv
+  if (opts.rss) {
+    rssFile = path.join(os.tmpdir(), `slbench-rss-${process.pid}-${Math.random().toString(36).slice(2)}`)
+    cmd = [TIME_BIN, '-f', '%M', '-o', rssFile, ...argv]
+  }
+  const stdinFd = opts.stdinFile ? fs.openSync(opts.stdinFile, 'r') : undefined
+  try {
+    const started = performance.now()
+    const child = spawn(cmd[0], cmd.slice(1), {stdio: [stdinFd ?? 'ignore', 'pipe', 'pipe'], env: opts.env ?? process.env})
+    const out: Buffer[] = []
+    const err: Buffer[] = []
+    child.stdout?.on('data', (c: Buffer) => out.push(c))
+    child.stderr?.on('data', (c: Buffer) => err.push(c))
+    let timer: NodeJS.Timeout | undefined
+    const code = await new Promise<number>((resolve, reject) => {
+      child.once('error', reject)
+      child.once('close', (c, signal) => resolve(c ?? (signal ? 128 : 1)))
+      if (opts.timeoutMs) timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs)
+    })
+    const ms = performance.now() - started
+    if (timer) clearTimeout(timer)
+    const result: RunResult = {ms, code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString()}
+    if (rssFile) {
+      const kb = Number((await fsp.readFile(rssFile, 'utf8').catch(() => '')).trim().split('\n').pop())
+      if (Number.isFinite(kb) && kb > 0) result.maxRssBytes = kb * 1024
+    }
+    if (code !== 0 && !opts.allowFailure) {
+      throw new Error(`benchmark step failed (exit ${code}): ${argv.join(' ')}\n${(result.stderr || result.stdout).trim().slice(-2000)}`)
+    }
+    return result
+  } finally {
+    if (stdinFd !== undefined) fs.closeSync(stdinFd)
+    if (rssFile) await fsp.rm(rssFile, {force: true})
+  }
+}
+
+/** Runs several commands at once; the time is until the last one exits. */
+export async function runParallel(steps: Array<{argv: string[]; opts?: RunOptions}>): Promise<{ms: number; results: RunResult[]}> {
+  const started = performance.now()
+  const results = await Promise.all(steps.map((s) => run(s.argv, s.opts)))
+  return {ms: performance.now() - started, results}
+}
+
+/** Times an async function (for steps made of several commands, e.g. copy then import). */
+export async function timed(fn: () => Promise<unknown>): Promise<number> {
+  const started = performance.now()
+  await fn()
+  return performance.now() - started
+}
+
+export function median(values: number[]): number {
+  if (values.length === 0) return Number.NaN
+  const s = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(s.length / 2)
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2
+}

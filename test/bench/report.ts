@@ -1,0 +1,80 @@
+// The bench report: JSON shape and the markdown table.
+
+export interface Row {
+  scenario: string
+  unit: 's' | 'MB'
+  /** Median of the measured samples (undefined: not measured). */
+  measured?: number
+  /** The same-run baseline this row is compared to. */
+  baseline?: number
+  baselineLabel: string
+  /** Goal as a ratio to the baseline: measured / baseline ≤ maxRatio. */
+  maxRatio?: number
+  /** Goal as an absolute bound in the row's unit. */
+  maxAbsolute?: number
+  goal: string
+  notMeasured?: string
+}
+
+export interface BenchReport {
+  date: string
+  machine: {cpus: number; cpuModel: string; memMb: number; kernel: string; node: string}
+  runs: number
+  quick: boolean
+  durationS: number
+  snapshotter: string
+  images: Record<string, {name: string; archiveMb: number; layers: number}>
+  samples: Record<string, number[]>
+  rows: Row[]
+}
+
+export interface Verdict {
+  ratio?: number
+  miss?: boolean
+}
+
+export function verdict(row: Row): Verdict {
+  if (row.measured === undefined || Number.isNaN(row.measured)) return {}
+  if (row.maxRatio !== undefined) {
+    if (row.baseline === undefined || !(row.baseline > 0)) return {}
+    const ratio = row.measured / row.baseline
+    return {ratio, miss: ratio > row.maxRatio}
+  }
+  if (row.maxAbsolute !== undefined) return {miss: row.measured > row.maxAbsolute}
+  return {}
+}
+
+function fmt(v: number | undefined, unit: Row['unit']): string {
+  if (v === undefined || Number.isNaN(v)) return '—'
+  if (unit === 's') return `${v.toFixed(2)} s`
+  return `${v.toFixed(v < 10 ? 2 : 1)} MB`
+}
+
+export function renderMarkdown(report: BenchReport): string {
+  const lines: string[] = []
+  const images = Object.values(report.images).map((i) => `${i.name} ${i.archiveMb.toFixed(0)} MB (${i.layers} layers)`).join('; ')
+  lines.push(`sideload bench, ${report.date}: ${report.runs} run(s)${report.quick ? ' (--quick)' : ''}, medians; ${report.machine.cpus} CPU ${report.machine.cpuModel}, kernel ${report.machine.kernel}, node ${report.machine.node}; snapshotter ${report.snapshotter}; images: ${images}`)
+  lines.push('')
+  lines.push('| scenario | measured | baseline (same run) | ratio | goal | result |')
+  lines.push('|---|---|---|---|---|---|')
+  for (const row of report.rows) {
+    const v = verdict(row)
+    const base = row.baseline !== undefined ? `${fmt(row.baseline, row.unit)} ${row.baselineLabel}` : row.baselineLabel || '—'
+    const result = row.notMeasured ?? (v.miss === undefined ? 'not measured' : v.miss ? '**MISS**' : 'ok')
+    const ratio = v.ratio !== undefined ? `${v.ratio.toFixed(2)}×` : '—'
+    lines.push(`| ${row.scenario} | ${fmt(row.measured, row.unit)} | ${base} | ${ratio} | ${row.goal} | ${result} |`)
+  }
+  lines.push('')
+  lines.push('| baseline / sample | median | samples |')
+  lines.push('|---|---|---|')
+  for (const [key, values] of Object.entries(report.samples)) {
+    const bytes = /bytes|rss/.test(key)
+    const show = (x: number) => (bytes ? `${(x / (1024 * 1024)).toFixed(1)} MB` : `${(x / 1000).toFixed(3)} s`)
+    const sorted = [...values].sort((a, b) => a - b)
+    const mid = Math.floor(sorted.length / 2)
+    const med = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+    lines.push(`| ${key} | ${show(med)} | ${values.map(show).join(', ')} |`)
+  }
+  lines.push('')
+  return `${lines.join('\n')}\n`
+}
