@@ -125,13 +125,15 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
   const bedNode = sb.bed.nodes.find((n) => n.name === node)
   if (!bedNode) throw new DemoError(stepName, `the pod is on '${node}', which is not a sandbox node`)
 
+  // the sandbox's sideload config says the same; the flags show how to reach nodes without one
+  const sshFlags = ['--ssh-key', sb.bed.keyPath, '--known-hosts', sb.bed.knownHostsPath]
   if (mode === 'fix') {
     step(`Instead of \`nerdctl save\`, a copy to ${node} and \`nerdctl -n k8s.io load\` there: sideload finds the stuck pod and sends its image to its node:`)
-    await shell(['sideload', 'fix', '--containerd-address', p.buildAddress])
+    await shell(['sideload', 'fix', '--containerd-address', p.buildAddress, ...sshFlags])
   } else {
     // TEMPORARY (until `sideload fix` is built): the same transfer, with the node named by hand
     step(`[push --host stand-in for \`sideload fix\`] Instead of \`nerdctl save\`, a copy and \`nerdctl -n k8s.io load\`: sideload sends the image to ${node}:`)
-    await shell(['sideload', 'push', 'local/centos-stream-8-systemd:latest', '--host', `root@${bedNode.ip}`, '--containerd-address', p.buildAddress])
+    await shell(['sideload', 'push', 'local/centos-stream-8-systemd:latest', '--host', `root@${bedNode.ip}`, '--containerd-address', p.buildAddress, ...sshFlags])
   }
   await waitFor(`pod ${POD} Running`, 30_000, async () => (await podField('.status.phase')) === 'Running')
   const running = await shell(['kubectl', 'get', 'pods', '-o', 'wide'])
