@@ -1,0 +1,159 @@
+import * as fs from 'node:fs'
+import {Command, Flags} from '@oclif/core'
+import {ConfigError, loadConfig} from '../config/config.js'
+import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {KubeConfigError} from '../kube/config.js'
+import {KubeError} from '../kube/errors.js'
+import {type FixOptions, type FixResult, type FixRow, FixError, fix, fixWatch} from '../ops/fix.js'
+import type {PushSource} from '../ops/push.js'
+import {NodeTargetError} from '../ops/targets.js'
+import {formatBytes, renderTable} from '../ui/format.js'
+import {createReporter} from '../ui/progress.js'
+
+export default class Fix extends Command {
+  static override summary = 'Send the images that stuck pods wait for (ErrImageNeverPull, ImagePullBackOff) to their nodes.'
+
+  static override description = `Finds every pod whose containers (init containers too) wait for an image, groups them by image and node, sends each image once to each node that needs it (from the local containerd by default), nudges the pods and waits until they run.
+
+Pods with imagePullPolicy Always (or a :latest tag without a policy) are explained, not pushed: the kubelet would pull anyway. Unscheduled pods are reported (or waited for with --wait-scheduled). The exit code is 1 when something could not be fixed.
+
+--watch keeps going: every pod that gets stuck later is repaired within seconds; one transfer per image and node at a time. Ctrl-C / SIGTERM stop it cleanly (exit 0).`
+
+  static override examples = [
+    {description: 'Repair the stuck pods of the current namespace from the local containerd', command: '<%= config.bin %> fix'},
+    {description: 'Every namespace, plan only', command: '<%= config.bin %> fix -A --dry-run'},
+    {description: 'One pod, image from an archive', command: '<%= config.bin %> fix --pod web-0 --archive web.tar'},
+    {description: 'Keep repairing new pods (e.g. on the build node)', command: '<%= config.bin %> fix -A --watch'},
+  ]
+
+  static override flags = {
+    namespace: Flags.string({char: 'n', description: 'namespace (default: the context\'s)'}),
+    'all-namespaces': Flags.boolean({char: 'A', description: 'pods of every namespace', exclusive: ['namespace']}),
+    pod: Flags.string({description: 'only this pod'}),
+    'dry-run': Flags.boolean({description: 'print the plan, send nothing'}),
+    watch: Flags.boolean({char: 'w', description: 'keep watching for pods that get stuck; Ctrl-C stops', exclusive: ['dry-run']}),
+    timeout: Flags.string({description: 'how long to wait for the pods to run after the push (e.g. 90s, 5m)', default: '5m'}),
+    'wait-scheduled': Flags.boolean({description: 'wait for unscheduled pods to be scheduled instead of reporting them'}),
+    source: Flags.string({description: 'where the images come from: containerd (default), docker, or a directory of archives or an archive file'}),
+    archive: Flags.string({description: 'an image archive (docker save / nerdctl save / OCI layout tar) to take the images from', exclusive: ['source']}),
+    'containerd-address': Flags.string({description: 'local containerd socket (with --source containerd)', default: 'unix:///run/containerd/containerd.sock'}),
+    'containerd-namespace': Flags.string({description: 'local containerd namespace', default: 'k8s.io'}),
+    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
+    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    json: Flags.boolean({description: 'print the result as JSON (with --watch: one JSON line per event)'}),
+    // how to reach the nodes and import there (as push)
+    'ssh-user': Flags.string({description: 'SSH user for every node (the config file can set one per node; default: root or ~/.ssh/config)'}),
+    'ssh-port': Flags.integer({description: 'SSH port for every node (default 22 or ~/.ssh/config)'}),
+    platform: Flags.string({description: 'send this platform instead of each node\'s own (e.g. linux/arm64)'}),
+    jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),
+    pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
+    unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
+    retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
+    ...sshFlags,
+  }
+
+  async run(): Promise<void> {
+    const {flags} = await this.parse(Fix)
+    try {
+      const timeoutMs = parseDuration(flags.timeout)
+      const config = loadConfig(flags.config)
+      const options: FixOptions = {
+        kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace,
+        allNamespaces: flags['all-namespaces'], pod: flags.pod, dryRun: flags['dry-run'], timeoutMs,
+        waitScheduled: flags['wait-scheduled'],
+        source: pushSource(flags.source, flags.archive, flags['containerd-address'], flags['containerd-namespace']),
+        config,
+        access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], containerdSocket: flags['containerd-socket'],
+          snapshotter: flags.snapshotter, importMode: flags['import-mode'] === 'auto' ? undefined : flags['import-mode'] as 'native' | 'ctr'},
+        ssh: sshOptionsFrom(flags, config),
+        platform: flags.platform, jobs: flags.jobs, retries: flags.retries, pin: flags.pin, unpack: flags.unpack,
+        reporter: createReporter(flags.json ? 'quiet' : 'auto'),
+      }
+      if (flags.watch) {
+        await this.watch(options, flags.json)
+        return
+      }
+      const controller = new AbortController()
+      const stop = (): void => controller.abort()
+      process.once('SIGINT', stop)
+      process.once('SIGTERM', stop)
+      const result = await fix({...options, signal: controller.signal})
+      process.off('SIGINT', stop)
+      process.off('SIGTERM', stop)
+      this.log(flags.json ? JSON.stringify(result) : describeFix(result, Boolean(flags['dry-run'])))
+      if (!result.ok) this.exit(1)
+    } catch (err) {
+      if (err instanceof FixError || err instanceof KubeError || err instanceof KubeConfigError || err instanceof ConfigError || err instanceof NodeTargetError) {
+        this.error(err.message, {exit: 1})
+      }
+      throw err
+    }
+  }
+
+  private async watch(options: FixOptions, json: boolean): Promise<void> {
+    const controller = new AbortController()
+    let signalName: string | undefined
+    const stop = (sig: NodeJS.Signals): void => {
+      signalName = sig
+      controller.abort()
+    }
+    process.on('SIGINT', stop)
+    process.on('SIGTERM', stop)
+    const out = (line: string): void => this.log(line)
+    if (!json) out(`watching pods${options.allNamespaces ? ' in every namespace' : ''}; Ctrl-C stops`)
+    const summary = await fixWatch({
+      ...options,
+      signal: controller.signal,
+      onRow: (row) => out(json ? JSON.stringify({type: 'pod', ...row}) : describeRow(row)),
+      onTransfer: (t) => {
+        if (json) out(JSON.stringify({type: 'transfer', ...t}))
+        else if (t.push && t.push.status !== 'failed') out(`${t.image} → ${t.node}: ${t.push.status}, ${formatBytes(t.push.sentBytes)} sent (${t.pods.length} pod(s))`)
+      },
+    })
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+    if (json) out(JSON.stringify({type: 'stopped', signal: signalName, transfers: summary.transfers.length}))
+    else out(`${signalName ?? 'stopped'}: ${summary.transfers.length} transfer(s) done`)
+  }
+}
+
+export function pushSource(source: string | undefined, archive: string | undefined, address: string, namespace: string): PushSource {
+  if (archive) return {kind: 'archive', path: archive}
+  if (!source || source === 'containerd') return {kind: 'containerd', address, namespace}
+  if (source === 'docker') return {kind: 'docker'}
+  const stat = fs.statSync(source, {throwIfNoEntry: false})
+  if (!stat) throw new FixError(`--source ${source}: no such file or directory (expected containerd, docker, a directory of archives or an archive file)`)
+  return stat.isDirectory() ? {kind: 'archive-dir', dir: source} : {kind: 'archive', path: source}
+}
+
+/** `90`, `90s`, `5m`, `1h`, `500ms` → milliseconds. */
+export function parseDuration(text: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim())
+  if (!m) throw new FixError(`--timeout ${text}: expected a duration such as 90s, 5m or 1h`)
+  const unit = {ms: 1, s: 1000, m: 60_000, h: 3_600_000}[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h']
+  return Math.round(Number(m[1]) * unit)
+}
+
+function describeRow(r: FixRow): string {
+  const line = `${r.namespace}/${r.pod}${r.container ? ` (${r.container})` : ''} on ${r.node || '<none>'}: ${r.image}: ${r.action}: ${r.result}`
+  return r.hint && !r.ok ? `${line}\n  hint: ${r.hint}` : line
+}
+
+export function describeFix(result: FixResult, dryRun: boolean): string {
+  if (result.rows.length === 0) return 'no pod waits for an image'
+  const lines = [renderTable(['POD', 'NODE', 'IMAGE', 'ACTION', 'RESULT'], result.rows.map((r) => [
+    `${r.namespace}/${r.pod}`, r.node || '<none>', r.image, r.action, r.result,
+  ])).trimEnd()]
+  const hints = [...new Set(result.rows.filter((r) => !r.ok && r.hint).map((r) => r.hint as string))]
+  for (const d of result.diagnoses) if (d.kind === 'not-in-source' && !hints.includes(d.hint)) hints.push(d.hint)
+  for (const h of hints) lines.push(`hint: ${h}`)
+  if (!dryRun) {
+    const sent = result.transfers.filter((t) => t.push && t.push.status !== 'failed')
+    if (sent.length > 0) {
+      lines.push(`${sent.length} transfer(s): ${sent.map((t) => `${t.image} → ${t.node} (${formatBytes(t.push?.sentBytes ?? 0)})`).join(', ')}`)
+    }
+  } else {
+    lines.push(`${result.transfers.length} transfer(s) planned: ${result.transfers.map((t) => `${t.image} → ${t.node}`).join(', ') || 'none'}`)
+  }
+  return lines.join('\n')
+}

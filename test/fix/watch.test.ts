@@ -1,0 +1,108 @@
+// `sideload fix --watch` and coalescing, on real bed nodes with the test API server and kubelet stand-in.
+import {spawn} from 'node:child_process'
+import * as path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {makeImage} from '../bed/images.js'
+import {KubeClient} from '../../src/kube/client.js'
+import {fix, fixWatch, type TransferResult} from '../../src/ops/fix.js'
+import {BIN, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed, waitFor} from './fixture.js'
+
+let fb: FixBed
+const ssh = () => ({identityFiles: [fb.bed.keyPath], knownHostsPath: fb.bed.knownHostsPath})
+
+async function archive(name: string): Promise<string> {
+  const file = path.join(fb.tmp, `${name.replace(/[^a-z0-9]/g, '_')}.tar`)
+  await makeImage({name, layers: [{busybox: true}, {sizeBytes: 512 << 10, seed: name}], format: 'oci', out: file})
+  return file
+}
+
+const stuck = (ns: string, pod: string) => () => podStatus(fb.server, ns, pod).waiting.includes('ErrImageNeverPull')
+const running = (ns: string, pod: string) => () => podStatus(fb.server, ns, pod).phase === 'Running'
+
+describe('sideload fix --watch on real nodes', () => {
+  beforeAll(async () => {
+    fb = await startFixBed('slbt-fixw')
+  })
+  afterAll(async () => {
+    await fb?.down()
+  })
+
+  it('20 pods stuck on one image across 3 nodes: exactly one transfer per (image, node), all run', async () => {
+    const {bed, server, kubelet} = fb
+    const file = await archive('docker.io/local/fix-many:1.0')
+    createNamespace(server, 'many')
+    for (let i = 0; i < 20; i++) createPod(server, 'many', `m${i}`, bed.nodes[i % 3].name, 'local/fix-many:1.0')
+    await kubelet.syncNow()
+    const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'many'})
+    const result = await fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 30_000})
+    expect(result.transfers.map(t => t.node).sort()).toEqual(bed.nodes.map(n => n.name).sort())
+    expect(result.transfers.every(t => t.push?.status === 'pushed' && t.push.sentBytes >= 512 << 10)).toBe(true)
+    expect(result.transfers.map(t => t.pods.length).sort()).toEqual([6, 7, 7])
+    expect(result.rows).toHaveLength(20)
+    expect(result.rows.every(r => r.ok && r.result === 'Running')).toBe(true)
+  })
+
+  it('repairs a pod created later within 2 s of it being stuck; coalesces pods arriving during a transfer; stops on abort', async () => {
+    const {bed, server, kubelet} = fb
+    const [n1, n2, n3] = bed.nodes
+    const file = await archive('docker.io/local/fix-watch:1.0')
+    createNamespace(server, 'watch')
+    const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'watch'})
+    const transfers: TransferResult[] = []
+    const abort = new AbortController()
+    const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onTransfer: t => transfers.push(t)})
+    try {
+      await new Promise(r => setTimeout(r, 500))
+      createPod(server, 'watch', 'late', n2.name, 'local/fix-watch:1.0')
+      await kubelet.syncNow()
+      const stuckAt = await waitFor('pod late stuck', stuck('watch', 'late'), 5000, 20)
+      const runningAt = await waitFor('pod late running', running('watch', 'late'), 5000, 20)
+      expect(runningAt - stuckAt).toBeLessThan(2000)
+      expect(transfers.map(t => t.node)).toEqual([n2.name])
+
+      // 8 pods on node 3 at once: one transfer, every pod nudged and running
+      for (let i = 0; i < 8; i++) createPod(server, 'watch', `burst${i}`, n3.name, 'local/fix-watch:1.0')
+      await kubelet.syncNow()
+      for (let i = 0; i < 8; i++) await waitFor(`burst${i} running`, running('watch', `burst${i}`), 10_000)
+      expect(transfers.filter(t => t.node === n3.name)).toHaveLength(1)
+      expect(transfers.find(t => t.node === n3.name)?.push?.status).toBe('pushed')
+
+      // an Always pod: diagnosed, nothing sent to node 1
+      createPod(server, 'watch', 'always', n1.name, 'local/fix-watch:1.0', {policy: 'Always'})
+      await kubelet.syncNow()
+      await new Promise(r => setTimeout(r, 1000))
+      expect(transfers.filter(t => t.node === n1.name)).toEqual([])
+      expect(await nodeImages(bed, n1)).not.toContain('docker.io/local/fix-watch:1.0')
+    } finally {
+      abort.abort()
+    }
+    const summary = await watching
+    expect(summary.rows.find(r => r.pod === 'always')).toMatchObject({action: 'not pushed', ok: false})
+    expect(summary.transfers).toHaveLength(2)
+  })
+
+  it('the built CLI: fix --watch repairs a new pod and exits 0 on SIGTERM', async () => {
+    const {bed, server, kubelet} = fb
+    const file = await archive('docker.io/local/fix-cliw:1.0')
+    createNamespace(server, 'cliw')
+    const child = spawn(process.execPath, [BIN, 'fix', '--watch', '--kubeconfig', fb.kubeconfig, '-n', 'cliw', '--archive', file,
+      '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath], {stdio: ['ignore', 'pipe', 'pipe']})
+    let out = ''
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+    const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
+    try {
+      await waitFor('watching', () => out.includes('watching pods'), 20_000)
+      await new Promise(r => setTimeout(r, 500))
+      createPod(server, 'cliw', 'p', bed.nodes[0].name, 'local/fix-cliw:1.0')
+      await kubelet.syncNow()
+      await waitFor('pod p running', running('cliw', 'p'), 10_000)
+      await waitFor('transfer line', () => out.includes('docker.io/local/fix-cliw:1.0 →'), 5000)
+    } finally {
+      child.kill('SIGTERM')
+    }
+    expect(await exited, out).toBe(0)
+    expect(out).toContain('SIGTERM: 1 transfer(s) done')
+    expect(out).toMatch(/cliw\/p \(main\) on \S+: local\/fix-cliw:1.0: pushed/)
+  })
+})
