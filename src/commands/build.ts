@@ -27,7 +27,7 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
   ]
 
   static override args = {
-    context: Args.string({description: 'build context directory', default: '.'}),
+    context: Args.string({description: 'build context directory', default: '.', ignoreStdin: true}),
   }
 
   static override flags = {

@@ -25,7 +25,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
   static override strict = false
 
   static override args = {
-    image: Args.string({description: 'image name(s); with --archive, default: every image in the archive'}),
+    image: Args.string({description: 'image name(s); with --archive, default: every image in the archive', ignoreStdin: true}),
   }
 
   static override flags = {

@@ -95,6 +95,14 @@ describe('sideload push on the real bed', () => {
     expect(jsonResult(again.stdout).results[0]).toMatchObject({status: 'up to date', sentBytes: 0})
   })
 
+  it('reads an archive from stdin (nerdctl save | sideload push --archive -)', async () => {
+    const node = bed.nodes[1]
+    const run = await runCli(['push', '--archive', '-', '--host', `root@${node.ip}`, ...sshArgs(), '--json'], {input: fs.readFileSync(base.out)})
+    expect(run.code, run.stderr).toBe(0)
+    expect(jsonResult(run.stdout).results[0]).toMatchObject({image: NAME, status: 'pushed'})
+    expect(await imageLine(node, NAME)).toContain(v1.targetDigest ?? v1.manifestDigests[0])
+  })
+
   it('sends only the node\'s platform from a multi-platform image', async () => {
     const opts: MakeImageOptions = {name: 'docker.io/sl-push/multi:1', layers: [{sizeBytes: 1 << 20, seed: 'm'}], platforms: ['linux/amd64', 'linux/arm64'], format: 'oci', out: path.join(dir, 'multi.tar')}
     const info = await makeImage(opts)
