@@ -84,7 +84,9 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       if (!result.ok) this.exit(1)
     } catch (err) {
       if (err instanceof FixError || err instanceof KubeError || err instanceof KubeConfigError || err instanceof ConfigError || err instanceof NodeTargetError) {
-        this.error(err.message, {exit: 1})
+        // unwrapped, one line: messages name the resource and the fix, and people grep for them
+        this.logToStderr(`error: ${err.message}`)
+        this.exit(1)
       }
       throw err
     }
