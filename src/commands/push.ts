@@ -1,7 +1,11 @@
 import {Args, Command, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {KubeClient} from '../kube/client.js'
+import {KubeConfigError} from '../kube/config.js'
+import {KubeError} from '../kube/errors.js'
 import {hostTarget} from '../ops/host-targets.js'
+import {hasNodeSelection, type NodeSelection, NodeTargetError, resolveNodeTargets} from '../ops/targets.js'
 import {push, PushCancelledError, type PushResult, type PushSource} from '../ops/push.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
@@ -41,14 +45,23 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
     ...sshFlags,
+    // Kubernetes nodes as targets (with or instead of --host)
+    node: Flags.string({description: 'Kubernetes node to push to (repeatable); reached at its InternalIP, else ExternalIP, else Hostname, or the config file\'s address', multiple: true}),
+    pod: Flags.string({description: 'push to the node this pod is scheduled on (repeatable)', multiple: true}),
+    'all-nodes': Flags.boolean({description: 'push to every node of the cluster'}),
+    'node-selector': Flags.string({description: 'push to the nodes with these labels (k=v[,k2=v2])'}),
+    'pod-namespace': Flags.string({char: 'n', description: 'namespace of --pod (default: the context\'s)'}),
+    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
+    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
   }
 
   async run(): Promise<void> {
     const {argv, flags} = await this.parse(Push)
     const images = argv as string[]
     const config = loadConfig(flags.config)
-    if (!flags.host?.length) {
-      this.error('no nodes to push to. Hint: name them with --host [user@]host (repeatable)', {exit: 2})
+    const selection: NodeSelection = {nodes: flags.node, pods: flags.pod, allNodes: flags['all-nodes'], nodeSelector: flags['node-selector'], namespace: flags['pod-namespace']}
+    if (!flags.host?.length && !hasNodeSelection(selection)) {
+      this.error('no nodes to push to. Hint: name them with --host [user@]host (repeatable), or Kubernetes nodes with --node, --pod, --all-nodes or --node-selector', {exit: 2})
     }
     const source: PushSource = flags.archive !== undefined ? {kind: 'archive', path: flags.archive} : {kind: 'containerd', address: flags['containerd-address'], namespace: flags.namespace}
     if (source.kind === 'containerd' && images.length === 0) {
@@ -59,7 +72,19 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       snapshotter: flags.snapshotter,
       importMode: flags['import-mode'] as 'auto' | 'native' | 'ctr',
     }
-    const nodes = flags.host.map((h) => hostTarget(h, config, nodeFlags))
+    const nodes = (flags.host ?? []).map((h) => hostTarget(h, config, nodeFlags))
+    if (hasNodeSelection(selection)) {
+      try {
+        const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags['pod-namespace']})
+        nodes.push(...(await resolveNodeTargets(client, selection, config, nodeFlags)).targets)
+      } catch (err) {
+        if (err instanceof KubeError || err instanceof KubeConfigError || err instanceof NodeTargetError) {
+          this.logToStderr(`error: ${err.message}`)
+          this.exit(1)
+        }
+        throw err
+      }
+    }
     const mode: ProgressMode = flags.json ? 'json' : (flags.progress as ProgressMode)
     const reporter = createReporter(mode)
     const abort = new AbortController()

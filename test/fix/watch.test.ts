@@ -5,7 +5,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeImage} from '../bed/images.js'
 import {KubeClient} from '../../src/kube/client.js'
 import {fix, fixWatch, type TransferResult} from '../../src/ops/fix.js'
-import {BIN, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed, waitFor} from './fixture.js'
+import {BIN, cli, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed, waitFor} from './fixture.js'
 
 let fb: FixBed
 const ssh = () => ({identityFiles: [fb.bed.keyPath], knownHostsPath: fb.bed.knownHostsPath})
@@ -104,5 +104,28 @@ describe('sideload fix --watch on real nodes', () => {
     expect(await exited, out).toBe(0)
     expect(out).toContain('SIGTERM: 1 transfer(s) done')
     expect(out).toMatch(/cliw\/p \(main\) on \S+: local\/fix-cliw:1.0: pushed/)
+  })
+
+  it('push to Kubernetes nodes: --pod (its node) and --node; --all-nodes; the others untouched', async () => {
+    const {bed, server} = fb
+    const [n1, n2, n3] = bed.nodes
+    const file = await archive('docker.io/local/push-k8s:1.0')
+    createNamespace(server, 'pushk')
+    createPod(server, 'pushk', 'here', n1.name, 'local/push-k8s:1.0')
+    const ssh = ['--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--kubeconfig', fb.kubeconfig]
+    const run = await cli(['push', '--archive', file, '--pod', 'here', '-n', 'pushk', '--node', n3.name, '--json', ...ssh])
+    expect(run.code, run.stdout + run.stderr).toBe(0)
+    const result = JSON.parse(run.stdout.trim().split('\n').pop() ?? '') as {results: {node: string; status: string}[]}
+    expect(result.results.map(r => `${r.node}:${r.status}`).sort()).toEqual([`${n1.name}:pushed`, `${n3.name}:pushed`])
+    expect(await nodeImages(bed, n2)).not.toContain('docker.io/local/push-k8s:1.0')
+
+    const all = await cli(['push', '--archive', file, '--all-nodes', '--json', ...ssh])
+    expect(all.code, all.stdout + all.stderr).toBe(0)
+    const r2 = JSON.parse(all.stdout.trim().split('\n').pop() ?? '') as {results: {node: string; status: string}[]}
+    expect(r2.results.map(r => `${r.node}:${r.status}`).sort()).toEqual([`${n1.name}:up to date`, `${n2.name}:pushed`, `${n3.name}:up to date`])
+
+    const missing = await cli(['push', '--archive', file, '--pod', 'ghost', '-n', 'pushk', ...ssh])
+    expect(missing.code).toBe(1)
+    expect(missing.stderr).toContain('pod "ghost" in namespace "pushk" not found')
   })
 })
