@@ -3,6 +3,7 @@
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeImage, type ImageInfo} from '../bed/images.js'
+import {bindPod} from '../kube/kubelet.js'
 import {KubeClient} from '../../src/kube/client.js'
 import {fix, PUSHED_AT_ANNOTATION} from '../../src/ops/fix.js'
 import {cli, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed} from './fixture.js'
@@ -151,5 +152,30 @@ describe('sideload fix on real nodes', () => {
     for (const t of result.transfers) expect(t.push).toMatchObject({status: 'pushed'})
     expect(podStatus(server, 'ctrd', 'x2').phase).toBe('Running')
     expect(podStatus(server, 'ctrd', 'x3').phase).toBe('Running')
+  })
+
+  it('an unscheduled pod is reported; with --wait-scheduled fix waits for its node, then repairs it', async () => {
+    const {bed, server} = fb
+    const [n1, n2, n3] = bed.nodes
+    const image = 'docker.io/local/fix-sched:1.0'
+    const {file} = await archive(image)
+    createNamespace(server, 'sched')
+    createPod(server, 'sched', 'later', undefined, 'local/fix-sched:1.0')
+    const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'sched'})
+    const now = await fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 5000})
+    expect(now.ok).toBe(false)
+    expect(now.transfers).toEqual([])
+    expect(now.diagnoses).toMatchObject([{kind: 'unscheduled', pod: 'later'}])
+    expect(now.rows).toMatchObject([{pod: 'later', node: '<none>', action: 'not pushed', result: 'not scheduled'}])
+
+    const waiting = fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 20_000, waitScheduled: true})
+    await new Promise(r => setTimeout(r, 1000))
+    bindPod(server.store, 'sched', 'later', n3.name)
+    const result = await waiting
+    expect(result.diagnoses).toEqual([])
+    expect(result.transfers.map(t => `${t.node}:${t.push?.status}`)).toEqual([`${n3.name}:pushed`])
+    expect(result.rows).toMatchObject([{pod: 'later', node: n3.name, action: 'pushed', result: 'Running', ok: true}])
+    expect(await nodeImages(bed, n1)).not.toContain(image)
+    expect(await nodeImages(bed, n2)).not.toContain(image)
   })
 })

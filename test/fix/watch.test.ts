@@ -128,4 +128,62 @@ describe('sideload fix --watch on real nodes', () => {
     expect(missing.code).toBe(1)
     expect(missing.stderr).toContain('pod "ghost" in namespace "pushk" not found')
   })
+
+  it('keeps repairing after the watch is cut and its history expired (410 → relist)', async () => {
+    const {bed, server, kubelet} = fb
+    const file = await archive('docker.io/local/fix-relist:1.0')
+    createNamespace(server, 'relist')
+    const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'relist'})
+    const abort = new AbortController()
+    const transfers: TransferResult[] = []
+    const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onTransfer: t => transfers.push(t)})
+    const listsBefore = () => server.requests.filter(r => r.method === 'GET' && r.url.startsWith('/api/v1/namespaces/relist/pods') && !r.url.includes('watch=')).length
+    await waitFor('first list', () => listsBefore() >= 1, 5000)
+    try {
+      // the history the watch would resume from is gone, and the watch connection drops
+      createNamespace(server, 'relist-other')
+      server.store.compact()
+      server.dropWatches()
+      await waitFor('a relist after 410', () => listsBefore() >= 2, 5000)
+      createPod(server, 'relist', 'after', bed.nodes[1].name, 'local/fix-relist:1.0')
+      await kubelet.syncNow()
+      const stuckAt = await waitFor('pod after stuck', stuck('relist', 'after'), 5000, 20)
+      const runningAt = await waitFor('pod after running', running('relist', 'after'), 5000, 20)
+      expect(runningAt - stuckAt).toBeLessThan(2000)
+      expect(transfers.map(t => t.node)).toEqual([bed.nodes[1].name])
+    } finally {
+      abort.abort()
+    }
+    await watching
+  })
+
+  it('stop during a slow transfer: the push is aborted at once, no image recorded on the node', async () => {
+    const {bed, server, kubelet} = fb
+    const [n1] = bed.nodes
+    const image = 'docker.io/local/fix-slow:1.0'
+    const file = path.join(fb.tmp, 'slow.tar')
+    await makeImage({name: image, layers: [{busybox: true}, {sizeBytes: 24 << 20, seed: 'slow'}], format: 'oci', out: file})
+    createNamespace(server, 'slow')
+    const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'slow'})
+    const abort = new AbortController()
+    const transfers: TransferResult[] = []
+    await bed.shape(n1, {rateMbit: 2})
+    try {
+      const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onTransfer: t => transfers.push(t)})
+      await new Promise(r => setTimeout(r, 300))
+      createPod(server, 'slow', 's', n1.name, 'local/fix-slow:1.0')
+      await kubelet.syncNow()
+      await new Promise(r => setTimeout(r, 2500))
+      const stopAt = Date.now()
+      abort.abort()
+      await watching
+      expect(Date.now() - stopAt).toBeLessThan(3000)
+      expect(transfers).toHaveLength(1)
+      expect(transfers[0].push).toMatchObject({status: 'failed', error: 'cancelled'})
+      expect(await nodeImages(bed, n1)).not.toContain(image)
+      expect(podStatus(server, 'slow', 's').waiting).toContain('ErrImageNeverPull')
+    } finally {
+      await bed.unshape(n1)
+    }
+  })
 })
