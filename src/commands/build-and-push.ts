@@ -1,0 +1,154 @@
+import {Args, Command, Flags} from '@oclif/core'
+import {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
+import {createProgressRenderer, type ProgressMode as BuildProgressMode} from '../buildkit/progress.js'
+import {loadConfig} from '../config/config.js'
+import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {KubeConfigError} from '../kube/config.js'
+import {KubeError} from '../kube/errors.js'
+import {BuildAndPushError, type BuildAndPushResult, buildAndPush} from '../ops/build-and-push.js'
+import type {BuilderChoice} from '../ops/build.js'
+import {PushCancelledError} from '../ops/push.js'
+import {NodeTargetError} from '../ops/targets.js'
+import {formatBytes, formatDuration} from '../ui/format.js'
+import {createReporter} from '../ui/progress.js'
+import {describeFailure, parseSecrets} from './build.js'
+import {describeExpose} from './expose.js'
+
+export default class BuildAndPush extends Command {
+  static override summary = 'Build the image a pod waits for, push it to the pod\'s node over SSH, and wait until the pod runs.'
+
+  static override description = `The image name defaults to the pod's container image (--container when the pod has several), so
+the pod finds exactly what was built. The image goes from the build output straight to the node the pod
+is scheduled on (only the blobs the node lacks), pinned and unpacked; then the command waits until the
+container runs, or reports why it does not (its waiting reason) after --timeout.
+
+For a pod not created yet, name the node with --node (Kubernetes node) or --host ([user@]host[:port]) and the
+image with -t. --expose PORT then exposes the running pod on a NodePort (like sideload expose).
+A failed build pushes nothing.`
+
+  static override examples = [
+    {description: 'Rebuild the image of a pod stuck in ErrImageNeverPull', command: '<%= config.bin %> build-and-push ./app --pod web-0'},
+    {description: 'A pod with several containers, in another namespace, then expose port 8080', command: '<%= config.bin %> build-and-push . --pod api-7d9 -n shop --container api --expose 8080'},
+    {description: 'Before the pod exists: build and push to a node', command: '<%= config.bin %> build-and-push . -t myapp:dev --node worker-2'},
+  ]
+
+  static override args = {
+    context: Args.string({description: 'build context directory', default: '.'}),
+  }
+
+  static override flags = {
+    pod: Flags.string({description: 'the pod whose image to build and whose node to push to'}),
+    namespace: Flags.string({char: 'n', description: 'namespace of the pod (default: the context\'s)'}),
+    container: Flags.string({char: 'c', description: 'the pod\'s container to build for (default: its only container)'}),
+    tag: Flags.string({char: 't', description: 'image name (default: the container\'s image)'}),
+    node: Flags.string({description: 'push to this Kubernetes node instead of the pod\'s', exclusive: ['host']}),
+    host: Flags.string({char: 'H', description: 'push to this node, [user@]host[:port], instead of the pod\'s'}),
+    expose: Flags.integer({description: 'expose the pod on a NodePort with this service port once it runs', min: 1, max: 65535}),
+    timeout: Flags.integer({description: 'seconds to wait for the pod to run (0: do not wait)', default: 120, min: 0}),
+    file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),
+    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true}),
+    target: Flags.string({description: 'build this stage of a multi-stage Dockerfile'}),
+    'no-cache': Flags.boolean({description: 'do not use the build cache'}),
+    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true}),
+    builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
+    'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
+    'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
+    progress: Flags.string({description: 'progress output (on stderr)', options: ['auto', 'plain', 'tty', 'quiet'], default: 'auto'}),
+    json: Flags.boolean({description: 'print the result as JSON on stdout'}),
+    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
+    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    ...sshFlags,
+  }
+
+  async run(): Promise<void> {
+    const {args, flags} = await this.parse(BuildAndPush)
+    if (!flags.pod && !flags.node && !flags.host) this.error('name the pod (--pod NAME), or for a pod not created yet the node (--node / --host) and the image (-t)', {exit: 2})
+    const config = loadConfig(flags.config)
+    const quiet = flags.progress === 'quiet'
+    const renderer = quiet ? undefined : createProgressRenderer(flags.progress as BuildProgressMode, process.stderr)
+    const abort = new AbortController()
+    const onSignal = (): void => abort.abort()
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    let result: BuildAndPushResult
+    try {
+      result = await buildAndPush({
+        kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace,
+        pod: flags.pod, container: flags.container, tag: flags.tag, node: flags.node, host: flags.host,
+        build: {
+          context: args.context,
+          dockerfile: flags.file,
+          buildArgs: keyValues(flags['build-arg'] ?? []),
+          target: flags.target,
+          noCache: flags['no-cache'],
+          secrets: parseSecrets(flags.secret ?? []),
+          builder: builderChoice(flags.builder, flags['buildkit-host'], flags['docker-host']),
+          onStatus: renderer ? (u) => renderer.update(u) : undefined,
+        },
+        config,
+        nodeFlags: {
+          containerdSocket: flags['containerd-socket'],
+          snapshotter: flags.snapshotter,
+          importMode: flags['import-mode'] as 'auto' | 'native' | 'ctr',
+        },
+        ssh: sshOptionsFrom(flags, config),
+        reporter: createReporter(quiet ? 'quiet' : 'plain'),
+        waitTimeoutMs: flags.timeout * 1000,
+        exposePort: flags.expose,
+        signal: abort.signal,
+      })
+    } catch (err) {
+      renderer?.end()
+      if (err instanceof BuildFailedError) this.error(describeFailure(err), {exit: 1})
+      if (err instanceof BuildCancelledError || err instanceof PushCancelledError) this.error('cancelled; nothing was recorded on the node', {exit: 130})
+      if (err instanceof BuildAndPushError || err instanceof KubeError || err instanceof KubeConfigError || err instanceof NodeTargetError) this.error(err.message, {exit: 1})
+      throw err
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+    renderer?.end()
+    if (flags.json) this.log(JSON.stringify(result))
+    else this.log(describeResult(result))
+    if (!result.ok) this.exit(1)
+  }
+}
+
+function builderChoice(kind: string, buildkitHost: string | undefined, dockerHost: string | undefined): BuilderChoice {
+  if (kind === 'docker') return {kind: 'docker', dockerHost}
+  if (kind === 'buildkit') return {kind: 'buildkitd', address: buildkitHost}
+  if (buildkitHost) return {kind: 'buildkitd', address: buildkitHost}
+  if (dockerHost) return {kind: 'docker', dockerHost}
+  return {kind: 'auto'}
+}
+
+function keyValues(values: string[]): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const v of values) {
+    const eq = v.indexOf('=')
+    if (eq === -1 && process.env[v] !== undefined) out[v] = process.env[v] as string
+    else if (eq <= 0) throw new Error(`--build-arg ${v}: expected KEY=VALUE`)
+    else out[v.slice(0, eq)] = v.slice(eq + 1)
+  }
+  return out
+}
+
+export function describeResult(r: BuildAndPushResult): string {
+  const lines = [`built ${r.image} in ${formatDuration(r.build.durationMs)} (${r.build.builder})`]
+  for (const p of r.push.results) {
+    lines.push(p.status === 'failed'
+      ? `push to node ${p.node} failed: ${p.error ?? 'unknown error'}${p.hint ? `\n  hint: ${p.hint}` : ''}`
+      : `${p.status === 'up to date' ? 'already on' : 'pushed to'} node ${p.node}: ${formatBytes(p.sentBytes)} sent, ${formatBytes(p.skippedBytes)} already there (${p.mode ?? '?'}, ${formatDuration(p.durationMs)})`)
+  }
+  if (r.pod) {
+    const o = r.pod.outcome
+    const who = `pod ${r.pod.namespace}/${r.pod.name} container ${r.pod.container}`
+    if (o.state === 'running') lines.push(`${who}: running`)
+    else if (o.state === 'not-waited') lines.push(`${who}: not waited for (--timeout 0)`)
+    else if (o.state === 'timeout') lines.push(`${who}: still not running after the timeout${o.reason ? ` (${o.reason}${o.message ? `: ${o.message}` : ''})` : ''}; see kubectl describe pod ${r.pod.name} -n ${r.pod.namespace}`)
+    else lines.push(`${who}: ${o.state}${o.reason ? ` (${o.reason}${o.message ? `: ${o.message}` : ''})` : o.message ? ` (${o.message})` : ''}; see kubectl describe pod ${r.pod.name} -n ${r.pod.namespace}`)
+  }
+  if (r.expose) lines.push(describeExpose(r.expose))
+  for (const w of r.warnings) lines.push(`warning: ${w}`)
+  return lines.join('\n')
+}
