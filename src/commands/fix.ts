@@ -81,6 +81,10 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       process.off('SIGINT', stop)
       process.off('SIGTERM', stop)
       this.log(flags.json ? JSON.stringify(result) : describeFix(result, Boolean(flags['dry-run'])))
+      if (controller.signal.aborted) {
+        this.logToStderr('fix cancelled: transfers stopped, no image record written where they had not finished; run again to resume')
+        this.exit(130)
+      }
       if (!result.ok) this.exit(1)
     } catch (err) {
       if (err instanceof FixError || err instanceof KubeError || err instanceof KubeConfigError || err instanceof ConfigError || err instanceof NodeTargetError) {
