@@ -2,7 +2,7 @@
 
 export interface Row {
   scenario: string
-  unit: 's' | 'MB'
+  unit: 's' | 'MB' | 'count'
   /** Median of the measured samples (undefined: not measured). */
   measured?: number
   /** The same-run baseline this row is compared to. */
@@ -14,6 +14,8 @@ export interface Row {
   maxAbsolute?: number
   goal: string
   notMeasured?: string
+  /** Shown next to the result (e.g. what went wrong in a miss). */
+  note?: string
 }
 
 export interface BenchReport {
@@ -47,6 +49,7 @@ export function verdict(row: Row): Verdict {
 function fmt(v: number | undefined, unit: Row['unit']): string {
   if (v === undefined || Number.isNaN(v)) return '—'
   if (unit === 's') return `${v.toFixed(2)} s`
+  if (unit === 'count') return String(Math.round(v))
   return `${v.toFixed(v < 10 ? 2 : 1)} MB`
 }
 
@@ -60,7 +63,7 @@ export function renderMarkdown(report: BenchReport): string {
   for (const row of report.rows) {
     const v = verdict(row)
     const base = row.baseline !== undefined ? `${fmt(row.baseline, row.unit)} ${row.baselineLabel}` : row.baselineLabel || '—'
-    const result = row.notMeasured ?? (v.miss === undefined ? 'not measured' : v.miss ? '**MISS**' : 'ok')
+    const result = (row.notMeasured ?? (v.miss === undefined ? 'not measured' : v.miss ? '**MISS**' : 'ok')) + (row.note ? ` (${row.note})` : '')
     const ratio = v.ratio !== undefined ? `${v.ratio.toFixed(2)}×` : '—'
     lines.push(`| ${row.scenario} | ${fmt(row.measured, row.unit)} | ${base} | ${ratio} | ${row.goal} | ${result} |`)
   }
@@ -69,7 +72,8 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push('|---|---|---|')
   for (const [key, values] of Object.entries(report.samples)) {
     const bytes = /bytes|rss/.test(key)
-    const show = (x: number) => (bytes ? `${(x / (1024 * 1024)).toFixed(1)} MB` : `${(x / 1000).toFixed(3)} s`)
+    const count = /transfers/.test(key)
+    const show = (x: number) => (count ? String(x) : bytes ? `${(x / (1024 * 1024)).toFixed(1)} MB` : `${(x / 1000).toFixed(3)} s`)
     const sorted = [...values].sort((a, b) => a - b)
     const mid = Math.floor(sorted.length / 2)
     const med = sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
