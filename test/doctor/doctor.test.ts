@@ -12,6 +12,7 @@ import {type ApiServer, startApiServer} from '../kube/apiserver.js'
 import {kubeletNodes} from '../kube/bed-wiring.js'
 import {type Kubelet, startKubelet} from '../kube/kubelet.js'
 import {rbacAccessRules} from '../expose/rbac.js'
+import {kubectl} from '../kube/kubectl.js'
 import {type DoctorCheck, type DoctorOptions, doctor} from '../../src/ops/doctor.js'
 
 const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
@@ -147,6 +148,14 @@ describe('sideload doctor on the bed', () => {
     } finally {
       server.setRules('sideload', rbacAccessRules())
     }
+  })
+
+  it('the test server answers real kubectl 1.20 `auth can-i` (SelfSubjectAccessReview) the way doctor reads it', async () => {
+    const yes = await kubectl(kubeconfig, ['auth', 'can-i', 'patch', 'pods'])
+    expect(yes.stdout.trim(), yes.stderr).toBe('yes')
+    const no = await kubectl(kubeconfig, ['auth', 'can-i', 'delete', 'pods'])
+    expect(no.stdout.trim()).toBe('no')
+    expect(no.code).toBe(1)
   })
 
   it('the CLI: a table, and exit 1 with the ssh-keygen -R hint when a host key changed', async () => {
