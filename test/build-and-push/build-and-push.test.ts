@@ -15,7 +15,7 @@ import type {JsonObject} from '../kube/patch.js'
 import {rbacAccessRules} from '../expose/rbac.js'
 import {CriClient} from '../../src/containerd/index.js'
 import {BuildFailedError} from '../../src/ops/build.js'
-import {type BuildAndPushOptions, buildAndPush} from '../../src/ops/build-and-push.js'
+import {BuildAndPushError, type BuildAndPushOptions, buildAndPush} from '../../src/ops/build-and-push.js'
 
 const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
 
@@ -172,4 +172,19 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
     expect(r.ok).toBe(false)
     expect(r.pod?.outcome).toMatchObject({state: 'waiting', reason: 'CreateContainerError'})
   }, 60_000)
+
+  it('refuses before building when the kubelet would ignore the image (:latest → imagePullPolicy Always) or the pod is unscheduled', async () => {
+    server.store.create('pods', 'default', {metadata: {name: 'latest'}, spec: {nodeName: bed.nodes[0].name, containers: [{name: 'main', image: 'local/bap-latest'}]}})
+    server.store.create('pods', 'default', {metadata: {name: 'pending'}, spec: {containers: [{name: 'main', image: 'local/bap-pending:1', imagePullPolicy: 'Never'}]}})
+    // a context that cannot build: reaching the builder would fail differently
+    const dir = context('never-built', 'FROM sltest/busybox:1\nRUN exit 9\n')
+    const always = await buildAndPush(options({pod: 'latest', dir})).catch((e: unknown) => e)
+    expect(always).toBeInstanceOf(BuildAndPushError)
+    expect((always as Error).message).toContain('imagePullPolicy: Always')
+    expect((always as Error).message).toContain('hint: set imagePullPolicy: IfNotPresent (or Never)')
+    const pending = await buildAndPush(options({pod: 'pending', dir})).catch((e: unknown) => e)
+    expect(pending).toBeInstanceOf(BuildAndPushError)
+    expect((pending as Error).message).toContain('is not scheduled to a node yet')
+    expect((pending as Error).message).toContain('--node / --host')
+  })
 })
