@@ -235,6 +235,7 @@ async function oneRun(round: number, bed: Bed, n: Nodes, img: Images, s: Samples
     s.add('help', (await run([process.execPath, CLI, '--help'])).ms)
     s.add('ssh-true', (await run(n.ssh(n1, 'true'))).ms)
   }
+  s.add('rss-help', (await run([process.execPath, CLI, '--help'], {rss: true})).maxRssBytes ?? Number.NaN)
 
   log(`run ${round}: limits (raw copy, node-side import)`)
   s.add('raw-1', (await run(n.ssh(n1, 'cat > /dev/null'), {stdinFile: base})).ms)
@@ -371,6 +372,7 @@ function buildRows(s: Samples, img: Images, opts: {quick: boolean; fix: boolean}
   const help = sec('help')
   const sshTrue = sec('ssh-true')
   ratioRow('identical re-push, 3 nodes: time', 'identical-3', '`sideload --help` + `ssh node true`', help !== undefined && sshTrue !== undefined ? help + sshTrue : undefined, 2)
+  rows.push({scenario: 'peak RSS of `sideload --help` (context: the CLI before any work)', unit: 'MB', measured: toMb(m('rss-help')), baselineLabel: '', goal: '—', context: true})
   const rss170 = toMb(m('rss-170'))
   rows.push({scenario: 'peak RSS, ~170 MB image to 3 nodes', unit: 'MB', measured: rss170, baselineLabel: '', goal: '≤ 150 MB', maxAbsolute: 150})
   if (img.big) {

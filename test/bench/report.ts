@@ -14,6 +14,8 @@ export interface Row {
   maxAbsolute?: number
   goal: string
   notMeasured?: string
+  /** A figure for context, with no goal. */
+  context?: boolean
   /** Shown next to the result (e.g. what went wrong in a miss). */
   note?: string
 }
@@ -63,7 +65,7 @@ export function renderMarkdown(report: BenchReport): string {
   for (const row of report.rows) {
     const v = verdict(row)
     const base = row.baseline !== undefined ? `${fmt(row.baseline, row.unit)} ${row.baselineLabel}` : row.baselineLabel || '—'
-    const result = (row.notMeasured ?? (v.miss === undefined ? 'not measured' : v.miss ? '**MISS**' : 'ok')) + (row.note ? ` (${row.note})` : '')
+    const result = (row.notMeasured ?? (row.context ? 'context' : v.miss === undefined ? 'not measured' : v.miss ? '**MISS**' : 'ok')) + (row.note ? ` (${row.note})` : '')
     const ratio = v.ratio !== undefined ? `${v.ratio.toFixed(2)}×` : '—'
     lines.push(`| ${row.scenario} | ${fmt(row.measured, row.unit)} | ${base} | ${ratio} | ${row.goal} | ${result} |`)
   }
