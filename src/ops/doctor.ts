@@ -56,6 +56,9 @@ export interface DoctorResult {
 
 class CheckTimeout extends Error {}
 
+/** Nodes checked at once (each holds one SSH connection while checked). */
+const NODE_JOBS = 8
+
 function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined
   const timeout = new Promise<never>((_, reject) => {
@@ -107,11 +110,11 @@ export async function doctor(opts: DoctorOptions = {}): Promise<DoctorResult> {
   const keys = [...(opts.ssh?.identityFiles ?? []), ...targets.flatMap((t) => (t.sshKey ? [t.sshKey] : []))]
   const pool = new SshPool({...opts.ssh, identityFiles: keys.length ? [...new Set(keys)] : undefined})
   try {
-    // nodes in parallel, rows in node order
-    const perNode = await Promise.all(targets.map(async (t) => {
-      const rows: DoctorCheck[] = []
-      await checkNode(t, pool, timeoutMs, (c) => rows.push(c))
-      return rows
+    // up to NODE_JOBS nodes at a time, rows in node order
+    const perNode: DoctorCheck[][] = targets.map(() => [])
+    let next = 0
+    await Promise.all(Array.from({length: Math.min(NODE_JOBS, targets.length)}, async () => {
+      for (let i = next++; i < targets.length; i = next++) await checkNode(targets[i], pool, timeoutMs, (c) => perNode[i].push(c))
     }))
     for (const rows of perNode) for (const r of rows) add(r)
   } finally {
