@@ -171,6 +171,12 @@ function missingHint(image: string, inventory: SourceInventory, names: string[] 
 // ---------------------------------------------------------------------------------------------
 // pods
 
+function uniquePods(containers: StuckContainer[]): {namespace: string; pod: string}[] {
+  const seen = new Map<string, {namespace: string; pod: string}>()
+  for (const c of containers) seen.set(`${c.namespace}/${c.pod}`, {namespace: c.namespace, pod: c.pod})
+  return [...seen.values()]
+}
+
 function podKey(p: V1Pod): string {
   return `${p.metadata?.namespace ?? ''}/${p.metadata?.name ?? ''}`
 }
@@ -418,6 +424,8 @@ export interface FixWatchOptions extends FixOptions {
   onError?(err: Error): void
   /** how long a finished transfer counts for pods of the same (image, node) arriving later (default 30 s) */
   settleMs?: number
+  /** first delay before a failed transfer is tried again, doubling up to 60 s (default 5 s) */
+  retryMs?: number
 }
 
 export interface FixWatchSummary {
@@ -449,6 +457,10 @@ export async function fixWatch(opts: FixWatchOptions): Promise<FixWatchSummary> 
   const handled = new Map<string, number>()
   const diagnosed = new Set<string>()
   const settleMs = opts.settleMs ?? 30_000
+  const retryMs = opts.retryMs ?? 5000
+  /** (image, node) → failed transfers in a row, for the back-off */
+  const failures = new Map<string, number>()
+  const retryTimers = new Set<NodeJS.Timeout>()
   const pool = opts.pool ?? new SshPool(opts.ssh)
   const abort = new AbortController()
   const onAbort = (): void => abort.abort()
@@ -487,8 +499,35 @@ export async function fixWatch(opts: FixWatchOptions): Promise<FixWatchSummary> 
       summary.transfers.push(t)
       opts.onTransfer?.(t)
       for (const c of flight.containers) await settle(c, result)
+      if (result.status === 'failed' && result.error !== 'cancelled') scheduleRetry(key, flight.containers)
+      else failures.delete(key)
     })())
     return flight
+  }
+
+  /**
+   * A failed transfer (node unreachable, image not built yet) is tried again with back-off, for
+   * the pods still stuck: their status may not change, so no watch event would bring them back.
+   */
+  const scheduleRetry = (key: string, containers: StuckContainer[]): void => {
+    if (abort.signal.aborted) return
+    const n = (failures.get(key) ?? 0) + 1
+    failures.set(key, n)
+    const delay = Math.min(retryMs * 2 ** (n - 1), 60_000)
+    const timer = setTimeout(() => {
+      retryTimers.delete(timer)
+      track((async () => {
+        for (const {namespace: ns, pod: name} of uniquePods(containers)) {
+          if (abort.signal.aborted) return
+          const pod = await client.getPod(name, ns).catch(() => undefined)
+          if (!pod) continue
+          for (const k of [...handled.keys()]) if (k.startsWith(`${pod.metadata?.uid ?? ''}/`)) handled.delete(k)
+          finished.delete(key)
+          onPod(pod)
+        }
+      })())
+    }, delay)
+    retryTimers.add(timer)
   }
 
   /** after a transfer: nudge the pod and report it */
@@ -561,6 +600,7 @@ export async function fixWatch(opts: FixWatchOptions): Promise<FixWatchSummary> 
     }
   })
   opts.signal?.removeEventListener('abort', onAbort)
+  for (const t of retryTimers) clearTimeout(t)
   while (tasks.size > 0) await Promise.allSettled([...tasks])
   if (!opts.pool) await pool.closeAll()
   if (fatal) throw fatal

@@ -4,7 +4,7 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeImage} from '../bed/images.js'
 import {KubeClient} from '../../src/kube/client.js'
-import {fix, fixWatch, type TransferResult} from '../../src/ops/fix.js'
+import {fix, type FixRow, fixWatch, type TransferResult} from '../../src/ops/fix.js'
 import {BIN, cli, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed, waitFor} from './fixture.js'
 
 let fb: FixBed
@@ -185,5 +185,43 @@ describe('sideload fix --watch on real nodes', () => {
     } finally {
       await bed.unshape(n1)
     }
+  })
+
+  it('tries failed transfers again: the image built later (archive directory), a node whose sshd was down', async () => {
+    const {bed, server, kubelet} = fb
+    const [, n2, n3] = bed.nodes
+    const fs = await import('node:fs')
+    const dir = path.join(fb.tmp, 'archives')
+    fs.mkdirSync(dir)
+    createNamespace(server, 'retry')
+    const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'retry'})
+    const abort = new AbortController()
+    const rows: FixRow[] = []
+    const watching = fixWatch({client, source: {kind: 'archive-dir', dir}, ssh: ssh(), signal: abort.signal, retryMs: 500, onRow: r => rows.push(r)})
+    await bed.stopSshd(n3)
+    let sshdDown = true
+    try {
+      await new Promise(r => setTimeout(r, 300))
+      createPod(server, 'retry', 'r2', n2.name, 'local/fix-retry:1.0')
+      await kubelet.syncNow()
+      await waitFor('not-in-source row', () => rows.some(r => r.pod === 'r2' && r.action === 'not pushed'), 5000)
+      expect(rows.find(r => r.pod === 'r2')?.hint).toContain('docker.io/local/fix-retry:1.0 is not in the archive directory')
+      expect(rows.find(r => r.pod === 'r2')?.hint).toContain('It has no images at all')
+      // the build lands: the next try finds it
+      await makeImage({name: 'docker.io/local/fix-retry:1.0', layers: [{busybox: true}], format: 'docker', out: path.join(dir, 'retry.tar')})
+      await waitFor('r2 running', running('retry', 'r2'), 10_000)
+
+      createPod(server, 'retry', 'r3', n3.name, 'local/fix-retry:1.0')
+      await kubelet.syncNow()
+      await waitFor('push failed row', () => rows.some(r => r.pod === 'r3' && r.action === 'push failed'), 10_000)
+      expect(rows.find(r => r.pod === 'r3')?.result).toMatch(/refused|connect/i)
+      await bed.startSshd(n3)
+      sshdDown = false
+      await waitFor('r3 running', running('retry', 'r3'), 15_000)
+    } finally {
+      if (sshdDown) await bed.startSshd(n3)
+      abort.abort()
+    }
+    await watching
   })
 })
