@@ -5,7 +5,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import type {V1Container, V1ContainerStatus, V1Pod} from '@kubernetes/client-node'
 import {type NodeAccess, type SideloadConfig} from '../config/config.js'
-import {normalizeImageName} from '../image/index.js'
+import {formatPlatform, hostPlatform, normalizeImageName, type Platform} from '../image/index.js'
 import {KubeClient} from '../kube/client.js'
 import type {KubeTargetOptions} from '../kube/config.js'
 import {isKubeError} from '../kube/errors.js'
@@ -134,6 +134,16 @@ async function waitForPod(client: KubeClient, namespace: string, name: string, c
   }
 }
 
+/**
+ * The platform to build for: what was asked, else the node's when it differs from this machine's
+ * (an arm64 node gets an arm64 image), else the builder's default.
+ */
+export function buildPlatforms(asked: string[] | undefined, node: Platform | undefined, host: Platform = hostPlatform()): string[] | undefined {
+  if (asked?.length) return asked
+  if (!node || (node.os === host.os && node.architecture === host.architecture)) return undefined
+  return [formatPlatform(node)]
+}
+
 /** Build the pod's image, push it to the pod's node from the build output, wait for the pod. */
 export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndPushResult> {
   const config = opts.config ?? {defaults: {}, nodes: {}}
@@ -185,7 +195,7 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
   const wasRunning = pod && container ? statusOf(pod, container)?.state?.running !== undefined : false
 
   // 3. build; a failed build throws here and nothing reaches any node
-  const built: BuildResult = await build({...opts.build, tags: [image], signal: opts.signal})
+  const built: BuildResult = await build({...opts.build, tags: [image], platforms: buildPlatforms(opts.build.platforms, target.platform), signal: opts.signal})
 
   // 4. push straight from the build output
   let pushed: PushResult
