@@ -33,7 +33,7 @@ A failed build pushes nothing.`
   ]
 
   static override args = {
-    context: Args.string({description: 'build context directory', default: '.'}),
+    context: Args.string({description: 'build context directory', default: '.', ignoreStdin: true}),
   }
 
   static override flags = {
