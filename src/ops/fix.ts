@@ -1,6 +1,8 @@
 // `sideload fix`: find the pods that wait for an image the kubelet will not pull, send each image
 // once to each node that needs it, nudge the pods and wait until they run. `fixWatch` keeps doing
 // so for pods that get stuck later.
+import * as fs from 'node:fs'
+import * as path from 'node:path'
 import type {V1Pod} from '@kubernetes/client-node'
 import type {NodeAccess, SideloadConfig} from '../config/config.js'
 import {ContainerdClient} from '../containerd/index.js'
@@ -130,8 +132,6 @@ export function sourceInventory(source: PushSource): SourceInventory {
     }
     case 'archive-dir': {
       const names = async (): Promise<string[]> => {
-        const fs = await import('node:fs')
-        const path = await import('node:path')
         const files = fs.readdirSync(source.dir).filter((f) => /\.(tar|tar\.gz|tgz|oci)$/.test(f)).sort()
         const all: string[] = []
         for (const f of files) all.push(...(await archiveNames(path.join(source.dir, f)).catch(() => [])))
@@ -297,7 +297,16 @@ async function nodeTargets(client: KubeClient, names: string[], opts: FixOptions
 async function checkSource(transfers: Transfer[], inventory: SourceInventory): Promise<{ready: Transfer[]; missing: FixDiagnosis[]}> {
   const images = [...new Set(transfers.map((t) => t.image))]
   const missingImages = new Set<string>()
-  for (const image of images) if (!(await inventory.has(image))) missingImages.add(image)
+  for (const image of images) {
+    let has: boolean
+    try {
+      has = await inventory.has(image)
+    } catch (err) {
+      throw new FixError(`cannot look for ${image} in the ${inventory.description}: ${(err as Error).message}. ` +
+        'Hint: take the images from elsewhere with --source containerd|docker|DIR or --archive FILE (and --containerd-address for another containerd)')
+    }
+    if (!has) missingImages.add(image)
+  }
   const missing: FixDiagnosis[] = []
   if (missingImages.size > 0) {
     const names = await inventory.names().catch(() => undefined)
@@ -477,8 +486,7 @@ export async function fixWatch(opts: FixWatchOptions): Promise<FixWatchSummary> 
   let fatal: Error | undefined
 
   const transfer = (key: string, image: string, node: string, first: StuckContainer): InFlight => {
-    const flight: InFlight = {image, node, containers: [first], done: Promise.resolve(undefined as unknown as NodeImageResult)}
-    flight.done = (async (): Promise<NodeImageResult> => {
+    const send = async (): Promise<NodeImageResult> => {
       const base = {node, image, sentBytes: 0, skippedBytes: 0, durationMs: 0, attempts: 0}
       try {
         if (!(await inventory.has(image))) {
@@ -486,11 +494,13 @@ export async function fixWatch(opts: FixWatchOptions): Promise<FixWatchSummary> 
           return {...base, status: 'failed', error: 'image not in the source', hint: missingHint(image, inventory, names)}
         }
         const targets = await nodeTargets(client, [node], opts)
-        return (await pushOnce({...opts, signal: abort.signal}, pool, image, [...targets.values()]))[0]
+        const [result] = await pushOnce({...opts, signal: abort.signal}, pool, image, [...targets.values()])
+        return result ?? {...base, status: 'failed', error: abort.signal.aborted ? 'cancelled' : 'push reported nothing for the node'}
       } catch (err) {
         return {...base, status: 'failed', error: (err as Error).message}
       }
-    })()
+    }
+    const flight: InFlight = {image, node, containers: [first], done: send()}
     track((async () => {
       const result = await flight.done
       inFlight.delete(key)

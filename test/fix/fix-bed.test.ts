@@ -130,6 +130,13 @@ describe('sideload fix on real nodes', () => {
     expect(d?.hint).toContain('docker.io/local/fix-absent:3.1 is not in the archive')
     expect(d?.hint).toContain('It has: docker.io/local/fix-other:1.0')
     expect(result.rows).toMatchObject([{pod: 'lost', action: 'not pushed', result: 'image not in the source', ok: false}])
+
+    // the default source, a local containerd, is not there: say so and how to pick another
+    const sock = path.join(fb.tmp, 'no-containerd.sock')
+    const run = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'missing', '--containerd-address', `unix://${sock}`, ...sshArgs()])
+    expect(run.code).toBe(1)
+    expect(run.stderr).toContain(`error: cannot look for docker.io/local/fix-absent:3.1 in the containerd unix://${sock} (namespace k8s.io)`)
+    expect(run.stderr).toContain('--source containerd|docker|DIR or --archive FILE')
   })
 
   it('takes the image from a containerd (a bed node\'s socket as the build machine) to the other nodes', async () => {
