@@ -1,14 +1,17 @@
 // The fault suite (issue 9): what happens to `sideload push` when the world misbehaves, on real
 // nodes (sshd + containerd per node, test/bed). The links to the nodes under test are shaped so
 // that a transfer lasts long enough to be cut in the middle, at a known byte count.
+import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
+import {promisify} from 'node:util'
 import {afterAll, beforeAll, beforeEach, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
 import {makeImage, type ImageInfo} from '../bed/images.js'
 import {afterBytes, startPush, type PushRun} from './cli.js'
 
+const execFileP = promisify(execFile)
 const MB = 1024 * 1024
 const BIG = 'docker.io/sl-faults/big:1'
 const SMALL = 'docker.io/sl-faults/small:1'
@@ -83,6 +86,27 @@ describe('fault suite: sideload push on the bed', () => {
     // resumed from the node's offset: far less than a second copy of the blob that was cut
     expect(r?.sentBytes).toBeLessThan(big.totalBytes + 12 * MB)
     expect(run.events.some((e) => e.type === 'info' && /retrying/.test(e.message ?? ''))).toBe(true)
+    await expectComplete(n1, BIG, big)
+  })
+
+  it('the node\'s link drops for 3 s mid-transfer: the push carries on and ends correct', async () => {
+    const [n1] = bed.nodes
+    await bed.shape(n1, {rateMbit: 200})
+    const veth = `slb${bed.index}n${n1.index}` // the host end of the node's link (test/bed naming)
+    let outage: Promise<void> | undefined
+    const run = await startPush(pushArgs(big.path, [n1]), afterBytes(host(n1), 30 * MB, () => {
+      outage = (async () => {
+        await execFileP('ip', ['link', 'set', 'dev', veth, 'down'])
+        await new Promise((r) => setTimeout(r, 3000))
+        await execFileP('ip', ['link', 'set', 'dev', veth, 'up'])
+      })()
+    })).done
+    expect(outage, 'the link was dropped mid-transfer').toBeDefined()
+    await outage
+    expect(run.code, describeRun(run)).toBe(0)
+    expect(resultFor(run, n1)?.status).toBe('pushed')
+    // ~3.4 s of transfer at 200 Mbit/s plus the 3 s outage: the outage really hit this push
+    expect(resultFor(run, n1)?.durationMs).toBeGreaterThan(6000)
     await expectComplete(n1, BIG, big)
   })
 
