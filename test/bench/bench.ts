@@ -132,6 +132,8 @@ interface PushOutcome {
   ms: number
   sentBytes: number
   maxRssBytes?: number
+  /** Where the time went, from the NDJSON event timestamps (ms). */
+  phases?: PushPhases
   statuses: string[]
 }
 
@@ -159,17 +161,55 @@ function parsePushResult(r: RunResult, argv: string[]): {sentBytes: number; stat
   throw new Error(`sideload push printed no {"type":"result"} line: ${argv.join(' ')}\n${r.stdout.slice(-1000)}\n${r.stderr.slice(-1000)}`)
 }
 
+/**
+ * startup: spawn → first event (node start-up, CLI load, archive index read); connect: → first
+ * byte sent (SSH, probe, which blobs are missing); transfer: first → last byte event; finish:
+ * → node done (last unpack, image record); exit: → process exit (closing connections).
+ */
+export interface PushPhases {
+  startup: number
+  connect: number
+  transfer: number
+  finish: number
+  exit: number
+}
+
+function phasesOf(stdout: string, spawnedAt: number, exitedAt: number): PushPhases | undefined {
+  const events: Array<{t: number; type: string}> = []
+  for (const line of stdout.split('\n')) {
+    try {
+      const e = JSON.parse(line) as {time?: string; type?: string}
+      if (e.time && e.type) events.push({t: Date.parse(e.time), type: e.type})
+    } catch {
+      // not an event line
+    }
+  }
+  const bytes = events.filter((e) => e.type === 'bytes')
+  const done = events.filter((e) => e.type === 'done').at(-1)
+  if (events.length === 0 || bytes.length === 0 || !done) return undefined
+  const first = events[0].t
+  return {
+    startup: first - spawnedAt,
+    connect: bytes[0].t - first,
+    transfer: bytes[bytes.length - 1].t - bytes[0].t,
+    finish: done.t - bytes[bytes.length - 1].t,
+    exit: exitedAt - done.t,
+  }
+}
+
 async function sideloadPush(bed: Bed, flags: PushFlags, rss = false): Promise<PushOutcome> {
   const argv = [
     process.execPath, CLI, 'push', flags.image, '--archive', flags.archive,
     ...flags.nodes.flatMap((n) => ['--host', `root@${n.ip}`]),
     '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--json', ...(flags.extra ?? []),
   ]
+  const spawnedAt = Date.now()
   const r = await run(argv, {rss})
+  const exitedAt = Date.now()
   const {sentBytes, statuses} = parsePushResult(r, argv)
   const bad = statuses.filter((s) => s !== 'pushed' && s !== 'up to date')
   if (bad.length > 0 || statuses.length !== flags.nodes.length) throw new Error(`sideload push did not succeed on every node (${statuses.join(', ')}): ${argv.join(' ')}`)
-  return {ms: r.ms, sentBytes, maxRssBytes: r.maxRssBytes, statuses}
+  return {ms: r.ms, sentBytes, maxRssBytes: r.maxRssBytes, statuses, phases: phasesOf(r.stdout, spawnedAt, exitedAt)}
 }
 
 const FIX_PODS = 20
@@ -264,6 +304,7 @@ async function oneRun(round: number, bed: Bed, n: Nodes, img: Images, s: Samples
   const first = await sideloadPush(bed, {image: name, archive: base, nodes: [n1]}, true)
   s.add('push-1', first.ms)
   s.add('rss-170-1', first.maxRssBytes ?? Number.NaN)
+  for (const [phase, ms] of Object.entries(first.phases ?? {})) s.add(`push-1-phase-${phase}`, ms)
   const delta = await sideloadPush(bed, {image: name, archive: changed, nodes: [n1]})
   s.add('delta-ms', delta.ms)
   s.add('delta-bytes', delta.sentBytes)
