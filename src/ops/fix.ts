@@ -587,6 +587,8 @@ export async function fixWatch(opts: FixWatchOptions): Promise<FixWatchSummary> 
   await new Promise<void>((resolve) => {
     const watch = client.watchPods({
       namespace,
+      // --pod: follow just this one (it may be recreated under the same name)
+      fieldSelector: opts.pod ? `metadata.name=${opts.pod}` : undefined,
       onEvent(type, pod) {
         if (type === 'DELETED') {
           for (const k of [...handled.keys()]) if (k.startsWith(`${pod.metadata?.uid ?? ''}/`)) handled.delete(k)

@@ -129,7 +129,7 @@ describe('sideload fix --watch on real nodes', () => {
     expect(missing.stderr).toContain('pod "ghost" in namespace "pushk" not found')
   })
 
-  it('keeps repairing after the watch is cut and its history expired (410 → relist)', async () => {
+  it('keeps repairing after the watch is cut and its history expired (410 → relist); --pod follows one pod', async () => {
     const {bed, server, kubelet} = fb
     const file = await archive('docker.io/local/fix-relist:1.0')
     createNamespace(server, 'relist')
@@ -155,6 +155,24 @@ describe('sideload fix --watch on real nodes', () => {
       abort.abort()
     }
     await watching
+
+    // --pod: only that pod is followed
+    const only = new AbortController()
+    const onlyTransfers: TransferResult[] = []
+    const one = fixWatch({client, pod: 'chosen', source: {kind: 'archive', path: file}, ssh: ssh(), signal: only.signal, onTransfer: t => onlyTransfers.push(t)})
+    try {
+      await new Promise(r => setTimeout(r, 300))
+      createPod(server, 'relist', 'ignored', bed.nodes[0].name, 'local/fix-relist:1.0')
+      createPod(server, 'relist', 'chosen', bed.nodes[2].name, 'local/fix-relist:1.0')
+      await kubelet.syncNow()
+      await waitFor('chosen running', running('relist', 'chosen'), 5000)
+      await new Promise(r => setTimeout(r, 500))
+      expect(onlyTransfers.map(t => t.node)).toEqual([bed.nodes[2].name])
+      expect(podStatus(server, 'relist', 'ignored').waiting).toContain('ErrImageNeverPull')
+    } finally {
+      only.abort()
+    }
+    await one
   })
 
   it('stop during a slow transfer: the push is aborted at once, no image recorded on the node', async () => {
