@@ -19,6 +19,7 @@ import {renderMarkdown, type BenchReport, type Row} from './report.js'
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const CLI = path.join(REPO, 'bin/run.js')
 const CIPHER = 'aes128-gcm@openssh.com'
+const SSH2_CAT = path.join(REPO, 'test/bench/ssh2-cat.ts')
 const MB = 1024 * 1024
 const SHAPED_MBIT = 1000
 
@@ -279,6 +280,10 @@ async function oneRun(round: number, bed: Bed, n: Nodes, img: Images, s: Samples
 
   log(`run ${round}: limits (raw copy, node-side import)`)
   s.add('raw-1', (await run(n.ssh(n1, 'cat > /dev/null'), {stdinFile: base})).ms)
+  const viaSsh2 = await run([process.execPath, '--import', 'tsx', SSH2_CAT, n1.ip, bed.keyPath, base])
+  const ssh2 = JSON.parse(viaSsh2.stdout.trim()) as {connectMs: number; transferMs: number}
+  s.add('raw-1-ssh2', ssh2.connectMs + ssh2.transferMs)
+  s.add('raw-1-ssh2-transfer', ssh2.transferMs)
   s.add('raw-3', (await runParallel(all.map((node) => ({argv: n.ssh(node, 'cat > /dev/null'), opts: {stdinFile: base}})))).ms)
   await n.reset(n1)
   await bed.exec(n1, ['cp', base, NODE_ARCHIVE])
@@ -397,6 +402,14 @@ function buildRows(s: Samples, img: Images, opts: {quick: boolean; fix: boolean}
   ratioRow(`first push, 1 node, ${SHAPED_MBIT} Mbit/s link`, 'push-1-shaped', 'kind-style @1G, 1 node', sec('kind-1-shaped'), 0.95)
   ratioRow('first push --no-unpack, 1 node', 'push-1-nounpack', 'raw copy, 1 node', sec('raw-1'), 1.15)
   ratioRow(`first push --no-unpack, 1 node, ${SHAPED_MBIT} Mbit/s link`, 'push-1-nounpack-shaped', 'raw copy @1G, 1 node', rawShaped, 1.15)
+  rows.push({
+    scenario: 'raw copy through ssh2 (the SSH library sideload uses), 1 node (context)', unit: 's', measured: sec('raw-1-ssh2'), baseline: sec('raw-1'),
+    baselineLabel: 'raw copy, OpenSSH', goal: '—', context: true,
+  })
+  rows.push({
+    scenario: 'first push: time in the transfer phase (first to last byte event) (context)', unit: 's', measured: sec('push-1-phase-transfer'), baseline: sec('raw-1-ssh2-transfer'),
+    baselineLabel: 'ssh2 raw copy, transfer only', goal: '—', context: true,
+  })
   ratioRow('first push, 3 nodes', 'push-3', 'kind-style, 3 nodes in parallel', sec('kind-3'), 0.95)
   ratioRow(`first push, 3 nodes, ${SHAPED_MBIT} Mbit/s links`, 'push-3-shaped', 'kind-style @1G, 3 nodes', sec('kind-3-shaped'), 0.95)
   const lastLayer = img.changed.platforms[0].layerSizes.at(-1) ?? 0

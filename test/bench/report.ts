@@ -39,6 +39,7 @@ export interface Verdict {
 
 export function verdict(row: Row): Verdict {
   if (row.measured === undefined || Number.isNaN(row.measured)) return {}
+  if (row.context) return row.baseline && row.baseline > 0 ? {ratio: row.measured / row.baseline} : {}
   if (row.maxRatio !== undefined) {
     if (row.baseline === undefined || !(row.baseline > 0)) return {}
     const ratio = row.measured / row.baseline
