@@ -16,7 +16,7 @@ function usage(): never {
 function parse(argv: string[]): {verb: string; name: string; step?: 'fix' | 'push'} {
   let verb: string | undefined
   let name = process.env.SIDELOAD_SANDBOX || DEFAULT_SANDBOX
-  let step: 'fix' | 'push' | undefined
+  let step: 'fix' | 'push' | undefined // --sideload-step push: `sideload push --host` instead of `sideload fix`
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--name') name = argv[++i] ?? usage()

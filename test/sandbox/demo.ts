@@ -19,8 +19,8 @@ export class DemoError extends Error {
   }
 }
 
-/** TEMPORARY: 'push' until `sideload fix` is committed, then 'fix'. */
-export const DEFAULT_SIDELOAD_STEP: 'fix' | 'push' = 'push'
+/** `sideload fix`, as in the README; 'push' (with --host) remains as a flag for comparison. */
+export const DEFAULT_SIDELOAD_STEP: 'fix' | 'push' = 'fix'
 
 export interface DemoResult {
   node: string
@@ -125,15 +125,14 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
   const bedNode = sb.bed.nodes.find((n) => n.name === node)
   if (!bedNode) throw new DemoError(stepName, `the pod is on '${node}', which is not a sandbox node`)
 
-  // the sandbox's sideload config says the same; the flags show how to reach nodes without one
-  const sshFlags = ['--ssh-key', sb.bed.keyPath, '--known-hosts', sb.bed.knownHostsPath]
+  // SSH user, key and known_hosts come from the sandbox's sideload config ($SIDELOAD_CONFIG)
   if (mode === 'fix') {
     step(`Instead of \`nerdctl save\`, a copy to ${node} and \`nerdctl -n k8s.io load\` there: sideload finds the stuck pod and sends its image to its node:`)
-    await shell(['sideload', 'fix', '--containerd-address', p.buildAddress, ...sshFlags])
+    await shell(['sideload', 'fix', '--containerd-address', p.buildAddress])
   } else {
-    // TEMPORARY (until `sideload fix` is built): the same transfer, with the node named by hand
-    step(`[push --host stand-in for \`sideload fix\`] Instead of \`nerdctl save\`, a copy and \`nerdctl -n k8s.io load\`: sideload sends the image to ${node}:`)
-    await shell(['sideload', 'push', 'local/centos-stream-8-systemd:latest', '--host', `root@${bedNode.ip}`, '--containerd-address', p.buildAddress, ...sshFlags])
+    // --sideload-step push: the same transfer, with the node named by hand
+    step(`Instead of \`nerdctl save\`, a copy and \`nerdctl -n k8s.io load\`: sideload sends the image to ${node}:`)
+    await shell(['sideload', 'push', 'local/centos-stream-8-systemd:latest', '--host', `root@${bedNode.ip}`, '--containerd-address', p.buildAddress])
   }
   await waitFor(`pod ${POD} Running`, 30_000, async () => (await podField('.status.phase')) === 'Running')
   const running = await shell(['kubectl', 'get', 'pods', '-o', 'wide'])

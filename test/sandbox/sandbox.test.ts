@@ -80,7 +80,7 @@ describe('npm run sandbox', () => {
     expect(demo.out).not.toContain('demo failed')
     expect(demo.code, demo.out).toBe(0)
     // the story in order, each command echoed as typed
-    const order = ['$ kubectl apply -f manifests/example-pod.yaml', 'ErrImageNeverPull', '$ sideload ', 'Running', '$ sideload expose centos-stream-8', '$ curl ', DEMO_PAGE]
+    const order = ['$ kubectl apply -f manifests/example-pod.yaml', 'ErrImageNeverPull', '$ sideload fix ', 'Running', '$ sideload expose centos-stream-8', '$ curl ', DEMO_PAGE]
     const at = order.map((s) => demo.out.indexOf(s))
     expect(at.every((i) => i >= 0), demo.out).toBe(true)
     expect([...at].sort((a, b) => a - b)).toEqual(at)
