@@ -18,6 +18,7 @@ import {IMAGE_WAIT_REASONS, defaultPullPolicy} from './fix-plan.js'
 import {hostTarget} from './host-targets.js'
 import {type PushResult, type PushSource, push} from './push.js'
 import {selectNodes, targetsFor} from './targets.js'
+import {sleep} from '../util/async.js'
 
 export interface BuildAndPushOptions extends KubeTargetOptions {
   /** The pod whose image is built; its node is the push target. Optional with node/host (pod not created yet). */
@@ -101,12 +102,6 @@ function statusOf(pod: V1Pod, c: PodContainer): V1ContainerStatus | undefined {
 
 /** Waiting reasons the kubelet gets out of by itself (or by the image arriving). */
 const TRANSIENT = new Set(['ContainerCreating', 'PodInitializing', ...IMAGE_WAIT_REASONS])
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), {once: true})
-  })
 
 /** Wait until the container runs (an init container: has completed), or says why it will not. */
 async function waitForPod(client: KubeClient, namespace: string, name: string, c: PodContainer, timeoutMs: number, signal?: AbortSignal): Promise<PodOutcome> {

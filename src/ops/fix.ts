@@ -18,6 +18,7 @@ import type {Reporter} from '../ui/progress.js'
 import {type Diagnosis, IMAGE_WAIT_REASONS, type StuckContainer, type Transfer, planFix} from './fix-plan.js'
 import {type NodeImageResult, type PushSource, push} from './push.js'
 import {targetsFor} from './targets.js'
+import {sleep} from '../util/async.js'
 
 /** Set on a pod after its image was sent: the kubelet re-syncs a pod at once when its annotations change. */
 export const PUSHED_AT_ANNOTATION = 'sideload.dev/pushed-at'
@@ -206,13 +207,6 @@ export function containerState(pod: V1Pod | undefined, container: string): {stat
   const reason = s.state?.waiting?.reason ?? 'Waiting'
   return {state: reason, stuck: IMAGE_WAIT_REASONS.has(reason)}
 }
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    if (signal?.aborted) return resolve()
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), {once: true})
-  })
 
 async function listTargetPods(client: KubeClient, opts: FixOptions): Promise<V1Pod[]> {
   const namespace = opts.allNamespaces ? undefined : client.namespace

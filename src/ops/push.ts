@@ -8,6 +8,7 @@ import {formatPlatform, normalizeImageName, parsePlatform, readArchive, resolveI
 import {describeNode, openNode, type ImageNode, type NodeTarget} from '../nodes/index.js'
 import {isSshError, SshPool, type PoolOptions} from '../ssh/index.js'
 import type {Reporter} from '../ui/progress.js'
+import {mapLimit, sleep} from '../util/async.js'
 
 export type PushSource =
   | {kind: 'archive'; path: string}
@@ -164,21 +165,6 @@ function hintOf(err: unknown): string | undefined {
   const hint = (err as {hint?: unknown}).hint
   return typeof hint === 'string' ? hint : undefined
 }
-
-async function mapLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
-  let next = 0
-  await Promise.all(
-    Array.from({length: Math.max(1, Math.min(limit, items.length))}, async () => {
-      while (next < items.length) await fn(items[next++])
-    }),
-  )
-}
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), {once: true})
-  })
 
 /**
  * Push images to nodes: per node (in parallel, --jobs), connect over SSH, pick native or ctr
