@@ -1,6 +1,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import dockerignore from '@balena/dockerignore'
+import type {FsStat} from './protos.js'
 
 // The package is CommonJS with a `default` property; under NodeNext the default import is the
 // module object itself (callable too), so take the typed function explicitly.
@@ -27,17 +28,8 @@ export interface WalkFilter {
   followPaths?: string[]
 }
 
-/** One entry of the listing, in the shape of fsutil's `Stat` (int64s as decimal strings). */
-export interface WalkEntry {
-  path: string
-  mode: number
-  uid: number
-  gid: number
-  size: string
-  modTime: string
-  linkname: string
-  devmajor: string
-  devminor: string
+/** One entry of the listing: fsutil's `Stat` (int64s as decimal strings; no xattrs sent) plus where it is. */
+export interface WalkEntry extends Omit<FsStat, 'xattrs'> {
   /** Absolute path on disk (for reading regular files). */
   absPath: string
   /** Whether the daemon may request this entry's data (regular files only). */

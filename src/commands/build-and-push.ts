@@ -2,7 +2,7 @@ import {Args, Command, Flags} from '@oclif/core'
 import {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
 import {createProgressRenderer, type ProgressMode as BuildProgressMode} from '../buildkit/progress.js'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {buildFlags, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {KubeConfigError} from '../kube/config.js'
 import {KubeError} from '../kube/errors.js'
 import {BuildAndPushError, type BuildAndPushResult, buildAndPush} from '../ops/build-and-push.js'
@@ -37,6 +37,7 @@ A failed build pushes nothing.`
   }
 
   static override flags = {
+    ...buildFlags,
     pod: Flags.string({description: 'the pod whose image to build and whose node to push to'}),
     namespace: Flags.string({char: 'n', description: 'namespace of the pod (default: the context\'s)'}),
     container: Flags.string({char: 'c', description: 'the pod\'s container to build for (default: its only container)'}),
@@ -45,15 +46,7 @@ A failed build pushes nothing.`
     host: Flags.string({char: 'H', description: 'push to this node, [user@]host[:port], instead of the pod\'s'}),
     expose: Flags.integer({description: 'expose the pod on a NodePort with this service port once it runs', min: 1, max: 65535}),
     timeout: Flags.integer({description: 'seconds to wait for the pod to run (0: do not wait)', default: 120, min: 0}),
-    file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),
-    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true}),
-    target: Flags.string({description: 'build this stage of a multi-stage Dockerfile'}),
     platform: Flags.string({description: 'platform to build for, e.g. linux/arm64 (default: the node\'s when it differs from this machine\'s)'}),
-    'no-cache': Flags.boolean({description: 'do not use the build cache'}),
-    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true}),
-    builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
-    'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
-    'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
     progress: Flags.string({description: 'progress output (on stderr)', options: ['auto', 'plain', 'tty', 'quiet'], default: 'auto'}),
     json: Flags.boolean({description: 'print the result as JSON on stdout'}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),

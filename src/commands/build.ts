@@ -2,6 +2,7 @@ import {Args, Command, Flags} from '@oclif/core'
 import {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
 import {type BuilderChoice, type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
+import {buildFlags} from '../config/flags.js'
 
 export default class Build extends Command {
   static override summary = 'Build an image from a Dockerfile with BuildKit (no buildctl, no docker CLI needed).'
@@ -31,19 +32,12 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
   }
 
   static override flags = {
+    ...buildFlags,
     tag: Flags.string({char: 't', description: 'image name (repeatable)', multiple: true}),
-    file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),
-    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true}),
-    target: Flags.string({description: 'build this stage of a multi-stage Dockerfile'}),
     platform: Flags.string({description: 'target platform(s), e.g. linux/amd64 (repeatable or comma-separated)', multiple: true}),
-    'no-cache': Flags.boolean({description: 'do not use the build cache'}),
     network: Flags.string({description: 'network for RUN steps', options: ['default', 'none', 'host'], default: 'default'}),
-    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true}),
     label: Flags.string({description: 'image label K=V (repeatable)', multiple: true}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json'], default: 'auto'}),
-    builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
-    'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
-    'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
     output: Flags.string({char: 'o', description: 'write an archive instead: oci:FILE, docker:FILE or tar:FILE'}),
   }
 

@@ -15,6 +15,18 @@ export const sshFlags = {
   config: Flags.string({description: 'config file with per-node SSH settings (default: ~/.config/sideload/config.yaml, $SIDELOAD_CONFIG)'}),
 }
 
+/** The Dockerfile and builder flags `build` and `build-and-push` share. */
+export const buildFlags = {
+    file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),
+    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true}),
+    target: Flags.string({description: 'build this stage of a multi-stage Dockerfile'}),
+    'no-cache': Flags.boolean({description: 'do not use the build cache'}),
+    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true}),
+    builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
+    'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
+    'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
+}
+
 export interface SshFlagValues {
   'ssh-key'?: string[]
   'known-hosts'?: string
