@@ -82,7 +82,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       process.off('SIGTERM', stop)
       this.log(flags.json ? JSON.stringify(result) : describeFix(result, Boolean(flags['dry-run'])))
       if (controller.signal.aborted) {
-        this.logToStderr('fix cancelled: transfers stopped, no image record written where they had not finished; run again to resume')
+        this.logToStderr('fix cancelled: transfers stopped; nodes that had not finished are left as they were (no image record, partial blobs discarded)')
         this.exit(130)
       }
       if (!result.ok) this.exit(1)

@@ -114,7 +114,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       })
     } catch (err) {
       if (err instanceof PushCancelledError) {
-        this.logToStderr('push cancelled: no image record was written on nodes that had not finished; run again to resume')
+        this.logToStderr('push cancelled: nodes that had not finished are left as they were (no image record, partial blobs discarded)')
         this.exit(130)
       }
       throw err

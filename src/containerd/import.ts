@@ -15,6 +15,7 @@ import {
 } from '../image/index.js'
 import type {ContainerdClient, ContentInfo, ImageRecord} from './client.js'
 import {SourceInterruptedError} from './content-writer.js'
+import {mapLimit} from '../util/async.js'
 import {grpcCode, isAlreadyExists, isNotFound} from './errors.js'
 
 export const CRI_MANAGED_LABEL = 'io.cri-containerd.image'
@@ -58,7 +59,11 @@ export interface ImportImageOptions {
   window?: number
   /** Blobs sent at the same time (default 3); of these, at most one larger than 1 MiB (see SMALL_BLOB). */
   parallel?: number
-  /** Cancels the import (Ctrl-C): nothing is recorded; partial blobs stay resumable for the lease's lifetime. */
+  /**
+   * Cancels the import (Ctrl-C): nothing is recorded, the lease is released and the partial
+   * blobs are discarded (as `ctr`/nerdctl leave a node after Ctrl-C). Only involuntary
+   * interruptions (connection lost, containerd restarting, source failing) keep them to resume.
+   */
   signal?: AbortSignal
 }
 
@@ -97,19 +102,6 @@ const missingLabels = (info: ContentInfo, want: Record<string, string>): Record<
   return out
 }
 
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length)
-  let next = 0
-  const workers = Array.from({length: Math.min(limit, items.length)}, async () => {
-    while (next < items.length) {
-      const i = next++
-      out[i] = await fn(items[i])
-    }
-  })
-  await Promise.all(workers)
-  return out
-}
-
 function recordLabels(pin: boolean): Record<string, string> {
   const labels: Record<string, string> = {[CRI_MANAGED_LABEL]: 'managed'}
   if (pin) labels[CRI_PINNED_LABEL] = 'pinned'
@@ -123,8 +115,9 @@ function recordLabels(pin: boolean): Record<string, string> {
  * unpack (each layer as soon as it and those below it are on the node); then write the
  * image record last, so a failure never leaves a half-imported image behind and needs no
  * rollback. On failure the lease is deleted (GC takes what was sent), except when the
- * transfer was interrupted (connection lost, source failed, cancelled): then the lease is
- * left to expire so a re-run resumes each blob from the node's offset.
+ * transfer was interrupted against our will (connection lost, containerd restarting, source
+ * failed): then the lease is left to expire so a re-run resumes each blob from the node's
+ * offset. A cancel (signal) releases the lease and aborts the partial blobs at once.
  *
  * The record targets the source's own root (index or manifest), like a registry pull with a
  * platform filter: the digest the node reports equals the source's, and CRI resolves the
@@ -228,8 +221,10 @@ export async function importImage(client: ContainerdClient, options: ImportImage
       arrived.set(blob.digest, {promise, resolve, reject})
     }
     const whenArrived = (digest: Digest): Promise<void> => arrived.get(digest)?.promise ?? Promise.resolve()
+    const started = new Set<Digest>()
     const sendBlob = async (blob: Descriptor): Promise<void> => {
       let sent = 0
+      started.add(blob.digest)
       try {
         const res = await client.writeContent({
           ref: ingestRef(blob.digest),
@@ -302,11 +297,15 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     options.signal?.removeEventListener('abort', onAbort)
     if (failure === undefined && options.signal?.aborted) onAbort()
     if (failure !== undefined) {
-      // An interrupted transfer keeps its lease (it expires by itself) so the partial
-      // ingests survive and the next run resumes from the node's offsets.
-      if (failure instanceof ImportCancelledError || failure instanceof SourceInterruptedError || grpcCode(failure) === grpc.status.UNAVAILABLE || grpcCode(failure) === grpc.status.CANCELLED) {
+      if (failure instanceof ImportCancelledError) {
+        // Ctrl-C: leave the node as it was. The partial ingests go now (they belong to the
+        // lease, which is deleted below, and GC would take them anyway).
+        await mapLimit([...started], 8, (digest) => client.contentAbort(ingestRef(digest)).catch(() => undefined))
+      } else if (failure instanceof SourceInterruptedError || grpcCode(failure) === grpc.status.UNAVAILABLE || grpcCode(failure) === grpc.status.CANCELLED) {
+        // An involuntary interruption keeps its lease (it expires by itself) so the partial
+        // ingests survive and the next run resumes from the node's offsets.
         keepLease = true
-        if (failure instanceof Error && !(failure instanceof ImportCancelledError)) {
+        if (failure instanceof Error) {
           failure.message += ` Run the import again to resume: ${client.displayName} keeps what arrived for ${Math.round(leaseMs / 60_000)} min.`
         }
       }
