@@ -70,6 +70,8 @@ export interface ContainerdClientOptions {
   namespace?: string
   /** Name used in error messages (the node's name); defaults to the address. */
   displayName?: string
+  /** Channel credentials (default insecure): DuplexChannelCredentials run the channel over SSH. */
+  credentials?: grpc.ChannelCredentials
 }
 
 type ProtoDescriptor = {media_type: string; digest: string; size: number; annotations: Record<string, string>}
@@ -102,8 +104,8 @@ export function normalizeAddress(address: string): string {
 }
 
 /**
- * A containerd client over one gRPC channel (a local unix socket, or a local bridge socket
- * that forwards over SSH). Every namespaced call carries `containerd-namespace`.
+ * A containerd client over one gRPC channel (a local unix socket, or streams over SSH through
+ * DuplexChannelCredentials). Every namespaced call carries `containerd-namespace`.
  */
 export class ContainerdClient {
   readonly address: string
@@ -116,7 +118,7 @@ export class ContainerdClient {
     this.namespace = options.namespace ?? 'k8s.io'
     this.displayName = options.displayName ?? this.address
     const pkg = loadProtos(PROTO_FILES)
-    const creds = grpc.credentials.createInsecure()
+    const creds = options.credentials ?? grpc.credentials.createInsecure()
     const first = new (lookup<ServiceCtor>(pkg, 'containerd.services.version.v1.Version'))(this.address, creds, CONTAINERD_CHANNEL_OPTIONS)
     const make = (name: string): grpc.Client => new (lookup<ServiceCtor>(pkg, name))(this.address, creds, {...CONTAINERD_CHANNEL_OPTIONS, channelOverride: first.getChannel()})
     this.services = {
@@ -132,6 +134,11 @@ export class ContainerdClient {
 
   close(): void {
     for (const svc of Object.values(this.services)) svc.close()
+  }
+
+  /** The gRPC channel, to run other services on the same socket (CRI) over the same connection. */
+  channel(): grpc.Channel {
+    return this.services.version.getChannel() as grpc.Channel
   }
 
   metadata(options: CallOptions = {}): grpc.Metadata {

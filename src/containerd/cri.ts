@@ -24,12 +24,17 @@ type UnaryFn = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) =
 export class CriClient {
   private readonly client: grpc.Client
   private readonly runtime: grpc.Client
+  private readonly sharedChannel: boolean
+  /** `channel`: share a ContainerdClient's channel (the CRI plugin serves on containerd's socket). */
   constructor(
     address: string,
     private readonly displayName = address,
+    channel?: grpc.Channel,
   ) {
+    this.sharedChannel = channel !== undefined
     const pkg = loadProtos(['containerd/cri/runtime/v1/api.proto'])
-    this.client = new (lookup<ServiceCtor>(pkg, 'runtime.v1.ImageService'))(normalizeAddress(address), grpc.credentials.createInsecure(), CONTAINERD_CHANNEL_OPTIONS)
+    const options = channel ? {...CONTAINERD_CHANNEL_OPTIONS, channelOverride: channel} : CONTAINERD_CHANNEL_OPTIONS
+    this.client = new (lookup<ServiceCtor>(pkg, 'runtime.v1.ImageService'))(normalizeAddress(address), grpc.credentials.createInsecure(), options)
     this.runtime = new (lookup<ServiceCtor>(pkg, 'runtime.v1.RuntimeService'))(normalizeAddress(address), grpc.credentials.createInsecure(), {
       ...CONTAINERD_CHANNEL_OPTIONS,
       channelOverride: this.client.getChannel(),
@@ -37,6 +42,7 @@ export class CriClient {
   }
 
   close(): void {
+    if (this.sharedChannel) return // the channel's owner closes it
     this.client.close()
     this.runtime.close()
   }

@@ -1,10 +1,12 @@
+import type {Duplex} from 'node:stream'
+import {duplexChannel} from '../grpc/duplex-credentials.js'
 import {ContainerdClient, CriClient, importImage, type ImportResult} from '../containerd/index.js'
 import type {SshConnection} from '../ssh/index.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
 
 /**
- * A node reached through its containerd API: the node's socket is forwarded over SSH to a
- * private local socket and our gRPC client talks to it (protocols.md §B option 1).
+ * A node reached through its containerd API: our gRPC client runs over SSH channels to the
+ * node's socket (direct-streamlocal, or socat where sshd forbids it), one per HTTP/2 connection.
  */
 export class NativeNode implements ImageNode {
   private constructor(
@@ -14,24 +16,31 @@ export class NativeNode implements ImageNode {
   ) {}
 
   static async open(name: string, conn: SshConnection, socket: string, facts: Omit<NodeFacts, 'mode' | 'socket'>): Promise<NativeNode> {
-    const local = await conn.forwardUnixSocket(socket)
-    const client = new ContainerdClient(`unix://${local}`, {namespace: 'k8s.io', displayName: `node ${name}`})
-    let containerdVersion: string | undefined
+    // The first stream doubles as the probe: a missing socket or a permission problem is
+    // reported here, clearly, instead of as an anonymous UNAVAILABLE from the gRPC client.
+    let first: Duplex | undefined = await conn.openUnixSocket(socket)
+    const {target, credentials} = await duplexChannel(async () => {
+      const stream = first && !first.destroyed ? first : await conn.openUnixSocket(socket)
+      first = undefined
+      return stream
+    })
+    const client = new ContainerdClient(target, {namespace: 'k8s.io', displayName: `node ${name}`, credentials})
+    const cri = facts.snapshotter ? undefined : new CriClient(target, `node ${name}`, client.channel())
     try {
-      containerdVersion = (await client.version()).version
+      const [version, snapshotter] = await Promise.all([
+        client.version(),
+        // The CRI plugin knows the snapshotter the kubelet's containers use; without CRI
+        // (a plain containerd) overlayfs is containerd's default.
+        facts.snapshotter ?? cri!.snapshotter().catch(() => 'overlayfs'),
+      ])
+      return new NativeNode(name, {...facts, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client)
     } catch (err) {
       client.close()
       throw err
+    } finally {
+      first?.destroy()
+      cri?.close()
     }
-    let snapshotter = facts.snapshotter
-    if (!snapshotter) {
-      const cri = new CriClient(`unix://${local}`, `node ${name}`)
-      // The CRI plugin knows the snapshotter the kubelet's containers use; without CRI
-      // (a plain containerd) overlayfs is containerd's default.
-      snapshotter = await cri.snapshotter().catch(() => 'overlayfs')
-      cri.close()
-    }
-    return new NativeNode(name, {...facts, snapshotter, containerdVersion, socket, mode: 'native'}, client)
   }
 
   importImage(options: NodeImportOptions): Promise<ImportResult> {

@@ -1,0 +1,97 @@
+import * as fs from 'node:fs'
+import * as net from 'node:net'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import type {Duplex} from 'node:stream'
+import * as grpc from '@grpc/grpc-js'
+
+/**
+ * A grpc-js channel over streams we open ourselves (an SSH channel to a node's containerd
+ * socket), without a local socket in between.
+ *
+ * grpc-js has no public "custom connection" hook (protocols.md §B): its subchannel always
+ * dials the target, then hands the socket to the credentials' secure connector, and runs
+ * HTTP/2 over whatever that returns. These credentials (ChannelCredentials is grpc-js's public
+ * abstract class) return our stream instead of the dialled socket, which is dropped at once;
+ * the target is a private placeholder socket that only accepts and closes. Node's http2 runs
+ * over any Duplex. Compared with bridging a local unix socket to the SSH channel, every byte
+ * skips one socket write and one read: measured on the bed, ~15 % less CPU for a first push.
+ */
+export class DuplexChannelCredentials extends grpc.ChannelCredentials {
+  constructor(private readonly open: () => Promise<Duplex>) {
+    super()
+  }
+
+  _isSecure(): boolean {
+    return false
+  }
+
+  _equals(other: grpc.ChannelCredentials): boolean {
+    return other === this
+  }
+
+  _createSecureConnector(_target: unknown, _options: grpc.ChannelOptions, callCredentials?: grpc.CallCredentials): ReturnType<grpc.ChannelCredentials['_createSecureConnector']> {
+    const credentials = callCredentials ?? grpc.credentials.createEmpty()
+    const open = this.open
+    return {
+      async connect(placeholder: net.Socket) {
+        placeholder.destroy()
+        const stream = coalesceWrites(await open())
+        return {socket: stream as net.Socket, secure: false}
+      },
+      waitForReady: () => Promise.resolve(),
+      getCallCredentials: () => credentials,
+      destroy: () => undefined,
+    }
+  }
+}
+
+let placeholder: {target: string; dir: string} | undefined
+
+/**
+ * The grpc-js target for DuplexChannelCredentials: a unix socket in a private directory of
+ * this process that accepts and closes (grpc-js dials it before the credentials swap in the
+ * real stream). One per process, gone at exit.
+ */
+export async function placeholderTarget(): Promise<string> {
+  if (placeholder) return placeholder.target
+  const base = os.tmpdir().length > 80 ? '/tmp' : os.tmpdir()
+  const dir = fs.mkdtempSync(path.join(base, 'sideload-grpc-'))
+  fs.chmodSync(dir, 0o700)
+  const socketPath = path.join(dir, 'placeholder.sock')
+  const server = net.createServer((socket) => socket.destroy())
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(socketPath, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  server.unref()
+  process.once('exit', () => fs.rmSync(dir, {recursive: true, force: true}))
+  placeholder = {target: `unix://${socketPath}`, dir}
+  return placeholder.target
+}
+
+/** A grpc-js target and credentials whose every connection is a stream from `open`. */
+export async function duplexChannel(open: () => Promise<Duplex>): Promise<{target: string; credentials: grpc.ChannelCredentials}> {
+  return {target: await placeholderTarget(), credentials: new DuplexChannelCredentials(open)}
+}
+
+/**
+ * Node's http2 writes each frame header and payload as separate buffers, corked. A stream
+ * without `_writev` (an ssh2 channel) turns each into its own SSH packet: a 9-byte packet per
+ * 16 KiB frame, twice the packets, the padding and the syscalls. Giving the stream a `_writev`
+ * that joins the corked buffers lets it send full-size packets.
+ */
+export function coalesceWrites<T extends Duplex>(stream: T): T {
+  const s = stream as unknown as {
+    _writev?: unknown
+    _write: (chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void) => void
+  }
+  if (s._writev) return stream
+  s._writev = function (this: typeof s, chunks: {chunk: Buffer}[], cb: (err?: Error | null) => void) {
+    this._write(chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)), 'binary', cb)
+  }
+  return stream
+}
