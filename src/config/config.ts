@@ -1,7 +1,7 @@
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import {parse as parseYaml} from 'yaml'
+import {createRequire} from 'node:module'
 
 /** How to reach one node; every field optional, later sources override earlier ones. */
 export interface NodeAccess {
@@ -83,7 +83,9 @@ export function loadConfig(file?: string): SideloadConfig {
   }
   let doc: unknown
   try {
-    doc = parseYaml(text) ?? {}
+    // Loaded only when there is a file to parse: the YAML library is ~70 modules of start-up.
+    const {parse} = createRequire(import.meta.url)('yaml') as typeof import('yaml')
+    doc = parse(text) ?? {}
   } catch (error) {
     throw new ConfigError(`not valid YAML: ${(error as Error).message}`, configPath)
   }

@@ -19,7 +19,7 @@ export interface NodeProbe {
   sockets: SocketProbe[]
   platform?: Platform
   user: string
-  /** `sudo -n ctr` works for this user. */
+  /** `sudo -n ctr` works for this user (only asked when no socket is accessible). */
   sudoCtr: boolean
 }
 
@@ -52,8 +52,10 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
   const script = [
     'echo "user $(id -un)"',
     'echo "machine $(uname -m)"',
-    'if sudo -n ctr --version >/dev/null 2>&1; then echo "sudo-ctr yes"; else echo "sudo-ctr no"; fi',
-    'for p in "$@"; do if [ -S "$p" ]; then if [ -r "$p" ] && [ -w "$p" ]; then echo "socket rw $p"; else echo "socket denied $p"; fi; fi; done',
+    'rw=no',
+    'for p in "$@"; do if [ -S "$p" ]; then if [ -r "$p" ] && [ -w "$p" ]; then echo "socket rw $p"; rw=yes; else echo "socket denied $p"; fi; fi; done',
+    // sudo + ctr cost ~0.15 s: asked only when no socket can be opened directly (the ctr fallback).
+    'if [ "$rw" = no ]; then if sudo -n ctr --version >/dev/null 2>&1; then echo "sudo-ctr yes"; else echo "sudo-ctr no"; fi; fi',
   ].join('; ')
   const out = await conn.execCapture(['sh', '-c', script, 'sideload-probe', ...candidates], {check: true})
   const probe: NodeProbe = {sockets: [], user: '', sudoCtr: false}

@@ -242,7 +242,7 @@ async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number, add: (
 
   if (asRoot) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: 'not needed (root)'})
   else if (probe.sudoCtr) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: `${probe.user} may run sudo -n ctr`})
-  else if (socket?.accessible) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: `not allowed for ${probe.user}; not needed (the socket is accessible)`})
+  else if (socket?.accessible) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: `not needed: ${probe.user} can open the socket`})
   else {
     add({check: 'sudo-ctr', target: t.name, status: 'fail', detail: `${probe.user} may not run sudo -n ctr`,
       hint: `connect as root, or allow it in sudoers: "${probe.user} ALL=(root) NOPASSWD: /usr/bin/ctr"`})

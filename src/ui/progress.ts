@@ -1,4 +1,5 @@
-import cliProgress from 'cli-progress'
+import {createRequire} from 'node:module'
+import type cliProgressTypes from 'cli-progress'
 import {formatBytes} from './format.js'
 
 /** What an operation tells the user while it runs, per target (a node, a pod, a build step). */
@@ -73,11 +74,13 @@ export class PlainReporter implements Reporter {
 }
 
 export class BarReporter implements Reporter {
-  private readonly multi: cliProgress.MultiBar
-  private readonly bars = new Map<string, cliProgress.SingleBar>()
+  private readonly multi: cliProgressTypes.MultiBar
+  private readonly bars = new Map<string, cliProgressTypes.SingleBar>()
   /** When each target's first bytes moved, for the transfer rate (connecting is not transfer time). */
   private readonly firstBytesAt = new Map<string, number>()
   constructor(stream: NodeJS.WritableStream) {
+    // Loaded only for a terminal (plain and JSON output never draw bars).
+    const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof cliProgressTypes
     this.multi = new cliProgress.MultiBar(
       {
         stream: stream as NodeJS.WritableStream & {isTTY?: boolean},
@@ -89,7 +92,7 @@ export class BarReporter implements Reporter {
       cliProgress.Presets.shades_classic,
     )
   }
-  private bar(target: string, total = 1): cliProgress.SingleBar {
+  private bar(target: string, total = 1): cliProgressTypes.SingleBar {
     let bar = this.bars.get(target)
     if (!bar) {
       bar = this.multi.create(total, 0, {target, doneBytes: formatBytes(0), totalBytes: formatBytes(total), speed: '', status: ''})
