@@ -173,6 +173,17 @@ export class ContainerdClient {
     return res.uuid
   }
 
+  /**
+   * The platform containerd runs containers for (its snapshotter and runtime plugins report
+   * it), e.g. {os: linux, architecture: arm64, variant: v8}; undefined when no plugin says.
+   */
+  async platform(): Promise<{os: string; architecture: string; variant?: string} | undefined> {
+    type P = {os: string; architecture: string; variant: string}
+    const res = await this.unary<{plugins: {type: string; id: string; platforms: P[]}[]}>('introspection', 'Plugins', {filters: ['type==io.containerd.snapshotter.v1', 'type==io.containerd.runtime.v2']})
+    const p = res.plugins.flatMap((x) => x.platforms).find((x) => x.os && x.architecture)
+    return p ? {os: p.os, architecture: p.architecture, ...(p.variant ? {variant: p.variant} : {})} : undefined
+  }
+
   // --- content -------------------------------------------------------------------------------
 
   /** Content info, or undefined when the blob is not in the store. */

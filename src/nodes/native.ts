@@ -1,7 +1,7 @@
 import type {Duplex} from 'node:stream'
 import {duplexChannel} from '../grpc/duplex-credentials.js'
 import {ContainerdClient, CriClient, importImage, type ImportResult} from '../containerd/index.js'
-import type {SshConnection} from '../ssh/index.js'
+import {SshError, type SshConnection} from '../ssh/index.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
 
 /**
@@ -15,10 +15,14 @@ export class NativeNode implements ImageNode {
     private readonly client: ContainerdClient,
   ) {}
 
-  static async open(name: string, conn: SshConnection, socket: string, facts: Omit<NodeFacts, 'mode' | 'socket'>): Promise<NativeNode> {
+  /**
+   * `facts.platform` undefined: ask containerd (its plugins report the platform they run for).
+   * `firstStream`: an already open stream to the socket (the caller's probe), used first.
+   */
+  static async open(name: string, conn: SshConnection, socket: string, facts: Omit<NodeFacts, 'mode' | 'socket' | 'platform'> & {platform?: NodeFacts['platform']}, firstStream?: Duplex): Promise<NativeNode> {
     // The first stream doubles as the probe: a missing socket or a permission problem is
     // reported here, clearly, instead of as an anonymous UNAVAILABLE from the gRPC client.
-    let first: Duplex | undefined = await conn.openUnixSocket(socket)
+    let first: Duplex | undefined = firstStream ?? (await conn.openUnixSocket(socket))
     const {target, credentials} = await duplexChannel(async () => {
       const stream = first && !first.destroyed ? first : await conn.openUnixSocket(socket)
       first = undefined
@@ -27,13 +31,17 @@ export class NativeNode implements ImageNode {
     const client = new ContainerdClient(target, {namespace: 'k8s.io', displayName: `node ${name}`, credentials})
     const cri = facts.snapshotter ? undefined : new CriClient(target, `node ${name}`, client.channel())
     try {
-      const [version, snapshotter] = await Promise.all([
+      const [version, snapshotter, platform] = await Promise.all([
         client.version(),
         // The CRI plugin knows the snapshotter the kubelet's containers use; without CRI
         // (a plain containerd) overlayfs is containerd's default.
         facts.snapshotter ?? cri!.snapshotter().catch(() => 'overlayfs'),
+        facts.platform ?? client.platform(),
       ])
-      return new NativeNode(name, {...facts, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client)
+      if (!platform) {
+        throw new SshError('command', `node ${name}: containerd did not report its platform`, {hint: 'pass --platform (e.g. linux/amd64)'})
+      }
+      return new NativeNode(name, {...facts, platform, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client)
     } catch (err) {
       client.close()
       throw err

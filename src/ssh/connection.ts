@@ -679,6 +679,25 @@ export class SshConnection {
     }
   }
 
+  /**
+   * Open a unix socket on the node by direct-streamlocal only, without diagnosis: undefined
+   * when sshd refuses (no such socket, no permission, or forwarding disabled). No process
+   * runs on the node, so this is the cheap first try before a probe.
+   */
+  async tryOpenUnixSocket(remotePath: string): Promise<Duplex | undefined> {
+    validateRemotePath(remotePath)
+    this.assertOpen(`open ${remotePath}`)
+    if (this.streamLocalProhibited) return undefined
+    try {
+      return await new Promise<Duplex>((resolve, reject) => {
+        this.client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => (err ? reject(err) : resolve(ch)))
+      })
+    } catch {
+      this.assertOpen(`open ${remotePath}`) // a lost connection is an error, not a missing socket
+      return undefined
+    }
+  }
+
   private async openUnixSocketViaSocat(remotePath: string): Promise<Duplex> {
     if (/[,:!]/.test(remotePath)) {
       throw new SshError('channel', `cannot reach ${remotePath} on ${describeTarget(this.target)}: sshd forbids stream-local forwarding and the path has characters socat cannot take`, {

@@ -6,7 +6,9 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {ContainerdClient, importImage, ingestRef, type ImportEvent} from '../../src/containerd/index.js'
 import {readArchive} from '../../src/image/index.js'
-import {connectNode, type SshConnection} from '../../src/ssh/index.js'
+import {connectNode, SshPool, type SshConnection} from '../../src/ssh/index.js'
+import {openNode} from '../../src/nodes/open.js'
+import {architectureFromUname} from '../../src/nodes/detect.js'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
 import {makeImage} from '../bed/images.js'
 
@@ -31,6 +33,25 @@ async function overSsh(): Promise<{conn: SshConnection; client: ContainerdClient
   const local = await conn.forwardUnixSocket(node.containerdSocket)
   return {conn, client: new ContainerdClient(`unix://${local}`, {displayName: node.name})}
 }
+
+describe('opening a node as root', () => {
+  it('takes the socket sshd opens and the platform containerd reports, without running a shell there', async () => {
+    const pool = new SshPool({identityFiles: [bed.keyPath], agent: false, knownHostsPath: bed.knownHostsPath, resolve: {configPath: null}})
+    try {
+      const conn = await pool.get(pool.resolve(`root@${node.ip}`))
+      const execs: string[] = []
+      const exec = conn.exec.bind(conn)
+      conn.exec = (argv, opts) => (execs.push(argv.join(' ')), exec(argv, opts))
+      const opened = await openNode({name: node.name, sshTarget: `root@${node.ip}`}, pool)
+      const uname = (await bed.exec(node, ['uname', '-m'])).stdout
+      expect(opened.facts).toMatchObject({mode: 'native', socket: node.containerdSocket, platform: architectureFromUname(uname), snapshotter: node.snapshotter})
+      expect(execs, 'no probe shell ran').toEqual([])
+      await opened.close()
+    } finally {
+      await pool.closeAll()
+    }
+  })
+})
 
 describe('native import over an SSH-forwarded containerd socket', () => {
   it('survives a cut SSH session mid-blob: the re-run sends only the rest', async () => {
