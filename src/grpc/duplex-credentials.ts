@@ -18,7 +18,7 @@ import * as grpc from '@grpc/grpc-js'
  * skips one socket write and one read: measured on the bed, ~15 % less CPU for a first push.
  */
 export class DuplexChannelCredentials extends grpc.ChannelCredentials {
-  constructor(private readonly open: () => Promise<Duplex>) {
+  constructor(private readonly open: () => Promise<Duplex>, private readonly corkTarget?: () => {cork(): void; uncork(): void} | undefined) {
     super()
   }
 
@@ -33,10 +33,11 @@ export class DuplexChannelCredentials extends grpc.ChannelCredentials {
   _createSecureConnector(_target: unknown, _options: grpc.ChannelOptions, callCredentials?: grpc.CallCredentials): ReturnType<grpc.ChannelCredentials['_createSecureConnector']> {
     const credentials = callCredentials ?? grpc.credentials.createEmpty()
     const open = this.open
+    const corkTarget = this.corkTarget
     return {
       async connect(placeholder: net.Socket) {
         placeholder.destroy()
-        const stream = coalesceWrites(await open())
+        const stream = coalesceWrites(await open(), corkTarget)
         return {socket: stream as net.Socket, secure: false}
       },
       waitForReady: () => Promise.resolve(),
@@ -74,23 +75,32 @@ export async function placeholderTarget(): Promise<string> {
 }
 
 /** A grpc-js target and credentials whose every connection is a stream from `open`. */
-export async function duplexChannel(open: () => Promise<Duplex>): Promise<{target: string; credentials: grpc.ChannelCredentials}> {
-  return {target: await placeholderTarget(), credentials: new DuplexChannelCredentials(open)}
+export async function duplexChannel(open: () => Promise<Duplex>, corkTarget?: () => {cork(): void; uncork(): void} | undefined): Promise<{target: string; credentials: grpc.ChannelCredentials}> {
+  return {target: await placeholderTarget(), credentials: new DuplexChannelCredentials(open, corkTarget)}
 }
 
 /**
  * Node's http2 writes each frame header and payload as separate buffers, corked. A stream
  * without `_writev` (an ssh2 channel) turns each into its own SSH packet: a 9-byte packet per
  * 16 KiB frame, twice the packets, the padding and the syscalls. Giving the stream a `_writev`
- * that joins the corked buffers lets it send full-size packets.
+ * that joins the corked buffers lets it send full-size packets. `corkTarget`: the transport
+ * under the stream (the SSH connection's socket), corked while the packets are written.
  */
-export function coalesceWrites<T extends Duplex>(stream: T): T {
+export function coalesceWrites<T extends Duplex>(stream: T, corkTarget?: () => {cork(): void; uncork(): void} | undefined): T {
   const s = stream as unknown as {
     _writev?: unknown
     _write: (chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void) => void
   }
   if (s._writev) return stream
   s._writev = function (this: typeof s, chunks: {chunk: Buffer}[], cb: (err?: Error | null) => void) {
+    // ssh2 writes each SSH packet (≤ 32 KiB for a forwarded socket) to its TCP socket by
+    // itself: corking that socket for this tick sends them in one writev (3 nodes: ~10 % less
+    // CPU on the bed).
+    const sock = corkTarget?.()
+    if (sock && typeof sock.cork === 'function') {
+      sock.cork()
+      process.nextTick(() => sock.uncork())
+    }
     this._write(chunks.length === 1 ? chunks[0].chunk : Buffer.concat(chunks.map((c) => c.chunk)), 'binary', cb)
   }
   return stream

@@ -27,7 +27,7 @@ export class NativeNode implements ImageNode {
       const stream = first && !first.destroyed ? first : await conn.openUnixSocket(socket)
       first = undefined
       return stream
-    })
+    }, () => conn.transportSocket())
     const client = new ContainerdClient(target, {namespace: 'k8s.io', displayName: `node ${name}`, credentials})
     const cri = facts.snapshotter ? undefined : new CriClient(target, `node ${name}`, client.channel())
     try {

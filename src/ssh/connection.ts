@@ -547,6 +547,11 @@ export class SshConnection {
    * ACKs and a 170 MB push drops from ~100 to ~35 MB/s (measured on the bed). So the first
    * forwarded socket also starts `true` as a session, in parallel, not awaited.
    */
+  /** The stream the SSH packets go out on (TCP socket, or the jump host's channel), to cork around bursts. */
+  transportSocket(): {cork(): void; uncork(): void} | undefined {
+    return (this.client as unknown as {_sock?: {cork(): void; uncork(): void}})._sock
+  }
+
   private startSession(): void {
     if (this.sessionStarted) return
     this.sessionStarted = true

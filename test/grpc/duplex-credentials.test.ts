@@ -15,7 +15,8 @@ class Recorder extends Duplex {
 
 describe('coalesceWrites', () => {
   it('joins corked writes into one write (what Node http2 does per frame)', async () => {
-    const r = coalesceWrites(new Recorder())
+    const corks: string[] = []
+    const r = coalesceWrites(new Recorder(), () => ({cork: () => corks.push('cork'), uncork: () => corks.push('uncork')}))
     r.cork()
     r.write(Buffer.from('head'))
     r.write(Buffer.from('-body'))
@@ -23,6 +24,7 @@ describe('coalesceWrites', () => {
     r.uncork()
     await new Promise((resolve) => setImmediate(resolve))
     expect(r.writes.map(String)).toEqual(['head-body-tail'])
+    expect(corks, 'the transport was corked around the joined write').toEqual(['cork', 'uncork'])
     r.write(Buffer.from('alone'))
     expect(r.writes.map(String)).toEqual(['head-body-tail', 'alone'])
   })
