@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {Transform} from 'node:stream'
-import {CRI_MANAGED_LABEL, CRI_PINNED_LABEL, type ImportResult} from '../containerd/index.js'
+import {CRI_MANAGED_LABEL, CRI_PINNED_LABEL, ImportCancelledError, type ImportResult} from '../containerd/index.js'
 import {formatPlatform, imageBlobs, normalizeImageName, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
@@ -79,16 +79,31 @@ export class CtrNode implements ImageNode {
         cb(null, chunk)
       },
     })
+    const cancelled = (): ImportCancelledError => new ImportCancelledError(`node ${this.name}`)
+    if (options.signal?.aborted) throw cancelled()
     const proc = await this.conn.exec([...this.ctr, ...args], {stdin: 'pipe'})
     const stderr: Buffer[] = []
     proc.stderr.on('data', (b: Buffer) => stderr.push(b))
     proc.stdout.resume()
     counter.pipe(proc.stdin)
+    // Ctrl-C: stop sending, stop ctr, and leave no image behind (the temporary name is removed below).
+    let onAbort = (): void => undefined
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => {
+        counter.destroy()
+        proc.kill('TERM')
+        reject(cancelled())
+      }
+    })
+    aborted.catch(() => undefined)
+    options.signal?.addEventListener('abort', onAbort, {once: true})
     let written: {blobsWritten: number; bytesWritten: number}
     try {
       const writing = writeOciArchive(counter, options.source, image, {name: temporary, omitBlobs: new Set(present)})
-      const [w, exit] = await Promise.all([writing, proc.wait()])
+      writing.catch(() => undefined)
+      const [w, exit] = await Promise.race([Promise.all([writing, proc.wait()]), aborted])
       written = w
+      if (options.signal?.aborted) throw cancelled()
       if (exit.code !== 0) {
         const text = Buffer.concat(stderr).toString().trim()
         throw new SshError('command', `node ${this.name}: ctr images import failed: ${text.split('\n').slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
@@ -100,6 +115,8 @@ export class CtrNode implements ImageNode {
       proc.kill('TERM')
       await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
       throw err
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort)
     }
     await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
     const labels = [`${CRI_MANAGED_LABEL}=managed`, ...(options.pin ? [`${CRI_PINNED_LABEL}=pinned`] : [])]

@@ -172,6 +172,20 @@ describe('fault suite: sideload push on the bed', () => {
     for (const n of nodes) await expectComplete(n, BIG, big)
   })
 
+  it('SIGINT during a push through `ctr` (the fallback): exit 130, no image under any name on the node', async () => {
+    const [n1] = bed.nodes
+    await bed.shape(n1, {rateMbit: 200})
+    const run = await startPush(pushArgs(big.path, [n1], '--import-mode', 'ctr'), afterBytes(host(n1), 20 * MB, (child) => child.kill('SIGINT'))).done
+    await bed.unshape(n1)
+    expect(run.code, describeRun(run)).toBe(130)
+    expect(resultFor(run, n1)?.mode ?? 'ctr').toBe('ctr')
+    expect(await imageLine(n1, BIG), 'image record on the node').toBeUndefined()
+    expect(await bed.ctr(n1, ['images', 'ls', '-q']), 'no temporary import name left').not.toMatch(/sideload\.invalid/)
+    const again = await startPush(pushArgs(big.path, [n1], '--import-mode', 'ctr')).done
+    expect(again.code, describeRun(again)).toBe(0)
+    await expectComplete(n1, BIG, big)
+  })
+
   it('containerd restarting mid-push: the node recovers on retry or fails clearly; never half-recorded', async () => {
     const [n1] = bed.nodes
     await bed.shape(n1, {rateMbit: 200})
