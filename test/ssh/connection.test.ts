@@ -14,6 +14,7 @@ import {connectNode, type SshConnection} from '../../src/ssh/connection.js'
 import {SshError} from '../../src/ssh/errors.js'
 import {fingerprint} from '../../src/ssh/known-hosts.js'
 import {SshPool} from '../../src/ssh/pool.js'
+import {openNode} from '../../src/nodes/open.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const BED_NAME = 'slbt-ssh'
@@ -196,6 +197,16 @@ describe('SSH connection to a real node', () => {
     expect(serverIp).toBe(n2.ip)
     expect(clientIp).toBe(n1.ip)
     await conn.close()
+    // a node opened through the jump host speaks gRPC to its containerd (the corked transport is the jump channel)
+    const pool = new SshPool({resolve: {configPath: cfg}, agent: false, knownHostsPath: bed.knownHostsPath})
+    try {
+      const node = await openNode({name: 'inner-2', sshTarget: 'inner-2'}, pool)
+      expect(node.facts).toMatchObject({mode: 'native', socket: n2.containerdSocket})
+      expect(node.facts.containerdVersion).toMatch(/1\.6/)
+      await node.close()
+    } finally {
+      await pool.closeAll()
+    }
   })
 
   it('shares one connection per node in a pool', async () => {
@@ -282,6 +293,17 @@ describe('SSH connection to a real node', () => {
       expect(ps.stdout).toContain(`UNIX-CONNECT:${n1.containerdSocket}`)
       client.close()
       await conn.close()
+      // and a push's node opens the same way: no stream-local socket opens, the probe finds the
+      // socket, and the gRPC channel runs over socat
+      const pool = new SshPool({identityFiles: [bed.keyPath], agent: false, knownHostsPath: bed.knownHostsPath, resolve: {configPath: null}})
+      try {
+        const node = await openNode({name: n1.name, sshTarget: `root@${n1.ip}`}, pool)
+        expect(node.facts).toMatchObject({mode: 'native', socket: n1.containerdSocket})
+        expect(node.facts.containerdVersion).toMatch(/1\.6/)
+        await node.close()
+      } finally {
+        await pool.closeAll()
+      }
     } finally {
       await sed('no', 'yes')
       await bed.stopSshd(n1)
