@@ -131,7 +131,8 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * the node already has for `ref`) → WRITE from that offset in ≤ chunkSize messages →
  * COMMIT with expected digest, size and labels. AlreadyExists means the node has the blob.
  * containerd hashes what it receives and refuses a COMMIT whose digest differs: that is how a
- * corrupt source is found (hashing here as well cost ~10 % of a push's CPU for nothing). Memory: at most `window` × `chunkSize` bytes in flight.
+ * corrupt source is found (hashing here as well cost ~10 % of a push's CPU for nothing).
+ * Memory: at most `window` × `chunkSize` bytes in flight.
  */
 export async function writeContent(client: ContainerdClient, options: WriteContentOptions): Promise<WriteContentResult> {
   const {ref, desc} = options
