@@ -1,3 +1,5 @@
+import * as grpc from '@grpc/grpc-js'
+import {grpcCode} from './errors.js'
 import {MAX_DOCUMENT_SIZE, normalizeImageName, sha256Digest, type Descriptor, type ImageSource} from '../image/index.js'
 import {ContainerdClient} from './client.js'
 
@@ -14,7 +16,7 @@ export interface ContainerdSourceOptions {
  * after `nerdctl build`), read through the Images and Content APIs.
  */
 export async function openContainerdSource(options: ContainerdSourceOptions): Promise<ImageSource> {
-  const client = new ContainerdClient(options.address, {namespace: options.namespace ?? 'k8s.io'})
+  const client = new ContainerdClient(options.address, {namespace: options.namespace ?? 'k8s.io', displayName: `local ${options.address}`})
   try {
     const source = await sourceFromClient(client, options.name)
     return {
@@ -25,6 +27,12 @@ export async function openContainerdSource(options: ContainerdSourceOptions): Pr
     }
   } catch (err) {
     client.close()
+    if (grpcCode(err) === grpc.status.UNAVAILABLE) {
+      throw new Error(
+        `cannot read ${options.name} from the local containerd at ${options.address}: nothing answers there (${((err as {details?: string}).details ?? (err as Error).message).replace(/\s+/g, ' ').replace(/ Resolution note: *$/, '').trim()}). ` +
+          'Hint: start containerd here, point --containerd-address at its socket, or push a saved archive: nerdctl save -o app.tar IMAGE && sideload push --archive app.tar …',
+      )
+    }
     throw err
   }
 }

@@ -70,6 +70,14 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
     await expect(openContainerdSource({address: src.address, name: 'sl-src/nope:1'})).rejects.toThrow(/"sl-src\/nope:1" is not in containerd .*it has: docker\.io\/sl-src\/local:1/)
   })
 
+  it('says what to do when no local containerd answers (push IMAGE without --archive)', async () => {
+    const address = `unix://${path.join(os.tmpdir(), `sl-no-containerd-${process.pid}.sock`)}`
+    const err = await openContainerdSource({address, name: 'app:1'}).then(() => undefined, (e: unknown) => e as Error)
+    expect(err?.message).toContain(`cannot read app:1 from the local containerd at ${address}: nothing answers there`)
+    expect(err?.message).toMatch(/--containerd-address .*--archive/)
+    expect(err?.message).not.toMatch(/on the node/)
+  })
+
   it('writes an OCI tar without the blobs the node has, and ctr import accepts it', async () => {
     const out = path.join(work, 'partial-src.tar')
     const info = await makeImage({name: 'sl-src/partial:1', format: 'oci', out, platforms: ['linux/amd64', 'linux/arm64'], layers: [{sizeBytes: 60 * KIB, seed: 'p1'}, {sizeBytes: 40 * KIB, seed: 'p2'}]})
