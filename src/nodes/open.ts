@@ -14,7 +14,7 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
   const conn = await pool.get(target.sshKey ? {...resolved, identityFiles: [target.sshKey, ...resolved.identityFiles]} : resolved)
   const mode = target.importMode ?? 'auto'
   if (mode !== 'ctr') {
-    // Fast path (no process on the node): the first socket sshd lets us open is the one. The
+    // Fast path (no probe shell on the node): the first socket sshd lets us open is the one. The
     // probe below (a shell: ~0.15 s) only runs when none opens, to pick ctr or explain why.
     for (const path of target.containerdSocket ? [target.containerdSocket] : SOCKET_CANDIDATES) {
       const stream = await conn.tryOpenUnixSocket(path)

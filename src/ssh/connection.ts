@@ -540,6 +540,11 @@ export class SshConnection {
   }
 
   /** Run argv on the node (every argument shell-quoted). Streams stdout/stderr; see RemoteProcess. */
+  /** The stream the SSH packets go out on (TCP socket, or the jump host's channel), to cork around bursts. */
+  transportSocket(): Pick<Writable, 'cork' | 'uncork'> | undefined {
+    return (this.client as unknown as {_sock?: Writable})._sock
+  }
+
   /**
    * OpenSSH's sshd sets TCP_NODELAY on a connection only when a session (exec, shell) starts
    * (packet.c ssh_packet_set_interactive). A connection used only for forwarding keeps Nagle on,
@@ -547,11 +552,6 @@ export class SshConnection {
    * ACKs and a 170 MB push drops from ~100 to ~35 MB/s (measured on the bed). So the first
    * forwarded socket also starts `true` as a session, in parallel, not awaited.
    */
-  /** The stream the SSH packets go out on (TCP socket, or the jump host's channel), to cork around bursts. */
-  transportSocket(): {cork(): void; uncork(): void} | undefined {
-    return (this.client as unknown as {_sock?: {cork(): void; uncork(): void}})._sock
-  }
-
   private startSession(): void {
     if (this.sessionStarted) return
     this.sessionStarted = true
@@ -676,9 +676,7 @@ export class SshConnection {
     this.startSession()
     if (this.streamLocalProhibited) return this.openUnixSocketViaSocat(remotePath)
     try {
-      return await new Promise<Duplex>((resolve, reject) => {
-        this.client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => (err ? reject(err) : resolve(ch)))
-      })
+      return await this.streamLocal(remotePath)
     } catch (err) {
       // sshd answers "open failed" both when stream-local forwarding is disabled and when the
       // socket cannot be opened; ask the node directly (socat) to tell the two apart.
@@ -711,13 +709,18 @@ export class SshConnection {
     if (this.streamLocalProhibited) return undefined
     this.startSession()
     try {
-      return await new Promise<Duplex>((resolve, reject) => {
-        this.client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => (err ? reject(err) : resolve(ch)))
-      })
+      return await this.streamLocal(remotePath)
     } catch {
       this.assertOpen(`open ${remotePath}`) // a lost connection is an error, not a missing socket
       return undefined
     }
+  }
+
+  /** One OpenSSH direct-streamlocal channel to `remotePath`. */
+  private streamLocal(remotePath: string): Promise<Duplex> {
+    return new Promise<Duplex>((resolve, reject) => {
+      this.client.openssh_forwardOutStreamLocal(remotePath, (err, ch) => (err ? reject(err) : resolve(ch)))
+    })
   }
 
   private async openUnixSocketViaSocat(remotePath: string): Promise<Duplex> {
