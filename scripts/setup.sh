@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Everything a fresh Debian 12 machine (as root) needs for sideload, its sandbox and its tests:
-# the Debian packages of the real test bed, Debian's kubectl, the npm dependencies, the build.
+# the Debian packages of the real test bed, Debian's kubectl, the upstream daemons built from
+# their Go modules, the npm dependencies, the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,15 @@ fi
 # already carry another kubectl at /usr/bin/kubectl that the package would collide with, so it
 # is unpacked into .cache/ instead of installed over it.
 scripts/fetch-debian-kubectl.sh >/dev/null
+
+# The upstream daemons the tests and the sandbox run (containerd 2.x, buildkitd + buildctl, nerdctl),
+# built from their Go modules at the versions pinned in test/daemons/versions.env into
+# .cache/daemons/; skipped when built. Needs Go and the Go module proxy.
+if ! command -v go >/dev/null 2>&1; then
+  echo "setup: Go is needed to build the test daemons from their Go modules (install Go ≥ 1.26.8)" >&2
+  exit 1
+fi
+scripts/build-daemons.sh containerd buildkit nerdctl
 
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent

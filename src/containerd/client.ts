@@ -184,6 +184,14 @@ export class ContainerdClient {
     return p ? {os: p.os, architecture: p.architecture, ...(p.variant ? {variant: p.variant} : {})} : undefined
   }
 
+  /** Each snapshotter plugin's exported root directory → its id (e.g. …/io.containerd.snapshotter.v1.overlayfs → overlayfs). */
+  async snapshotterRoots(): Promise<Map<string, string>> {
+    const res = await this.unary<{plugins: {id: string; exports: Record<string, string>}[]}>('introspection', 'Plugins', {filters: ['type==io.containerd.snapshotter.v1']})
+    const roots = new Map<string, string>()
+    for (const p of res.plugins) if (p.exports?.root) roots.set(p.exports.root, p.id)
+    return roots
+  }
+
   // --- content -------------------------------------------------------------------------------
 
   /** Content info, or undefined when the blob is not in the store. */

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
 import {loadProtos, lookup} from '../grpc/load.js'
-import {CONTAINERD_CHANNEL_OPTIONS, normalizeAddress} from './client.js'
+import {CONTAINERD_CHANNEL_OPTIONS, type ContainerdClient, normalizeAddress} from './client.js'
 import {describeError} from './errors.js'
 
 /** An image as the kubelet's runtime (containerd's CRI plugin) reports it. */
@@ -28,7 +28,7 @@ export class CriClient {
   /** `channel`: share a ContainerdClient's channel (the CRI plugin serves on containerd's socket). */
   constructor(
     address: string,
-    private readonly displayName = address,
+    readonly displayName = address,
     channel?: grpc.Channel,
   ) {
     this.sharedChannel = channel !== undefined
@@ -48,18 +48,27 @@ export class CriClient {
   }
 
   /**
-   * The snapshotter the CRI plugin unpacks container images into (its `containerd.snapshotter`
-   * setting, from the verbose runtime status), e.g. overlayfs; what importImage should unpack into.
+   * The snapshotter named in the CRI plugin's verbose status config: `containerd.snapshotter`
+   * on containerd 1.6/1.7; undefined on 2.x, whose status no longer shows the image settings.
    */
-  snapshotter(): Promise<string> {
+  configuredSnapshotter(): Promise<string | undefined> {
     const svc = this.runtime as unknown as Record<string, UnaryFn>
     return new Promise((resolve, reject) => {
       svc.Status.call(svc, {verbose: true}, (err, res) => {
         if (err) return reject(describeError(err, 'cri.Status', this.displayName))
-        const info = (res as {info: Record<string, string>}).info
-        const name = snapshotterFromConfig(info.config)
-        if (name) return resolve(name)
-        reject(new Error(`the CRI plugin on ${this.displayName} did not report its snapshotter (no containerd.snapshotter in its verbose status)`))
+        resolve(snapshotterFromConfig((res as {info: Record<string, string>}).info.config))
+      })
+    })
+  }
+
+  /** Mount points of the CRI's image filesystems (ImageFsInfo): the root of the snapshotter images are unpacked into. */
+  imageFilesystems(): Promise<string[]> {
+    const svc = this.client as unknown as Record<string, UnaryFn>
+    return new Promise((resolve, reject) => {
+      svc.ImageFsInfo.call(svc, {}, (err, res) => {
+        if (err) return reject(describeError(err, 'cri.ImageFsInfo', this.displayName))
+        const fs = (res as {image_filesystems: {fs_id: {mountpoint: string} | null}[]}).image_filesystems
+        resolve(fs.map((f) => f.fs_id?.mountpoint ?? '').filter(Boolean))
       })
     })
   }
@@ -77,9 +86,33 @@ export class CriClient {
   }
 }
 
+/** Why the CRI snapshotter could not be told; carries the hint (`--snapshotter`). */
+export class SnapshotterUnknownError extends Error {
+  readonly hint = 'pass --snapshotter NAME (or set snapshotter for this node in the config file) to say which snapshotter the kubelet\'s containerd uses'
+}
+
 /**
- * The snapshotter named in the CRI plugin's config JSON: `containerd.snapshotter` (1.6/1.7);
- * failing that (2.x moved image settings around), the first string field called `snapshotter`.
+ * The snapshotter the node's CRI plugin unpacks images into, found the way the kubelet sees it:
+ * the CRI's image filesystem (ImageFsInfo) is that snapshotter's root directory, which the
+ * snapshotter plugin exports (Introspection.Plugins) — the same on containerd 1.6, 1.7 and 2.x.
+ * Where that does not match, containerd 1.6/1.7 still name it in the CRI config. Never a guess.
+ */
+export async function criSnapshotter(client: ContainerdClient, cri: CriClient): Promise<string> {
+  const [mounts, roots] = await Promise.all([cri.imageFilesystems(), client.snapshotterRoots()])
+  for (const m of mounts) {
+    const id = roots.get(m)
+    if (id) return id
+  }
+  const configured = await cri.configuredSnapshotter()
+  if (configured) return configured
+  throw new SnapshotterUnknownError(
+    `the CRI plugin on ${cri.displayName} did not tell its snapshotter (image filesystem ${mounts.join(', ') || 'not reported'} is no snapshotter's root, and its status config names none)`,
+  )
+}
+
+/**
+ * The snapshotter named in the CRI plugin's config JSON (containerd 1.6/1.7:
+ * `containerd.snapshotter`); undefined when it names none (2.x).
  */
 export function snapshotterFromConfig(json: string | undefined): string | undefined {
   let config: unknown
@@ -89,15 +122,5 @@ export function snapshotterFromConfig(json: string | undefined): string | undefi
     return undefined
   }
   const direct = (config as {containerd?: {snapshotter?: unknown}} | null)?.containerd?.snapshotter
-  if (typeof direct === 'string' && direct) return direct
-  const queue: unknown[] = [config]
-  while (queue.length) {
-    const node = queue.shift()
-    if (!node || typeof node !== 'object') continue
-    for (const [key, value] of Object.entries(node as Record<string, unknown>)) {
-      if (key.toLowerCase() === 'snapshotter' && typeof value === 'string' && value) return value
-      if (value && typeof value === 'object') queue.push(value)
-    }
-  }
-  return undefined
+  return typeof direct === 'string' && direct ? direct : undefined
 }

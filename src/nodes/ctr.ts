@@ -3,6 +3,7 @@ import {Transform} from 'node:stream'
 import {CRI_MANAGED_LABEL, CRI_PINNED_LABEL, ImportCancelledError, type ImportResult} from '../containerd/index.js'
 import {formatPlatform, imageBlobs, normalizeImageName, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateImageReference, validateRemotePath} from '../ssh/index.js'
+import {ctrMajor} from './detect.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
 
 /**
@@ -28,7 +29,7 @@ export class CtrNode implements ImageNode {
   private async run(args: string[], what: string): Promise<string> {
     const out = await this.conn.execCapture([...this.ctr, ...args])
     if (out.code !== 0) {
-      const detail = out.stderr.trim().split('\n').slice(-3).join('; ') || `exit code ${out.code}`
+      const detail = ctrErrorLines(out.stderr).slice(-3).join('; ') || `exit code ${out.code}`
       throw new SshError('command', `node ${this.name}: ${what} failed: ${detail}`, {
         hint: /no space left/i.test(out.stderr) ? 'free disk space on the node (or let kubelet image GC run) and retry' : `run \`${this.ctr.join(' ')} ${args.join(' ')}\` on the node to see the full error`,
       })
@@ -51,6 +52,19 @@ export class CtrNode implements ImageNode {
     return undefined
   }
 
+  /** Fails unless ctr reports the image complete and unpacked for the CRI snapshotter (checked, never assumed). */
+  private async checkUnpacked(image: string): Promise<void> {
+    const snapshotter = this.facts.snapshotter ? ['--snapshotter', this.facts.snapshotter] : []
+    const out = await this.run(['images', 'check', ...snapshotter, `name==${image}`], 'checking the import (ctr images check)')
+    const line = out.split('\n').find((l) => l.startsWith(`${image} `))
+    const fields = line?.trim().split(/\s+/) ?? []
+    if (fields.at(-1) !== 'true') {
+      throw new SshError('command', `node ${this.name}: ctr imported the image but did not unpack it for snapshotter ${this.facts.snapshotter ?? '(default)'} (ctr images check: ${line?.trim() ?? 'no such image'})`, {
+        hint: 'check the snapshotter with `containerd config dump` on the node and pass --snapshotter NAME, or push with --no-unpack',
+      })
+    }
+  }
+
   async importImage(options: NodeImportOptions): Promise<ImportResult> {
     const name = validateImageReference(normalizeImageName(options.name))
     const image = options.resolved
@@ -68,6 +82,9 @@ export class CtrNode implements ImageNode {
 
     const temporary = `sideload.invalid/import/${image.target.digest.slice(7, 19)}:${randomBytes(6).toString('hex')}`
     const args = ['images', 'import', '--platform', base.platform]
+    // ctr 2.x imports through containerd's transfer service by default, which refuses to unpack
+    // for a snapshotter its unpack config does not list; --local imports as 1.x always did.
+    if ((ctrMajor(this.facts.ctrVersion) ?? 1) >= 2) args.push('--local')
     if (this.facts.snapshotter) args.push('--snapshotter', this.facts.snapshotter)
     if (!options.unpack) args.push('--no-unpack')
     args.push('-')
@@ -106,10 +123,11 @@ export class CtrNode implements ImageNode {
       if (options.signal?.aborted) throw cancelled()
       if (exit.code !== 0) {
         const text = Buffer.concat(stderr).toString().trim()
-        throw new SshError('command', `node ${this.name}: ctr images import failed: ${text.split('\n').slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
+        throw new SshError('command', `node ${this.name}: ctr images import failed: ${ctrErrorLines(text).slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
           hint: /no space left/i.test(text) ? 'free disk space on the node and retry' : 'check `ctr --namespace k8s.io images import` on the node by hand',
         })
       }
+      if (options.unpack) await this.checkUnpacked(temporary)
       await this.run(['images', 'tag', '--force', temporary, name], 'naming the image (ctr images tag)')
     } catch (err) {
       proc.kill('TERM')
@@ -126,4 +144,9 @@ export class CtrNode implements ImageNode {
   }
 
   async close(): Promise<void> {}
+}
+
+/** ctr's stderr without its log-level warnings (2.x warns about cgroup v1 on every call): what went wrong. */
+export function ctrErrorLines(stderr: string): string[] {
+  return stderr.trim().split('\n').filter((l) => l.trim() && !/^time="[^"]*" level=(warning|info)/.test(l))
 }

@@ -21,6 +21,10 @@ export interface NodeProbe {
   user: string
   /** `sudo -n ctr` works for this user (only asked when no socket is accessible). */
   sudoCtr: boolean
+  /** The node's ctr, e.g. `v2.3.7` (its flags differ between 1.x and 2.x). */
+  ctrVersion?: string
+  /** The CRI snapshotter as `containerd config dump` shows it (kind's way), when it could be read. */
+  criSnapshotter?: string
 }
 
 /** uname -m → GOARCH-style architecture (what OCI platforms and kubelet's nodeInfo use). */
@@ -56,12 +60,20 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
     'for p in "$@"; do if [ -S "$p" ]; then if [ -r "$p" ] && [ -w "$p" ]; then echo "socket rw $p"; rw=yes; else echo "socket denied $p"; fi; fi; done',
     // sudo + ctr cost ~0.15 s: asked only when no socket can be opened directly (the ctr fallback).
     'if [ "$rw" = no ]; then if sudo -n ctr --version >/dev/null 2>&1; then echo "sudo-ctr yes"; else echo "sudo-ctr no"; fi; fi',
+    // for the ctr fallback: its version (flags differ by line) and the CRI snapshotter from the
+    // merged config (readable without root); last, as the dump runs to the end of the output
+    'echo "ctr-version $(ctr --version 2>/dev/null)"',
+    'echo config-dump; containerd config dump 2>/dev/null',
   ].join('; ')
   const out = await conn.execCapture(['sh', '-c', script, 'sideload-probe', ...candidates], {check: true})
   const probe: NodeProbe = {sockets: [], user: '', sudoCtr: false}
-  for (const line of out.stdout.split('\n')) {
+  const dumpAt = out.stdout.indexOf('\nconfig-dump\n')
+  const head = dumpAt < 0 ? out.stdout : out.stdout.slice(0, dumpAt)
+  if (dumpAt >= 0) probe.criSnapshotter = criSnapshotterFromConfigDump(out.stdout.slice(dumpAt + '\nconfig-dump\n'.length))
+  for (const line of head.split('\n')) {
     const [key, a, b] = line.split(' ')
-    if (key === 'user') probe.user = a ?? ''
+    if (key === 'ctr-version') probe.ctrVersion = /\bv?(\d+\.\d+\.\d+\S*)\s*$/.exec(line)?.[1]
+    else if (key === 'user') probe.user = a ?? ''
     else if (key === 'machine') probe.platform = architectureFromUname(a ?? '')
     else if (key === 'sudo-ctr') probe.sudoCtr = a === 'yes'
     else if (key === 'socket' && b) probe.sockets.push({path: b, accessible: a === 'rw'})
@@ -69,3 +81,29 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
   return probe
 }
 
+/**
+ * The snapshotter the CRI plugin unpacks images into, from `containerd config dump`:
+ * `[plugins.'io.containerd.cri.v1.images'] snapshotter` on 2.x,
+ * `[plugins."io.containerd.grpc.v1.cri".containerd] snapshotter` on 1.6/1.7.
+ */
+export function criSnapshotterFromConfigDump(dump: string): string | undefined {
+  const tables = new Set(['plugins.io.containerd.cri.v1.images', 'plugins.io.containerd.grpc.v1.cri.containerd'])
+  let table = ''
+  for (const raw of dump.split('\n')) {
+    const line = raw.trim()
+    const header = /^\[([^[\]]+)\]$/.exec(line)
+    if (header) {
+      table = header[1].replace(/["'\s]/g, '')
+      continue
+    }
+    const kv = /^snapshotter\s*=\s*["']([^"']*)["']/.exec(line)
+    if (kv && tables.has(table) && kv[1]) return kv[1]
+  }
+  return undefined
+}
+
+/** The major version of a ctr version string (`2.3.7` → 2), or undefined. */
+export function ctrMajor(version: string | undefined): number | undefined {
+  const m = /^(\d+)\./.exec(version ?? '')
+  return m ? Number(m[1]) : undefined
+}

@@ -1,6 +1,6 @@
 import type {Duplex} from 'node:stream'
 import {duplexChannel} from '../grpc/duplex-credentials.js'
-import {ContainerdClient, CriClient, importImage, type ImportResult} from '../containerd/index.js'
+import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, SnapshotterUnknownError} from '../containerd/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
 
@@ -33,9 +33,8 @@ export class NativeNode implements ImageNode {
     try {
       const [version, snapshotter, platform] = await Promise.all([
         client.version(),
-        // The CRI plugin knows the snapshotter the kubelet's containers use; without CRI
-        // (a plain containerd) overlayfs is containerd's default.
-        facts.snapshotter ?? cri!.snapshotter().catch(() => 'overlayfs'),
+        // The snapshotter the kubelet's containers use, as the CRI plugin shows it; never a guess.
+        facts.snapshotter ?? nodeSnapshotter(name, client, cri!),
         facts.platform ?? client.platform(),
       ])
       if (!platform) {
@@ -67,5 +66,15 @@ export class NativeNode implements ImageNode {
 
   async close(): Promise<void> {
     this.client.close()
+  }
+}
+
+/** The node's CRI snapshotter; when the CRI cannot tell, an error that names the node and asks for --snapshotter. */
+async function nodeSnapshotter(name: string, client: ContainerdClient, cri: CriClient): Promise<string> {
+  try {
+    return await criSnapshotter(client, cri)
+  } catch (err) {
+    const hint = err instanceof SnapshotterUnknownError ? err.hint : 'is the CRI plugin enabled in the node\'s containerd? Otherwise pass --snapshotter NAME'
+    throw new SshError('command', `node ${name}: could not tell which snapshotter the kubelet uses: ${(err as Error).message}`, {hint})
   }
 }

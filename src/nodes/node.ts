@@ -29,6 +29,8 @@ export interface NodeFacts {
   /** The CRI snapshotter (what kubelet's runtime unpacks into). */
   snapshotter?: string
   containerdVersion?: string
+  /** The node's ctr version (fallback only): 2.x imports through the transfer service unless told `--local`. */
+  ctrVersion?: string
 }
 
 export interface NodeImportOptions {

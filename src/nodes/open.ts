@@ -46,7 +46,13 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
       hint: `connect as root, add ${probe.user} to the socket's group, or allow it ctr in sudoers: "${probe.user} ALL=(root) NOPASSWD: /usr/bin/ctr"`,
     })
   }
-  return new CtrNode(target.name, {...facts, platform, socket: socket.path, mode: 'ctr'}, conn, asRoot)
+  const snapshotter = target.snapshotter ?? probe.criSnapshotter
+  if (!snapshotter) {
+    throw new SshError('command', `node ${target.name}: could not tell which snapshotter the kubelet uses (\`containerd config dump\` did not show it)`, {
+      hint: 'pass --snapshotter NAME (or set snapshotter for this node in the config file)',
+    })
+  }
+  return new CtrNode(target.name, {...facts, platform, snapshotter, socket: socket.path, mode: 'ctr', ctrVersion: probe.ctrVersion}, conn, asRoot)
 }
 
 export function describeNode(node: ImageNode): string {

@@ -5,7 +5,7 @@ import {AuthorizationV1Api, VersionApi, type V1Node} from '@kubernetes/client-no
 import {resolveBuilder, type BuilderChoice} from './build.js'
 import {BuildkitClient, describeBuilder} from '../buildkit/client.js'
 import {accessFor, type NodeAccess, type SideloadConfig} from '../config/config.js'
-import {ContainerdClient, CriClient} from '../containerd/index.js'
+import {ContainerdClient, CriClient, criSnapshotter} from '../containerd/index.js'
 import {API_ACCESS, RBAC_MANIFEST, type ApiResource} from '../kube/access.js'
 import {KubeClient} from '../kube/client.js'
 import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from '../kube/config.js'
@@ -259,28 +259,29 @@ async function checkNativeContainerd(t: NodeTarget, conn: SshConnection, socket:
     return
   }
   const client = new ContainerdClient(`unix://${local}`, {namespace: 'k8s.io', displayName: `node ${t.name}`})
-  try {
-    const v = await withTimeout(client.version(), timeoutMs, `containerd at ${socket}`)
-    add({check: 'containerd', target: t.name, status: 'ok', detail: `${v.version} at ${socket} (native import, ${platform})`})
-  } catch (err) {
-    add({check: 'containerd', target: t.name, status: 'fail', detail: `containerd at ${socket} does not answer: ${message(err)}`,
-      hint: 'start containerd on the node (systemctl start containerd) and check its log (journalctl -u containerd)'})
-    return
-  } finally {
-    client.close()
-  }
   const cri = new CriClient(`unix://${local}`, `node ${t.name}`)
   try {
-    const s = await withTimeout(cri.snapshotter(), timeoutMs, 'CRI status')
-    if (t.snapshotter && t.snapshotter !== s) {
-      add({check: 'snapshotter', target: t.name, status: 'warn', detail: `configured ${t.snapshotter}, but the CRI uses ${s}`,
-        hint: 'images unpacked into another snapshotter are unpacked again at first start; drop the snapshotter setting'})
-    } else add({check: 'snapshotter', target: t.name, status: 'ok', detail: `${s} (CRI)`})
-  } catch (err) {
-    add({check: 'snapshotter', target: t.name, status: 'warn', detail: `the CRI plugin did not say: ${message(err)}`,
-      hint: 'the kubelet may use another socket or runtime; pass --snapshotter if images should be unpacked elsewhere than overlayfs'})
+    try {
+      const v = await withTimeout(client.version(), timeoutMs, `containerd at ${socket}`)
+      add({check: 'containerd', target: t.name, status: 'ok', detail: `${v.version} at ${socket} (native import, ${platform})`})
+    } catch (err) {
+      add({check: 'containerd', target: t.name, status: 'fail', detail: `containerd at ${socket} does not answer: ${message(err)}`,
+        hint: 'start containerd on the node (systemctl start containerd) and check its log (journalctl -u containerd)'})
+      return
+    }
+    try {
+      const s = await withTimeout(criSnapshotter(client, cri), timeoutMs, 'CRI status')
+      if (t.snapshotter && t.snapshotter !== s) {
+        add({check: 'snapshotter', target: t.name, status: 'warn', detail: `configured ${t.snapshotter}, but the CRI uses ${s}`,
+          hint: 'images unpacked into another snapshotter are unpacked again at first start; drop the snapshotter setting'})
+      } else add({check: 'snapshotter', target: t.name, status: 'ok', detail: `${s} (CRI)`})
+    } catch (err) {
+      add({check: 'snapshotter', target: t.name, status: t.snapshotter ? 'warn' : 'fail', detail: `the CRI plugin did not say: ${message(err)}`,
+        hint: t.snapshotter ? `pushes unpack into ${t.snapshotter}, as configured` : (hintOf(err) ?? 'pass --snapshotter NAME')})
+    }
   } finally {
     cri.close()
+    client.close()
   }
 }
 

@@ -14,6 +14,7 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as net from 'node:net'
 import * as path from 'node:path'
+import {daemonBinary} from '../daemons/daemons.js'
 
 export interface BedNode {
   name: string
@@ -24,7 +25,12 @@ export interface BedNode {
   containerdSocket: string
   hostSocketPath: string
   snapshotter: string
+  /** Which containerd runs on this node: Debian's 1.6 or the 2.x built from its Go module. */
+  containerdLine: ContainerdLine
 }
+
+/** `1.6`: Debian's containerd 1.6.20; `2`: containerd 2.x built by scripts/build-daemons.sh. */
+export type ContainerdLine = '1.6' | '2'
 
 export interface ExecResult {
   code: number
@@ -40,12 +46,21 @@ export interface ExecOptions {
 export interface NodeOptions {
   rootSizeMb?: number
   noContainerd?: boolean
+  /** This node's containerd line (default: the bed's). */
+  containerd?: ContainerdLine
+  /** The CRI snapshotter (default: overlayfs where overlay mounts, else native). */
+  snapshotter?: 'overlayfs' | 'native'
 }
 
 export interface StartBedOptions {
   name: string
   nodes: number
   nodeOptions?: Record<number, NodeOptions>
+  /**
+   * The nodes' containerd: `1.6`, `2`, or `mixed` (odd nodes 2.x, even nodes 1.6: a cluster
+   * mid-upgrade). Default: $SIDELOAD_BED_CONTAINERD, else `2`.
+   */
+  containerd?: ContainerdLine | 'mixed'
   /** Extra: a bed for humans (CLI); `cleanAll({onlyDead: true})` never removes it. */
   persistent?: boolean
 }
@@ -242,6 +257,12 @@ async function waitFor(what: string, timeoutMs: number, probe: () => Promise<boo
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
     await sleep(25)
   }
+}
+
+/** The last lines of a daemon's log, for an error message (the log goes with the bed). */
+async function logTail(file: string, lines = 5): Promise<string> {
+  const text = await fsp.readFile(file, 'utf8').catch(() => '')
+  return text.trim().split('\n').slice(-lines).join('\n') || `(${file} is empty)`
 }
 
 function tcpOpen(host: string, port: number): Promise<boolean> {
@@ -552,7 +573,47 @@ async function claimIndex(name: string): Promise<number> {
   throw new Error(`no free test bed index (1-${MAX_INDEX} all claimed under ${INDEX_DIR}); run \`npm run bed -- down\` or remove stale beds`)
 }
 
-function containerdConfig(p: NodePaths, snapshotter: string): string {
+/** The containerd line of node i under a bed-wide choice (`mixed`: odd nodes 2.x, even 1.6). */
+export function containerdLineOf(choice: ContainerdLine | 'mixed' | undefined, i: number): ContainerdLine {
+  const c = choice ?? bedContainerdDefault()
+  if (c === 'mixed') return i % 2 === 1 ? '2' : '1.6'
+  return c
+}
+
+export function bedContainerdDefault(env = process.env): ContainerdLine | 'mixed' {
+  const v = env.SIDELOAD_BED_CONTAINERD
+  if (v === undefined || v === '') return '2'
+  if (v === '1.6' || v === '2' || v === 'mixed') return v
+  throw new Error(`SIDELOAD_BED_CONTAINERD=${v} is not one of 1.6, 2, mixed`)
+}
+
+/** The binaries a 2.x node runs, bind-mounted over Debian's in the node's mount namespace. */
+const CONTAINERD2_BINARIES = ['containerd', 'ctr', 'containerd-shim-runc-v2']
+
+function containerdConfig(p: NodePaths, snapshotter: string, line: ContainerdLine): string {
+  if (line === '2') {
+    // containerd 2.3: a version 4 config (its own; no migration at start); the CRI image settings
+    // live in their own plugin (io.containerd.cri.v1.images).
+    return `version = 4
+root = "/var/lib/containerd"
+state = "/run/containerd"
+
+[grpc]
+  address = "${CONTAINERD_SOCKET}"
+
+[ttrpc]
+  address = "${CONTAINERD_SOCKET}.ttrpc"
+
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    snapshotter = "${snapshotter}"
+    [plugins.'io.containerd.cri.v1.images'.pinned_images]
+      sandbox = "registry.k8s.io/pause:3.10"
+  [plugins.'io.containerd.cri.v1.runtime']
+    netns_mounts_under_state_dir = true
+# node dir on the host: ${p.dir}
+`
+  }
   return `version = 2
 root = "/var/lib/containerd"
 state = "/run/containerd"
@@ -740,7 +801,7 @@ class TestBed implements Bed {
     ])
     await fsp.writeFile(p.containerdPid, `${pid}\n`)
     await waitFor(`containerd of node ${node.name} (log: ${p.logDir}/containerd.log)`, 20_000, async () => {
-      if (!isAlive(pid)) throw new Error(`containerd of node ${node.name} exited at start; see ${p.logDir}/containerd.log`)
+      if (!isAlive(pid)) throw new Error(`containerd of node ${node.name} exited at start: ${await logTail(path.join(p.logDir, 'containerd.log'))}`)
       if (!fs.existsSync(node.hostSocketPath)) return false
       const r = await runCommand('ctr', ['-a', node.hostSocketPath, 'version'], {timeoutMs: 5000})
       return r.code === 0
@@ -826,7 +887,7 @@ class TestBed implements Bed {
   }
 }
 
-async function setupNode(bedName: string, k: number, i: number, bedPub: string, opts: NodeOptions): Promise<BedNode> {
+async function setupNode(bedName: string, k: number, i: number, bedPub: string, opts: NodeOptions, line: ContainerdLine): Promise<BedNode> {
   const p = nodePaths(bedName, i)
   const name = `${bedName}-${i}`
   const ip = nodeIp(k, i)
@@ -856,6 +917,8 @@ async function setupNode(bedName: string, k: number, i: number, bedPub: string, 
     [p.etcContainerd, '/etc/containerd'],
     [p.runContainerd, '/run/containerd'],
     [p.varLibContainerd, '/var/lib/containerd'],
+    // a 2.x node: its containerd, ctr (what `sudo ctr` runs there) and shim over Debian's
+    ...(line === '2' ? CONTAINERD2_BINARIES.map((b): [string, string] => [daemonBinary('containerd', b), `/usr/bin/${b}`]) : []),
   ]
   const script = [
     // copies of the host's netns mounts would keep other beds' namespaces alive: drop them here
@@ -865,8 +928,8 @@ async function setupNode(bedName: string, k: number, i: number, bedPub: string, 
   ].join(' && ')
   await must(`mounting the node dirs of node ${name}`, 'nsenter', [`--mount=${p.mntNs}`, '--', 'sh', '-c', script])
 
-  const snapshotter = await detectSnapshotter(bedName, i)
-  await fsp.writeFile(path.join(p.etcContainerd, 'config.toml'), containerdConfig(p, snapshotter))
+  const snapshotter = opts.snapshotter ?? (await detectSnapshotter(bedName, i))
+  await fsp.writeFile(path.join(p.etcContainerd, 'config.toml'), containerdConfig(p, snapshotter, line))
   await fsp.writeFile(path.join(p.etcSsh, 'sshd_config'), sshdConfig(ip, snapshotter))
   return {
     name,
@@ -877,6 +940,7 @@ async function setupNode(bedName: string, k: number, i: number, bedPub: string, 
     containerdSocket: CONTAINERD_SOCKET,
     hostSocketPath: path.join(p.runContainerd, 'containerd.sock'),
     snapshotter,
+    containerdLine: line,
   }
 }
 
@@ -922,7 +986,9 @@ export async function startBed(opts: StartBedOptions): Promise<Bed> {
 
     const nodeOptions = opts.nodeOptions ?? {}
     const indexes = Array.from({length: opts.nodes}, (_, j) => j + 1)
-    const nodes = await Promise.all(indexes.map((i) => setupNode(opts.name, k, i, bedPub, nodeOptions[i] ?? {})))
+    const nodes = await Promise.all(
+      indexes.map((i) => setupNode(opts.name, k, i, bedPub, nodeOptions[i] ?? {}, nodeOptions[i]?.containerd ?? containerdLineOf(opts.containerd, i))),
+    )
     const bed = new TestBed(opts.name, k, nodes, nodeOptions)
     await bed.writeClientFiles()
     await bed.saveState()

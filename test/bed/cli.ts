@@ -1,14 +1,14 @@
-// npm run bed -- up [N] [--name NAME] [--root-size-mb NODE=MB] [--no-containerd NODE]
+// npm run bed -- up [N] [--name NAME] [--containerd 1.6|2|mixed] [--root-size-mb NODE=MB] [--no-containerd NODE]
 // npm run bed -- down [--name NAME] [--all]
 // npm run bed -- status
-import {bedStatus, cleanAll, destroyBed, startBed, type Bed, type NodeOptions} from './bed.js'
+import {bedStatus, cleanAll, type ContainerdLine, destroyBed, startBed, type Bed, type NodeOptions} from './bed.js'
 
 const DEFAULT_NAME = 'sandbox'
 
 function usage(): never {
   process.stderr.write(
     [
-      'usage: npm run bed -- up [N] [--name NAME] [--root-size-mb NODE=MB] [--no-containerd NODE]',
+      'usage: npm run bed -- up [N] [--name NAME] [--containerd 1.6|2|mixed] [--root-size-mb NODE=MB] [--no-containerd NODE]',
       '       npm run bed -- down [--name NAME] [--all]',
       '       npm run bed -- status',
       '',
@@ -23,6 +23,7 @@ interface Parsed {
   name: string
   all: boolean
   nodeOptions: Record<number, NodeOptions>
+  containerd?: ContainerdLine | 'mixed'
 }
 
 function parse(argv: string[]): Parsed {
@@ -39,6 +40,11 @@ function parse(argv: string[]): Parsed {
     if (/^\d+$/.test(a)) parsed.count = Number(a)
     else if (a === '--name') parsed.name = value()
     else if (a === '--all') parsed.all = true
+    else if (a === '--containerd') {
+      const v = value()
+      if (v !== '1.6' && v !== '2' && v !== 'mixed') usage()
+      parsed.containerd = v
+    }
     else if (a === '--root-size-mb') {
       const [node, mb] = value().split('=').map(Number)
       parsed.nodeOptions[node] = {...parsed.nodeOptions[node], rootSizeMb: mb}
@@ -53,7 +59,7 @@ function parse(argv: string[]): Parsed {
 function describe(bed: Bed): string {
   const lines = [`bed '${bed.name}' is up (${bed.nodes.length} nodes, host ${bed.hostIp}); key ${bed.keyPath}`]
   for (const n of bed.nodes) {
-    lines.push(`  ${n.name}  ${n.ip}  snapshotter=${n.snapshotter}  containerd socket on the host: ${n.hostSocketPath}`)
+    lines.push(`  ${n.name}  ${n.ip}  containerd ${n.containerdLine}  snapshotter=${n.snapshotter}  containerd socket on the host: ${n.hostSocketPath}`)
     lines.push(`    ssh ${bed.sshArgs(n).join(' ')}`)
   }
   lines.push(`  or: ssh -F ${bed.sshConfigPath} ${bed.nodes[0]?.name ?? '<node>'}`)
@@ -66,7 +72,7 @@ async function main(): Promise<void> {
   switch (args.verb) {
     case 'up': {
       const t0 = Date.now()
-      const bed = await startBed({name: args.name, nodes: args.count, nodeOptions: args.nodeOptions, persistent: true})
+      const bed = await startBed({name: args.name, nodes: args.count, nodeOptions: args.nodeOptions, containerd: args.containerd, persistent: true})
       process.stdout.write(`${describe(bed)}\n(started in ${Date.now() - t0} ms; stop with: npm run bed -- down${args.name === DEFAULT_NAME ? '' : ` --name ${args.name}`})\n`)
       break
     }

@@ -80,7 +80,8 @@ describe('sideload push on the real bed', () => {
     const opts: MakeImageOptions = {name: 'docker.io/sl-push/ctr:1', layers: [{busybox: true}, {sizeBytes: 1 << 20, seed: 'ctr'}], format: 'oci', out: path.join(dir, 'ctr.tar')}
     await makeImage(opts)
     // the node already holds the base image (with the same busybox layer)
-    expect((await runCli(['push', '--archive', base.out, '--host', `root@${node.ip}`, ...sshArgs()])).code).toBe(0)
+    const seeded = await runCli(["push", "--archive", base.out, "--host", `root@${node.ip}`, ...sshArgs()])
+    expect(seeded.code, seeded.stderr).toBe(0)
     const run = await runCli(['push', '--archive', opts.out, '--host', `${bed.nonRootUser}@${node.ip}`, ...sshArgs(), '--json'])
     expect(run.code, run.stderr + run.stdout).toBe(0)
     const [r] = jsonResult(run.stdout).results

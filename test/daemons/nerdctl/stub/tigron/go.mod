@@ -1,0 +1,4 @@
+module github.com/containerd/nerdctl/mod/tigron
+
+go 1.24
+
