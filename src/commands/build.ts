@@ -33,10 +33,10 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
 
   static override flags = {
     ...buildFlags,
-    tag: Flags.string({char: 't', description: 'image name (repeatable)', multiple: true}),
-    platform: Flags.string({description: 'target platform(s), e.g. linux/amd64 (repeatable or comma-separated)', multiple: true}),
+    tag: Flags.string({char: 't', description: 'image name (repeatable)', multiple: true, multipleNonGreedy: true}),
+    platform: Flags.string({description: 'target platform(s), e.g. linux/amd64 (repeatable or comma-separated)', multiple: true, multipleNonGreedy: true}),
     network: Flags.string({description: 'network for RUN steps', options: ['default', 'none', 'host'], default: 'default'}),
-    label: Flags.string({description: 'image label K=V (repeatable)', multiple: true}),
+    label: Flags.string({description: 'image label K=V (repeatable)', multiple: true, multipleNonGreedy: true}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json'], default: 'auto'}),
     output: Flags.string({char: 'o', description: 'write an archive instead: oci:FILE, docker:FILE or tar:FILE'}),
   }

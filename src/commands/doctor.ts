@@ -24,8 +24,8 @@ Exits 1 when any check FAILs (warnings do not count).`
   ]
 
   static override flags = {
-    node: Flags.string({description: 'Kubernetes node to check (repeatable; default: every node)', multiple: true}),
-    host: Flags.string({char: 'H', description: 'node reached by SSH, [user@]host[:port] (repeatable)', multiple: true}),
+    node: Flags.string({description: 'Kubernetes node to check (repeatable; default: every node)', multiple: true, multipleNonGreedy: true}),
+    host: Flags.string({char: 'H', description: 'node reached by SSH, [user@]host[:port] (repeatable)', multiple: true, multipleNonGreedy: true}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
     namespace: Flags.string({char: 'n', description: 'namespace whose rights are checked (default: the context\'s)'}),

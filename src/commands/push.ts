@@ -30,7 +30,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
   }
 
   static override flags = {
-    host: Flags.string({char: 'H', description: 'node to push to, [user@]host[:port] or an ssh_config alias (repeatable)', multiple: true}),
+    host: Flags.string({char: 'H', description: 'node to push to, [user@]host[:port] or an ssh_config alias (repeatable)', multiple: true, multipleNonGreedy: true}),
     archive: Flags.string({char: 'a', description: 'read images from this archive (OCI layout or docker-archive tar; - for stdin)'}),
     'containerd-address': Flags.string({description: 'local containerd to read images from', default: 'unix:///run/containerd/containerd.sock'}),
     namespace: Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
@@ -43,8 +43,8 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
     ...sshFlags,
     // Kubernetes nodes as targets (with or instead of --host)
-    node: Flags.string({description: 'Kubernetes node to push to (repeatable); reached at its InternalIP, else ExternalIP, else Hostname, or the config file\'s address', multiple: true}),
-    pod: Flags.string({description: 'push to the node this pod is scheduled on (repeatable)', multiple: true}),
+    node: Flags.string({description: 'Kubernetes node to push to (repeatable); reached at its InternalIP, else ExternalIP, else Hostname, or the config file\'s address', multiple: true, multipleNonGreedy: true}),
+    pod: Flags.string({description: 'push to the node this pod is scheduled on (repeatable)', multiple: true, multipleNonGreedy: true}),
     'all-nodes': Flags.boolean({description: 'push to every node of the cluster'}),
     'node-selector': Flags.string({description: 'push to the nodes with these labels (k=v[,k2=v2])'}),
     'pod-namespace': Flags.string({char: 'n', description: 'namespace of --pod (default: the context\'s)'}),

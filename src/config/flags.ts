@@ -3,9 +3,13 @@ import type {PoolOptions} from '../ssh/index.js'
 import type {SideloadConfig} from './config.js'
 import {expandHome} from './config.js'
 
+// Every repeatable flag takes exactly one value per occurrence (`--host a --host b`, as docker and
+// kubectl read them): oclif's default `multiple` would take every following word, positional
+// arguments included (`--build-arg A=B ./ctx` made ./ctx a second build argument).
+
 /** The SSH and node-access flags every command that reaches nodes shares. */
 export const sshFlags = {
-  'ssh-key': Flags.string({description: 'private key to try first (repeatable; ssh-agent and ~/.ssh/config keys are used too)', multiple: true}),
+  'ssh-key': Flags.string({description: 'private key to try first (repeatable; ssh-agent and ~/.ssh/config keys are used too)', multiple: true, multipleNonGreedy: true}),
   'known-hosts': Flags.string({description: 'known_hosts file to check host keys against (default: ~/.ssh/known_hosts and UserKnownHostsFile)'}),
   'trust-new-host-keys': Flags.boolean({description: 'record the host key of a node seen for the first time (a changed key is always refused)'}),
   'ssh-config': Flags.string({description: 'ssh_config file (default: ~/.ssh/config)'}),
@@ -18,10 +22,10 @@ export const sshFlags = {
 /** The Dockerfile and builder flags `build` and `build-and-push` share. */
 export const buildFlags = {
     file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),
-    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true}),
+    'build-arg': Flags.string({description: 'build argument K=V (repeatable)', multiple: true, multipleNonGreedy: true}),
     target: Flags.string({description: 'build this stage of a multi-stage Dockerfile'}),
     'no-cache': Flags.boolean({description: 'do not use the build cache'}),
-    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true}),
+    secret: Flags.string({description: 'secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR (repeatable)', multiple: true, multipleNonGreedy: true}),
     builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
     'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
     'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
