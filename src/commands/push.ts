@@ -33,7 +33,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     host: Flags.string({char: 'H', description: 'node to push to, [user@]host[:port] or an ssh_config alias (repeatable)', multiple: true, multipleNonGreedy: true}),
     archive: Flags.string({char: 'a', description: 'read images from this archive (OCI layout or docker-archive tar; - for stdin)'}),
     'containerd-address': Flags.string({description: 'local containerd to read images from', default: 'unix:///run/containerd/containerd.sock'}),
-    namespace: Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
+    'containerd-namespace': Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
     platform: Flags.string({description: 'send this platform instead of each node\'s own (e.g. linux/arm64)'}),
     jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),
     pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
@@ -47,7 +47,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     pod: Flags.string({description: 'push to the node this pod is scheduled on (repeatable)', multiple: true, multipleNonGreedy: true}),
     'all-nodes': Flags.boolean({description: 'push to every node of the cluster'}),
     'node-selector': Flags.string({description: 'push to the nodes with these labels (k=v[,k2=v2])'}),
-    'pod-namespace': Flags.string({char: 'n', description: 'namespace of --pod (default: the context\'s)'}),
+    namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
   }
@@ -55,15 +55,19 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
   async run(): Promise<void> {
     const {argv, flags} = await this.parse(Push)
     const images = argv as string[]
+    if (flags.namespace !== undefined && !flags.pod?.length) {
+      // --namespace used to name the local containerd's namespace; it is the Kubernetes one now, as in kubectl
+      this.warn('-n/--namespace is the Kubernetes namespace of --pod and has no effect here; the local containerd\'s namespace is --containerd-namespace')
+    }
     const config = loadConfig(flags.config)
-    const selection: NodeSelection = {nodes: flags.node, pods: flags.pod, allNodes: flags['all-nodes'], nodeSelector: flags['node-selector'], namespace: flags['pod-namespace']}
+    const selection: NodeSelection = {nodes: flags.node, pods: flags.pod, allNodes: flags['all-nodes'], nodeSelector: flags['node-selector'], namespace: flags.namespace}
     // Same test as ops/targets hasNodeSelection, kept here so a --host push never loads the
     // Kubernetes client (~0.3 s of start-up).
     const clusterNodes = Boolean(selection.nodes?.length || selection.pods?.length || selection.allNodes || selection.nodeSelector)
     if (!flags.host?.length && !clusterNodes) {
       this.error('no nodes to push to. Hint: name them with --host [user@]host (repeatable), or Kubernetes nodes with --node, --pod, --all-nodes or --node-selector', {exit: 2})
     }
-    const source: PushSource = flags.archive !== undefined ? {kind: 'archive', path: flags.archive} : {kind: 'containerd', address: flags['containerd-address'], namespace: flags.namespace}
+    const source: PushSource = flags.archive !== undefined ? {kind: 'archive', path: flags.archive} : {kind: 'containerd', address: flags['containerd-address'], namespace: flags['containerd-namespace']}
     if (source.kind === 'containerd' && images.length === 0) {
       this.error('name the image(s) to push, or give --archive FILE', {exit: 2})
     }
@@ -81,7 +85,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
         import('../ops/targets.js'),
       ])
       try {
-        const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags['pod-namespace']})
+        const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace})
         nodes.push(...(await resolveNodeTargets(client, selection, config, nodeFlags)).targets)
       } catch (err) {
         if (err instanceof KubeError || err instanceof KubeConfigError || err instanceof NodeTargetError) {
