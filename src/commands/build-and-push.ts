@@ -13,6 +13,7 @@ import {formatBytes, formatDuration} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
 import {describeFailure, parseSecrets} from './build.js'
 import {describeExpose} from './expose.js'
+import {withFlagSuggestion} from '../ui/suggest.js'
 
 export default class BuildAndPush extends Command {
   static override summary = 'Build the image a pod waits for, push it to the pod\'s node over SSH, and wait until the pod runs.'
@@ -52,6 +53,10 @@ A failed build pushes nothing.`
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
     ...sshFlags,
+  }
+
+  override async catch(err: Error): Promise<unknown> {
+    return super.catch(withFlagSuggestion(err, this))
   }
 
   async run(): Promise<void> {

@@ -3,6 +3,7 @@ import {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
 import {type BuilderChoice, type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
 import {buildFlags} from '../config/flags.js'
+import {withFlagSuggestion} from '../ui/suggest.js'
 
 export default class Build extends Command {
   static override summary = 'Build an image from a Dockerfile with BuildKit (no buildctl, no docker CLI needed).'
@@ -39,6 +40,10 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
     label: Flags.string({description: 'image label K=V (repeatable)', multiple: true, multipleNonGreedy: true}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json'], default: 'auto'}),
     output: Flags.string({char: 'o', description: 'write an archive instead: oci:FILE, docker:FILE or tar:FILE'}),
+  }
+
+  override async catch(err: Error): Promise<unknown> {
+    return super.catch(withFlagSuggestion(err, this))
   }
 
   async run(): Promise<void> {

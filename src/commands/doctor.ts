@@ -3,6 +3,7 @@ import {loadConfig} from '../config/config.js'
 import {sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type DoctorCheck, type DoctorResult, doctor} from '../ops/doctor.js'
 import {renderTable} from '../ui/format.js'
+import {withFlagSuggestion} from '../ui/suggest.js'
 
 export default class Doctor extends Command {
   static override summary = 'Check everything sideload needs (cluster access, RBAC, SSH, host keys, containerd, builder) and say how to fix what fails.'
@@ -32,6 +33,10 @@ Exits 1 when any check FAILs (warnings do not count).`
     builder: Flags.string({description: 'which builder to look for', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
     json: Flags.boolean({description: 'print the checks as JSON'}),
     ...sshFlags,
+  }
+
+  override async catch(err: Error): Promise<unknown> {
+    return super.catch(withFlagSuggestion(err, this))
   }
 
   async run(): Promise<void> {

@@ -2,6 +2,7 @@ import {Args, Command, Flags} from '@oclif/core'
 import {KubeConfigError} from '../kube/config.js'
 import {KubeError} from '../kube/errors.js'
 import {type ExposeOptions, type ExposeResult, type UnexposeResult, ExposeError, expose, unexpose} from '../ops/expose.js'
+import {withFlagSuggestion} from '../ui/suggest.js'
 
 export default class Expose extends Command {
   static override summary = 'Expose one pod on a NodePort and print where to connect.'
@@ -38,6 +39,10 @@ Running it again changes nothing, or updates the service to the new flags. The t
     namespace: Flags.string({char: 'n', description: 'namespace (default: the context\'s)'}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+  }
+
+  override async catch(err: Error): Promise<unknown> {
+    return super.catch(withFlagSuggestion(err, this))
   }
 
   async run(): Promise<void> {

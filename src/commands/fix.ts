@@ -9,6 +9,7 @@ import type {PushSource} from '../ops/push.js'
 import {NodeTargetError} from '../ops/targets.js'
 import {formatBytes, renderTable} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
+import {withFlagSuggestion} from '../ui/suggest.js'
 
 export default class Fix extends Command {
   static override summary = 'Send the images that stuck pods wait for (ErrImageNeverPull, ImagePullBackOff) to their nodes.'
@@ -50,6 +51,10 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
     retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
     ...sshFlags,
+  }
+
+  override async catch(err: Error): Promise<unknown> {
+    return super.catch(withFlagSuggestion(err, this))
   }
 
   async run(): Promise<void> {

@@ -6,6 +6,7 @@ import type {NodeSelection} from '../ops/targets.js'
 import {push, PushCancelledError, type PushResult, type PushSource} from '../ops/push.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
+import {withFlagSuggestion} from '../ui/suggest.js'
 
 export default class Push extends Command {
   static override summary = 'Send images into nodes\' containerd (namespace k8s.io) over SSH: only the blobs each node lacks.'
@@ -50,6 +51,10 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+  }
+
+  override async catch(err: Error): Promise<unknown> {
+    return super.catch(withFlagSuggestion(err, this))
   }
 
   async run(): Promise<void> {
