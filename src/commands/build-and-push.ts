@@ -83,6 +83,8 @@ A failed build pushes nothing.`
           noCache: flags['no-cache'],
           secrets: parseSecrets(flags.secret ?? []),
           builder: builderChoice(flags.builder, flags['buildkit-host'], flags['docker-host']),
+          pull: flags.pull as 'always' | 'missing' | undefined,
+          containerdAddress: flags['containerd-address'],
           onStatus: renderer ? (u) => renderer.update(u) : undefined,
         },
         config,

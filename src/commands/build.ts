@@ -63,6 +63,8 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
       secrets: parseSecrets(flags.secret ?? []),
       builder: builderChoice(flags.builder, flags['buildkit-host'], flags['docker-host']),
       output: flags.output ? parseOutput(flags.output) : undefined,
+      pull: flags.pull as BuildOptions['pull'],
+      containerdAddress: flags['containerd-address'],
       onStatus: (u) => renderer.update(u),
     }
     // Ctrl-C cancels the build in the daemon instead of leaving it running there.

@@ -1,7 +1,7 @@
 import * as fs from 'node:fs'
 import {Command, Flags} from '@oclif/core'
 import {ConfigError, loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
 import {KubeConfigError} from '../kube/config.js'
 import {KubeError} from '../kube/errors.js'
 import {type FixOptions, type FixResult, type FixRow, FixError, fix, fixWatch} from '../ops/fix.js'
@@ -37,7 +37,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     'wait-scheduled': Flags.boolean({description: 'wait for unscheduled pods to be scheduled instead of reporting them'}),
     source: Flags.string({description: 'where the images come from: containerd (default), docker, or a directory of archives or an archive file'}),
     archive: Flags.string({description: 'an image archive (docker save / nerdctl save / OCI layout tar) to take the images from', exclusive: ['source']}),
-    'containerd-address': Flags.string({description: 'local containerd socket (with --source containerd)', default: 'unix:///run/containerd/containerd.sock'}),
+    'containerd-address': localContainerdFlag('local containerd socket (with --source containerd)'),
     'containerd-namespace': Flags.string({description: 'local containerd namespace', default: 'k8s.io'}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),

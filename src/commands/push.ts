@@ -1,6 +1,6 @@
 import {Args, Command, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
 import {hostTarget} from '../ops/host-targets.js'
 import type {NodeSelection} from '../ops/targets.js'
 import {push, PushCancelledError, type PushResult, type PushSource} from '../ops/push.js'
@@ -33,7 +33,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
   static override flags = {
     host: Flags.string({char: 'H', description: 'node to push to, [user@]host[:port] or an ssh_config alias (repeatable)', multiple: true, multipleNonGreedy: true}),
     archive: Flags.string({char: 'a', description: 'read images from this archive (OCI layout or docker-archive tar; - for stdin)'}),
-    'containerd-address': Flags.string({description: 'local containerd to read images from', default: 'unix:///run/containerd/containerd.sock'}),
+    'containerd-address': localContainerdFlag('local containerd to read images from'),
     'containerd-namespace': Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
     platform: Flags.string({description: 'send this platform instead of each node\'s own (e.g. linux/arm64)'}),
     jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),

@@ -1,4 +1,5 @@
 import {Flags} from '@oclif/core'
+import {DEFAULT_CONTAINERD_ADDRESS} from '../containerd/address.js'
 import type {PoolOptions} from '../ssh/index.js'
 import type {SideloadConfig} from './config.js'
 import {expandHome} from './config.js'
@@ -29,6 +30,13 @@ export const buildFlags = {
     builder: Flags.string({description: 'which BuildKit to use', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
     'buildkit-host': Flags.string({description: 'BuildKit daemon address (unix:///… or tcp://host:port)', env: 'BUILDKIT_HOST'}),
     'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
+    pull: Flags.string({description: 'base images: `always` pull them; `missing` use the builder\'s local copy when it has one (offline, air-gapped)', options: ['always', 'missing']}),
+    'containerd-address': localContainerdFlag('this machine\'s containerd: a BuildKit containerd worker on this very daemon builds straight into it'),
+}
+
+/** This machine's containerd, as ctr and nerdctl take it ($CONTAINERD_ADDRESS). */
+export function localContainerdFlag(description: string) {
+  return Flags.string({description, default: DEFAULT_CONTAINERD_ADDRESS, env: 'CONTAINERD_ADDRESS'})
 }
 
 export interface SshFlagValues {

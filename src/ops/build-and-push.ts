@@ -197,7 +197,7 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
   const temporaryArchive = built.location.kind === 'archive' && !opts.build.output ? built.location.path : undefined
   try {
     if (built.location.kind === 'containerd') {
-      const source: PushSource = {kind: 'containerd', address: 'unix:///run/containerd/containerd.sock', namespace: built.location.namespace}
+      const source: PushSource = {kind: 'containerd', address: built.location.containerdAddress, namespace: built.location.namespace}
       pushed = await push({images: [image], source, nodes: [target], ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
     } else {
       // the archive written by the build, or dockerd's image spooled once; push reads it in place

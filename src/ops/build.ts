@@ -15,6 +15,8 @@ import {BuildSession, type SecretSource, sharedKeyFor} from '../buildkit/session
 import {type ArchiveImage, readArchive} from '../image/archive.js'
 import {resolveImage} from '../image/model.js'
 import {writeOciArchive} from '../image/oci-writer.js'
+import {normalizeImageName} from '../image/reference.js'
+import {ContainerdClient, CriClient, criSnapshotter, DEFAULT_CONTAINERD_ADDRESS} from '../containerd/index.js'
 import {DEFAULT_DOCKER_HOST, type DockerEndpoint, describeDockerEndpoint, dialUpgrade, parseDockerHost} from '../grpc/hijack.js'
 
 export type {SecretSource} from '../buildkit/session.js'
@@ -59,6 +61,16 @@ export interface BuildOptions {
   output?: BuildOutput
   /** containerd namespace a shared-containerd BuildKit worker must use for a direct import. */
   namespace?: string
+  /**
+   * This machine's containerd (default unix:///run/containerd/containerd.sock): a BuildKit
+   * containerd worker builds straight into it only when it is this very daemon (same UUID).
+   */
+  containerdAddress?: string
+  /**
+   * Base images: `always` pulls them from the registry every time, `missing` takes the builder's
+   * local copy when it has one (BuildKit's prefer-local resolve mode). Default: the builder's own.
+   */
+  pull?: 'always' | 'missing'
   /** How the session reaches dockerd: its `/session` endpoint (default, like buildx) or Control.Session. */
   dockerSessionTransport?: 'session-endpoint' | 'control'
   /** Every progress update from the daemon (feed a ProgressRenderer). */
@@ -72,7 +84,7 @@ export interface BuildOptions {
 /** Where the built image ended up. */
 export type ImageLocation =
   | {kind: 'dockerd'; dockerHost: string; names: string[]; imageId: string}
-  | {kind: 'containerd'; buildkitAddress: string; namespace: string; names: string[]}
+  | {kind: 'containerd'; buildkitAddress: string; containerdAddress: string; namespace: string; names: string[]}
   | {kind: 'archive'; format: BuildOutput['type']; path: string; names: string[]}
 
 export interface BuildResult {
@@ -103,31 +115,76 @@ export interface BuildResult {
 
 const WORKER_EXECUTOR = 'org.mobyproject.buildkit.worker.executor'
 const WORKER_NAMESPACE = 'org.mobyproject.buildkit.worker.containerd.namespace'
+const WORKER_UUID = 'org.mobyproject.buildkit.worker.containerd.uuid'
+const WORKER_SNAPSHOTTER = 'org.mobyproject.buildkit.worker.snapshotter'
 
-/** Which daemon a builder choice means here (`auto` looks at the environment and default sockets). */
-export function resolveBuilder(choice: BuilderChoice | undefined, env = process.env): BuilderEndpoint {
+
+/**
+ * Where a BuildKit daemon for containerd namespace `namespace` listens, in nerdctl's order:
+ * `/run/buildkit-<namespace>/`, `/run/buildkit-default/`, then `/run/buildkit/`.
+ */
+export function buildkitSocketCandidates(namespace: string): string[] {
+  return [...new Set([`/run/buildkit-${namespace}/buildkitd.sock`, '/run/buildkit-default/buildkitd.sock', '/run/buildkit/buildkitd.sock'])]
+}
+
+/**
+ * Which daemon a builder choice means here: $BUILDKIT_HOST, else the first BuildKit socket
+ * present (nerdctl's places for `namespace`); `auto` then falls back to dockerd.
+ */
+export function resolveBuilder(choice: BuilderChoice | undefined, env = process.env, namespace = 'k8s.io', exists: (file: string) => boolean = fs.existsSync): BuilderEndpoint {
+  const candidates = buildkitSocketCandidates(namespace)
+  const found = candidates.find((p) => exists(p))
   if (choice?.kind === 'auto') {
-    const buildkitSocket = DEFAULT_BUILDKIT_HOST.slice('unix://'.length)
-    if (env.BUILDKIT_HOST || fs.existsSync(buildkitSocket)) return resolveBuilder({kind: 'buildkitd'}, env)
-    if (env.DOCKER_HOST || fs.existsSync(DEFAULT_DOCKER_HOST.slice('unix://'.length))) return resolveBuilder({kind: 'docker'}, env)
+    if (env.BUILDKIT_HOST || found) return resolveBuilder({kind: 'buildkitd'}, env, namespace, exists)
+    if (env.DOCKER_HOST || exists(DEFAULT_DOCKER_HOST.slice('unix://'.length))) return resolveBuilder({kind: 'docker'}, env, namespace, exists)
     throw new Error(
-      `no builder found: no BuildKit daemon at ${DEFAULT_BUILDKIT_HOST} and no Docker daemon at ${DEFAULT_DOCKER_HOST}. Start buildkitd or dockerd, or set BUILDKIT_HOST / DOCKER_HOST.`,
+      `no builder found: no BuildKit daemon at ${candidates.join(', ')} and no Docker daemon at ${DEFAULT_DOCKER_HOST}. Start buildkitd or dockerd, or set BUILDKIT_HOST / DOCKER_HOST.`,
     )
   }
   if (choice?.kind === 'docker') {
     return {kind: 'docker', docker: parseDockerHost(choice.dockerHost ?? env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST)}
   }
-  return {kind: 'buildkitd', address: choice?.address ?? env.BUILDKIT_HOST ?? DEFAULT_BUILDKIT_HOST}
+  return {kind: 'buildkitd', address: choice?.address ?? env.BUILDKIT_HOST ?? (found ? `unix://${found}` : DEFAULT_BUILDKIT_HOST)}
 }
 
-/** Whether a worker writes images into containerd namespace `namespace` (nerdctl's check, by labels). */
-export function workerSharesContainerd(worker: WorkerRecord | undefined, namespace: string): boolean {
-  return worker?.Labels[WORKER_EXECUTOR] === 'containerd' && worker.Labels[WORKER_NAMESPACE] === namespace
+/** What sideload knows of the containerd it will read a built image from. */
+export interface LocalContainerd {
+  /** Introspection.Server UUID. */
+  uuid: string
+  /** The CRI snapshotter, when this containerd runs the CRI plugin (a node's). */
+  snapshotter?: string
+}
+
+/**
+ * Whether a worker writes images into *this* containerd's namespace `namespace`, as nerdctl
+ * checks it: containerd executor, same namespace, same daemon (UUID), and — where the kubelet
+ * runs here — the CRI's snapshotter. Without `local` (no containerd answers here) it never does.
+ */
+export function workerSharesContainerd(worker: WorkerRecord | undefined, namespace: string, local: LocalContainerd | undefined): boolean {
+  if (worker?.Labels[WORKER_EXECUTOR] !== 'containerd' || worker.Labels[WORKER_NAMESPACE] !== namespace) return false
+  if (!local || worker.Labels[WORKER_UUID] !== local.uuid) return false
+  return !local.snapshotter || worker.Labels[WORKER_SNAPSHOTTER] === local.snapshotter
+}
+
+/** This machine's containerd UUID and CRI snapshotter; undefined when no containerd answers there. */
+export async function inspectLocalContainerd(address: string): Promise<LocalContainerd | undefined> {
+  const client = new ContainerdClient(address, {displayName: `the local containerd (${address})`})
+  const cri = new CriClient(address, `the local containerd (${address})`, client.channel())
+  try {
+    const uuid = await client.serverUuid()
+    const snapshotter = await criSnapshotter(client, cri).catch(() => undefined)
+    return {uuid, snapshotter}
+  } catch {
+    return undefined
+  } finally {
+    client.close()
+  }
 }
 
 /** The frontend attributes for the Dockerfile frontend (`dockerfile.v0`). */
 export function frontendAttrs(opts: BuildOptions, dockerfileName: string): Record<string, string> {
   const attrs: Record<string, string> = {filename: dockerfileName}
+  if (opts.pull) attrs['image-resolve-mode'] = opts.pull === 'always' ? 'pull' : 'local'
   if (opts.target) attrs.target = opts.target
   if (opts.platforms && opts.platforms.length > 0) attrs.platform = opts.platforms.join(',')
   if (opts.noCache) attrs['no-cache'] = ''
@@ -170,6 +227,7 @@ export function chooseExporter(
   builder: BuilderEndpoint,
   opts: Pick<BuildOptions, 'tags' | 'output' | 'platforms' | 'namespace'>,
   worker: WorkerRecord | undefined,
+  local?: LocalContainerd,
 ): {exporter: ExporterSpec; streamed?: BuildOutput['type']} {
   const name = opts.tags.join(',')
   const named: Record<string, string> = name ? {name} : {}
@@ -182,9 +240,10 @@ export function chooseExporter(
   if (opts.output) {
     return {exporter: {Type: opts.output.type, Attrs: opts.output.type === 'tar' ? {} : named}, streamed: opts.output.type}
   }
-  if (workerSharesContainerd(worker, opts.namespace ?? 'k8s.io')) {
+  if (workerSharesContainerd(worker, opts.namespace ?? 'k8s.io', local)) {
     if (!name) throw new Error('building into containerd needs an image name: pass -t NAME')
-    return {exporter: {Type: 'image', Attrs: {name, unpack: 'true'}}}
+    // the names the kubelet looks up (app:1 → docker.io/library/app:1), as nerdctl writes them
+    return {exporter: {Type: 'image', Attrs: {name: opts.tags.map(normalizeImageName).join(','), unpack: 'true'}}}
   }
   const type = multi ? 'oci' : 'docker'
   return {exporter: {Type: type, Attrs: named}, streamed: type}
@@ -202,7 +261,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     const st = await fs.promises.stat(p).catch(() => undefined)
     if (!st || st.isDirectory() !== dir) throw new Error(`${what} ${p} not found${dir ? ' (or not a directory)' : ''}`)
   }
-  const endpoint = resolveBuilder(opts.builder)
+  const endpoint = resolveBuilder(opts.builder, process.env, opts.namespace ?? 'k8s.io')
   const client = await BuildkitClient.connect(endpoint)
   let session: BuildSession | undefined
   let tempArchive: string | undefined
@@ -210,7 +269,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   try {
     const workers = await client.listWorkers()
     const worker = workers[0]
-    const {exporter, streamed} = chooseExporter(endpoint, opts, worker)
+    const local = endpoint.kind === 'buildkitd' && !opts.output && worker?.Labels[WORKER_EXECUTOR] === 'containerd'
+      ? await inspectLocalContainerd(opts.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS)
+      : undefined
+    const {exporter, streamed} = chooseExporter(endpoint, opts, worker, local)
 
     let archivePath: string | undefined
     if (streamed) {
@@ -282,8 +344,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       location = {
         kind: 'containerd',
         buildkitAddress: endpoint.kind === 'buildkitd' ? endpoint.address : '',
+        containerdAddress: opts.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS,
         namespace: opts.namespace ?? 'k8s.io',
-        names: opts.tags,
+        names: opts.tags.map(normalizeImageName),
       }
     }
     const dockerEndpoint = endpoint.kind === 'docker' ? endpoint.docker : undefined

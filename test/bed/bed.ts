@@ -41,6 +41,8 @@ export interface ExecResult {
 export interface ExecOptions {
   input?: Buffer | string
   timeoutMs?: number
+  /** Extra environment for a command run inside a node (bed.exec). */
+  env?: Record<string, string>
 }
 
 export interface NodeOptions {
@@ -83,6 +85,13 @@ export interface Bed {
   sshArgs(node: BedNode, user?: string): string[]
   exec(node: BedNode, argv: string[], opts?: ExecOptions): Promise<ExecResult>
   ctr(node: BedNode, args: string[]): Promise<string>
+  /**
+   * Starts another daemon inside the node (its network and mount namespaces), logging to
+   * `n<i>/log/<name>.log`; resolves once `ready()` says so. It goes with the bed.
+   */
+  startDaemon(node: BedNode, name: string, argv: string[], ready: () => Promise<boolean>): Promise<void>
+  /** The node's own folder on the host (visible inside the node too). */
+  nodeDir(node: BedNode): string
   stopSshd(node: BedNode): Promise<void>
   startSshd(node: BedNode): Promise<void>
   stopContainerd(node: BedNode): Promise<void>
@@ -768,8 +777,23 @@ class TestBed implements Bed {
   exec(node: BedNode, argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
     return runCommand('nsenter', [...nsenterArgs(this.name, node.index), ...argv], {
       ...opts,
-      env: {PATH: PATH_ENV, HOME: '/root', LANG: 'C.UTF-8', ...(node.snapshotter === 'overlayfs' ? {} : {CONTAINERD_SNAPSHOTTER: node.snapshotter})},
+      env: {PATH: PATH_ENV, HOME: '/root', LANG: 'C.UTF-8', ...(node.snapshotter === 'overlayfs' ? {} : {CONTAINERD_SNAPSHOTTER: node.snapshotter}), ...opts.env},
     })
+  }
+
+  async startDaemon(node: BedNode, name: string, argv: string[], ready: () => Promise<boolean>): Promise<void> {
+    const p = this.paths(node)
+    const log = path.join(p.logDir, `${name}.log`)
+    const pid = await spawnDaemon(this.name, node.index, log, argv)
+    await fsp.writeFile(path.join(p.dir, `${name}.pid`), `${pid}\n`)
+    await waitFor(`${name} of node ${node.name} (log: ${log})`, 30_000, async () => {
+      if (!isAlive(pid)) throw new Error(`${name} of node ${node.name} exited at start: ${await logTail(log)}`)
+      return ready()
+    })
+  }
+
+  nodeDir(node: BedNode): string {
+    return this.paths(node).dir
   }
 
   async ctr(node: BedNode, args: string[]): Promise<string> {

@@ -43,6 +43,7 @@ const containerdWorker: WorkerRecord = {
     'org.mobyproject.buildkit.worker.executor': 'containerd',
     'org.mobyproject.buildkit.worker.containerd.namespace': 'k8s.io',
     'org.mobyproject.buildkit.worker.snapshotter': 'overlayfs',
+    'org.mobyproject.buildkit.worker.containerd.uuid': 'uuid-here',
   },
   platforms: [],
   BuildkitVersion: null,
@@ -52,17 +53,24 @@ const buildkitd = {kind: 'buildkitd', address: 'unix:///run/buildkit/buildkitd.s
 const docker = {kind: 'docker', docker: {kind: 'unix', socketPath: '/var/run/docker.sock'}} as const
 
 describe('exporter choice', () => {
-  it('a containerd worker in k8s.io gets the image exporter (unpacked straight into that containerd)', () => {
-    expect(workerSharesContainerd(containerdWorker, 'k8s.io')).toBe(true)
-    expect(workerSharesContainerd(containerdWorker, 'default')).toBe(false)
-    expect(chooseExporter(buildkitd, {tags: ['app:1', 'app:latest']}, containerdWorker)).toEqual({
-      exporter: {Type: 'image', Attrs: {name: 'app:1,app:latest', unpack: 'true'}},
+  it('a containerd worker on this very containerd, in k8s.io, gets the image exporter, with the names the kubelet looks up', () => {
+    const here = {uuid: 'uuid-here', snapshotter: 'overlayfs'}
+    expect(workerSharesContainerd(containerdWorker, 'k8s.io', here)).toBe(true)
+    expect(workerSharesContainerd(containerdWorker, 'k8s.io', {uuid: 'uuid-here'})).toBe(true) // no CRI here: no snapshotter to match
+    expect(workerSharesContainerd(containerdWorker, 'default', here)).toBe(false)
+    // nerdctl's other checks: the same daemon (UUID), the CRI's snapshotter; no local containerd at all
+    expect(workerSharesContainerd(containerdWorker, 'k8s.io', {uuid: 'uuid-elsewhere', snapshotter: 'overlayfs'})).toBe(false)
+    expect(workerSharesContainerd(containerdWorker, 'k8s.io', {uuid: 'uuid-here', snapshotter: 'native'})).toBe(false)
+    expect(workerSharesContainerd(containerdWorker, 'k8s.io', undefined)).toBe(false)
+    expect(chooseExporter(buildkitd, {tags: ['app:1', 'registry.local:5000/team/app:latest']}, containerdWorker, here)).toEqual({
+      exporter: {Type: 'image', Attrs: {name: 'docker.io/library/app:1,registry.local:5000/team/app:latest', unpack: 'true'}},
     })
+    expect(chooseExporter(buildkitd, {tags: ['app:1']}, containerdWorker, {uuid: 'uuid-elsewhere'})).toEqual({exporter: {Type: 'docker', Attrs: {name: 'app:1'}}, streamed: 'docker'})
   })
 
   it('other BuildKit workers stream an archive back: docker for one platform, oci for several', () => {
     expect(chooseExporter(buildkitd, {tags: ['app:1']}, ociWorker)).toEqual({exporter: {Type: 'docker', Attrs: {name: 'app:1'}}, streamed: 'docker'})
-    expect(chooseExporter(buildkitd, {tags: ['app:1'], platforms: ['linux/amd64', 'linux/arm64']}, containerdWorker)).toMatchObject({
+    expect(chooseExporter(buildkitd, {tags: ['app:1'], platforms: ['linux/amd64', 'linux/arm64']}, containerdWorker, {uuid: 'uuid-here'})).toMatchObject({
       exporter: {Type: 'image'},
     })
     expect(chooseExporter(buildkitd, {tags: ['app:1'], platforms: ['linux/amd64', 'linux/arm64']}, ociWorker)).toEqual({
@@ -90,6 +98,22 @@ describe('builder choice', () => {
     expect(resolveBuilder({kind: 'buildkitd'}, {})).toEqual({kind: 'buildkitd', address: 'unix:///run/buildkit/buildkitd.sock'})
     expect(resolveBuilder({kind: 'docker'}, {})).toMatchObject({docker: {socketPath: '/var/run/docker.sock'}})
     expect(() => resolveBuilder({kind: 'docker', dockerHost: 'ssh://x'}, {})).toThrow(/unsupported Docker host/)
+  })
+
+  it('finds a BuildKit daemon where nerdctl looks: /run/buildkit-<namespace>/, /run/buildkit-default/, /run/buildkit/', () => {
+    const present = (...files: string[]) => (f: string) => files.includes(f)
+    const nsSock = '/run/buildkit-k8s.io/buildkitd.sock'
+    expect(resolveBuilder({kind: 'buildkitd'}, {}, 'k8s.io', present(nsSock, '/run/buildkit/buildkitd.sock'))).toEqual({kind: 'buildkitd', address: `unix://${nsSock}`})
+    expect(resolveBuilder({kind: 'auto'}, {}, 'k8s.io', present('/run/buildkit-default/buildkitd.sock'))).toEqual({kind: 'buildkitd', address: 'unix:///run/buildkit-default/buildkitd.sock'})
+    expect(resolveBuilder({kind: 'auto'}, {}, 'default', present('/run/buildkit-k8s.io/buildkitd.sock', '/var/run/docker.sock'))).toMatchObject({kind: 'docker'})
+    expect(resolveBuilder({kind: 'auto'}, {BUILDKIT_HOST: 'tcp://bk:1'}, 'k8s.io', present(nsSock))).toEqual({kind: 'buildkitd', address: 'tcp://bk:1'})
+    expect(() => resolveBuilder({kind: 'auto'}, {}, 'k8s.io', present())).toThrow(/no BuildKit daemon at \/run\/buildkit-k8s\.io\/buildkitd\.sock, \/run\/buildkit-default\/buildkitd\.sock, \/run\/buildkit\/buildkitd\.sock/)
+  })
+
+  it('--pull: always pulls base images, missing prefers the builder\'s local copy', () => {
+    expect(frontendAttrs({context: '.', tags: [], pull: 'missing'}, 'Dockerfile')).toMatchObject({'image-resolve-mode': 'local'})
+    expect(frontendAttrs({context: '.', tags: [], pull: 'always'}, 'Dockerfile')).toMatchObject({'image-resolve-mode': 'pull'})
+    expect(frontendAttrs({context: '.', tags: []}, 'Dockerfile')).not.toHaveProperty('image-resolve-mode')
   })
 })
 
