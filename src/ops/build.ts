@@ -144,7 +144,7 @@ export function resolveBuilder(choice: BuilderChoice | undefined, env = process.
   if (choice?.kind === 'docker') {
     return {kind: 'docker', docker: parseDockerHost(choice.dockerHost ?? env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST)}
   }
-  return {kind: 'buildkitd', address: choice?.address ?? env.BUILDKIT_HOST ?? (found ? `unix://${found}` : DEFAULT_BUILDKIT_HOST)}
+  return {kind: 'buildkitd', address: choice?.address || env.BUILDKIT_HOST || (found ? `unix://${found}` : DEFAULT_BUILDKIT_HOST)}
 }
 
 /** What sideload knows of the containerd it will read a built image from. */
