@@ -32,6 +32,11 @@ export interface BedNode {
 /** `1.6`: Debian's containerd 1.6.20; `2`: containerd 2.x built by scripts/build-daemons.sh. */
 export type ContainerdLine = '1.6' | '2'
 
+/** The version a node of this line reports (`1.6.20~ds1`, `v2.3.7`), as a pattern source (no anchors). */
+export function containerdVersionPattern(line: ContainerdLine): string {
+  return line === '2' ? 'v?2\\.\\d+\\.\\d+\\S*' : 'v?1\\.6\\.\\d+\\S*'
+}
+
 export interface ExecResult {
   code: number
   stdout: string
@@ -620,6 +625,10 @@ state = "/run/containerd"
       sandbox = "registry.k8s.io/pause:3.10"
   [plugins.'io.containerd.cri.v1.runtime']
     netns_mounts_under_state_dir = true
+  # NRI's socket defaults to /var/run/nri/nri.sock, one path for every node on this host: each
+  # node's own run dir instead (two nodes on one socket: the second containerd exits at start)
+  [plugins.'io.containerd.nri.v1.nri']
+    socket_path = "/run/containerd/nri.sock"
 # node dir on the host: ${p.dir}
 `
   }

@@ -1,6 +1,7 @@
 // The local sandbox (see test/sandbox/):
 //   npm run sandbox                     = demo
 //   npm run sandbox -- up               3 nodes, the Kubernetes API (kubeconfig printed), a build machine
+//                                       (containerd 2.x + buildkitd + nerdctl)
 //   npm run sandbox -- demo             up if needed, then the field's story, step by step
 //   npm run sandbox -- status
 //   npm run sandbox -- down             removes every trace
@@ -42,9 +43,9 @@ async function main(): Promise<number> {
       const t0 = Date.now()
       const sb = await sandboxUp(args.name, log)
       log(`up in ${((Date.now() - t0) / 1000).toFixed(1)} s: nodes ${sb.bed.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}`)
-      log(`build machine: containerd at ${sb.paths.buildAddress} (namespace k8s.io)`)
+      log(`build machine: containerd 2.x at ${sb.paths.buildAddress}, buildkitd at ${sb.paths.buildkitAddress} (containerd worker, namespace k8s.io), nerdctl on the PATH below`)
       process.stdout.write(`\n${sb.exports.join('\n')}\n\n`)
-      log(`(or: source ${sb.paths.envFile}); then kubectl and sideload work on the sandbox`)
+      log(`(or: source ${sb.paths.envFile}); then kubectl, nerdctl and sideload work on the sandbox`)
       log(`stop it with: ${downHint}`)
       return 0
     }
@@ -63,7 +64,8 @@ async function main(): Promise<number> {
     }
     case 'status': {
       const s = await sandboxStatus(args.name)
-      log(`'${s.name}' is ${s.up ? 'up' : 'not up'} (background process ${s.parts.daemon ? 'running' : 'not running'}, build machine ${s.parts.buildMachine ? 'running' : 'not running'}, bed ${s.parts.bed ? 'present' : 'absent'})`)
+      const running = (b: boolean) => (b ? 'running' : 'not running')
+      log(`'${s.name}' is ${s.up ? 'up' : 'not up'} (background process ${running(s.parts.daemon)}, build machine: containerd ${running(s.parts.buildMachine)}, buildkitd ${running(s.parts.buildkitd)}; bed ${s.parts.bed ? 'present' : 'absent'})`)
       return s.up ? 0 : 3
     }
     case 'down': {

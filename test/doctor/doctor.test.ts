@@ -7,7 +7,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {type Bed, startBed} from '../bed/bed.js'
+import {type Bed, containerdVersionPattern, startBed} from '../bed/bed.js'
 import {type ApiServer, startApiServer} from '../kube/apiserver.js'
 import {kubeletNodes} from '../kube/bed-wiring.js'
 import {type Kubelet, startKubelet} from '../kube/kubelet.js'
@@ -75,7 +75,7 @@ describe('sideload doctor on the bed', () => {
       expect(row(r.checks, 'ssh', n.name)).toMatchObject({status: 'ok', detail: `root@${n.ip}:22`})
       expect(row(r.checks, 'host-key', n.name).detail).toMatch(/^ssh-ed25519 SHA256:\S+ known/)
       expect(row(r.checks, 'containerd', n.name)).toMatchObject({status: 'ok'})
-      expect(row(r.checks, 'containerd', n.name).detail).toMatch(/^v?1\.6\.\d+\S* at \/run\/containerd\/containerd\.sock \(native import, linux\/amd64\)$/)
+      expect(row(r.checks, 'containerd', n.name).detail).toMatch(new RegExp(`^${containerdVersionPattern(n.containerdLine)} at /run/containerd/containerd\\.sock \\(native import, linux/amd64\\)$`))
       expect(row(r.checks, 'snapshotter', n.name)).toMatchObject({status: 'ok', detail: `${n.snapshotter} (CRI)`})
       expect(row(r.checks, 'sudo-ctr', n.name)).toMatchObject({status: 'ok', detail: 'not needed (root)'})
     }
@@ -92,7 +92,7 @@ describe('sideload doctor on the bed', () => {
     const sock = rows(r.checks, 'containerd', host)
     expect(sock.map((c) => c.status)).toEqual(['warn', 'ok'])
     expect(sock[0].detail).toContain(`${bed.nonRootUser} cannot open /run/containerd/containerd.sock (permission denied)`)
-    expect(sock[1].detail).toMatch(/^v?1\.6\.\d+\S* at \/run\/containerd\/containerd\.sock \(ctr import, linux\/amd64\)$/)
+    expect(sock[1].detail).toMatch(new RegExp(`^${containerdVersionPattern(n.containerdLine)} at /run/containerd/containerd\\.sock \\(ctr import, linux/amd64\\)$`))
     expect(row(r.checks, 'sudo-ctr', host)).toMatchObject({status: 'ok', detail: `${bed.nonRootUser} may run sudo -n ctr`})
     expect(r.ok).toBe(true)
   })
@@ -165,7 +165,7 @@ describe('sideload doctor on the bed', () => {
     expect(green.stderr).toBe('')
     expect(green.code).toBe(0)
     expect(green.stdout.split('\n')[0]).toMatch(/^CHECK\s+TARGET\s+STATUS\s+DETAIL \/ HINT$/)
-    expect(green.stdout).toMatch(new RegExp(`containerd\\s+${n2.name}\\s+ok\\s+v?1\\.6`))
+    expect(green.stdout).toMatch(new RegExp(`containerd\\s+${n2.name}\\s+ok\\s+${containerdVersionPattern(n2.containerdLine)}`))
     expect(green.stdout).toMatch(/all checks passed \(1 warning\(s\)\)/)
 
     await bed.regenerateHostKey(n1)

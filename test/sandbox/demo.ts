@@ -1,15 +1,19 @@
-// The field log, replayed in the sandbox: an image built for Kubernetes with nerdctl (containerd
-// namespace k8s.io on the build machine), a pod with imagePullPolicy Never stuck in ErrImageNeverPull
+// The field log, replayed in the sandbox: an image built for Kubernetes with `nerdctl build` (BuildKit
+// into containerd namespace k8s.io on the build machine), a pod with imagePullPolicy Never stuck in ErrImageNeverPull
 // because its node does not have the image and there is no registry, sideload putting the image
 // on that node, the pod Running, and the pod exposed on a NodePort that answers from outside.
-// Every command is echoed as a user would type it, then run exactly so (kubectl and sideload come
-// from the sandbox's bin dir on PATH).
-import * as path from 'node:path'
-import {DEMO_IMAGE, DEMO_PAGE, DEMO_PORT, type RunResult, REPO, SIDELOAD_BIN, type SandboxInfo, run} from './sandbox.js'
+// Every command is echoed as a user would type it, then run exactly so, in the environment the
+// sandbox's env file sets (kubectl, nerdctl and sideload from its bin dir on PATH; CONTAINERD_ADDRESS
+// and BUILDKIT_HOST: the build machine).
 import * as fs from 'node:fs'
+import * as path from 'node:path'
+import {buildCtr} from './buildmachine.js'
+import {DEMO_IMAGE, DEMO_PAGE, DEMO_PORT, type RunResult, REPO, SIDELOAD_BIN, type SandboxInfo, run, sandboxEnv} from './sandbox.js'
 
 const POD = 'centos-stream-8'
 const MANIFEST = 'manifests/example-pod.yaml'
+/** As the field tagged it (manifests/example-pod.yaml); containerd names it DEMO_IMAGE. */
+const TAG = 'local/centos-stream-8-systemd:latest'
 const STEPS = 5
 
 export class DemoError extends Error {
@@ -40,17 +44,19 @@ function quote(a: string): string {
   return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`
 }
 
+/** Whether `nerdctl images` output has a REPOSITORY TAG row for `ref` (repo:tag). */
+export function listsImage(output: string, ref: string): boolean {
+  const at = ref.lastIndexOf(':')
+  const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&')
+  return new RegExp(`^${esc(ref.slice(0, at))}\\s+${esc(ref.slice(at + 1))}\\s`, 'm').test(output)
+}
+
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 
 export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<DemoResult> {
   const out = opts.out ?? ((t: string) => process.stdout.write(t))
   const p = sb.paths
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
-    KUBECONFIG: p.kubeconfig,
-    SIDELOAD_CONFIG: p.sideloadConfig,
-    PATH: `${p.binDir}:${process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'}`,
-  }
+  const env = sandboxEnv(p)
   let stepNo = 0
   let stepName = 'setup'
   const say = (line: string) => out(`${line}\n`)
@@ -84,6 +90,9 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
     }
   }
 
+  if (!fs.existsSync(path.join(p.binDir, 'nerdctl')) || !fs.existsSync(path.join(p.demoContext, 'Dockerfile'))) {
+    throw new DemoError(stepName, `the build machine is not set up (no ${path.join(p.binDir, 'nerdctl')} or ${p.demoContext}/Dockerfile): run \`npm run sandbox -- down\`, then \`up\``)
+  }
   if (!fs.existsSync(path.join(p.binDir, 'kubectl'))) {
     throw new DemoError(stepName, `no kubectl in ${p.binDir}: run scripts/setup.sh (it unpacks Debian's kubectl into .cache/kubectl), then \`npm run sandbox -- up\` again`)
   }
@@ -104,15 +113,19 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
     const refs = (await sb.bed.ctr(node, ['images', 'ls', '-q'])).split('\n').map((s) => s.trim()).filter((r) => r.startsWith(`${repo}:`) || r.startsWith(`${repo}@`))
     if (refs.length > 0) await sb.bed.ctr(node, ['images', 'rm', '--sync', ...refs])
   }
+  // and on the build machine: the demo builds it (again; BuildKit's cache keeps a rebuild short)
+  await buildCtr(p, ['-n', 'k8s.io', 'images', 'rm', DEMO_IMAGE])
 
   say(`The field log, replayed in sandbox '${p.name}': ${sb.bed.nodes.length} nodes (${sb.bed.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}),`)
   say('each with its own sshd and containerd, a Kubernetes API with kubelet/kube-proxy stand-ins, and a build machine.')
   say('The commands below run with:')
   for (const line of sb.exports) say(`  ${line}`)
 
-  step('On the build machine, `nerdctl build` put the image into containerd namespace k8s.io (what `nerdctl -n k8s.io images` lists):')
-  const images = await shell(['ctr', '--address', p.buildSocket, '-n', 'k8s.io', 'images', 'ls'])
-  if (!images.stdout.includes(DEMO_IMAGE)) throw new DemoError(stepName, `${DEMO_IMAGE} is not in the build machine's containerd; run \`npm run sandbox -- down\` then \`up\``)
+  step('On the build machine, `nerdctl build` builds the image with BuildKit straight into containerd\'s k8s.io namespace (no registry: `--pull=false` takes FROM from that containerd):')
+  await shell(['cat', path.join(p.demoContext, 'Dockerfile')])
+  await shell(['nerdctl', '-n', 'k8s.io', 'build', '--pull=false', '-t', TAG, p.demoContext], {timeoutMs: 300_000})
+  const images = await shell(['nerdctl', '-n', 'k8s.io', 'images'])
+  if (!listsImage(images.stdout, TAG)) throw new DemoError(stepName, `\`nerdctl -n k8s.io images\` does not list ${TAG}`)
 
   step('Create the pod from the field (imagePullPolicy: Never, no registry):')
   await shell(['kubectl', 'apply', '-f', MANIFEST])
@@ -125,14 +138,15 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
   const bedNode = sb.bed.nodes.find((n) => n.name === node)
   if (!bedNode) throw new DemoError(stepName, `the pod is on '${node}', which is not a sandbox node`)
 
-  // SSH user, key and known_hosts come from the sandbox's sideload config ($SIDELOAD_CONFIG)
+  // SSH user, key and known_hosts come from the sandbox's sideload config ($SIDELOAD_CONFIG), the
+  // image from the build machine's containerd ($CONTAINERD_ADDRESS)
   if (mode === 'fix') {
     step(`Instead of \`nerdctl save\`, a copy to ${node} and \`nerdctl -n k8s.io load\` there: sideload finds the stuck pod and sends its image to its node:`)
-    await shell(['sideload', 'fix', '--containerd-address', p.buildAddress])
+    await shell(['sideload', 'fix'])
   } else {
     // --sideload-step push: the same transfer, with the node named by hand
     step(`Instead of \`nerdctl save\`, a copy and \`nerdctl -n k8s.io load\`: sideload sends the image to ${node}:`)
-    await shell(['sideload', 'push', 'local/centos-stream-8-systemd:latest', '--host', `root@${bedNode.ip}`, '--containerd-address', p.buildAddress])
+    await shell(['sideload', 'push', TAG, '--host', `root@${bedNode.ip}`])
   }
   await waitFor(`pod ${POD} Running`, 30_000, async () => (await podField('.status.phase')) === 'Running')
   const running = await shell(['kubectl', 'get', 'pods', '-o', 'wide'])

@@ -1,14 +1,15 @@
 // The local sandbox: the field's cluster on this machine. A bed of 3 nodes (real sshd + containerd
 // each), the test API server with kubelet / kube-proxy / scheduler stand-ins running in a detached
-// background process, and a "build machine": a containerd on the host holding the demo image in
-// namespace k8s.io, as `nerdctl build` leaves it. Everything lives under /run/sideload-bed/sandbox/<name>/
-// (plus the bed's own /run/sideload-bed/beds/<name>/), so `down` can remove every trace.
+// background process, and a build machine (buildmachine.ts): containerd 2.x with a standalone
+// buildkitd building into namespace k8s.io, and nerdctl. Everything lives under
+// /run/sideload-bed/sandbox/<name>/ (plus the beds' own /run/sideload-bed/beds/<name>/ and
+// /run/sideload-bed/beds/<name>-build/), so `down` can remove every trace.
 import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import {type Bed, BED_ROOT, destroyBed, openBed, startBed} from '../bed/bed.js'
-import {makeImage} from '../bed/images.js'
+import {buildMachineState, startSandboxBuildMachine} from './buildmachine.js'
 
 export const REPO = path.resolve(import.meta.dirname, '..', '..')
 export const SANDBOX_ROOT = path.join(BED_ROOT, 'sandbox')
@@ -35,33 +36,46 @@ export interface SandboxPaths {
   kubeconfig: string
   /** sideload's config file: SSH user, the bed key and known_hosts */
   sideloadConfig: string
-  /** `source`-able: KUBECONFIG, SIDELOAD_CONFIG, PATH with kubectl and sideload */
+  /** `source`-able: KUBECONFIG, SIDELOAD_CONFIG, CONTAINERD_ADDRESS, BUILDKIT_HOST, PATH with kubectl, sideload, nerdctl */
   envFile: string
   binDir: string
+  /** the build machine's one-node bed (persistent, like the nodes' bed) */
+  buildBed: string
   buildDir: string
+  /** the build machine's containerd, as the host reaches it (a link to its node's socket) */
   buildSocket: string
   buildAddress: string
-  buildPid: string
-  buildLog: string
+  buildkitSocket: string
+  buildkitAddress: string
+  /** nerdctl's data root (the wrapper in binDir) */
+  nerdctlRoot: string
+  /** the demo image's build context: Dockerfile, index.html */
+  demoContext: string
 }
 
 export function sandboxPaths(name: string): SandboxPaths {
   const dir = path.join(SANDBOX_ROOT, name)
   const buildDir = path.join(dir, 'build')
   const buildSocket = path.join(buildDir, 'containerd.sock')
+  const buildkitSocket = path.join(buildDir, 'buildkitd.sock')
   return {
     name, dir,
     daemonPid: path.join(dir, 'daemon.pid'), daemonLog: path.join(dir, 'daemon.log'), ready: path.join(dir, 'ready'),
     apiserverDir: path.join(dir, 'apiserver'), kubeconfig: path.join(dir, 'kubeconfig'),
     sideloadConfig: path.join(dir, 'sideload.yaml'), envFile: path.join(dir, 'env'), binDir: path.join(dir, 'bin'),
+    buildBed: `${name}${BUILD_BED_SUFFIX}`,
     buildDir, buildSocket, buildAddress: `unix://${buildSocket}`,
-    buildPid: path.join(buildDir, 'containerd.pid'), buildLog: path.join(buildDir, 'containerd.log'),
+    buildkitSocket, buildkitAddress: `unix://${buildkitSocket}`,
+    nerdctlRoot: path.join(buildDir, 'nerdctl'), demoContext: path.join(dir, 'centos-stream-8'),
   }
 }
 
+/** The build machine's bed is `<sandbox>-build`: no sandbox may be called so (it would share it). */
+const BUILD_BED_SUFFIX = '-build'
+
 export function validateSandboxName(name: string): void {
-  if (!/^[a-z][a-z0-9-]{0,19}$/.test(name)) {
-    throw new Error(`sandbox name '${name}' is invalid: use 1-20 characters a-z, 0-9, '-', starting with a letter`)
+  if (!/^[a-z][a-z0-9-]{0,19}$/.test(name) || name.endsWith(BUILD_BED_SUFFIX)) {
+    throw new Error(`sandbox name '${name}' is invalid: use 1-20 characters a-z, 0-9, '-', starting with a letter, not ending in '${BUILD_BED_SUFFIX}'`)
   }
 }
 
@@ -99,12 +113,6 @@ export function run(cmd: string, args: string[], opts: {env?: NodeJS.ProcessEnv;
     })
     child.stdin.end(opts.input ?? '')
   })
-}
-
-async function must(what: string, cmd: string, args: string[], opts: {timeoutMs?: number} = {}): Promise<string> {
-  const r = await run(cmd, args, opts)
-  if (r.code !== 0) throw new Error(`${what} failed (${cmd} ${args.join(' ')}, exit ${r.code}): ${(r.stderr || r.stdout).trim()}`)
-  return r.stdout
 }
 
 export function isAlive(pid: number): boolean {
@@ -161,60 +169,6 @@ async function stopPids(pids: number[], what: string): Promise<void> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// the build machine: a containerd on the host with the image nerdctl build would have left
-
-function buildContainerdConfig(p: SandboxPaths): string {
-  return [
-    'version = 2',
-    `root = "${p.buildDir}/root"`,
-    `state = "${p.buildDir}/state"`,
-    'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]',
-    '[grpc]',
-    `  address = "${p.buildSocket}"`,
-    '[ttrpc]',
-    `  address = "${p.buildSocket}.ttrpc"`,
-    '[debug]',
-    '  address = ""',
-    '[metrics]',
-    '  address = ""',
-    '[plugins."io.containerd.internal.v1.opt"]',
-    `  path = "${p.buildDir}/opt"`,
-    '',
-  ].join('\n')
-}
-
-async function startBuildMachine(p: SandboxPaths): Promise<void> {
-  await fsp.mkdir(p.buildDir, {recursive: true})
-  const config = path.join(p.buildDir, 'config.toml')
-  await fsp.writeFile(config, buildContainerdConfig(p))
-  const log = fs.openSync(p.buildLog, 'a')
-  const child = spawn('/usr/bin/containerd', ['--config', config], {stdio: ['ignore', log, log], detached: true})
-  fs.closeSync(log)
-  child.unref()
-  if (child.pid === undefined) throw new Error(`could not start the build machine's containerd (log: ${p.buildLog})`)
-  await fsp.writeFile(p.buildPid, `${child.pid}\n`)
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    if (!isAlive(child.pid)) throw new Error(`the build machine's containerd exited at start; see ${p.buildLog}`)
-    if (fs.existsSync(p.buildSocket) && (await run('ctr', ['-a', p.buildSocket, 'version'], {timeoutMs: 5000})).code === 0) break
-    if (Date.now() > deadline) throw new Error(`the build machine's containerd did not answer on ${p.buildSocket} within 20 s; see ${p.buildLog}`)
-    await sleep(100)
-  }
-  // what `nerdctl build -t local/centos-stream-8-systemd .` leaves in containerd (namespace k8s.io)
-  const archive = path.join(p.buildDir, 'centos-stream-8-systemd.tar')
-  await makeImage({
-    name: DEMO_IMAGE,
-    // busybox stands in for CentOS Stream 8 + systemd; a 24 MB layer makes the transfer visible
-    layers: [{busybox: true}, {sizeBytes: 24 << 20, seed: 'centos-stream-8-systemd'}],
-    format: 'oci',
-    out: archive,
-    cmd: ['sh', '-c', `mkdir -p /www && echo '${DEMO_PAGE}' > /www/index.html && exec httpd -f -p ${DEMO_PORT} -h /www`],
-  })
-  await must('importing the demo image into the build machine', 'ctr', ['-a', p.buildSocket, '-n', 'k8s.io', 'images', 'import', archive], {timeoutMs: 60_000})
-  await fsp.rm(archive, {force: true})
-}
-
-// ---------------------------------------------------------------------------------------------
 // up / down / status
 
 export interface SandboxInfo {
@@ -224,20 +178,33 @@ export interface SandboxInfo {
   exports: string[]
 }
 
+/** What the env file sets (PATH: the bin dir goes first). */
+export function sandboxVars(p: SandboxPaths): Record<string, string> {
+  return {
+    KUBECONFIG: p.kubeconfig,
+    SIDELOAD_CONFIG: p.sideloadConfig,
+    // the build machine, for sideload build / push / fix, nerdctl and buildctl (CONTAINERD_ADDRESS
+    // is a bare socket path, as ctr reads it; sideload and nerdctl take that too)
+    CONTAINERD_ADDRESS: p.buildSocket,
+    BUILDKIT_HOST: p.buildkitAddress,
+  }
+}
+
+/** The environment of a shell that sourced the env file. */
+export function sandboxEnv(p: SandboxPaths, base: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  return {...base, ...sandboxVars(p), PATH: `${p.binDir}:${base.PATH ?? PATH_ENV}`}
+}
+
 function exportsOf(p: SandboxPaths): string[] {
-  return [
-    `export KUBECONFIG=${p.kubeconfig}`,
-    `export SIDELOAD_CONFIG=${p.sideloadConfig}`,
-    `export PATH=${p.binDir}:$PATH`,
-  ]
+  return [...Object.entries(sandboxVars(p)).map(([k, v]) => `export ${k}=${v}`), `export PATH=${p.binDir}:$PATH`]
 }
 
 /** Whether every part of the sandbox is running (then `up` has nothing to do). */
 export async function sandboxHealthy(p: SandboxPaths): Promise<boolean> {
   const daemon = readPid(p.daemonPid)
-  const build = readPid(p.buildPid)
-  if (!daemon || !isAlive(daemon) || !build || !isAlive(build) || !fs.existsSync(p.ready) || !fs.existsSync(p.kubeconfig)) return false
-  if ((await run('ctr', ['-a', p.buildSocket, '-n', 'k8s.io', 'images', 'ls', '-q'], {timeoutMs: 5000})).stdout.split('\n').indexOf(DEMO_IMAGE) < 0) return false
+  if (!daemon || !isAlive(daemon) || !fs.existsSync(p.ready) || !fs.existsSync(p.kubeconfig) || !fs.existsSync(p.envFile)) return false
+  const build = await buildMachineState(p)
+  if (!build.containerd || !build.buildkitd || !build.baseImage) return false
   try {
     const bed = await openBed(p.name)
     for (const n of bed.nodes) if ((await bed.exec(n, ['ctr', 'version'], {timeoutMs: 5000})).code !== 0) return false
@@ -252,14 +219,14 @@ export async function sandboxDown(name: string): Promise<void> {
   validateSandboxName(name)
   const p = sandboxPaths(name)
   const pids = new Set<number>()
-  for (const f of [p.daemonPid, p.buildPid]) {
-    const pid = readPid(f)
-    if (pid) pids.add(pid)
-  }
+  const daemon = readPid(p.daemonPid)
+  if (daemon) pids.add(daemon)
+  // buildkitd (its socket is in the sandbox dir), and nerdctl / buildctl / sideload a demo left running
   if (fs.existsSync(p.dir)) for (const pid of pidsMentioning(p.dir)) pids.add(pid)
   await stopPids([...pids], `stopping sandbox '${name}'`)
   await destroyBed(name)
-  // mounts a killed containerd may leave (snapshots of the build machine)
+  await destroyBed(p.buildBed)
+  // mounts that anything started from the sandbox dir may leave
   const mounts = (await fsp.readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')[1]).filter((m) => m?.startsWith(`${p.dir}/`))
   for (const m of mounts.reverse()) await run('umount', ['-l', m])
   await fsp.rm(p.dir, {recursive: true, force: true})
@@ -272,14 +239,19 @@ export async function sandboxUp(name: string, log: (line: string) => void = () =
   const p = sandboxPaths(name)
   if (await sandboxHealthy(p)) {
     log(`sandbox '${name}' is already up`)
+    await fsp.writeFile(p.envFile, `${exportsOf(p).join('\n')}\n`) // as this version writes it
     return {paths: p, bed: await openBed(name), exports: exportsOf(p)}
   }
   if (fs.existsSync(p.dir) || fs.existsSync(path.join(BED_ROOT, 'beds', name))) log(`clearing what an earlier sandbox '${name}' left behind`)
   await sandboxDown(name)
   await fsp.mkdir(p.binDir, {recursive: true})
   try {
-    log(`starting ${NODES} nodes (sshd + containerd each) and the build machine's containerd`)
-    const [bed] = await Promise.all([startBed({name, nodes: NODES, persistent: true}), startBuildMachine(p)])
+    log(`starting ${NODES} nodes (sshd + containerd each) and the build machine (containerd 2.x, buildkitd, nerdctl)`)
+    // both finish (or fail) before anything is cleared away
+    const [nodes, build] = await Promise.allSettled([startBed({name, nodes: NODES, persistent: true}), startSandboxBuildMachine(p)])
+    if (nodes.status === 'rejected') throw nodes.reason
+    if (build.status === 'rejected') throw build.reason
+    const bed = nodes.value
     await fsp.writeFile(p.sideloadConfig, [
       `# sideload settings for the sandbox '${name}': every node is reached as root with the bed key`,
       'defaults:',
@@ -322,13 +294,14 @@ async function startDaemon(p: SandboxPaths): Promise<void> {
 export interface SandboxState {
   name: string
   up: boolean
-  parts: {daemon: boolean; buildMachine: boolean; bed: boolean}
+  parts: {daemon: boolean; buildMachine: boolean; buildkitd: boolean; bed: boolean}
 }
 
 export async function sandboxStatus(name: string): Promise<SandboxState> {
+  validateSandboxName(name)
   const p = sandboxPaths(name)
   const daemon = readPid(p.daemonPid)
-  const build = readPid(p.buildPid)
+  const build = await buildMachineState(p)
   let bed = false
   try {
     await openBed(name)
@@ -338,6 +311,6 @@ export async function sandboxStatus(name: string): Promise<SandboxState> {
   }
   return {
     name, up: await sandboxHealthy(p),
-    parts: {daemon: daemon !== undefined && isAlive(daemon), buildMachine: build !== undefined && isAlive(build), bed},
+    parts: {daemon: daemon !== undefined && isAlive(daemon), buildMachine: build.containerd, buildkitd: build.buildkitd, bed},
   }
 }
