@@ -601,6 +601,9 @@ export function bedContainerdDefault(env = process.env): ContainerdLine | 'mixed
   throw new Error(`SIDELOAD_BED_CONTAINERD=${v} is not one of 1.6, 2, mixed`)
 }
 
+/** The CRI's CNI config dir, inside the node's own /etc/containerd (the default, /etc/cni/net.d, is created on the host). */
+const NODE_CNI_CONF_DIR = '/etc/containerd/cni/net.d'
+
 /** The binaries a 2.x node runs, bind-mounted over Debian's in the node's mount namespace. */
 const CONTAINERD2_BINARIES = ['containerd', 'ctr', 'containerd-shim-runc-v2']
 
@@ -625,6 +628,8 @@ state = "/run/containerd"
       sandbox = "registry.k8s.io/pause:3.10"
   [plugins.'io.containerd.cri.v1.runtime']
     netns_mounts_under_state_dir = true
+    [plugins.'io.containerd.cri.v1.runtime'.cni]
+      conf_dir = "${NODE_CNI_CONF_DIR}"
   # NRI's socket defaults to /var/run/nri/nri.sock, one path for every node on this host: each
   # node's own run dir instead (two nodes on one socket: the second containerd exits at start)
   [plugins.'io.containerd.nri.v1.nri']
@@ -646,6 +651,8 @@ state = "/run/containerd"
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = "registry.k8s.io/pause:3.6"
     netns_mounts_under_state_dir = true
+    [plugins."io.containerd.grpc.v1.cri".cni]
+      conf_dir = "${NODE_CNI_CONF_DIR}"
     [plugins."io.containerd.grpc.v1.cri".containerd]
       snapshotter = "${snapshotter}"
   [plugins."io.containerd.internal.v1.opt"]

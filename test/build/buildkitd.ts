@@ -34,6 +34,8 @@ export async function startBuildMachine(name: string, workDir: string): Promise<
       daemonBinary('buildkit', 'buildkitd'),
       '--root', path.join(dir, 'buildkit'),
       '--addr', `unix://${socket}`,
+      // its trace socket defaults to /run/buildkit/: the bed leaves nothing outside its own dirs
+      '--otel-socket-path', path.join(dir, 'buildkit-otel.sock'),
       '--oci-worker=false',
       '--containerd-worker=true',
       '--containerd-worker-addr=/run/containerd/containerd.sock',
