@@ -50,8 +50,11 @@ build_one() {
     etcd)
       (cd test/daemons/etcd && go build -ldflags "-s -w" -o "$tmp/bin/etcd" .) ;;
     kube)
-      (cd test/daemons/kube && go build -ldflags "-s -w" -o "$tmp/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
-        && go build -ldflags "-s -w" -o "$tmp/bin/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler) ;;
+      # the version the server reports (kubectl version, /version) is stamped at link time
+      local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
+      local kv="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+      (cd test/daemons/kube && go build -ldflags "-s -w $kv" -o "$tmp/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
+        && go build -ldflags "-s -w $kv" -o "$tmp/bin/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler) ;;
   esac
   echo "$(( $(date +%s) - start ))" > "$tmp/.built"
   rm -rf "$out"; mv "$tmp" "$out"
