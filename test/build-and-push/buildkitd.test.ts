@@ -1,0 +1,102 @@
+// The seed's loop end to end on today's daemons: a standalone buildkitd with a containerd worker
+// writes the image into the build machine's containerd 2.x (k8s.io), build-and-push takes it
+// from there to the pod's node (containerd 2.x) over SSH, and the kubelet stand-in runs it.
+import {spawn} from 'node:child_process'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {type Bed, type BedNode, startBed} from '../bed/bed.js'
+import {type BuildMachine, startBuildMachine} from '../build/buildkitd.js'
+import {type ApiServer, startApiServer} from '../kube/apiserver.js'
+import {bedHasImage, bedRuntime, kubeletNodes} from '../kube/bed-wiring.js'
+import {type Kubelet, startKubelet} from '../kube/kubelet.js'
+import type {JsonObject} from '../kube/patch.js'
+import {rbacAccessRules} from '../expose/rbac.js'
+import {CriClient} from '../../src/containerd/index.js'
+
+const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
+
+function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{code: number | null; stdout: string; stderr: string}> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {stdio: ['ignore', 'pipe', 'pipe'], env: {...process.env, ...env}})
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (b) => (stdout += b))
+    child.stderr.on('data', (b) => (stderr += b))
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000)
+    child.on('error', reject)
+    child.on('close', (code) => {
+      clearTimeout(timer)
+      resolve({code, stdout, stderr})
+    })
+  })
+}
+
+describe('build-and-push --pod with a standalone buildkitd building into k8s.io', () => {
+  let bm: BuildMachine
+  let bed: Bed
+  let server: ApiServer
+  let kubelet: Kubelet
+  let kubeconfig: string
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-bapk-'))
+
+  beforeAll(async () => {
+    ;[bm, bed, server] = await Promise.all([startBuildMachine('slb-bapk-b', work), startBed({name: 'slb-bapk', nodes: 2, containerd: '2'}), startApiServer()])
+    kubelet = startKubelet({store: server.store, nodes: kubeletNodes(bed), resyncMs: 500, hasImage: bedHasImage(bed), runtime: bedRuntime(bed)})
+    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
+  }, 180_000)
+  afterAll(async () => {
+    await kubelet?.stop()
+    await server?.stop()
+    await Promise.all([bed?.down(), bm?.down()])
+    fs.rmSync(work, {recursive: true, force: true})
+  })
+
+  const waitingReason = (name: string): string | undefined => {
+    const st = server.store.get('pods', 'default', name).status as JsonObject
+    const cs = (st.containerStatuses as JsonObject[] | undefined)?.[0]
+    return ((cs?.state as JsonObject | undefined)?.waiting as JsonObject | undefined)?.reason as string | undefined
+  }
+
+  it('the field pod (centos-stream-8) stuck in ErrImageNeverPull: built into k8s.io, pushed to its node only, Running', async () => {
+    const [node1, node2]: BedNode[] = bed.nodes
+    const image = 'local/centos-stream-8-systemd:latest'
+    server.store.create('pods', 'default', {
+      metadata: {name: 'centos-stream-8'},
+      spec: {nodeName: node2.name, containers: [{name: 'centos-stream-8', image, imagePullPolicy: 'Never', command: ['sh', '-c', 'exec sleep 3600']}]},
+    })
+    await kubelet.syncNow()
+    expect(waitingReason('centos-stream-8')).toBe('ErrImageNeverPull')
+
+    const dir = path.join(work, 'ctx')
+    fs.mkdirSync(dir)
+    fs.writeFileSync(path.join(dir, 'Dockerfile'), 'FROM docker.io/library/busybox:sideload-test\nCOPY motd /etc/motd\nRUN echo systemd-stand-in > /init-name\n')
+    fs.writeFileSync(path.join(dir, 'motd'), 'centos stream 8, side-loaded\n')
+    const knownHosts = path.join(work, 'known_hosts')
+    fs.copyFileSync(bed.knownHostsPath, knownHosts)
+    const run = await cli(
+      ['build-and-push', dir, '--pod', 'centos-stream-8', '--kubeconfig', kubeconfig, '--builder', 'buildkit', '--pull', 'missing',
+        '--ssh-key', bed.keyPath, '--known-hosts', knownHosts, '--ssh-config', '/dev/null', '--progress', 'quiet', '--json', '--timeout', '60'],
+      {BUILDKIT_HOST: bm.buildkitAddress, CONTAINERD_ADDRESS: bm.containerdAddress},
+    )
+    expect(run.code, run.stderr).toBe(0)
+    const r = JSON.parse(run.stdout) as {image: string; node: string; ok: boolean; push: {results: Array<{status: string; mode: string}>}; pod: {outcome: {state: string}}}
+    expect(r).toMatchObject({image: 'docker.io/local/centos-stream-8-systemd:latest', node: node2.name, ok: true, pod: {outcome: {state: 'running'}}})
+    expect(r.push.results).toMatchObject([{status: 'pushed', mode: 'native'}])
+    expect((server.store.get('pods', 'default', 'centos-stream-8').status as JsonObject).phase).toBe('Running')
+
+    // built straight into the build machine's containerd (k8s.io), where nerdctl sees it
+    const listed = await bm.nerdctl(['images', '--format', '{{.Repository}}:{{.Tag}}'])
+    expect(listed.stdout.split('\n')).toContain('local/centos-stream-8-systemd:latest')
+    // the node's CRI sees the very manifest the build machine holds
+    const built = (await bm.ctr(['images', 'ls'])).split('\n').find((l) => l.startsWith(`${r.image} `))?.trim().split(/\s+/)[2]
+    const cri = new CriClient(node2.hostSocketPath)
+    try {
+      expect((await cri.imageStatus(r.image))?.repoDigests).toContain(`docker.io/local/centos-stream-8-systemd@${built}`)
+    } finally {
+      cri.close()
+    }
+    expect(await bed.ctr(node1, ['images', 'ls', '-q'])).not.toContain('centos-stream-8')
+  }, 120_000)
+})
