@@ -80,6 +80,8 @@ export async function startSandboxBuildMachine(p: SandboxPaths): Promise<BuildMa
     daemonBinary('buildkit', 'buildkitd'),
     '--root', path.join(bed.nodeDir(node), 'buildkit'),
     '--addr', p.buildkitAddress,
+    // its trace socket defaults to /run/buildkit/ on the host: keep it in the node's dir, gone with the bed
+    '--otel-socket-path', path.join(bed.nodeDir(node), 'buildkit-otel.sock'),
     '--oci-worker=false',
     '--containerd-worker=true',
     '--containerd-worker-addr=/run/containerd/containerd.sock',

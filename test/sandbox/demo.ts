@@ -117,7 +117,9 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
   await buildCtr(p, ['-n', 'k8s.io', 'images', 'rm', DEMO_IMAGE])
 
   say(`The field log, replayed in sandbox '${p.name}': ${sb.bed.nodes.length} nodes (${sb.bed.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}),`)
-  say('each with its own sshd and containerd, a Kubernetes API with kubelet/kube-proxy stand-ins, and a build machine.')
+  const lines = [...new Set(sb.bed.nodes.map((n) => (n.containerdLine === '2' ? '2.x' : n.containerdLine)))].join(' / ')
+  say(`each with its own sshd and containerd ${lines}, a Kubernetes API with kubelet/kube-proxy stand-ins, and a build machine`)
+  say('(containerd 2.x with a standalone buildkitd building into its k8s.io namespace, and nerdctl; no registry, no way out).')
   say('The commands below run with:')
   for (const line of sb.exports) say(`  ${line}`)
 
@@ -176,7 +178,7 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
 
   say('')
   say(`Done: the pod runs on ${node} from an image that never went through a registry, reachable at ${bedNode.ip}:${nodePort}.`)
-  say('The sandbox keeps running; to use kubectl and sideload on it yourself:')
+  say('The sandbox keeps running; to use kubectl, nerdctl and sideload on it yourself:')
   say(`  source ${p.envFile}`)
   say(`Remove it with: npm run sandbox -- down${p.name === 'sandbox' ? '' : ` --name ${p.name}`}`)
   return {node, nodeIp: bedNode.ip, nodePort, answer: answer.stdout}

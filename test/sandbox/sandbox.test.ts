@@ -16,6 +16,8 @@ const NAME = 'slsbx-test'
 const CLI = path.join(REPO, 'test', 'bed', 'sandbox.ts')
 const p = sandboxPaths(NAME)
 const BEDS = [NAME, p.buildBed]
+/** host files newer than this were made by this run */
+const STARTED = Date.now()
 
 function sandbox(args: string[]): Promise<{code: number; out: string}> {
   return new Promise((resolve, reject) => {
@@ -107,6 +109,14 @@ function traces(): string[] {
       if (cmd.includes(`${p.dir}/`) || BEDS.some((b) => cmd.includes(`/beds/${b}/`))) found.push(`process ${e}: ${cmd.replace(/\0/g, ' ').trim()}`)
     } catch {
       // gone
+    }
+  }
+  // what the build machine's daemons would create on the host by default (e.g. buildkitd's trace socket)
+  for (const f of ['/run/buildkit/otel-grpc.sock', '/etc/cni/net.d', '/var/run/nri/nri.sock']) {
+    try {
+      if (fs.lstatSync(f).mtimeMs >= STARTED) found.push(`host file ${f}`)
+    } catch {
+      // absent
     }
   }
   for (const line of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
