@@ -54,8 +54,10 @@ export async function writeOciArchive(out: Writable, source: ImageSource, image:
     await addBuffer('index.json', Buffer.from(JSON.stringify(index)))
     for (const desc of imageBlobs(image).reverse()) {
       if (options.omitBlobs?.has(desc.digest)) continue
+      // open the blob first: an entry left without its data would fail the pack with an unhandled error
+      const blob = await source.openBlob(desc)
       const entry = pack.entry({name: `blobs/sha256/${digestHex(desc.digest)}`, size: desc.size, mtime, mode: 0o644})
-      const copy = pipeline(await source.openBlob(desc), new VerifyingStream(desc, source.description), entry)
+      const copy = pipeline(blob, new VerifyingStream(desc, source.description), entry)
       copy.catch(() => undefined)
       await Promise.race([copy, outputFailed])
       blobsWritten++

@@ -52,6 +52,18 @@ export class CtrNode implements ImageNode {
     return undefined
   }
 
+  /**
+   * The CRI plugin names every image in k8s.io also by its ID (`sha256:<config>`). After a
+   * failed import under our temporary name, that reference is all that is left of it: remove it
+   * when no named image points at the same manifest (a named one keeps it, as the CRI would).
+   */
+  private async removeOrphanIdRefs(target: string): Promise<void> {
+    const out = await this.run(['images', 'ls'], 'listing images (ctr images ls)')
+    const refs = out.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f[2] === target).map((f) => f[0])
+    if (refs.length === 0 || refs.some((r) => !/^sha256:[0-9a-f]{64}$/.test(r))) return
+    await this.run(['images', 'rm', ...refs], 'removing the failed import (ctr images rm)')
+  }
+
   /** Fails unless ctr reports the image complete and unpacked for the CRI snapshotter (checked, never assumed). */
   private async checkUnpacked(image: string): Promise<void> {
     const snapshotter = this.facts.snapshotter ? ['--snapshotter', this.facts.snapshotter] : []
@@ -104,13 +116,16 @@ export class CtrNode implements ImageNode {
     proc.stdout.resume()
     counter.pipe(proc.stdin)
     // Ctrl-C: stop sending, stop ctr, and leave no image behind (the temporary name is removed below).
+    // Giving up (a failure here, Ctrl-C): no more bytes, EOF to ctr, and wait until it has ended
+    // (it then removes its own lease and ingests) before anything is reported or cleaned up.
+    const stopImport = async (): Promise<void> => {
+      counter.unpipe(proc.stdin)
+      counter.destroy()
+      await proc.stop()
+    }
     let onAbort = (): void => undefined
     const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => {
-        counter.destroy()
-        proc.kill('TERM')
-        reject(cancelled())
-      }
+      onAbort = () => reject(cancelled())
     })
     aborted.catch(() => undefined)
     options.signal?.addEventListener('abort', onAbort, {once: true})
@@ -130,8 +145,9 @@ export class CtrNode implements ImageNode {
       if (options.unpack) await this.checkUnpacked(temporary)
       await this.run(['images', 'tag', '--force', temporary, name], 'naming the image (ctr images tag)')
     } catch (err) {
-      proc.kill('TERM')
+      await stopImport()
       await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
+      await this.removeOrphanIdRefs(image.target.digest).catch(() => undefined)
       throw err
     } finally {
       options.signal?.removeEventListener('abort', onAbort)

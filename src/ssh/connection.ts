@@ -58,6 +58,13 @@ export interface RemoteProcess {
   wait(): Promise<RemoteExit>
   /** Ask the remote to deliver a signal (OpenSSH ≥ 7.9), then close the channel. */
   kill(signal?: 'TERM' | 'KILL' | 'INT'): void
+  /**
+   * Give up on the command and wait until it has ended: its stdin gets EOF (so a program
+   * reading it fails and cleans up after itself, as `ctr images import` does); only if it is
+   * still running after `graceMs` is it sent TERM, then KILL, before the channel is closed.
+   * Resolves when the remote command is gone — nothing of ours runs on after it.
+   */
+  stop(graceMs?: number): Promise<void>
 }
 
 export interface ExecOptions {
@@ -632,6 +639,22 @@ export class SshConnection {
         } finally {
           channel.close()
         }
+      },
+      stop: async (graceMs = 10_000) => {
+        const ended = done.then(() => true, () => true)
+        const within = (ms: number): Promise<boolean> => Promise.race([ended, new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())])
+        if (!channel.writableEnded) channel.end()
+        if (await within(graceMs)) return
+        for (const signal of ['TERM', 'KILL'] as const) {
+          try {
+            channel.signal(signal)
+          } catch {
+            // the connection is gone: so is the command's session
+          }
+          if (await within(3000)) return
+        }
+        channel.close()
+        await within(3000)
       },
     }
   }

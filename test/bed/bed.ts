@@ -97,6 +97,8 @@ export interface Bed {
   startDaemon(node: BedNode, name: string, argv: string[], ready: () => Promise<boolean>): Promise<void>
   /** The node's own folder on the host (visible inside the node too). */
   nodeDir(node: BedNode): string
+  /** The command lines of the processes running in the node (its network namespace); pgrep would list the whole host's. */
+  processes(node: BedNode): string[]
   stopSshd(node: BedNode): Promise<void>
   startSshd(node: BedNode): Promise<void>
   stopContainerd(node: BedNode): Promise<void>
@@ -810,6 +812,16 @@ class TestBed implements Bed {
 
   nodeDir(node: BedNode): string {
     return this.paths(node).dir
+  }
+
+  processes(node: BedNode): string[] {
+    return pidsInNetns(netnsPath(this.name, node.index)).map((pid) => {
+      try {
+        return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ')
+      } catch {
+        return ''
+      }
+    }).filter(Boolean)
   }
 
   async ctr(node: BedNode, args: string[]): Promise<string> {

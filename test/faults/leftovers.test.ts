@@ -1,0 +1,117 @@
+// Nothing of ours outlives a failed push (issue 19), on a containerd 2.x and a 1.6 node: a
+// `sudo ctr` import that fails part-way is over — no ctr or sudo process of ours on the node —
+// the moment sideload exits, and it leaves no lease, ingest or image record (not even the CRI's
+// `sha256:<id>` name for it). And what must stay stays: `kill -9` of sideload mid-push (native)
+// leaves its lease (1 h) and the partial blobs, and the re-run resumes at the node's offsets.
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {startBed, type Bed, type BedNode} from '../bed/bed.js'
+import {makeImage, type ImageInfo} from '../bed/images.js'
+import {afterBytes, startPush} from './cli.js'
+
+const MB = 1024 * 1024
+let bed: Bed
+let dir: string
+let good: ImageInfo & {path: string}
+const sshFlags = () => ['--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath]
+
+/** A copy of an archive with one blob left out, or with its bytes changed (same size). */
+async function spoil(src: string, out: string, digest: string, how: 'drop' | 'flip'): Promise<void> {
+  const tar = await import('tar-stream')
+  const extract = tar.extract()
+  const pack = tar.pack()
+  const done = new Promise<void>((resolve, reject) => {
+    extract.on('entry', (header, stream, next) => {
+      const chunks: Buffer[] = []
+      stream.on('data', (c: Buffer) => chunks.push(c))
+      stream.on('end', () => {
+        let data = Buffer.concat(chunks)
+        if (header.name === `blobs/sha256/${digest.slice(7)}`) {
+          if (how === 'drop') return next()
+          data = Buffer.from(data)
+          data[data.length >> 1] ^= 0xff
+        }
+        pack.entry(header, data, next)
+      })
+    })
+    extract.on('finish', () => pack.finalize())
+    extract.on('error', reject)
+    pack.pipe(fs.createWriteStream(out)).on('finish', resolve).on('error', reject)
+  })
+  fs.createReadStream(src).pipe(extract)
+  await done
+}
+
+async function nodeState(node: BedNode): Promise<{processes: string; leases: string[]; ingests: string[]; images: string[]}> {
+  // first, before our own look-ups start ctr processes there
+  const ours = bed.processes(node).filter((cmd) => /^(sudo -n )?ctr /.test(cmd)).join('\n')
+  const lines = async (args: string[]) => (await bed.ctr(node, args)).split('\n').slice(1).map((l) => l.trim()).filter(Boolean)
+  return {
+    processes: ours,
+    leases: await lines(['leases', 'ls']),
+    ingests: await lines(['content', 'active']),
+    images: (await bed.ctr(node, ['images', 'ls', '-q'])).split('\n').filter(Boolean),
+  }
+}
+
+beforeAll(async () => {
+  bed = await startBed({name: 'slbt-leftovers', nodes: 2, nodeOptions: {1: {containerd: '2'}, 2: {containerd: '1.6'}}})
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sideload-leftovers-'))
+  const out = path.join(dir, 'good.tar')
+  good = {...(await makeImage({name: 'docker.io/sl-left/app:1', format: 'oci', out, layers: [{sizeBytes: 2 * MB, seed: 'l1'}, {sizeBytes: 8 * MB, seed: 'l2'}]})), path: out}
+}, 120_000)
+
+afterAll(async () => {
+  await bed?.down()
+  fs.rmSync(dir, {recursive: true, force: true})
+})
+
+describe.each([
+  ['2.x', 0],
+  ['1.6', 1],
+])('a failed `sudo ctr` import on a containerd %s node', (_line, index) => {
+  it.each([
+    ['names a layer the archive does not hold', 'drop'],
+    ['has a layer whose bytes do not match its digest', 'flip'],
+  ] as const)('an archive that %s: when sideload exits, no ctr of ours runs and nothing of the import is left', async (_what, how) => {
+    const node = bed.nodes[index]
+    const bigLayer = good.platforms[0].layerDigests.at(-1)!
+    const archive = path.join(dir, `${how}-${index}.tar`)
+    await spoil(good.path, archive, bigLayer, how)
+    const run = await startPush(['--archive', archive, '--host', `${bed.nonRootUser}@${node.ip}`, ...sshFlags()]).done
+    // the moment it has exited
+    const state = await nodeState(node)
+    expect(run.code, run.stderr).toBe(1)
+    expect(run.result?.results[0]).toMatchObject({status: 'failed'})
+    expect(state).toEqual({processes: '', leases: [], ingests: [], images: []})
+  })
+})
+
+describe('kill -9 of sideload mid-push (native)', () => {
+  it('leaves its lease (expiring in about an hour) and the partial blobs; the re-run resumes at the node\'s offsets', async () => {
+    const node = bed.nodes[0]
+    const archive = path.join(dir, 'big.tar')
+    const big = await makeImage({name: 'docker.io/sl-left/big:1', format: 'oci', out: archive, layers: [{sizeBytes: 48 * MB, seed: 'k1'}, {sizeBytes: 48 * MB, seed: 'k2'}]})
+    await bed.shape(node, {rateMbit: 200})
+    const host = `root@${node.ip}`
+    const killed = await startPush(['--archive', archive, '--host', host, ...sshFlags()], afterBytes(host, 40 * MB, (child) => child.kill('SIGKILL'))).done
+    await bed.unshape(node)
+    expect(killed.signal).toBe('SIGKILL')
+    const leases = (await bed.ctr(node, ['leases', 'ls'])).split('\n').filter((l) => l.includes('sideload'))
+    expect(leases).toHaveLength(1)
+    const expire = Date.parse(/containerd\.io\/gc\.expire=(\S+?)(,|$)/.exec(leases[0])?.[1] ?? '')
+    expect(expire - Date.now()).toBeGreaterThan(50 * 60_000)
+    expect(expire - Date.now()).toBeLessThan(70 * 60_000)
+    expect((await bed.ctr(node, ['content', 'active'])).split('\n').slice(1).filter(Boolean).length, 'a partial blob kept for the re-run').toBeGreaterThan(0)
+    const total = big.platforms[0].layerSizes.reduce((a, b) => a + b, 0)
+    const again = await startPush(['--archive', archive, '--host', host, ...sshFlags()]).done
+    expect(again.code, again.stderr).toBe(0)
+    const sent = again.result?.results[0].sentBytes ?? Infinity
+    // what had gone before the kill (≥ 40 MB, as committed blobs or kept ingests) is not sent again
+    expect(sent).toBeLessThan(total - 30 * MB)
+    // the re-run's own lease is gone; the killed run's expires by itself (the image holds its blobs now)
+    expect((await bed.ctr(node, ['leases', 'ls'])).split('\n').filter((l) => l.includes('sideload'))).toEqual(leases)
+  }, 120_000)
+})
