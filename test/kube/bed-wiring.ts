@@ -2,6 +2,7 @@
 // containerd, containers run with `ctr run --net-host`, node ports forwarded by socat in the node.
 import * as crypto from 'node:crypto'
 import type {Bed, BedNode} from '../bed/bed.js'
+import {daemonVersion} from '../daemons/daemons.js'
 import type {ContainerRuntime, KubeletNode} from './kubelet.js'
 import type {Forwarder, ForwardRule} from './kubeproxy.js'
 import type {JsonObject} from './patch.js'
@@ -17,7 +18,9 @@ function nodeOf(bed: Bed, name: string): BedNode {
 }
 
 export function kubeletNodes(bed: Bed): KubeletNode[] {
-  return bed.nodes.map(n => ({name: n.name, ip: n.ip}))
+  // what the kubelet reports from the node's CRI: containerd://<its version>
+  const runtime = (n: BedNode) => `containerd://${n.containerdLine === '2' ? daemonVersion('containerd').replace(/^v/, '') : '1.6.20'}`
+  return bed.nodes.map(n => ({name: n.name, ip: n.ip, containerRuntimeVersion: runtime(n)}))
 }
 
 /** The truth for the kubelet stand-in: `ctr -n k8s.io images ls -q` on the node. */

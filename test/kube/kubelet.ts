@@ -19,6 +19,8 @@ export interface KubeletNode {
   architecture?: string
   operatingSystem?: string
   labels?: Record<string, string>
+  /** status.nodeInfo.containerRuntimeVersion (default containerd://1.6.20) */
+  containerRuntimeVersion?: string
 }
 
 /**
@@ -118,7 +120,7 @@ export function nodeObject(n: KubeletNode): JsonObject {
       daemonEndpoints: {kubeletEndpoint: {Port: 10250}},
       nodeInfo: {
         machineID: crypto.randomBytes(16).toString('hex'), systemUUID: crypto.randomUUID(), bootID: crypto.randomUUID(),
-        kernelVersion: os.release(), osImage: 'Debian GNU/Linux 12 (bookworm)', containerRuntimeVersion: 'containerd://1.6.20',
+        kernelVersion: os.release(), osImage: 'Debian GNU/Linux 12 (bookworm)', containerRuntimeVersion: n.containerRuntimeVersion ?? 'containerd://1.6.20',
         kubeletVersion: 'v1.20.15', kubeProxyVersion: 'v1.20.15', operatingSystem: osName, architecture: arch,
       },
     },
