@@ -52,6 +52,7 @@ A failed build pushes nothing.`
     json: Flags.boolean({description: 'print the result as JSON on stdout'}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
     ...sshFlags,
   }
 
@@ -72,7 +73,7 @@ A failed build pushes nothing.`
     let result: BuildAndPushResult
     try {
       result = await buildAndPush({
-        kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace,
+        kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout'],
         pod: flags.pod, container: flags.container, tag: flags.tag, node: flags.node, host: flags.host,
         build: {
           context: args.context,

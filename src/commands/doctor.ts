@@ -29,6 +29,7 @@ Exits 1 when any check FAILs (warnings do not count).`
     host: Flags.string({char: 'H', description: 'node reached by SSH, [user@]host[:port] (repeatable)', multiple: true, multipleNonGreedy: true}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
     namespace: Flags.string({char: 'n', description: 'namespace whose rights are checked (default: the context\'s)'}),
     builder: Flags.string({description: 'which builder to look for', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
     json: Flags.boolean({description: 'print the checks as JSON'}),
@@ -45,6 +46,7 @@ Exits 1 when any check FAILs (warnings do not count).`
     const result = await doctor({
       kubeconfig: flags.kubeconfig,
       context: flags.context,
+      requestTimeout: flags['request-timeout'],
       namespace: flags.namespace,
       nodes: flags.node,
       hosts: flags.host,

@@ -39,6 +39,7 @@ Running it again changes nothing, or updates the service to the new flags. The t
     namespace: Flags.string({char: 'n', description: 'namespace (default: the context\'s)'}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
   }
 
   override async catch(err: Error): Promise<unknown> {
@@ -47,7 +48,7 @@ Running it again changes nothing, or updates the service to the new flags. The t
 
   async run(): Promise<void> {
     const {args, flags} = await this.parse(Expose)
-    const target = {namespace: flags.namespace, kubeconfig: flags.kubeconfig, context: flags.context}
+    const target = {namespace: flags.namespace, kubeconfig: flags.kubeconfig, context: flags.context, requestTimeout: flags['request-timeout']}
     try {
       if (flags.delete) {
         const r = await unexpose({...target, pod: args.pod, name: flags.name})

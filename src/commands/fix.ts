@@ -41,6 +41,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     'containerd-namespace': Flags.string({description: 'local containerd namespace', default: 'k8s.io'}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
     json: Flags.boolean({description: 'print the result as JSON (with --watch: one JSON line per event)'}),
     // how to reach the nodes and import there (as push)
     'ssh-user': Flags.string({description: 'SSH user for every node (the config file can set one per node; default: root or ~/.ssh/config)'}),
@@ -63,7 +64,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       const timeoutMs = parseDuration(flags.timeout)
       const config = loadConfig(flags.config)
       const options: FixOptions = {
-        kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace,
+        kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout'],
         allNamespaces: flags['all-namespaces'], pod: flags.pod, dryRun: flags['dry-run'], timeoutMs,
         waitScheduled: flags['wait-scheduled'],
         source: pushSource(flags.source, flags.archive, flags['containerd-address'], flags['containerd-namespace']),

@@ -51,6 +51,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
   }
 
   override async catch(err: Error): Promise<unknown> {
@@ -90,7 +91,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
         import('../ops/targets.js'),
       ])
       try {
-        const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace})
+        const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout']})
         nodes.push(...(await resolveNodeTargets(client, selection, config, nodeFlags)).targets)
       } catch (err) {
         if (err instanceof KubeError || err instanceof KubeConfigError || err instanceof NodeTargetError) {

@@ -1,5 +1,6 @@
 import {ApiException} from '@kubernetes/client-node'
 import {RBAC_MANIFEST} from './access.js'
+import {KubeRequestTimeoutError, formatTimeout} from './config.js'
 
 /** What sideload was doing when an API call failed. */
 export interface KubeAction {
@@ -121,6 +122,14 @@ export function describeKubeError(err: unknown, action: KubeAction, server: stri
   }
   const code = errnoCode(err)
   const message = String((err as Error)?.message ?? err)
+  // --request-timeout: our own abort (API calls), node-fetch's timeout (watches: until the headers)
+  const fetchType = (err as {type?: unknown} | null)?.type
+  if (err instanceof KubeRequestTimeoutError || fetchType === 'request-timeout' || fetchType === 'body-timeout') {
+    const within = err instanceof KubeRequestTimeoutError ? `within ${formatTimeout(err.timeoutMs)}` : 'in time'
+    return new KubeError(`the Kubernetes API server ${server} did not answer ${within} (--request-timeout) to ${action.verb} ${what(action)}: ` +
+      'is the cluster running and is this the right context? (check: kubectl cluster-info, or pass --context/--kubeconfig)',
+    'unreachable', action, 0, message)
+  }
   if (code && CONNECT_CODES.includes(code)) {
     const why = code === 'ECONNREFUSED' ? 'connection refused' : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'host name not found'
       : code === 'ETIMEDOUT' ? 'timed out' : code
