@@ -610,10 +610,8 @@ const NODE_CNI_CONF_DIR = '/etc/containerd/cni/net.d'
 const CONTAINERD2_BINARIES = ['containerd', 'ctr', 'containerd-shim-runc-v2']
 
 function containerdConfig(p: NodePaths, snapshotter: string, line: ContainerdLine): string {
-  if (line === '2') {
-    // containerd 2.3: a version 4 config (its own; no migration at start); the CRI image settings
-    // live in their own plugin (io.containerd.cri.v1.images).
-    return `version = 4
+  // containerd 2.3 reads a version 4 config (its own; no migration at start), 1.6 version 2
+  const head = `version = ${line === '2' ? 4 : 2}
 root = "/var/lib/containerd"
 state = "/run/containerd"
 
@@ -623,7 +621,10 @@ state = "/run/containerd"
 [ttrpc]
   address = "${CONTAINERD_SOCKET}.ttrpc"
 
-[plugins]
+[plugins]`
+  if (line === '2') {
+    // the CRI image settings live in their own plugin on 2.x (io.containerd.cri.v1.images)
+    return `${head}
   [plugins.'io.containerd.cri.v1.images']
     snapshotter = "${snapshotter}"
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
@@ -639,17 +640,7 @@ state = "/run/containerd"
 # node dir on the host: ${p.dir}
 `
   }
-  return `version = 2
-root = "/var/lib/containerd"
-state = "/run/containerd"
-
-[grpc]
-  address = "${CONTAINERD_SOCKET}"
-
-[ttrpc]
-  address = "${CONTAINERD_SOCKET}.ttrpc"
-
-[plugins]
+  return `${head}
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = "registry.k8s.io/pause:3.6"
     netns_mounts_under_state_dir = true

@@ -1,7 +1,6 @@
 // The seed's loop end to end on today's daemons: a standalone buildkitd with a containerd worker
 // writes the image into the build machine's containerd 2.x (k8s.io), build-and-push takes it
 // from there to the pod's node (containerd 2.x) over SSH, and the kubelet stand-in runs it.
-import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -14,24 +13,7 @@ import {type Kubelet, startKubelet} from '../kube/kubelet.js'
 import type {JsonObject} from '../kube/patch.js'
 import {rbacAccessRules} from '../expose/rbac.js'
 import {CriClient} from '../../src/containerd/index.js'
-
-const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
-
-function cli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{code: number | null; stdout: string; stderr: string}> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {stdio: ['ignore', 'pipe', 'pipe'], env: {...process.env, ...env}})
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (b) => (stdout += b))
-    child.stderr.on('data', (b) => (stderr += b))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000)
-    child.on('error', reject)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({code, stdout, stderr})
-    })
-  })
-}
+import {runCli} from '../push/cli.js'
 
 describe('build-and-push --pod with a standalone buildkitd building into k8s.io', () => {
   let bm: BuildMachine
@@ -75,10 +57,10 @@ describe('build-and-push --pod with a standalone buildkitd building into k8s.io'
     fs.writeFileSync(path.join(dir, 'motd'), 'centos stream 8, side-loaded\n')
     const knownHosts = path.join(work, 'known_hosts')
     fs.copyFileSync(bed.knownHostsPath, knownHosts)
-    const run = await cli(
+    const run = await runCli(
       ['build-and-push', dir, '--pod', 'centos-stream-8', '--kubeconfig', kubeconfig, '--builder', 'buildkit', '--pull', 'missing',
         '--ssh-key', bed.keyPath, '--known-hosts', knownHosts, '--ssh-config', '/dev/null', '--progress', 'quiet', '--json', '--timeout', '60'],
-      {BUILDKIT_HOST: bm.buildkitAddress, CONTAINERD_ADDRESS: bm.containerdAddress},
+      {env: {BUILDKIT_HOST: bm.buildkitAddress, CONTAINERD_ADDRESS: bm.containerdAddress}},
     )
     expect(run.code, run.stderr).toBe(0)
     const r = JSON.parse(run.stdout) as {image: string; node: string; ok: boolean; push: {results: Array<{status: string; mode: string}>}; pod: {outcome: {state: string}}}

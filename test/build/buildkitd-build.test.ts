@@ -13,6 +13,7 @@ import {startBed, type Bed} from '../bed/bed.js'
 import {daemonBinary} from '../daemons/daemons.js'
 import {jsonResult, runCli} from '../push/cli.js'
 import {type BuildMachine, startBuildMachine} from './buildkitd.js'
+import {writeContext} from './context.js'
 
 const run = promisify(execFile)
 let bm: BuildMachine
@@ -29,14 +30,7 @@ afterAll(async () => {
   if (work) fs.rmSync(work, {recursive: true, force: true})
 })
 
-function makeContext(name: string, files: Record<string, string>): string {
-  const dir = path.join(work, name)
-  for (const [rel, content] of Object.entries(files)) {
-    fs.mkdirSync(path.dirname(path.join(dir, rel)), {recursive: true})
-    fs.writeFileSync(path.join(dir, rel), content)
-  }
-  return dir
-}
+const makeContext = (name: string, files: Record<string, string>): string => writeContext(work, name, files)
 
 const base = (): Partial<BuildOptions> => ({
   builder: {kind: 'buildkitd', address: bm.buildkitAddress},

@@ -13,6 +13,7 @@ import {parseDockerHost} from '../../src/grpc/hijack.js'
 import {resolveImage} from '../../src/image/model.js'
 import {BuildFailedError, build} from '../../src/ops/build.js'
 import {type TestDockerd, startDockerd, writeBusyboxArchive} from './dockerd.js'
+import {writeContext} from './context.js'
 
 const run = promisify(execFile)
 const BIN = path.resolve(__dirname, '..', '..', 'bin', 'run.js')
@@ -33,14 +34,7 @@ afterAll(async () => {
   if (work) fs.rmSync(work, {recursive: true, force: true})
 })
 
-function makeContext(name: string, files: Record<string, string>): string {
-  const dir = path.join(work, name)
-  for (const [rel, content] of Object.entries(files)) {
-    fs.mkdirSync(path.dirname(path.join(dir, rel)), {recursive: true})
-    fs.writeFileSync(path.join(dir, rel), content)
-  }
-  return dir
-}
+const makeContext = (name: string, files: Record<string, string>): string => writeContext(work, name, files)
 
 /** Unpack a docker-archive into a directory; returns the layer tar paths, bottom first. */
 async function unpackArchive(archive: string, into: string): Promise<{layers: string[]; repoTags: string[]}> {

@@ -13,7 +13,7 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import {type Bed, type BedNode, openBed, startBed} from '../bed/bed.js'
-import {makeImage} from '../bed/images.js'
+import {prepareOfflineBase, startBuildkitd} from '../build/buildkitd.js'
 import {daemonBinary} from '../daemons/daemons.js'
 import {DEMO_PAGE, DEMO_PORT, type RunResult, type SandboxPaths, run} from './sandbox.js'
 
@@ -76,30 +76,9 @@ export async function startSandboxBuildMachine(p: SandboxPaths): Promise<BuildMa
   await fsp.symlink(node.hostSocketPath, p.buildSocket)
   await fsp.symlink(path.join(bed.nodeDir(node), 'log'), path.join(p.buildDir, 'log'))
   const buildctlBin = daemonBinary('buildkit', 'buildctl')
-  await bed.startDaemon(node, 'buildkitd', [
-    daemonBinary('buildkit', 'buildkitd'),
-    '--root', path.join(bed.nodeDir(node), 'buildkit'),
-    '--addr', p.buildkitAddress,
-    // its trace socket defaults to /run/buildkit/ on the host: keep it in the node's dir, gone with the bed
-    '--otel-socket-path', path.join(bed.nodeDir(node), 'buildkit-otel.sock'),
-    '--oci-worker=false',
-    '--containerd-worker=true',
-    '--containerd-worker-addr=/run/containerd/containerd.sock',
-    '--containerd-worker-namespace=k8s.io',
-    '--containerd-worker-net=host',
-    `--containerd-worker-snapshotter=${node.snapshotter}`,
-  ], async () => fs.existsSync(p.buildkitSocket) && (await bed.exec(node, [buildctlBin, '--addr', p.buildkitAddress, 'debug', 'workers'], {timeoutMs: 5000})).code === 0)
-
-  // no way out: nothing on the build machine may reach for a registry
-  const route = await bed.exec(node, ['ip', 'route', 'del', 'default'])
-  if (route.code !== 0) throw new Error(`removing the build machine's default route failed: ${route.stderr.trim()}`)
-
-  // the base image, in k8s.io as if pulled long ago
-  const archive = path.join(p.buildDir, 'busybox.tar')
-  await makeImage({name: BASE_IMAGE, format: 'oci', out: archive, layers: [{busybox: true}]})
-  const imported = await bed.exec(node, ['ctr', '-n', 'k8s.io', 'images', 'import', '--local', '-'], {input: await fsp.readFile(archive), timeoutMs: 120_000})
-  await fsp.rm(archive, {force: true})
-  if (imported.code !== 0) throw new Error(`importing ${BASE_IMAGE} into the build machine failed: ${(imported.stderr || imported.stdout).trim()}`)
+  await startBuildkitd(bed, node, p.buildkitAddress)
+  // no way out, and the base image in k8s.io as if pulled long ago
+  await prepareOfflineBase(bed, node, BASE_IMAGE, p.buildDir)
 
   // the demo's build context
   await fsp.mkdir(p.demoContext, {recursive: true})
