@@ -1,20 +1,28 @@
-// npm run bench [-- --quick] [-- --out FILE] [-- --keep-bed]
+// npm run bench [-- --quick] [-- --runs N] [-- --runs-1.6 N] [-- --out FILE] [-- --keep-bed]
 //
 // Benchmarks sideload against the limits of this machine and the tools people use today, all
-// measured in the same run on a test bed this script starts itself (issue 9). Every ratio is
+// measured in the same run on test beds this script starts itself (issues 9 and 13). Every push
+// row is measured twice: on three containerd 2.x nodes and on three containerd 1.6 nodes (one
+// block of rows each, rounds interleaved). The manual baseline is the seed's workflow: `nerdctl
+// save` on a containerd 2.x build machine, scp, `nerdctl load` on the node. Every ratio is
 // measured ÷ a baseline from the same run; absolute times are for context only. Medians over
-// --runs (default 3; 1 with --quick). Prints a markdown table and writes JSON (bench-results/).
+// --runs (default 3; 1 with --quick); the 1.6 block gets --runs-1.6 (default 2; 1 with --quick)
+// to keep the full run under 10 minutes. Prints markdown tables and writes JSON (bench-results/).
+import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
-import {startBed, type Bed, type BedNode} from '../bed/bed.js'
+import {promisify} from 'node:util'
+import {startBed, type Bed, type BedNode, type ContainerdLine} from '../bed/bed.js'
 import {changeLastLayer, type ImageInfo, type MakeImageOptions} from '../bed/images.js'
-import {startFixCluster, type FixCluster} from './fix-cluster.js'
+import {startBuildMachine, type BuildMachine} from '../build/buildkitd.js'
+import {daemonBinary, daemonVersion} from '../daemons/daemons.js'
+import {startFixCluster} from './fix-cluster.js'
 import {cachedImage} from './images.js'
 import {median, run, runParallel, timed, type RunResult} from './measure.js'
-import {renderMarkdown, type BenchReport, type Row} from './report.js'
+import {renderMarkdown, type BenchReport, type ReportBlock, type Row} from './report.js'
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
 const CLI = path.join(REPO, 'bin/run.js')
@@ -26,6 +34,8 @@ const SHAPED_MBIT = 1000
 interface Args {
   quick: boolean
   runs: number
+  /** Rounds on the containerd 1.6 nodes. */
+  runs16: number
   out: string
   keepBed: boolean
   /** Only the limits and today's tools (no sideload): for checking the bed and the baselines. */
@@ -33,8 +43,9 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = {quick: false, runs: 3, out: '', keepBed: false, baselinesOnly: false}
+  const args: Args = {quick: false, runs: 3, runs16: 0, out: '', keepBed: false, baselinesOnly: false}
   let runsGiven = false
+  let runs16Given = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--quick') args.quick = true
@@ -44,13 +55,20 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--runs') {
       args.runs = Number(argv[++i])
       runsGiven = true
+    } else if (a === '--runs-1.6') {
+      args.runs16 = Number(argv[++i])
+      runs16Given = true
     } else {
-      process.stderr.write(`unknown argument ${a}\nusage: npm run bench [-- --quick] [-- --runs N] [-- --out FILE] [-- --keep-bed] [-- --baselines-only]\n`)
+      process.stderr.write(`unknown argument ${a}\nusage: npm run bench [-- --quick] [-- --runs N] [-- --runs-1.6 N] [-- --out FILE] [-- --keep-bed] [-- --baselines-only]\n`)
       process.exit(2)
     }
   }
   if (args.quick && !runsGiven) args.runs = 1
   if (!Number.isInteger(args.runs) || args.runs < 1) throw new Error('--runs needs a positive integer')
+  // the 1.6 block: one round fewer than the 2.x block (the full run stays under 10 minutes)
+  if (!runs16Given) args.runs16 = Math.max(1, args.runs - 1)
+  if (!Number.isInteger(args.runs16) || args.runs16 < 1) throw new Error('--runs-1.6 needs a positive integer')
+  args.runs16 = Math.min(args.runs16, args.runs)
   if (!args.out) args.out = path.join(REPO, 'bench-results', `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
   return args
 }
@@ -76,8 +94,16 @@ class Samples {
 // ---------------------------------------------------------------------------------------------
 // the bed: commands on the nodes
 
+/** nerdctl's own state on a node: its default (/var/lib/nerdctl) is a host path all nodes share. */
+const NODE_NERDCTL_ROOT = '/var/lib/containerd/nerdctl'
+
 class Nodes {
-  constructor(readonly bed: Bed) {}
+  constructor(
+    readonly bed: Bed,
+    /** nerdctl for this bed's nodes (absolute host path, visible inside them); undefined: none works here. */
+    readonly nerdctl?: string,
+    readonly nerdctlVersion?: string,
+  ) {}
 
   ssh(node: BedNode, command: string): string[] {
     return ['ssh', '-c', CIPHER, ...this.bed.sshArgs(node), command]
@@ -94,6 +120,12 @@ class Nodes {
   /** What `kind load image-archive` runs on each node (pkg/cluster/nodeutils LoadImageArchive). */
   ctrImport(node: BedNode, from: string): string {
     return `ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=${node.snapshotter} ${from}`
+  }
+
+  /** The seed's last step, `nerdctl -n k8s.io load`, run on the node (its snapshotter from CONTAINERD_SNAPSHOTTER, set by the node's sshd). */
+  nerdctlLoad(node: BedNode, from: string): string {
+    if (!this.nerdctl) throw new Error(`no nerdctl for the containerd ${node.containerdLine} nodes`)
+    return `${this.nerdctl} --data-root ${NODE_NERDCTL_ROOT} --namespace k8s.io load -i ${from}`
   }
 
   /** Removes every image, blob, snapshot and lease from the node's k8s.io namespace; verifies it. */
@@ -126,6 +158,68 @@ class Nodes {
 /** Where the manual workflow and the node-side import keep the archive: the node's own disk. */
 const NODE_ARCHIVE = '/var/lib/containerd/slbench-archive.tar'
 
+/**
+ * Waits (≤ 10 s) until no shell is left in the beds' nodes. Every SSH session on a node starts
+ * root's login shell, and the nodes share the host's /root: its .bashrc may run things like
+ * `pyenv rehash`, which holds a lock file in /root while it runs. Tearing a bed down SIGKILLs
+ * whatever is in it, so a shell killed there leaves the lock behind, and every later shell on the
+ * machine then waits 60 s for it.
+ */
+async function settle(bedNames: string[]): Promise<void> {
+  const namespaces = (await run(['ip', 'netns', 'list'], {allowFailure: true})).stdout
+    .split('\n')
+    .map((l) => l.split(' ')[0])
+    .filter((ns) => ns && bedNames.some((b) => new RegExp(`-${b}-\\d+$`).test(ns)))
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    let shells = 0
+    for (const ns of namespaces) {
+      const pids = (await run(['ip', 'netns', 'pids', ns], {allowFailure: true})).stdout.split('\n').filter(Boolean)
+      for (const pid of pids) {
+        const comm = (await fsp.readFile(`/proc/${pid}/comm`, 'utf8').catch(() => '')).trim()
+        if (comm === 'bash' || comm === 'sh' || comm.startsWith('pyenv')) shells++
+      }
+    }
+    if (shells === 0 || Date.now() > deadline) return
+    await new Promise((resolve) => setTimeout(resolve, 200))
+  }
+}
+
+/** The containerd version a node runs, from `ctr version` (server): `2.3.7`, `1.6.20`. */
+async function containerdVersionOf(bed: Bed, node: BedNode): Promise<string> {
+  const r = await bed.exec(node, ['ctr', 'version'], {timeoutMs: 30_000})
+  const m = /Server:\s*\n\s*Version:\s*v?(\d+\.\d+\.\d+)/.exec(r.stdout)
+  if (r.code !== 0 || !m) throw new Error(`ctr version on ${node.name} gave no server version (exit ${r.code}): ${(r.stderr || r.stdout).trim()}`)
+  return m[1]
+}
+
+/**
+ * nerdctl 2.x loads through containerd's transfer service (containerd ≥ 1.7): on 1.6 it fails with
+ * "unknown service containerd.services.streaming.v1.Streaming". The 1.6 nodes get nerdctl v1.7.7,
+ * the last line that imports client-side, built once from test/bench/nerdctl-1.7 (Go module proxy)
+ * into .cache/bench/.
+ */
+const NERDCTL_16_VERSION = 'v1.7.7'
+
+async function nerdctlFor16(): Promise<{path?: string; error?: string}> {
+  const out = path.join(REPO, '.cache/bench', `nerdctl-${NERDCTL_16_VERSION}`, 'nerdctl')
+  if (fs.existsSync(out)) return {path: out}
+  log(`building nerdctl ${NERDCTL_16_VERSION} for the containerd 1.6 nodes' manual baseline (once, into ${path.dirname(out)})`)
+  const tmp = `${out}.${process.pid}.tmp`
+  try {
+    await fsp.mkdir(path.dirname(out), {recursive: true})
+    await promisify(execFile)('go', [
+      'build', '-ldflags', `-s -w -X github.com/containerd/nerdctl/pkg/version.Version=${NERDCTL_16_VERSION}`, '-o', tmp, 'github.com/containerd/nerdctl/cmd/nerdctl',
+    ], {cwd: path.join(REPO, 'test/bench/nerdctl-1.7'), env: {...process.env, GOTOOLCHAIN: 'local', GOFLAGS: '-buildvcs=false', CGO_ENABLED: '1'}, maxBuffer: 16 * MB, timeout: 900_000})
+    await fsp.rename(tmp, out)
+    return {path: out}
+  } catch (err) {
+    await fsp.rm(tmp, {force: true})
+    const e = err as {stderr?: string; message?: string}
+    return {error: (e.stderr || e.message || String(err)).trim().split('\n').slice(-3).join(' ')}
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // sideload
 
@@ -140,7 +234,9 @@ interface PushOutcome {
 
 interface PushFlags {
   image: string
-  archive: string
+  /** Read the image from this archive, or else from this containerd (namespace k8s.io). */
+  archive?: string
+  containerdAddress?: string
   nodes: BedNode[]
   extra?: string[]
 }
@@ -199,8 +295,9 @@ function phasesOf(stdout: string, spawnedAt: number, exitedAt: number): PushPhas
 }
 
 async function sideloadPush(bed: Bed, flags: PushFlags, rss = false): Promise<PushOutcome> {
+  const source = flags.archive ? ['--archive', flags.archive] : ['--containerd-address', flags.containerdAddress ?? '', '--containerd-namespace', 'k8s.io']
   const argv = [
-    process.execPath, CLI, 'push', flags.image, '--archive', flags.archive,
+    process.execPath, CLI, 'push', flags.image, ...source,
     ...flags.nodes.flatMap((n) => ['--host', `root@${n.ip}`]),
     '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--json', ...(flags.extra ?? []),
   ]
@@ -215,23 +312,31 @@ async function sideloadPush(bed: Bed, flags: PushFlags, rss = false): Promise<Pu
 
 const FIX_PODS = 20
 
-/** `sideload fix` for the pods of `ns`; counts transfers and (image, node) pairs sent more than once. */
-async function sideloadFix(bed: Bed, cluster: FixCluster, ns: string, archive: string): Promise<{ms: number; transfers: number; repeated: number}> {
-  const argv = [
-    process.execPath, CLI, 'fix', '--kubeconfig', cluster.kubeconfig, '-n', ns, '--archive', archive,
-    '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--timeout', '120s', '--json',
-  ]
-  const r = await run(argv)
-  let parsed: {ok?: boolean; transfers?: Array<{image: string; node: string; push?: {status?: string}}>}
+/** `sideload fix` for 20 stuck pods on the bed's nodes (its own API server and kubelet stand-in, up only for this step). */
+async function sideloadFix(bed: Bed, ns: string, image: string, archive: string): Promise<{ms: number; transfers: number; repeated: number}> {
+  const cluster = await startFixCluster(bed)
   try {
-    parsed = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as typeof parsed
-  } catch {
-    throw new Error(`sideload fix --json printed no JSON result: ${argv.join(' ')}\n${r.stdout.slice(-1000)}\n${r.stderr.slice(-1000)}`)
+    await cluster.stuckPods(ns, image, FIX_PODS)
+    const argv = [
+      process.execPath, CLI, 'fix', '--kubeconfig', cluster.kubeconfig, '-n', ns, '--archive', archive,
+      '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--timeout', '120s', '--json',
+    ]
+    const r = await run(argv)
+    let parsed: {ok?: boolean; transfers?: Array<{image: string; node: string; push?: {status?: string}}>}
+    try {
+      parsed = JSON.parse(r.stdout.trim().split('\n').pop() ?? '') as typeof parsed
+    } catch {
+      throw new Error(`sideload fix --json printed no JSON result: ${argv.join(' ')}\n${r.stdout.slice(-1000)}\n${r.stderr.slice(-1000)}`)
+    }
+    if (!parsed.ok) throw new Error(`sideload fix did not succeed: ${r.stdout.slice(-2000)}`)
+    const stuck = cluster.notRunning(ns)
+    if (stuck.length > 0) throw new Error(`sideload fix left ${stuck.length} pod(s) of ${ns} not Running: ${stuck.join(', ')}`)
+    const pushed = (parsed.transfers ?? []).filter((t) => t.push?.status === 'pushed')
+    const pairs = new Set(pushed.map((t) => `${t.image}|${t.node}`))
+    return {ms: r.ms, transfers: pushed.length, repeated: pushed.length - pairs.size}
+  } finally {
+    await cluster.stop()
   }
-  if (!parsed.ok) throw new Error(`sideload fix did not succeed: ${r.stdout.slice(-2000)}`)
-  const pushed = (parsed.transfers ?? []).filter((t) => t.push?.status === 'pushed')
-  const pairs = new Set(pushed.map((t) => `${t.image}|${t.node}`))
-  return {ms: r.ms, transfers: pushed.length, repeated: pushed.length - pairs.size}
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,13 +368,35 @@ async function prepareImages(withBig: boolean): Promise<Images> {
   return {base, changed, big}
 }
 
-async function oneRun(round: number, bed: Bed, n: Nodes, img: Images, s: Samples, opts: {baselinesOnly: boolean; quick: boolean; fix?: FixCluster}): Promise<void> {
-  const {baselinesOnly, quick, fix} = opts
+/** One kind of node: three nodes on one containerd line, and every push row measured on them. */
+interface Block {
+  id: string
+  line: ContainerdLine
+  /** `2.3.7`, `1.6.20` */
+  version: string
+  bed: Bed
+  n: Nodes
+  runs: number
+  /** Rows left out of this block (the 1.6 block under --quick: the run stays near 2 minutes). */
+  skip: {shaped: boolean; fix: boolean; noUnpack: boolean}
+  s: Samples
+  /** Why the manual baseline differs from the seed's commands here (no nerdctl works on these nodes). */
+  manualNote?: string
+}
+
+/** The seed's build machine: containerd 2.x with the bench image in k8s.io, where nerdctl save reads it. */
+interface Source {
+  bm: BuildMachine
+  /** Where `nerdctl save` writes (the host's disk; the build machine sees the host's files). */
+  savePath: string
+}
+
+/** What does not depend on the nodes' containerd: start-up, SSH round trips, raw copies (on the first block's bed). */
+async function commonRound(round: number, block: Block, img: Images, s: Samples, quick: boolean): Promise<void> {
+  const {bed, n} = block
   const [n1] = bed.nodes
   const all = bed.nodes
   const base = img.base.path
-  const changed = img.changed.path
-  const name = img.base.name
   log(`run ${round}: start-up and round trips`)
   for (let i = 0; i < (quick ? 3 : 5); i++) {
     s.add('node-e', (await run([process.execPath, '-e', ''])).ms)
@@ -278,76 +405,111 @@ async function oneRun(round: number, bed: Bed, n: Nodes, img: Images, s: Samples
   }
   s.add('rss-help', (await run([process.execPath, CLI, '--help'], {rss: true})).maxRssBytes ?? Number.NaN)
 
-  log(`run ${round}: limits (raw copy, node-side import)`)
+  log(`run ${round}: limits (raw copy)`)
   s.add('raw-1', (await run(n.ssh(n1, 'cat > /dev/null'), {stdinFile: base})).ms)
   const viaSsh2 = await run([process.execPath, '--import', 'tsx', SSH2_CAT, n1.ip, bed.keyPath, base])
   const ssh2 = JSON.parse(viaSsh2.stdout.trim()) as {connectMs: number; transferMs: number}
   s.add('raw-1-ssh2', ssh2.connectMs + ssh2.transferMs)
   s.add('raw-1-ssh2-transfer', ssh2.transferMs)
-  s.add('raw-3', (await runParallel(all.map((node) => ({argv: n.ssh(node, 'cat > /dev/null'), opts: {stdinFile: base}})))).ms)
+  // three nodes at once: a limit for context only (no row uses it), left out of --quick
+  if (!quick) s.add('raw-3', (await runParallel(all.map((node) => ({argv: n.ssh(node, 'cat > /dev/null'), opts: {stdinFile: base}})))).ms)
+  await n.shapeAll(all, SHAPED_MBIT)
+  try {
+    s.add('raw-1-shaped', (await run(n.ssh(n1, 'cat > /dev/null'), {stdinFile: base})).ms)
+    if (!quick) s.add('raw-3-shaped', (await runParallel(all.map((node) => ({argv: n.ssh(node, 'cat > /dev/null'), opts: {stdinFile: base}})))).ms)
+  } finally {
+    await n.unshapeAll(all)
+  }
+}
+
+/** The manual workflow of the seed: nerdctl save on the build machine, scp to the node, nerdctl load there. */
+async function manualWorkflow(block: Block, node: BedNode, src: Source, image: string): Promise<void> {
+  const {n, s} = block
+  await fsp.rm(src.savePath, {force: true})
+  const save = await timed(async () => {
+    const r = await src.bm.nerdctl(['save', '-o', src.savePath, image])
+    if (r.code !== 0) throw new Error(`nerdctl save ${image} on the build machine failed: ${r.stderr}`)
+  })
+  const copy = (await run(n.scp(node, src.savePath, NODE_ARCHIVE))).ms
+  const load = (await run(n.ssh(node, n.nerdctl ? n.nerdctlLoad(node, NODE_ARCHIVE) : n.ctrImport(node, NODE_ARCHIVE)), {timeoutMs: 300_000})).ms
+  s.add('manual-save', save)
+  s.add('manual-copy', copy)
+  s.add('manual-load', load)
+  s.add('manual', save + copy + load)
+}
+
+async function blockRound(round: number, block: Block, img: Images, src: Source, opts: {baselinesOnly: boolean; quick: boolean; withFix: boolean}): Promise<void> {
+  const {baselinesOnly, quick} = opts
+  const {bed, n, s} = block
+  const [n1] = bed.nodes
+  const all = bed.nodes
+  const base = img.base.path
+  const changed = img.changed.path
+  const name = img.base.name
+  const tag = `run ${round}, containerd ${block.version}`
+
+  log(`${tag}: node-side import, manual (nerdctl save, scp, ${n.nerdctl ? 'nerdctl load' : 'ctr import'}), kind-style`)
   await n.reset(n1)
   await bed.exec(n1, ['cp', base, NODE_ARCHIVE])
   s.add('import-disk', await timed(async () => {
     const r = await bed.exec(n1, n.ctrImport(n1, NODE_ARCHIVE).split(' '), {timeoutMs: 300_000})
     if (r.code !== 0) throw new Error(`node-side ctr import failed on ${n1.name}: ${r.stderr}`)
   }))
-
-  log(`run ${round}: today's tools (manual, kind-style)`)
   await n.reset(n1)
-  s.add('manual-1', await timed(async () => {
-    await run(n.scp(n1, base, NODE_ARCHIVE))
-    await run(n.ssh(n1, n.ctrImport(n1, NODE_ARCHIVE)))
-  }))
+  await manualWorkflow(block, n1, src, name)
   await n.reset(n1)
   s.add('kind-1', (await run(n.ssh(n1, n.ctrImport(n1, '-')), {stdinFile: base})).ms)
   await n.resetAll(all)
   s.add('kind-3', (await runParallel(all.map((node) => ({argv: n.ssh(node, n.ctrImport(node, '-')), opts: {stdinFile: base}})))).ms)
 
-  if (baselinesOnly) return
-  log(`run ${round}: sideload, one node`)
-  await n.reset(n1)
-  const first = await sideloadPush(bed, {image: name, archive: base, nodes: [n1]}, true)
-  s.add('push-1', first.ms)
-  s.add('rss-170-1', first.maxRssBytes ?? Number.NaN)
-  for (const [phase, ms] of Object.entries(first.phases ?? {})) s.add(`push-1-phase-${phase}`, ms)
-  const delta = await sideloadPush(bed, {image: name, archive: changed, nodes: [n1]})
-  s.add('delta-ms', delta.ms)
-  s.add('delta-bytes', delta.sentBytes)
-  await n.reset(n1)
-  s.add('push-1-nounpack', (await sideloadPush(bed, {image: name, archive: base, nodes: [n1], extra: ['--no-unpack']})).ms)
+  if (!baselinesOnly) {
+    log(`${tag}: sideload, one node`)
+    await n.reset(n1)
+    const first = await sideloadPush(bed, {image: name, archive: base, nodes: [n1]}, true)
+    s.add('push-1', first.ms)
+    s.add('rss-170-1', first.maxRssBytes ?? Number.NaN)
+    for (const [phase, ms] of Object.entries(first.phases ?? {})) s.add(`push-1-phase-${phase}`, ms)
+    const delta = await sideloadPush(bed, {image: name, archive: changed, nodes: [n1]})
+    s.add('delta-ms', delta.ms)
+    s.add('delta-bytes', delta.sentBytes)
+    await n.reset(n1)
+    s.add('push-1-local', (await sideloadPush(bed, {image: name, containerdAddress: src.bm.containerdAddress, nodes: [n1]})).ms)
+    if (!block.skip.noUnpack) {
+      await n.reset(n1)
+      s.add('push-1-nounpack', (await sideloadPush(bed, {image: name, archive: base, nodes: [n1], extra: ['--no-unpack']})).ms)
+    }
 
-  log(`run ${round}: sideload, three nodes`)
-  await n.resetAll(all)
-  const three = await sideloadPush(bed, {image: name, archive: base, nodes: all}, true)
-  s.add('push-3', three.ms)
-  s.add('rss-170', three.maxRssBytes ?? Number.NaN)
-  const again = await sideloadPush(bed, {image: name, archive: base, nodes: all})
-  s.add('identical-3', again.ms)
-  s.add('identical-3-bytes', again.sentBytes)
-
-  if (fix) {
-    log(`run ${round}: sideload fix, ${FIX_PODS} stuck pods on ${all.length} nodes`)
+    log(`${tag}: sideload, three nodes`)
     await n.resetAll(all)
-    const ns = `bench-${round}`
-    await fix.stuckPods(ns, name, FIX_PODS)
-    const outcome = await sideloadFix(bed, fix, ns, base)
-    s.add('fix-20', outcome.ms)
-    s.add('fix-transfers', outcome.transfers)
-    s.add('fix-repeated-transfers', outcome.repeated)
-    const stuck = fix.notRunning(ns)
-    if (stuck.length > 0) throw new Error(`sideload fix left ${stuck.length} pod(s) of ${ns} not Running: ${stuck.join(', ')}`)
-    fix.removePods(ns)
+    const three = await sideloadPush(bed, {image: name, archive: base, nodes: all}, true)
+    s.add('push-3', three.ms)
+    s.add('rss-170', three.maxRssBytes ?? Number.NaN)
+    const again = await sideloadPush(bed, {image: name, archive: base, nodes: all})
+    s.add('identical-3', again.ms)
+    s.add('identical-3-bytes', again.sentBytes)
+
+    if (opts.withFix && !block.skip.fix) {
+      log(`${tag}: sideload fix, ${FIX_PODS} stuck pods on ${all.length} nodes`)
+      await n.resetAll(all)
+      const outcome = await sideloadFix(bed, `bench-${round}`, name, base)
+      s.add('fix-20', outcome.ms)
+      s.add('fix-transfers', outcome.transfers)
+      s.add('fix-repeated-transfers', outcome.repeated)
+    }
   }
 
-  log(`run ${round}: on a link shaped to ${SHAPED_MBIT} Mbit/s`)
+  if (block.skip.shaped) return
+  log(`${tag}: on a link shaped to ${SHAPED_MBIT} Mbit/s`)
   await n.shapeAll(all, SHAPED_MBIT)
   try {
-    s.add('raw-1-shaped', (await run(n.ssh(n1, 'cat > /dev/null'), {stdinFile: base})).ms)
-    s.add('raw-3-shaped', (await runParallel(all.map((node) => ({argv: n.ssh(node, 'cat > /dev/null'), opts: {stdinFile: base}})))).ms)
     await n.reset(n1)
     s.add('kind-1-shaped', (await run(n.ssh(n1, n.ctrImport(n1, '-')), {stdinFile: base})).ms)
-    await n.reset(n1)
+    if (!quick) {
+      await n.resetAll(all)
+      s.add('kind-3-shaped', (await runParallel(all.map((node) => ({argv: n.ssh(node, n.ctrImport(node, '-')), opts: {stdinFile: base}})))).ms)
+    }
     if (baselinesOnly) return
+    await n.reset(n1)
     s.add('push-1-shaped', (await sideloadPush(bed, {image: name, archive: base, nodes: [n1]})).ms)
     const d = await sideloadPush(bed, {image: name, archive: changed, nodes: [n1]})
     s.add('delta-ms-shaped', d.ms)
@@ -355,17 +517,16 @@ async function oneRun(round: number, bed: Bed, n: Nodes, img: Images, s: Samples
     await n.reset(n1)
     s.add('push-1-nounpack-shaped', (await sideloadPush(bed, {image: name, archive: base, nodes: [n1], extra: ['--no-unpack']})).ms)
     await n.resetAll(all)
-    s.add('kind-3-shaped', (await runParallel(all.map((node) => ({argv: n.ssh(node, n.ctrImport(node, '-')), opts: {stdinFile: base}})))).ms)
-    await n.resetAll(all)
     s.add('push-3-shaped', (await sideloadPush(bed, {image: name, archive: base, nodes: all})).ms)
   } finally {
     await n.unshapeAll(all)
   }
 }
 
-async function bigRun(bed: Bed, n: Nodes, img: Images, s: Samples): Promise<void> {
+async function bigRun(block: Block, img: Images): Promise<void> {
   if (!img.big) return
-  log(`peak memory: ${(img.big.archiveBytes / MB).toFixed(0)} MB image to ${bed.nodes.length} nodes`)
+  const {bed, n, s} = block
+  log(`containerd ${block.version}: peak memory, ${(img.big.archiveBytes / MB).toFixed(0)} MB image to ${bed.nodes.length} nodes`)
   await n.resetAll(bed.nodes)
   const r = await sideloadPush(bed, {image: img.big.name, archive: img.big.path, nodes: bed.nodes}, true)
   s.add('rss-1g', r.maxRssBytes ?? Number.NaN)
@@ -380,34 +541,66 @@ async function fixLanded(): Promise<boolean> {
 // ---------------------------------------------------------------------------------------------
 // rows
 
-function buildRows(s: Samples, img: Images, opts: {quick: boolean; fix: boolean}): Row[] {
+const COMMON_BLOCK = 'client'
+
+/** Rows that do not depend on the nodes' containerd: the client's start-up and memory, the SSH library. */
+function commonRows(common: Samples): Row[] {
+  const m = (k: string) => common.median(k)
+  const sec = (k: string) => {
+    const v = m(k)
+    return v === undefined ? undefined : v / 1000
+  }
+  return [
+    {
+      block: COMMON_BLOCK, scenario: 'raw copy through ssh2 (the SSH library sideload uses), 1 node (context)', unit: 's', measured: sec('raw-1-ssh2'), baseline: sec('raw-1'),
+      baselineLabel: 'raw copy, OpenSSH', goal: '—', context: true,
+    },
+    {block: COMMON_BLOCK, scenario: 'peak RSS of `sideload --help` (context: the CLI before any work)', unit: 'MB', measured: toMb(m('rss-help')), baselineLabel: '', goal: '—', context: true},
+    {block: COMMON_BLOCK, scenario: '`sideload --help` start-up', unit: 's', measured: sec('help'), baseline: sec('node-e'), baselineLabel: '`node -e ""`', maxRatio: 4, goal: '≤ 4 × `node -e ""`'},
+  ]
+}
+
+function blockRows(block: Block, common: Samples, img: Images, opts: {quick: boolean; fix: boolean}): Row[] {
+  const s = block.s
   const m = (k: string) => s.median(k)
   const sec = (k: string) => {
     const v = m(k)
     return v === undefined ? undefined : v / 1000
   }
+  const csec = (k: string) => {
+    const v = common.median(k)
+    return v === undefined ? undefined : v / 1000
+  }
   const rows: Row[] = []
+  const add = (row: Row): void => {
+    rows.push({...row, block: block.id})
+  }
   const ratioRow = (scenario: string, measuredKey: string, baselineLabel: string, baseline: number | undefined, maxRatio: number, unit: Row['unit'] = 's'): void => {
     const measured = unit === 's' ? sec(measuredKey) : m(measuredKey)
     const notMeasured = measured === undefined && opts.quick ? 'not measured (--quick)' : undefined
-    rows.push({scenario, unit, measured, baseline, baselineLabel, maxRatio, goal: `≤ ${maxRatio} × ${baselineLabel}`, ...(notMeasured ? {notMeasured} : {})})
+    add({scenario, unit, measured, baseline, baselineLabel, maxRatio, goal: `≤ ${maxRatio} × ${baselineLabel}`, ...(notMeasured ? {notMeasured} : {})})
   }
   const importDisk = sec('import-disk')
   ratioRow('first push, ~170 MB, 1 node', 'push-1', 'node-side import from disk', importDisk, 1.05)
   ratioRow('first push, ~170 MB, 1 node', 'push-1', 'kind-style, 1 node', sec('kind-1'), 0.95)
-  ratioRow('first push, ~170 MB, 1 node, manual workflow for comparison', 'push-1', 'manual (copy, import there)', sec('manual-1'), 1)
-  const rawShaped = sec('raw-1-shaped')
+  const loadStep = block.n.nerdctl ? `nerdctl ${block.n.nerdctlVersion} load` : 'ctr import'
+  add({
+    scenario: 'first push from the build machine\'s containerd, 1 node, against the manual workflow', unit: 's', measured: sec('push-1-local'), baseline: sec('manual'),
+    baselineLabel: `manual: nerdctl save, scp, ${loadStep}`, maxRatio: 1, goal: '≤ 1 × manual',
+    ...(block.manualNote ? {note: block.manualNote} : {}),
+  })
+  add({
+    scenario: 'first push from the build machine\'s containerd, 1 node (context)', unit: 's', measured: sec('push-1-local'), baseline: sec('push-1'),
+    baselineLabel: 'first push from the archive', goal: '—', context: true,
+  })
+  const rawShaped = csec('raw-1-shaped')
   const maxShaped = rawShaped !== undefined && importDisk !== undefined ? Math.max(rawShaped, importDisk) : undefined
   ratioRow(`first push, 1 node, ${SHAPED_MBIT} Mbit/s link`, 'push-1-shaped', 'max(raw copy @1G, node-side import)', maxShaped, 1.1)
   ratioRow(`first push, 1 node, ${SHAPED_MBIT} Mbit/s link`, 'push-1-shaped', 'kind-style @1G, 1 node', sec('kind-1-shaped'), 0.95)
-  ratioRow('first push --no-unpack, 1 node', 'push-1-nounpack', 'raw copy, 1 node', sec('raw-1'), 1.15)
+  ratioRow('first push --no-unpack, 1 node', 'push-1-nounpack', 'raw copy, 1 node', csec('raw-1'), 1.15)
   ratioRow(`first push --no-unpack, 1 node, ${SHAPED_MBIT} Mbit/s link`, 'push-1-nounpack-shaped', 'raw copy @1G, 1 node', rawShaped, 1.15)
-  rows.push({
-    scenario: 'raw copy through ssh2 (the SSH library sideload uses), 1 node (context)', unit: 's', measured: sec('raw-1-ssh2'), baseline: sec('raw-1'),
-    baselineLabel: 'raw copy, OpenSSH', goal: '—', context: true,
-  })
-  rows.push({
-    scenario: 'first push: time in the transfer phase (first to last byte event) (context)', unit: 's', measured: sec('push-1-phase-transfer'), baseline: sec('raw-1-ssh2-transfer'),
+  add({
+    scenario: 'first push: time in the transfer phase (first to last byte event) (context)', unit: 's', measured: sec('push-1-phase-transfer'), baseline: csec('raw-1-ssh2-transfer'),
     baselineLabel: 'ssh2 raw copy, transfer only', goal: '—', context: true,
   })
   ratioRow('first push, 3 nodes', 'push-3', 'kind-style, 3 nodes in parallel', sec('kind-3'), 0.95)
@@ -415,41 +608,38 @@ function buildRows(s: Samples, img: Images, opts: {quick: boolean; fix: boolean}
   const lastLayer = img.changed.platforms[0].layerSizes.at(-1) ?? 0
   const otherLayers = img.changed.platforms[0].layerSizes.slice(0, -1).reduce((a, b) => a + b, 0)
   const deltaExpected = img.changed.totalBytes - otherLayers // last layer + config + manifest
-  rows.push({
+  add({
     scenario: 're-push, last 5 MB layer changed: bytes sent', unit: 'MB', measured: toMb(m('delta-bytes')), baseline: toMb(deltaExpected),
     baselineLabel: `layer ${(lastLayer / MB).toFixed(2)} MB + manifest + config`, maxRatio: 1.05, goal: '≤ 1.05 × (layer + manifest + config)',
   })
   ratioRow('re-push, last 5 MB layer changed: time', 'delta-ms', 'kind-style, 1 node', sec('kind-1'), 0.15)
   ratioRow(`re-push, last layer changed, ${SHAPED_MBIT} Mbit/s link: time`, 'delta-ms-shaped', 'kind-style @1G, 1 node', sec('kind-1-shaped'), 0.15)
-  const idBytes = m('identical-3-bytes')
-  rows.push({scenario: 'identical re-push, 3 nodes: bytes sent', unit: 'MB', measured: toMb(idBytes), baselineLabel: 'no blob sent', goal: '0 bytes', maxAbsolute: 0})
-  const help = sec('help')
-  const sshTrue = sec('ssh-true')
+  add({scenario: 'identical re-push, 3 nodes: bytes sent', unit: 'MB', measured: toMb(m('identical-3-bytes')), baselineLabel: 'no blob sent', goal: '0 bytes', maxAbsolute: 0})
+  const help = csec('help')
+  const sshTrue = csec('ssh-true')
   ratioRow('identical re-push, 3 nodes: time', 'identical-3', '`sideload --help` + `ssh node true`', help !== undefined && sshTrue !== undefined ? help + sshTrue : undefined, 2)
-  rows.push({scenario: 'peak RSS of `sideload --help` (context: the CLI before any work)', unit: 'MB', measured: toMb(m('rss-help')), baselineLabel: '', goal: '—', context: true})
   const rss170 = toMb(m('rss-170'))
-  rows.push({scenario: 'peak RSS, ~170 MB image to 3 nodes', unit: 'MB', measured: rss170, baselineLabel: '', goal: '≤ 150 MB', maxAbsolute: 150})
+  add({scenario: 'peak RSS, ~170 MB image to 3 nodes', unit: 'MB', measured: rss170, baselineLabel: '', goal: '≤ 150 MB', maxAbsolute: 150})
   if (img.big) {
     const rss1g = toMb(m('rss-1g'))
-    rows.push({scenario: 'peak RSS, ~1 GB image to 3 nodes', unit: 'MB', measured: rss1g, baselineLabel: '', goal: '≤ 150 MB', maxAbsolute: 150})
-    rows.push({scenario: 'peak RSS, 1 GB vs 170 MB image', unit: 'MB', measured: rss1g, baseline: rss170, baselineLabel: 'peak RSS with the 170 MB image', maxRatio: 1.1, goal: '≤ 1.1 × the 170 MB figure'})
+    add({scenario: 'peak RSS, ~1 GB image to 3 nodes', unit: 'MB', measured: rss1g, baselineLabel: '', goal: '≤ 150 MB', maxAbsolute: 150})
+    add({scenario: 'peak RSS, 1 GB vs 170 MB image', unit: 'MB', measured: rss1g, baseline: rss170, baselineLabel: 'peak RSS with the 170 MB image', maxRatio: 1.1, goal: '≤ 1.1 × the 170 MB figure'})
   } else {
-    rows.push({scenario: 'peak RSS, ~1 GB image to 3 nodes', unit: 'MB', baselineLabel: '', goal: '≤ 150 MB; within 10 % of the 170 MB figure', notMeasured: 'not measured (--quick)'})
+    add({scenario: 'peak RSS, ~1 GB image to 3 nodes', unit: 'MB', baselineLabel: '', goal: '≤ 150 MB; within 10 % of the 170 MB figure', notMeasured: 'not measured (--quick)'})
   }
-  ratioRow('`sideload --help` start-up', 'help', '`node -e ""`', sec('node-e'), 4)
-  if (opts.fix) {
+  if (opts.fix && !block.skip.fix) {
     const transfers = m('fix-transfers')
     const repeated = m('fix-repeated-transfers')
-    rows.push({
+    add({
       scenario: `${FIX_PODS} pods stuck on one image across 3 nodes, \`fix\`: transfers`, unit: 'count', measured: transfers, baseline: 3,
       baselineLabel: '(image, node) pairs', maxRatio: 1, goal: 'one transfer per (image, node)',
       ...(repeated !== undefined && repeated > 0 ? {note: `${repeated} pair(s) sent twice`} : {}),
     })
     ratioRow(`${FIX_PODS} pods stuck on one image across 3 nodes, \`fix\`: time`, 'fix-20', '3-node first push', sec('push-3'), 1.2)
   } else {
-    rows.push({
+    add({
       scenario: `${FIX_PODS} pods stuck on one image across 3 nodes, \`fix\``, unit: 's', baselineLabel: '3-node first push', goal: 'one transfer per (image, node); ≤ 1.2 × 3-node first push',
-      notMeasured: 'not measured (fix not landed)',
+      notMeasured: opts.fix ? 'not measured (--quick)' : 'not measured (fix not landed)',
     })
   }
   return rows
@@ -457,6 +647,14 @@ function buildRows(s: Samples, img: Images, opts: {quick: boolean; fix: boolean}
 
 function toMb(bytes: number | undefined): number | undefined {
   return bytes === undefined ? undefined : bytes / MB
+}
+
+function blockNote(block: Block, args: Args): string | undefined {
+  const notes: string[] = []
+  if (block.runs < args.runs) notes.push(`fewer rounds (${block.runs} of ${args.runs}) to keep the run within its time`)
+  const skipped = [block.skip.noUnpack ? '`--no-unpack`' : '', block.skip.shaped ? `${SHAPED_MBIT} Mbit/s` : '', block.skip.fix ? '`fix`' : ''].filter(Boolean)
+  if (skipped.length > 0) notes.push(`--quick: no ${skipped.join(', ')} rows here`)
+  return notes.length > 0 ? notes.join('; ') : undefined
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -469,48 +667,100 @@ async function main(): Promise<void> {
     throw new Error('dist/commands/push.js is missing: run `npm run build` first (the bench runs the built CLI, start-up included)')
   }
   const img = await prepareImages(!args.quick)
-  const bedName = `slbench-${process.pid}`
-  log(`starting bed ${bedName} (3 nodes)`)
-  const bed = await startBed({name: bedName, nodes: 3})
+  const nerdctl2 = daemonBinary('nerdctl', 'nerdctl')
+  const nerdctl16 = await nerdctlFor16()
+  if (nerdctl16.error) log(`nerdctl ${NERDCTL_16_VERSION} could not be built (${nerdctl16.error}); the 1.6 nodes' manual baseline loads with ctr import instead`)
+  const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'slbench-'))
+  const bedName = (suffix: string) => `slbench-${process.pid}-${suffix}`
+  log(`starting beds ${bedName('c2')} (3 nodes, containerd 2.x), ${bedName('c16')} (3 nodes, containerd 1.6) and build machine ${bedName('bm')}`)
+  const beds: Array<{down(): Promise<void>}> = []
   let interrupted = false
+  const downAll = async () => {
+    await settle(['c2', 'c16', 'bm'].map(bedName))
+    await Promise.all(beds.map((b) => b.down().catch(() => undefined)))
+    await fsp.rm(workDir, {recursive: true, force: true})
+  }
   const onSignal = () => {
     interrupted = true
-    log('interrupted: removing the bed')
-    void bed.down().finally(() => process.exit(130))
+    log('interrupted: removing the beds')
+    void downAll().finally(() => process.exit(130))
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
-  const n = new Nodes(bed)
-  const s = new Samples()
-  const withFix = !args.baselinesOnly && (await fixLanded())
-  let fix: FixCluster | undefined
-  try {
-    if (withFix) fix = await startFixCluster(bed)
-    for (let round = 1; round <= args.runs; round++) await oneRun(round, bed, n, img, s, {baselinesOnly: args.baselinesOnly, quick: args.quick, fix})
-    if (!args.baselinesOnly) await bigRun(bed, n, img, s)
-  } finally {
-    await fix?.stop()
-    if (!args.keepBed && !interrupted) await bed.down()
-    else if (args.keepBed) log(`bed ${bedName} kept (npm run bed -- down --name ${bedName})`)
+  const starting = await Promise.allSettled([
+    startBed({name: bedName('c2'), nodes: 3, containerd: '2'}),
+    startBed({name: bedName('c16'), nodes: 3, containerd: '1.6'}),
+    startBuildMachine(bedName('bm'), workDir),
+  ])
+  for (const r of starting) if (r.status === 'fulfilled') beds.push(r.value)
+  const failed = starting.find((r) => r.status === 'rejected')
+  if (failed) {
+    await downAll()
+    throw (failed as PromiseRejectedResult).reason
   }
-  const rows = buildRows(s, img, {quick: args.quick, fix: withFix})
+  const [bed2, bed16, bm] = starting.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [Bed, Bed, BuildMachine]
+
+  const withFix = !args.baselinesOnly && (await fixLanded())
+  const common = new Samples()
+  const blocks: Block[] = []
+  let src: Source | undefined
+  try {
+    const lines = [
+      [bed2, '2', nerdctl2, daemonVersion('nerdctl'), args.runs],
+      [bed16, '1.6', nerdctl16.path, NERDCTL_16_VERSION, args.runs16],
+    ] as const
+    for (const [bed, line, nerdctl, nerdctlVersion, runs] of lines) {
+      const version = await containerdVersionOf(bed, bed.nodes[0])
+      blocks.push({
+        id: `containerd-${version}`, line, version, bed, n: new Nodes(bed, nerdctl, nerdctlVersion), runs, s: new Samples(),
+        skip: {shaped: args.quick && line === '1.6', fix: args.quick && line === '1.6', noUnpack: args.quick && line === '1.6'},
+        ...(nerdctl ? {} : {manualNote: `load step: ctr import; nerdctl ${NERDCTL_16_VERSION} could not be built`}),
+      })
+    }
+    // the image sits in the build machine's k8s.io as `nerdctl build` leaves it (named, unpacked); not timed
+    const loaded = await bm.nerdctl(['load', '-i', img.base.path])
+    if (loaded.code !== 0) throw new Error(`nerdctl load into the build machine failed: ${loaded.stderr}`)
+    src = {bm, savePath: path.join(workDir, 'app.tar')}
+    for (let round = 1; round <= args.runs; round++) {
+      await commonRound(round, blocks[0], img, common, args.quick)
+      for (const block of blocks) {
+        if (round <= block.runs) await blockRound(round, block, img, src, {baselinesOnly: args.baselinesOnly, quick: args.quick, withFix})
+      }
+    }
+    if (!args.baselinesOnly) for (const block of blocks) await bigRun(block, img)
+  } finally {
+    if (!args.keepBed && !interrupted) await downAll()
+    else if (args.keepBed) log(`beds kept (npm run bed -- down --name NAME for ${bedName('c2')}, ${bedName('c16')}, ${bedName('bm')})`)
+  }
+  const rows = [...blocks.flatMap((b) => blockRows(b, common, img, {quick: args.quick, fix: withFix})), ...commonRows(common)]
+  const reportBlocks: ReportBlock[] = [
+    ...blocks.map((b) => {
+      const note = blockNote(b, args)
+      return {id: b.id, title: `containerd ${b.version} nodes (3)`, runs: b.runs, ...(note ? {note} : {})}
+    }),
+    {id: COMMON_BLOCK, title: 'the client alone (no node containerd involved)', runs: args.runs},
+  ]
+  const samples: Record<string, number[]> = Object.fromEntries(common.values)
+  for (const b of blocks) for (const [k, v] of b.s.values) samples[`${b.id}/${k}`] = v
   const report: BenchReport = {
     date: new Date().toISOString(),
     machine: {cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', memMb: Math.round(os.totalmem() / MB), kernel: os.release(), node: process.version},
     runs: args.runs,
     quick: args.quick,
     durationS: (Date.now() - started) / 1000,
-    snapshotter: bed.nodes[0].snapshotter,
+    snapshotter: bed2.nodes[0].snapshotter,
     images: {
       base: {name: img.base.name, archiveMb: img.base.archiveBytes / MB, layers: img.base.platforms[0].layerSizes.length},
       ...(img.big ? {big: {name: img.big.name, archiveMb: img.big.archiveBytes / MB, layers: img.big.platforms[0].layerSizes.length}} : {}),
     },
-    samples: Object.fromEntries(s.values),
+    samples,
+    blocks: reportBlocks,
     rows,
   }
   await fsp.mkdir(path.dirname(args.out), {recursive: true})
   await fsp.writeFile(args.out, `${JSON.stringify(report, null, 2)}\n`)
   process.stdout.write(renderMarkdown(report))
+  log(`manual baseline: nerdctl ${daemonVersion('nerdctl')} save on the build machine (containerd 2.x); scp -c ${CIPHER}; load with nerdctl ${daemonVersion('nerdctl')} on 2.x nodes, ${nerdctl16.path ? `nerdctl ${NERDCTL_16_VERSION}` : 'ctr import'} on 1.6 nodes`)
   log(`wrote ${args.out} (${report.durationS.toFixed(0)} s)`)
 }
 
