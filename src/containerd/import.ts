@@ -5,6 +5,7 @@ import {
   formatPlatform,
   gcLabelsFor,
   imageBlobs,
+  imageRecordName,
   parseReference,
   resolveImage,
   type Descriptor,
@@ -129,7 +130,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
   const snapshotter = options.snapshotter ?? 'overlayfs'
   const pin = options.pin ?? false
   const unpack = options.unpack ?? false
-  const ref = parseReference(options.name)
+  const ref = parseReference(imageRecordName(options.name)) // never an image ID as a name (sha256:<hex>)
   const name = ref.normalized
   const source = options.source
   const image = options.resolved ?? (await resolveImage(source, options.platform))

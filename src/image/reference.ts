@@ -21,9 +21,13 @@ const TAG = /^[\w][\w.-]{0,127}$/
 const DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$/
 const DOMAIN = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?$|^\[[a-fA-F0-9:]+\](?::[0-9]+)?$/
 
+/** `sha256:<hex>` (containerd's and the CRI's image ID), or the 64 hex digits alone. */
+const IMAGE_ID = /^(?:(?:sha256|sha384|sha512):[a-f0-9]{32,}|[a-f0-9]{64})$/
+
 export function parseReference(input: string): ImageReference {
   const ref = input.trim()
-  const bad = (why: string): Error => new Error(`invalid image reference "${input}": ${why}`)
+  // JSON-quoted: a name read from an archive may hold control characters
+  const bad = (why: string): Error => new Error(`invalid image reference ${JSON.stringify(input)}: ${why}`)
   if (!ref) throw bad('empty')
   let rest = ref
   let digest: string | undefined
@@ -31,7 +35,7 @@ export function parseReference(input: string): ImageReference {
   if (at >= 0) {
     digest = rest.slice(at + 1)
     rest = rest.slice(0, at)
-    if (!DIGEST.test(digest)) throw bad(`"${digest}" is not a digest`)
+    if (!DIGEST.test(digest)) throw bad(`${JSON.stringify(digest)} is not a digest`)
   }
   let tag: string | undefined
   const lastSlash = rest.lastIndexOf('/')
@@ -39,7 +43,7 @@ export function parseReference(input: string): ImageReference {
   if (colon > lastSlash) {
     tag = rest.slice(colon + 1)
     rest = rest.slice(0, colon)
-    if (!TAG.test(tag)) throw bad(`"${tag}" is not a valid tag`)
+    if (!TAG.test(tag)) throw bad(`${JSON.stringify(tag)} is not a valid tag`)
   }
   let domain = 'docker.io'
   let path = rest
@@ -51,17 +55,33 @@ export function parseReference(input: string): ImageReference {
       path = rest.slice(slash + 1)
     }
   }
-  if (!DOMAIN.test(domain)) throw bad(`"${domain}" is not a valid registry host`)
+  if (!DOMAIN.test(domain)) throw bad(`${JSON.stringify(domain)} is not a valid registry host`)
   if (domain === 'index.docker.io') domain = 'docker.io'
   if (path !== path.toLowerCase()) throw bad('repository name must be lowercase')
   if (domain === 'docker.io' && !path.includes('/')) path = `library/${path}`
   for (const component of path.split('/')) {
-    if (!PATH_COMPONENT.test(component)) throw bad(`"${component}" is not a valid repository path component`)
+    if (!PATH_COMPONENT.test(component)) throw bad(`${JSON.stringify(component)} is not a valid repository path component`)
   }
   if (!tag && !digest) tag = 'latest'
   const repository = `${domain}/${path}`
   const normalized = repository + (tag ? `:${tag}` : '') + (digest ? `@${digest}` : '')
   return {domain, path, tag, digest, normalized, repository}
+}
+
+/**
+ * The fully-qualified name to record an image under on a node: as normalizeImageName, but an
+ * image ID is refused. `sha256:<hex>` parses as repository "sha256" with the hex as its tag, and
+ * recorded it would be docker.io/library/sha256:<hex> (and …/sha256@sha256:<hex>): pinned junk
+ * that no pod names and the kubelet's image GC never removes.
+ */
+export function imageRecordName(input: string): string {
+  const ref = parseReference(input)
+  const last = ref.path.slice(ref.path.lastIndexOf('/') + 1)
+  const id = IMAGE_ID.test(input.trim()) || (/^sha(?:256|384|512)$/.test(last) && ref.tag !== undefined && /^[a-f0-9]{32,}$/.test(ref.tag))
+  if (id) {
+    throw new Error(`invalid image name ${JSON.stringify(input)}: it is an image ID, not a name; give the name the pod's image: field uses (e.g. myapp:1.0)`)
+  }
+  return ref.normalized
 }
 
 /** The fully-qualified name CRI will look the image up by. */

@@ -1,7 +1,7 @@
 import {randomBytes} from 'node:crypto'
 import {Transform} from 'node:stream'
 import {CRI_MANAGED_LABEL, CRI_PINNED_LABEL, ImportCancelledError, type ImportResult} from '../containerd/index.js'
-import {formatPlatform, imageBlobs, normalizeImageName, writeOciArchive} from '../image/index.js'
+import {formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {ctrMajor} from './detect.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
@@ -78,7 +78,7 @@ export class CtrNode implements ImageNode {
   }
 
   async importImage(options: NodeImportOptions): Promise<ImportResult> {
-    const name = validateImageReference(normalizeImageName(options.name))
+    const name = validateImageReference(imageRecordName(options.name))
     const image = options.resolved
     const emit = options.onProgress ?? ((): void => undefined)
     const blobs = imageBlobs(image)
