@@ -1,7 +1,7 @@
 import type * as grpc from '@grpc/grpc-js'
 import {status as grpcStatus} from '@grpc/grpc-js'
 import * as fs from 'node:fs'
-import {once} from 'node:events'
+import {firstEvent} from '../util/async.js'
 import type {Packet} from './protos.js'
 import {type WalkEntry, type WalkFilter, walkDir} from './fswalk.js'
 
@@ -72,7 +72,8 @@ export async function serveDiffCopy(
   const send = async (packet: Partial<Packet>): Promise<void> => {
     if (failed) return
     try {
-      if (!call.write(packet as Packet)) await Promise.race([once(call, 'drain'), once(call, 'close'), once(call, 'cancelled')])
+      // one set of listeners per wait, all removed when it ends (a large context waits thousands of times)
+      if (!call.write(packet as Packet) && (await firstEvent(call, ['drain', 'close', 'cancelled', 'error'])) === 'error') failed = true
     } catch {
       // The daemon went away (cancelled build, dropped session): stop sending.
       failed = true

@@ -1,9 +1,20 @@
-/** Wait `ms`, or less when the signal fires (never rejects: callers check the signal themselves). */
+import type {EventEmitter} from 'node:events'
+
+/**
+ * Wait `ms`, or less when the signal fires (never rejects: callers check the signal themselves).
+ * The abort listener goes when the wait ends either way: callers poll with one long-lived signal
+ * (fix waits for pods, 4 polls a second), and a listener left per call would pile up on it.
+ */
 export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve()
-    const t = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => (clearTimeout(t), resolve()), {once: true})
+    const done = (): void => {
+      clearTimeout(t)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const t = setTimeout(done, ms)
+    signal?.addEventListener('abort', done, {once: true})
   })
 }
 
@@ -20,4 +31,20 @@ export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (it
     }),
   )
   return out
+}
+
+/**
+ * The first of `events` that `emitter` emits (its name). Every listener this added is gone then:
+ * a race of events.once() calls leaves the losers (and an `error` listener each) on the emitter,
+ * and awaited again and again (a long stream's backpressure) they pile up.
+ */
+export function firstEvent(emitter: EventEmitter, events: readonly string[]): Promise<string> {
+  return new Promise((resolve) => {
+    const handlers = events.map((name) => [name, (): void => settle(name)] as const)
+    const settle = (name: string): void => {
+      for (const [n, h] of handlers) emitter.off(n, h)
+      resolve(name)
+    }
+    for (const [n, h] of handlers) emitter.on(n, h)
+  })
 }
