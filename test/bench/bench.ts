@@ -651,7 +651,7 @@ function toMb(bytes: number | undefined): number | undefined {
 
 function blockNote(block: Block, args: Args): string | undefined {
   const notes: string[] = []
-  if (block.runs < args.runs) notes.push(`fewer rounds (${block.runs} of ${args.runs}) to keep the run within its time`)
+  if (block.runs < args.runs) notes.push(`fewer rounds (${block.runs} of ${args.runs}, --runs-1.6): the full run stays near 10 minutes`)
   const skipped = [block.skip.noUnpack ? '`--no-unpack`' : '', block.skip.shaped ? `${SHAPED_MBIT} Mbit/s` : '', block.skip.fix ? '`fix`' : ''].filter(Boolean)
   if (skipped.length > 0) notes.push(`--quick: no ${skipped.join(', ')} rows here`)
   return notes.length > 0 ? notes.join('; ') : undefined
