@@ -1,21 +1,18 @@
-import {Args, Command, Flags} from '@oclif/core'
-import {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
+import {Args, Flags} from '@oclif/core'
+import {BuildFailedError} from '../buildkit/errors.js'
 import {createProgressRenderer, type ProgressMode as BuildProgressMode} from '../buildkit/progress.js'
 import {loadConfig} from '../config/config.js'
 import {buildFlags, sshFlags, sshOptionsFrom} from '../config/flags.js'
-import {KubeConfigError} from '../kube/config.js'
-import {KubeError} from '../kube/errors.js'
-import {BuildAndPushError, type BuildAndPushResult, buildAndPush} from '../ops/build-and-push.js'
+import {type BuildAndPushResult, buildAndPush} from '../ops/build-and-push.js'
 import type {BuilderChoice} from '../ops/build.js'
-import {PushCancelledError} from '../ops/push.js'
-import {NodeTargetError} from '../ops/targets.js'
 import {formatBytes, formatDuration} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
 import {describeFailure, parseSecrets} from './build.js'
 import {describeExpose} from './expose.js'
-import {withFlagSuggestion} from '../ui/suggest.js'
+import {SideloadCommand, UsageError} from '../ui/command.js'
+import {type ErrorInfo, errorInfo, renderError} from '../ui/errors.js'
 
-export default class BuildAndPush extends Command {
+export default class BuildAndPush extends SideloadCommand {
   static override summary = 'Build the image a pod waits for, push it to the pod\'s node over SSH, and wait until the pod runs.'
 
   static override description = `The image name defaults to the pod's container image (--container when the pod has several), so
@@ -56,20 +53,20 @@ A failed build pushes nothing.`
     ...sshFlags,
   }
 
-  override async catch(err: Error): Promise<unknown> {
-    return super.catch(withFlagSuggestion(err, this))
+  protected override cancelledMessage(): string {
+    return 'cancelled; nothing was recorded on the node'
+  }
+
+  protected override describe(err: unknown): ErrorInfo {
+    return err instanceof BuildFailedError ? {message: describeFailure(err), reason: 'build-failed'} : errorInfo(err)
   }
 
   async run(): Promise<void> {
     const {args, flags} = await this.parse(BuildAndPush)
-    if (!flags.pod && !flags.node && !flags.host) this.error('name the pod (--pod NAME), or for a pod not created yet the node (--node / --host) and the image (-t)', {exit: 2})
+    if (!flags.pod && !flags.node && !flags.host) throw new UsageError('no pod or node named', 'name the pod (--pod NAME), or for a pod not created yet the node (--node / --host) and the image (-t)')
     const config = loadConfig(flags.config)
     const quiet = flags.progress === 'quiet'
     const renderer = quiet ? undefined : createProgressRenderer(flags.progress as BuildProgressMode, process.stderr)
-    const abort = new AbortController()
-    const onSignal = (): void => abort.abort()
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
     let result: BuildAndPushResult
     try {
       result = await buildAndPush({
@@ -98,19 +95,11 @@ A failed build pushes nothing.`
         reporter: createReporter(quiet ? 'quiet' : 'plain'),
         waitTimeoutMs: flags.timeout * 1000,
         exposePort: flags.expose,
-        signal: abort.signal,
+        signal: this.signal,
       })
-    } catch (err) {
-      renderer?.end()
-      if (err instanceof BuildFailedError) this.error(describeFailure(err), {exit: 1})
-      if (err instanceof BuildCancelledError || err instanceof PushCancelledError) this.error('cancelled; nothing was recorded on the node', {exit: 130})
-      if (err instanceof BuildAndPushError || err instanceof KubeError || err instanceof KubeConfigError || err instanceof NodeTargetError) this.error(err.message, {exit: 1})
-      throw err
     } finally {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      renderer?.end()
     }
-    renderer?.end()
     if (flags.json) this.log(JSON.stringify(result))
     else this.log(describeResult(result))
     if (!result.ok) this.exit(1)
@@ -140,7 +129,7 @@ export function describeResult(r: BuildAndPushResult): string {
   const lines = [`built ${r.image} in ${formatDuration(r.build.durationMs)} (${r.build.builder})`]
   for (const p of r.push.results) {
     lines.push(p.status === 'failed'
-      ? `push to node ${p.node} failed: ${p.error ?? 'unknown error'}${p.hint ? `\n  hint: ${p.hint}` : ''}`
+      ? renderError({subject: p.node, message: p.error ?? 'unknown error', hint: p.hint}, 'push failed')
       : `${p.status === 'up to date' ? 'already on' : 'pushed to'} node ${p.node}: ${formatBytes(p.sentBytes)} sent, ${formatBytes(p.skippedBytes)} already there (${p.mode ?? '?'}, ${formatDuration(p.durationMs)})`)
   }
   if (r.pod) {

@@ -1,11 +1,12 @@
-import {Args, Command, Flags} from '@oclif/core'
-import {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
+import {Args, Flags} from '@oclif/core'
+import {BuildFailedError} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
 import {type BuilderChoice, type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
 import {buildFlags} from '../config/flags.js'
-import {withFlagSuggestion} from '../ui/suggest.js'
+import {SideloadCommand} from '../ui/command.js'
+import {type ErrorInfo, errorInfo} from '../ui/errors.js'
 
-export default class Build extends Command {
+export default class Build extends SideloadCommand {
   static override summary = 'Build an image from a Dockerfile with BuildKit (no buildctl, no docker CLI needed).'
 
   static override description = `Builds with a BuildKit daemon (--builder buildkit: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock)
@@ -42,8 +43,8 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
     output: Flags.string({char: 'o', description: 'write an archive instead: oci:FILE, docker:FILE or tar:FILE'}),
   }
 
-  override async catch(err: Error): Promise<unknown> {
-    return super.catch(withFlagSuggestion(err, this))
+  protected override describe(err: unknown): ErrorInfo {
+    return err instanceof BuildFailedError ? {message: describeFailure(err), reason: 'build-failed'} : errorInfo(err)
   }
 
   async run(): Promise<void> {
@@ -68,24 +69,13 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
       onStatus: (u) => renderer.update(u),
     }
     // Ctrl-C cancels the build in the daemon instead of leaving it running there.
-    const abort = new AbortController()
-    const onSigint = (): void => abort.abort()
-    process.once('SIGINT', onSigint)
-    process.once('SIGTERM', onSigint)
-    options.signal = abort.signal
+    options.signal = this.signal
     let result: BuildResult
     try {
       result = await build(options)
-    } catch (err) {
-      renderer.end()
-      if (err instanceof BuildFailedError) this.error(describeFailure(err), {exit: 1})
-      if (err instanceof BuildCancelledError) this.error('build cancelled', {exit: 130})
-      throw err
     } finally {
-      process.removeListener('SIGINT', onSigint)
-      process.removeListener('SIGTERM', onSigint)
+      renderer.end()
     }
-    renderer.end()
     if (progressMode === 'json') {
       this.log(JSON.stringify({event: 'build.done', location: result.location, digest: result.digest, durationMs: result.durationMs}))
     } else {

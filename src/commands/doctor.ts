@@ -1,11 +1,12 @@
-import {Command, Flags} from '@oclif/core'
+import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type DoctorCheck, type DoctorResult, doctor} from '../ops/doctor.js'
 import {renderTable} from '../ui/format.js'
-import {withFlagSuggestion} from '../ui/suggest.js'
+import {SideloadCommand} from '../ui/command.js'
+import {renderError} from '../ui/errors.js'
 
-export default class Doctor extends Command {
+export default class Doctor extends SideloadCommand {
   static override summary = 'Check everything sideload needs (cluster access, RBAC, SSH, host keys, containerd, builder) and say how to fix what fails.'
 
   static override description = `Checks, without changing anything:
@@ -36,10 +37,6 @@ Exits 1 when any check FAILs (warnings do not count).`
     ...sshFlags,
   }
 
-  override async catch(err: Error): Promise<unknown> {
-    return super.catch(withFlagSuggestion(err, this))
-  }
-
   async run(): Promise<void> {
     const {flags} = await this.parse(Doctor)
     const config = loadConfig(flags.config)
@@ -67,7 +64,7 @@ Exits 1 when any check FAILs (warnings do not count).`
 const STATUS: Record<DoctorCheck['status'], string> = {ok: 'ok', warn: 'warn', fail: 'FAIL'}
 
 export function renderDoctor(result: DoctorResult): string {
-  const rows = result.checks.map((c) => [c.check, c.target, STATUS[c.status], c.hint && c.status !== 'ok' ? `${c.detail}\n  hint: ${c.hint}` : c.detail])
+  const rows = result.checks.map((c) => [c.check, c.target, STATUS[c.status], renderError({message: c.detail, hint: c.status === 'ok' ? undefined : c.hint}, '', 'block')])
   // renderTable pads columns; a multi-line last cell is indented under the DETAIL column
   const table = renderTable(['check', 'target', 'status', 'detail / hint'], rows.map((r) => [r[0], r[1], r[2], r[3].split('\n')[0]]))
   const widths = [0, 1, 2].map((i) => Math.max(['CHECK', 'TARGET', 'STATUS'][i].length, ...rows.map((r) => r[i].length)))

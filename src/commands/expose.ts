@@ -1,10 +1,8 @@
-import {Args, Command, Flags} from '@oclif/core'
-import {KubeConfigError} from '../kube/config.js'
-import {KubeError} from '../kube/errors.js'
-import {type ExposeOptions, type ExposeResult, type UnexposeResult, ExposeError, expose, unexpose} from '../ops/expose.js'
-import {withFlagSuggestion} from '../ui/suggest.js'
+import {Args, Flags} from '@oclif/core'
+import {type ExposeOptions, type ExposeResult, type UnexposeResult, expose, unexpose} from '../ops/expose.js'
+import {SideloadCommand, UsageError} from '../ui/command.js'
 
-export default class Expose extends Command {
+export default class Expose extends SideloadCommand {
   static override summary = 'Expose one pod on a NodePort and print where to connect.'
 
   static override description = `Creates (or brings in line) a NodePort service that selects exactly this pod.
@@ -42,54 +40,45 @@ Running it again changes nothing, or updates the service to the new flags. The t
     'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
   }
 
-  override async catch(err: Error): Promise<unknown> {
-    return super.catch(withFlagSuggestion(err, this))
-  }
-
   async run(): Promise<void> {
     const {args, flags} = await this.parse(Expose)
     const target = {namespace: flags.namespace, kubeconfig: flags.kubeconfig, context: flags.context, requestTimeout: flags['request-timeout']}
-    try {
-      if (flags.delete) {
-        const r = await unexpose({...target, pod: args.pod, name: flags.name})
-        this.log(flags.json ? JSON.stringify(r) : describeUnexpose(r))
-        return
-      }
-      if (flags.port === undefined) this.error('--port is required (the service port, e.g. --port 22)', {exit: 2})
-      const tp = flags['target-port']
-      const options: ExposeOptions = {
-        ...target, pod: args.pod, port: flags.port,
-        targetPort: tp === undefined ? undefined : /^\d+$/.test(tp) ? Number(tp) : tp,
-        nodePort: flags['node-port'], protocol: flags.protocol as 'TCP' | 'UDP', name: flags.name,
-        sshUser: flags['ssh-user'], allowNotRunning: flags['allow-not-running'],
-      }
-      const result = await expose(options)
-      this.log(flags.json ? JSON.stringify(result) : describeExpose(result))
-      if (flags['until-exit']) {
-        const signal = await waitForSignal()
-        const r = await unexpose({...target, pod: args.pod, name: result.service})
-        if (flags.json) this.log(JSON.stringify({...r, signal}))
-        else this.log(`${signal}: ${describeUnexpose(r)}`)
-      }
-    } catch (err) {
-      if (err instanceof ExposeError || err instanceof KubeError || err instanceof KubeConfigError) this.error(err.message, {exit: 1})
-      throw err
+    if (flags.delete) {
+      const r = await unexpose({...target, pod: args.pod, name: flags.name})
+      this.log(flags.json ? JSON.stringify(r) : describeUnexpose(r))
+      return
+    }
+    if (flags.port === undefined) throw new UsageError('--port is required', 'give the service port, e.g. --port 22')
+    const tp = flags['target-port']
+    const options: ExposeOptions = {
+      ...target, pod: args.pod, port: flags.port,
+      targetPort: tp === undefined ? undefined : /^\d+$/.test(tp) ? Number(tp) : tp,
+      nodePort: flags['node-port'], protocol: flags.protocol as 'TCP' | 'UDP', name: flags.name,
+      sshUser: flags['ssh-user'], allowNotRunning: flags['allow-not-running'],
+    }
+    // taken before the service exists: a Ctrl-C from here on removes it again (--until-exit)
+    const stop = flags['until-exit'] ? this.signal : undefined
+    const result = await expose(options)
+    this.log(flags.json ? JSON.stringify(result) : describeExpose(result))
+    if (stop) {
+      await aborted(stop)
+      const r = await unexpose({...target, pod: args.pod, name: result.service})
+      if (flags.json) this.log(JSON.stringify({...r, signal: this.stopped}))
+      else this.log(`${this.stopped}: ${describeUnexpose(r)}`)
     }
   }
 }
 
-function waitForSignal(): Promise<NodeJS.Signals> {
+/** Resolves when `signal` aborts (Ctrl-C / SIGTERM). */
+function aborted(signal: AbortSignal): Promise<void> {
   return new Promise(resolve => {
+    if (signal.aborted) return resolve()
     // signal listeners do not keep Node alive; this timer does until a signal comes
     const keepAlive = setInterval(() => undefined, 1 << 30)
-    const on = (sig: NodeJS.Signals): void => {
+    signal.addEventListener('abort', () => {
       clearInterval(keepAlive)
-      process.off('SIGINT', on)
-      process.off('SIGTERM', on)
-      resolve(sig)
-    }
-    process.on('SIGINT', on)
-    process.on('SIGTERM', on)
+      resolve()
+    }, {once: true})
   })
 }
 

@@ -1,17 +1,15 @@
 import * as fs from 'node:fs'
-import {Command, Flags} from '@oclif/core'
-import {ConfigError, loadConfig} from '../config/config.js'
+import {Flags} from '@oclif/core'
+import {loadConfig} from '../config/config.js'
 import {sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
-import {KubeConfigError} from '../kube/config.js'
-import {KubeError} from '../kube/errors.js'
-import {type FixOptions, type FixResult, type FixRow, FixError, fix, fixWatch} from '../ops/fix.js'
+import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix.js'
 import type {PushSource} from '../ops/push.js'
-import {NodeTargetError} from '../ops/targets.js'
 import {formatBytes, renderTable} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
-import {withFlagSuggestion} from '../ui/suggest.js'
+import {SideloadCommand} from '../ui/command.js'
+import {renderError} from '../ui/errors.js'
 
-export default class Fix extends Command {
+export default class Fix extends SideloadCommand {
   static override summary = 'Send the images that stuck pods wait for (ErrImageNeverPull, ImagePullBackOff) to their nodes.'
 
   static override description = `Finds every pod whose containers (init containers too) wait for an image, groups them by image and node, sends each image once to each node that needs it (from the local containerd by default), nudges the pods and waits until they run.
@@ -54,79 +52,65 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     ...sshFlags,
   }
 
-  override async catch(err: Error): Promise<unknown> {
-    return super.catch(withFlagSuggestion(err, this))
+  protected override cancelledMessage(): string {
+    return 'fix cancelled: transfers stopped; nodes that had not finished are left as they were (no image record, partial blobs discarded)'
   }
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Fix)
-    try {
-      const timeoutMs = parseDuration(flags.timeout)
-      const config = loadConfig(flags.config)
-      const options: FixOptions = {
-        kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout'],
-        allNamespaces: flags['all-namespaces'], pod: flags.pod, dryRun: flags['dry-run'], timeoutMs,
-        waitScheduled: flags['wait-scheduled'],
-        source: pushSource(flags.source, flags.archive, flags['containerd-address'], flags['containerd-namespace']),
-        config,
-        access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], containerdSocket: flags['containerd-socket'],
-          snapshotter: flags.snapshotter, importMode: flags['import-mode'] === 'auto' ? undefined : flags['import-mode'] as 'native' | 'ctr'},
-        ssh: sshOptionsFrom(flags, config),
-        platform: flags.platform, jobs: flags.jobs, retries: flags.retries, pin: flags.pin, unpack: flags.unpack,
-        reporter: createReporter(flags.json ? 'quiet' : 'auto'),
-      }
-      if (flags.watch) {
-        await this.watch(options, flags.json)
-        return
-      }
-      const controller = new AbortController()
-      const stop = (): void => controller.abort()
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-      const result = await fix({...options, signal: controller.signal})
-      process.off('SIGINT', stop)
-      process.off('SIGTERM', stop)
-      this.log(flags.json ? JSON.stringify(result) : describeFix(result, Boolean(flags['dry-run'])))
-      if (controller.signal.aborted) {
-        this.logToStderr('fix cancelled: transfers stopped; nodes that had not finished are left as they were (no image record, partial blobs discarded)')
-        this.exit(130)
-      }
-      if (!result.ok) this.exit(1)
-    } catch (err) {
-      if (err instanceof FixError || err instanceof KubeError || err instanceof KubeConfigError || err instanceof ConfigError || err instanceof NodeTargetError) {
-        // unwrapped, one line: messages name the resource and the fix, and people grep for them
-        this.logToStderr(`error: ${err.message}`)
-        this.exit(1)
-      }
-      throw err
+    const timeoutMs = parseDuration(flags.timeout)
+    const config = loadConfig(flags.config)
+    const options: FixOptions = {
+      kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout'],
+      allNamespaces: flags['all-namespaces'], pod: flags.pod, dryRun: flags['dry-run'], timeoutMs,
+      waitScheduled: flags['wait-scheduled'],
+      source: pushSource(flags.source, flags.archive, flags['containerd-address'], flags['containerd-namespace']),
+      config,
+      access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], containerdSocket: flags['containerd-socket'],
+        snapshotter: flags.snapshotter, importMode: flags['import-mode'] === 'auto' ? undefined : flags['import-mode'] as 'native' | 'ctr'},
+      ssh: sshOptionsFrom(flags, config),
+      platform: flags.platform, jobs: flags.jobs, retries: flags.retries, pin: flags.pin, unpack: flags.unpack,
+      reporter: createReporter(flags.json ? 'quiet' : 'auto'),
+      signal: this.signal,
     }
+    if (flags.watch) {
+      await this.watch(options, flags.json)
+      return
+    }
+    const result = await fix(options)
+    // the result line (--json) or table, also after Ctrl-C: what was done, and what is left
+    this.log(flags.json ? JSON.stringify(fixJson(result, this.stopped)) : describeFix(result, Boolean(flags['dry-run'])))
+    this.exitIfStopped()
+    if (!result.ok) this.exit(1)
   }
 
+  /** Ctrl-C / SIGTERM stop the watch cleanly: exit 0, with a last line saying so. */
   private async watch(options: FixOptions, json: boolean): Promise<void> {
-    const controller = new AbortController()
-    let signalName: string | undefined
-    const stop = (sig: NodeJS.Signals): void => {
-      signalName = sig
-      controller.abort()
-    }
-    process.on('SIGINT', stop)
-    process.on('SIGTERM', stop)
     const out = (line: string): void => this.log(line)
     if (!json) out(`watching pods${options.allNamespaces ? ' in every namespace' : ''}; Ctrl-C stops`)
     const summary = await fixWatch({
       ...options,
-      signal: controller.signal,
       onRow: (row) => out(json ? JSON.stringify({type: 'pod', ...row}) : describeRow(row)),
       onTransfer: (t) => {
-        if (json) out(JSON.stringify({type: 'transfer', ...t}))
+        if (json) out(JSON.stringify({type: 'transfer', ...transferJson(t)}))
         else if (t.push && t.push.status !== 'failed') out(`${t.image} → ${t.node}: ${t.push.status}, ${formatBytes(t.push.sentBytes)} sent (${t.pods.length} pod(s))`)
       },
     })
-    process.off('SIGINT', stop)
-    process.off('SIGTERM', stop)
-    if (json) out(JSON.stringify({type: 'stopped', signal: signalName, transfers: summary.transfers.length}))
-    else out(`${signalName ?? 'stopped'}: ${summary.transfers.length} transfer(s) done`)
+    if (json) out(JSON.stringify({type: 'stopped', signal: this.stopped, transfers: summary.transfers.length}))
+    else out(`${this.stopped ?? 'stopped'}: ${summary.transfers.length} transfer(s) done`)
   }
+}
+
+/** A transfer as --json shows it: its pods' rows carry the failure (error, hint), said once there. */
+function transferJson(t: TransferResult): TransferResult {
+  if (!t.push || t.push.status !== 'failed') return t
+  const {hint: _hint, ...push} = t.push
+  return {...t, push}
+}
+
+/** The --json result: as fix returns it, each hint once (on the rows), and the signal when one stopped it. */
+export function fixJson(result: FixResult, signal: NodeJS.Signals | undefined): FixResult & {signal?: NodeJS.Signals} {
+  return {...result, transfers: result.transfers.map(transferJson), ...(signal ? {signal} : {})}
 }
 
 export function pushSource(source: string | undefined, archive: string | undefined, address: string, namespace: string): PushSource {
@@ -148,7 +132,7 @@ export function parseDuration(text: string): number {
 
 function describeRow(r: FixRow): string {
   const line = `${r.namespace}/${r.pod}${r.container ? ` (${r.container})` : ''} on ${r.node || '<none>'}: ${r.image}: ${r.action}: ${r.result}`
-  return r.hint && !r.ok ? `${line}\n  hint: ${r.hint}` : line
+  return r.hint && !r.ok ? renderError({message: line, hint: r.hint}, '') : line
 }
 
 export function describeFix(result: FixResult, dryRun: boolean): string {

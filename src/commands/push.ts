@@ -1,14 +1,15 @@
-import {Args, Command, Flags} from '@oclif/core'
+import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
 import {hostTarget} from '../ops/host-targets.js'
 import type {NodeSelection} from '../ops/targets.js'
-import {push, PushCancelledError, type PushResult, type PushSource} from '../ops/push.js'
+import {push, type PushResult, type PushSource} from '../ops/push.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
-import {withFlagSuggestion} from '../ui/suggest.js'
+import {SideloadCommand, UsageError} from '../ui/command.js'
+import {renderError} from '../ui/errors.js'
 
-export default class Push extends Command {
+export default class Push extends SideloadCommand {
   static override summary = 'Send images into nodes\' containerd (namespace k8s.io) over SSH: only the blobs each node lacks.'
 
   static override description = `Reads each image from an archive (nerdctl save / docker save, OCI layout or docker-archive) or from the local containerd, connects to every node over SSH and imports the image into the node's containerd, where the kubelet finds it.
@@ -54,8 +55,8 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
   }
 
-  override async catch(err: Error): Promise<unknown> {
-    return super.catch(withFlagSuggestion(err, this))
+  protected override cancelledMessage(): string {
+    return 'push cancelled: nodes that had not finished are left as they were (no image record, partial blobs discarded)'
   }
 
   async run(): Promise<void> {
@@ -63,7 +64,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     const images = argv as string[]
     if (flags.namespace !== undefined && !flags.pod?.length) {
       // --namespace used to name the local containerd's namespace; it is the Kubernetes one now, as in kubectl
-      this.warn('-n/--namespace is the Kubernetes namespace of --pod and has no effect here; the local containerd\'s namespace is --containerd-namespace')
+      this.logToStderr('warning: -n/--namespace is the Kubernetes namespace of --pod and has no effect here; the local containerd\'s namespace is --containerd-namespace')
     }
     const config = loadConfig(flags.config)
     const selection: NodeSelection = {nodes: flags.node, pods: flags.pod, allNodes: flags['all-nodes'], nodeSelector: flags['node-selector'], namespace: flags.namespace}
@@ -71,11 +72,11 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     // Kubernetes client (~0.3 s of start-up).
     const clusterNodes = Boolean(selection.nodes?.length || selection.pods?.length || selection.allNodes || selection.nodeSelector)
     if (!flags.host?.length && !clusterNodes) {
-      this.error('no nodes to push to. Hint: name them with --host [user@]host (repeatable), or Kubernetes nodes with --node, --pod, --all-nodes or --node-selector', {exit: 2})
+      throw new UsageError('no nodes to push to', 'name them with --host [user@]host (repeatable), or Kubernetes nodes with --node, --pod, --all-nodes or --node-selector')
     }
     const source: PushSource = flags.archive !== undefined ? {kind: 'archive', path: flags.archive} : {kind: 'containerd', address: flags['containerd-address'], namespace: flags['containerd-namespace']}
     if (source.kind === 'containerd' && images.length === 0) {
-      this.error('name the image(s) to push, or give --archive FILE', {exit: 2})
+      throw new UsageError('no image to push', 'name the image(s) to push, or give --archive FILE')
     }
     const nodeFlags = {
       containerdSocket: flags['containerd-socket'],
@@ -84,64 +85,42 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     }
     const nodes = (flags.host ?? []).map((h) => hostTarget(h, config, nodeFlags))
     if (clusterNodes) {
-      const [{KubeClient}, {KubeConfigError}, {KubeError}, {NodeTargetError, resolveNodeTargets}] = await Promise.all([
-        import('../kube/client.js'),
-        import('../kube/config.js'),
-        import('../kube/errors.js'),
-        import('../ops/targets.js'),
-      ])
-      try {
-        const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout']})
-        nodes.push(...(await resolveNodeTargets(client, selection, config, nodeFlags)).targets)
-      } catch (err) {
-        if (err instanceof KubeError || err instanceof KubeConfigError || err instanceof NodeTargetError) {
-          this.logToStderr(`error: ${err.message}`)
-          this.exit(1)
-        }
-        throw err
-      }
+      const [{KubeClient}, {resolveNodeTargets}] = await Promise.all([import('../kube/client.js'), import('../ops/targets.js')])
+      const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout']})
+      nodes.push(...(await resolveNodeTargets(client, selection, config, nodeFlags)).targets)
     }
     const mode: ProgressMode = flags.json ? 'json' : (flags.progress as ProgressMode)
-    const reporter = createReporter(mode)
-    const abort = new AbortController()
-    const onSignal = (): void => abort.abort()
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
-    let result: PushResult
-    try {
-      result = await push({
-        images,
-        source,
-        nodes,
-        platform: flags.platform,
-        jobs: flags.jobs,
-        pin: flags.pin,
-        unpack: flags.unpack,
-        retries: flags.retries,
-        ssh: sshOptionsFrom(flags, config),
-        reporter,
-        signal: abort.signal,
-      })
-    } catch (err) {
-      if (err instanceof PushCancelledError) {
-        this.logToStderr('push cancelled: nodes that had not finished are left as they were (no image record, partial blobs discarded)')
-        this.exit(130)
-      }
-      throw err
-    } finally {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
-    }
+    const result = await push({
+      images,
+      source,
+      nodes,
+      platform: flags.platform,
+      jobs: flags.jobs,
+      pin: flags.pin,
+      unpack: flags.unpack,
+      retries: flags.retries,
+      ssh: sshOptionsFrom(flags, config),
+      reporter: createReporter(mode),
+      signal: this.signal,
+    })
     if (flags.json) {
       process.stdout.write(JSON.stringify({type: 'result', ...result}) + '\n')
     } else {
       process.stdout.write(renderPushTable(result))
-      for (const r of result.results.filter((x) => x.status === 'failed')) {
-        this.logToStderr(`error: node ${r.node}: ${r.error}${r.hint ? `\n  hint: ${r.hint}` : ''}`)
-      }
+      for (const line of pushFailures(result)) this.logToStderr(line)
     }
     if (!result.ok) this.exit(1)
   }
+}
+
+/** One line per node that failed; a node whose images all failed alike is named once, else each image too. */
+export function pushFailures(result: PushResult): string[] {
+  const failed = result.results.filter((r) => r.status === 'failed')
+  const lines = failed.map((r) => {
+    const alike = failed.filter((o) => o.node === r.node).every((o) => o.error === r.error)
+    return renderError({subject: alike ? r.node : `${r.node} (${r.image})`, message: r.error ?? 'failed', hint: r.hint})
+  })
+  return [...new Set(lines)]
 }
 
 export function renderPushTable(result: PushResult): string {

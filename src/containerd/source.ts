@@ -1,5 +1,4 @@
-import * as grpc from '@grpc/grpc-js'
-import {grpcCode} from './errors.js'
+import {localContainerdUnavailable} from './errors.js'
 import {MAX_DOCUMENT_SIZE, normalizeImageName, sha256Digest, type Descriptor, type ImageSource} from '../image/index.js'
 import {ContainerdClient} from './client.js'
 
@@ -27,13 +26,8 @@ export async function openContainerdSource(options: ContainerdSourceOptions): Pr
     }
   } catch (err) {
     client.close()
-    if (grpcCode(err) === grpc.status.UNAVAILABLE) {
-      throw new Error(
-        `cannot read ${options.name} from the local containerd at ${options.address}: nothing answers there (${((err as {details?: string}).details ?? (err as Error).message).replace(/\s+/g, ' ').replace(/ Resolution note: *$/, '').trim()}). ` +
-          'Hint: start containerd here, point --containerd-address at its socket, or push a saved archive: nerdctl save -o app.tar IMAGE && sideload push --archive app.tar …',
-      )
-    }
-    throw err
+    throw localContainerdUnavailable(err, options.address, `cannot read ${options.name}`,
+      'start containerd here, point --containerd-address at its socket, or push a saved archive: nerdctl save -o app.tar IMAGE && sideload push --archive app.tar …') ?? err
   }
 }
 

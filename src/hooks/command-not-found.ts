@@ -1,4 +1,5 @@
-import {type Hook, toConfiguredId} from '@oclif/core'
+import {Errors, type Hook, toConfiguredId} from '@oclif/core'
+import {renderError} from '../ui/errors.js'
 import {closest} from '../ui/suggest.js'
 
 /** `sideload pushh` → `unknown command pushh (did you mean push?); see sideload --help`, exit code 2. */
@@ -11,7 +12,10 @@ const hook: Hook.CommandNotFound = async function (opts) {
   const typed = words.slice(0, known + 1).join(':')
   const ids = opts.config.commands.filter((c) => !c.hidden).flatMap((c) => [c.id, ...c.aliases])
   const near = closest(typed, ids)
-  this.error(`unknown command ${toConfiguredId(typed, opts.config)}${near ? ` (did you mean ${toConfiguredId(near, opts.config)}?)` : ''}; see ${opts.config.bin} --help`, {exit: 2})
+  const message = `unknown command ${toConfiguredId(typed, opts.config)}${near ? ` (did you mean ${toConfiguredId(near, opts.config)}?)` : ''}; see ${opts.config.bin} --help`
+  // printed as every command prints its errors (ui/errors.ts), not in oclif's own style
+  process.stderr.write(renderError({message, reason: 'usage'}) + '\n')
+  throw new Errors.ExitError(2)
 }
 
 export default hook

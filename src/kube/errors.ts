@@ -19,7 +19,7 @@ export interface StatusCause {
   reason?: string
 }
 
-/** An API failure turned into a sentence naming the resource and the way out. */
+/** An API failure: a sentence naming the resource (`message`), and the way out (`hint`). */
 export class KubeError extends Error {
   override name = 'KubeError'
   constructor(
@@ -31,8 +31,15 @@ export class KubeError extends Error {
     /** the API server's own message (Status.message) */
     readonly serverMessage: string,
     readonly causes: StatusCause[] = [],
+    /** what the user can do about it */
+    readonly hint?: string,
   ) {
     super(message)
+  }
+
+  /** for programs (--json): the kind */
+  get reason(): KubeErrorKind {
+    return this.kind
   }
 }
 
@@ -97,21 +104,19 @@ export function describeKubeError(err: unknown, action: KubeAction, server: stri
     const subject = `${what(action)}${where(action)}`
     switch (code) {
       case 401:
-        return new KubeError(`the API server ${server} rejected the credentials (401 Unauthorized) while trying to ${action.verb} ${subject}: ` +
-          'the token or client certificate of this kubeconfig user is invalid or expired; log in again or fix the user in the kubeconfig',
-        'unauthorized', action, 401, serverMessage)
+        return new KubeError(`the API server ${server} rejected the credentials (401 Unauthorized) while trying to ${action.verb} ${subject}`,
+          'unauthorized', action, 401, serverMessage, [],
+          'the token or client certificate of this kubeconfig user is invalid or expired; log in again or fix the user in the kubeconfig')
       case 403:
-        return new KubeError(`not allowed to ${action.verb} ${subject}: ${serverMessage}. ` +
-          `sideload needs the rights in ${RBAC_MANIFEST} (kubectl apply -f ${RBAC_MANIFEST}, then bind the ClusterRole "sideload" to this user)`,
-        'forbidden', action, 403, serverMessage)
+        return new KubeError(`not allowed to ${action.verb} ${subject}: ${serverMessage}`, 'forbidden', action, 403, serverMessage, [],
+          `sideload needs the rights in ${RBAC_MANIFEST} (kubectl apply -f ${RBAC_MANIFEST}, then bind the ClusterRole "sideload" to this user)`)
       case 404:
-        return new KubeError(`${subject} not found (${serverMessage})` +
-          (action.namespace ? `; check the name and the namespace (-n), e.g. kubectl get ${action.resource} -n ${action.namespace}` : ''),
-        'not-found', action, 404, serverMessage)
+        return new KubeError(`${subject} not found (${serverMessage})`, 'not-found', action, 404, serverMessage, [],
+          action.namespace ? `check the name and the namespace (-n), e.g. kubectl get ${action.resource} -n ${action.namespace}` : undefined)
       case 409:
         return body.reason === 'AlreadyExists'
           ? new KubeError(`${subject} already exists: ${serverMessage}`, 'already-exists', action, 409, serverMessage)
-          : new KubeError(`${subject} changed while sideload updated it (${serverMessage}); run the command again`, 'conflict', action, 409, serverMessage)
+          : new KubeError(`${subject} changed while sideload updated it (${serverMessage})`, 'conflict', action, 409, serverMessage, [], 'run the command again')
       case 410:
         return new KubeError(`the API server no longer has the requested history of ${action.resource} (${serverMessage}); listing again`, 'expired', action, 410, serverMessage)
       case 422:
@@ -126,20 +131,18 @@ export function describeKubeError(err: unknown, action: KubeAction, server: stri
   const fetchType = (err as {type?: unknown} | null)?.type
   if (err instanceof KubeRequestTimeoutError || fetchType === 'request-timeout' || fetchType === 'body-timeout') {
     const within = err instanceof KubeRequestTimeoutError ? `within ${formatTimeout(err.timeoutMs)}` : 'in time'
-    return new KubeError(`the Kubernetes API server ${server} did not answer ${within} (--request-timeout) to ${action.verb} ${what(action)}: ` +
-      'is the cluster running and is this the right context? (check: kubectl cluster-info, or pass --context/--kubeconfig)',
-    'unreachable', action, 0, message)
+    return new KubeError(`the Kubernetes API server ${server} did not answer ${within} (--request-timeout) to ${action.verb} ${what(action)}`, 'unreachable', action, 0, message, [],
+      'is the cluster running and is this the right context? (check: kubectl cluster-info, or pass --context/--kubeconfig)')
   }
   if (code && CONNECT_CODES.includes(code)) {
     const why = code === 'ECONNREFUSED' ? 'connection refused' : code === 'ENOTFOUND' || code === 'EAI_AGAIN' ? 'host name not found'
       : code === 'ETIMEDOUT' ? 'timed out' : code
-    return new KubeError(`cannot reach the Kubernetes API server ${server} (${why}) to ${action.verb} ${what(action)}: ` +
-      'is the cluster running and is this the right context? (check: kubectl cluster-info, or pass --context/--kubeconfig)',
-    'unreachable', action, 0, message)
+    return new KubeError(`cannot reach the Kubernetes API server ${server} (${why}) to ${action.verb} ${what(action)}`, 'unreachable', action, 0, message, [],
+      'is the cluster running and is this the right context? (check: kubectl cluster-info, or pass --context/--kubeconfig)')
   }
   if (code && /CERT|SELF_SIGNED|UNABLE_TO|DEPTH_ZERO/.test(code)) {
-    return new KubeError(`TLS verification of the API server ${server} failed (${code}): the kubeconfig's certificate-authority does not match this server`,
-      'tls', action, 0, message)
+    return new KubeError(`TLS verification of the API server ${server} failed (${code})`, 'tls', action, 0, message, [],
+      'the kubeconfig\'s certificate-authority does not match this server')
   }
   return new KubeError(`${action.verb} ${what(action)}${where(action)} failed: ${message}`, 'other', action, 0, message)
 }

@@ -137,9 +137,8 @@ export function resolveBuilder(choice: BuilderChoice | undefined, env = process.
   if (choice?.kind === 'auto') {
     if (env.BUILDKIT_HOST || found) return resolveBuilder({kind: 'buildkitd'}, env, namespace, exists)
     if (env.DOCKER_HOST || exists(DEFAULT_DOCKER_HOST.slice('unix://'.length))) return resolveBuilder({kind: 'docker'}, env, namespace, exists)
-    throw new Error(
-      `no builder found: no BuildKit daemon at ${candidates.join(', ')} and no Docker daemon at ${DEFAULT_DOCKER_HOST}. Start buildkitd or dockerd, or set BUILDKIT_HOST / DOCKER_HOST.`,
-    )
+    throw Object.assign(new Error(`no builder found: no BuildKit daemon at ${candidates.join(', ')} and no Docker daemon at ${DEFAULT_DOCKER_HOST}`),
+      {hint: 'start buildkitd or dockerd, or set BUILDKIT_HOST / DOCKER_HOST'})
   }
   if (choice?.kind === 'docker') {
     return {kind: 'docker', docker: parseDockerHost(choice.dockerHost ?? env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST)}

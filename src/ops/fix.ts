@@ -5,7 +5,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import type {V1Pod} from '@kubernetes/client-node'
 import type {NodeAccess, SideloadConfig} from '../config/config.js'
-import {ContainerdClient} from '../containerd/index.js'
+import {ContainerdClient, ContainerdError, localContainerdUnavailable} from '../containerd/index.js'
 import {inspectDockerImage} from '../buildkit/engine.js'
 import {parseDockerHost} from '../grpc/hijack.js'
 import {normalizeImageName, readArchive} from '../image/index.js'
@@ -145,6 +145,9 @@ export function sourceInventory(source: PushSource): SourceInventory {
         const client = new ContainerdClient(source.address, {namespace: source.namespace ?? 'k8s.io'})
         try {
           return (await client.imageList()).map((r) => r.name).filter((n) => !n.startsWith('sha256:')).sort()
+        } catch (err) {
+          throw localContainerdUnavailable(err, source.address, 'cannot list the images', 'start containerd here, point --containerd-address at its socket, ' +
+            'or take the images from elsewhere with --source docker|DIR or --archive FILE') ?? err
         } finally {
           client.close()
         }
@@ -296,6 +299,7 @@ async function checkSource(transfers: Transfer[], inventory: SourceInventory): P
     try {
       has = await inventory.has(image)
     } catch (err) {
+      if (err instanceof ContainerdError) throw err // names this machine's containerd and what to do
       throw new FixError(`cannot look for ${image} in the ${inventory.description}: ${(err as Error).message}. ` +
         'Hint: take the images from elsewhere with --source containerd|docker|DIR or --archive FILE (and --containerd-address for another containerd)')
     }

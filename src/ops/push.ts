@@ -7,6 +7,7 @@ import {parseDockerHost} from '../grpc/hijack.js'
 import {formatPlatform, imageRecordName, listArchive, parsePlatform, quoted, readArchive, resolveImage, selectImage, type ArchiveContents, type ImageSource, type ResolvedImage} from '../image/index.js'
 import {describeNode, openNode, type ImageNode, type NodeTarget} from '../nodes/index.js'
 import {isSshError, SshPool, type PoolOptions} from '../ssh/index.js'
+import {errorInfo} from '../ui/errors.js'
 import type {Reporter} from '../ui/progress.js'
 import {mapLimit, sleep} from '../util/async.js'
 
@@ -54,8 +55,11 @@ export interface NodeImageResult {
   digest?: string
   platform?: string
   attempts: number
+  /** what failed (the node is `node`, not repeated here) */
   error?: string
   hint?: string
+  /** for programs: the error's code (e.g. host-key-unknown, unavailable, no-space) */
+  reason?: string
 }
 
 export interface PushResult {
@@ -246,11 +250,6 @@ export function isRetryable(err: unknown): boolean {
   return err instanceof Error && /ECONNRESET|EPIPE|socket hang up|connection (was )?(lost|closed)/i.test(err.message)
 }
 
-function hintOf(err: unknown): string | undefined {
-  const hint = (err as {hint?: unknown}).hint
-  return typeof hint === 'string' ? hint : undefined
-}
-
 /**
  * Push images to nodes: per node (in parallel, --jobs), connect over SSH, pick native or ctr
  * import, and send each image's missing blobs for that node's platform. A node that fails
@@ -315,6 +314,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
         result.platform = r.platform
         delete result.error
         delete result.hint
+        delete result.reason
         reporter?.event({type: 'done', target: label, message: r.upToDate ? 'up to date' : `pushed ${r.blobsSent} blob(s)`})
         break
       } catch (err) {
@@ -324,14 +324,16 @@ export async function push(options: PushOptions): Promise<PushResult> {
         }
         earlierAttemptsBytes += attemptBytes
         result.sentBytes = earlierAttemptsBytes
-        result.error = (err as Error).message
-        result.hint = hintOf(err)
+        const info = errorInfo(err, target.name)
+        result.error = info.message
+        result.hint = info.hint
+        result.reason = info.reason
         if (attempt < retries && isRetryable(err)) {
           reporter?.event({type: 'info', target: label, message: `connection lost (${result.error}); retrying (${attempt + 1}/${retries})`})
           await sleep(Math.min(500 * 2 ** attempt, 5000), options.signal)
           continue
         }
-        reporter?.event({type: 'failed', target: label, error: result.hint ? `${result.error}\n  hint: ${result.hint}` : result.error})
+        reporter?.event({type: 'failed', target: label, error: result.error, reason: result.reason})
         break
       } finally {
         await node?.close().catch(() => undefined)

@@ -12,6 +12,7 @@ export type SshErrorCode =
   | 'invalid-argument' // an argument for a remote command failed validation
   | 'closed' // the connection was closed or lost
 
+/** `message` says what failed, `hint` what to do; ui/errors.ts renders them (once each). */
 export class SshError extends Error {
   readonly code: SshErrorCode
   /** What the user can do about it (one or two sentences), or undefined. */
@@ -20,11 +21,21 @@ export class SshError extends Error {
   readonly target?: string
 
   constructor(code: SshErrorCode, message: string, opts: {hint?: string; target?: string; cause?: unknown} = {}) {
-    super(opts.hint ? `${message}\n  hint: ${opts.hint}` : message, opts.cause === undefined ? undefined : {cause: opts.cause})
+    super(message, opts.cause === undefined ? undefined : {cause: opts.cause})
     this.name = 'SshError'
     this.code = code
     this.hint = opts.hint
     this.target = opts.target
+  }
+
+  /** the error's subject, as every error names it */
+  get subject(): string | undefined {
+    return this.target
+  }
+
+  /** for programs (--json): the code */
+  get reason(): SshErrorCode {
+    return this.code
   }
 }
 

@@ -1,5 +1,6 @@
 import {createRequire} from 'node:module'
 import type cliProgressTypes from 'cli-progress'
+import {renderError} from './errors.js'
 import {formatBytes} from './format.js'
 
 /** What an operation tells the user while it runs, per target (a node, a pod, a build step). */
@@ -8,7 +9,8 @@ export type ProgressEvent =
   | {type: 'bytes'; target: string; doneBytes: number; totalBytes?: number}
   | {type: 'info'; target: string; message: string}
   | {type: 'done'; target: string; message: string}
-  | {type: 'failed'; target: string; error: string}
+  /** `error` is the message only: the hint is printed once, with the final result */
+  | {type: 'failed'; target: string; error: string; reason?: string}
 
 export interface Reporter {
   event(e: ProgressEvent): void
@@ -66,13 +68,27 @@ export class PlainReporter implements Reporter {
         this.err.write(`${e.target}: ${e.message}\n`)
         break
       case 'failed':
-        this.err.write(`${e.target}: FAILED: ${e.error}\n`)
+        this.err.write(`${renderError({subject: e.target, message: e.error}, 'FAILED')}\n`)
         break
     }
   }
   close(): void {}
 }
 
+interface BarPayload {
+  target: string
+  /** the bytes to send are known (a start event with totalBytes > 0) */
+  sized: boolean
+  /** done or failed: no ETA any more */
+  ended: boolean
+  speed: string
+  status: string
+}
+
+/**
+ * One bar per target: `target [bar] done / total | speed | ETA | status`, each part only once it is
+ * known (before the node says what it lacks there is no size, no rate and no ETA to show).
+ */
 export class BarReporter implements Reporter {
   private readonly multi: cliProgressTypes.MultiBar
   private readonly bars = new Map<string, cliProgressTypes.SingleBar>()
@@ -81,10 +97,18 @@ export class BarReporter implements Reporter {
   constructor(stream: NodeJS.WritableStream) {
     // Loaded only for a terminal (plain and JSON output never draw bars).
     const cliProgress = createRequire(import.meta.url)('cli-progress') as typeof cliProgressTypes
+    const format: cliProgressTypes.GenericFormatter = (options, params, payload: BarPayload) => {
+      const head = payload.sized
+        ? `${payload.target} [${cliProgress.Format.BarFormat(params.progress, options)}] ${formatBytes(params.value)} / ${formatBytes(params.total)}`
+        : payload.target
+      const running = payload.sized && !payload.ended && params.value > 0 && params.value < params.total
+      const eta = running && Number.isFinite(params.eta) && params.eta > 0 ? `ETA ${cliProgress.Format.TimeFormat(params.eta, options, 5).trim()}` : ''
+      return [head, payload.speed, eta, payload.status].filter(Boolean).join(' | ')
+    }
     this.multi = new cliProgress.MultiBar(
       {
         stream: stream as NodeJS.WritableStream & {isTTY?: boolean},
-        format: '{target} [{bar}] {doneBytes} / {totalBytes} | {speed} | ETA {eta_formatted} | {status}',
+        format,
         hideCursor: true,
         clearOnComplete: false,
         autopadding: true,
@@ -92,30 +116,33 @@ export class BarReporter implements Reporter {
       cliProgress.Presets.shades_classic,
     )
   }
-  private bar(target: string, total = 1): cliProgressTypes.SingleBar {
+  private bar(target: string): cliProgressTypes.SingleBar {
     let bar = this.bars.get(target)
     if (!bar) {
-      bar = this.multi.create(total, 0, {target, doneBytes: formatBytes(0), totalBytes: formatBytes(total), speed: '', status: ''})
+      const payload: BarPayload = {target, sized: false, ended: false, speed: '', status: ''}
+      bar = this.multi.create(1, 0, payload)
       this.bars.set(target, bar)
     }
     return bar
   }
+  private size(bar: cliProgressTypes.SingleBar, totalBytes: number | undefined): {sized?: true} {
+    if (!totalBytes) return {}
+    bar.setTotal(totalBytes)
+    return {sized: true}
+  }
   event(e: ProgressEvent): void {
     switch (e.type) {
-      case 'start':
-        this.bar(e.target, e.totalBytes ?? 1).update(0, {status: e.message ?? 'starting'})
+      case 'start': {
+        const bar = this.bar(e.target)
+        bar.update(0, {...this.size(bar, e.totalBytes), status: e.message ?? 'starting'})
         break
+      }
       case 'bytes': {
-        const bar = this.bar(e.target, e.totalBytes ?? 1)
-        if (e.totalBytes) bar.setTotal(Math.max(e.totalBytes, 1))
+        const bar = this.bar(e.target)
+        const sized = this.size(bar, e.totalBytes)
         if (!this.firstBytesAt.has(e.target)) this.firstBytesAt.set(e.target, Date.now())
         const elapsed = (Date.now() - (this.firstBytesAt.get(e.target) ?? Date.now())) / 1000
-        bar.update(e.doneBytes, {
-          doneBytes: formatBytes(e.doneBytes),
-          totalBytes: formatBytes(e.totalBytes ?? e.doneBytes),
-          speed: elapsed > 0 ? `${formatBytes(e.doneBytes / elapsed)}/s` : '',
-          status: 'sending',
-        })
+        bar.update(e.doneBytes, {...sized, speed: elapsed > 0 ? `${formatBytes(e.doneBytes / elapsed)}/s` : '', status: 'sending'})
         break
       }
       case 'info':
@@ -123,14 +150,16 @@ export class BarReporter implements Reporter {
         break
       case 'done': {
         const bar = this.bar(e.target)
-        bar.update(bar.getTotal(), {status: e.message})
+        bar.update(bar.getTotal(), {ended: true, speed: '', status: e.message})
         bar.stop()
         break
       }
-      case 'failed':
-        this.bar(e.target).update({status: `FAILED: ${e.error}`})
-        this.bar(e.target).stop()
+      case 'failed': {
+        const bar = this.bar(e.target)
+        bar.update({ended: true, speed: '', status: renderError({message: e.error}, 'FAILED')})
+        bar.stop()
         break
+      }
     }
   }
   close(): void {

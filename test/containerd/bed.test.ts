@@ -108,7 +108,7 @@ describe('native import into bed nodes', () => {
     const client = new ContainerdClient(`unix://${node.hostSocketPath}`, {displayName: node.name})
     const source = await readArchive(out)
     try {
-      await expect(importImage(client, {source, name: 'sl-bed/big:1', snapshotter: node.snapshotter, unpack: true})).rejects.toThrow(`no space left on node ${node.name}`)
+      await expect(importImage(client, {source, name: 'sl-bed/big:1', snapshotter: node.snapshotter, unpack: true})).rejects.toThrow(`no space left on ${node.name} (containerd`)
       expect(await client.imageGet('docker.io/sl-bed/big:1')).toBeUndefined()
     } finally {
       await source.close()

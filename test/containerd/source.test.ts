@@ -3,7 +3,7 @@ import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {ContainerdClient, CriClient, importImage, inspectNodeImage, openContainerdSource, snapshotterFromConfig} from '../../src/containerd/index.js'
+import {ContainerdClient, type ContainerdError, CriClient, importImage, inspectNodeImage, openContainerdSource, snapshotterFromConfig} from '../../src/containerd/index.js'
 import {readArchive, resolveImage, writeOciArchive} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
 import {startContainerd, type TestContainerd} from './fixture.js'
@@ -73,9 +73,9 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
   it('says what to do when no local containerd answers (push IMAGE without --archive)', async () => {
     const address = `unix://${path.join(os.tmpdir(), `sl-no-containerd-${process.pid}.sock`)}`
     const err = await openContainerdSource({address, name: 'app:1'}).then(() => undefined, (e: unknown) => e as Error)
-    expect(err?.message).toContain(`cannot read app:1 from the local containerd at ${address}: nothing answers there`)
-    expect(err?.message).toMatch(/--containerd-address .*--archive/)
-    expect(err?.message).not.toMatch(/on the node/)
+    expect(err?.message).toBe(`cannot read app:1 from the local containerd at ${address}: nothing answers there (no such socket)`)
+    expect((err as {hint?: string}).hint).toMatch(/--containerd-address .*--archive/)
+    expect(`${err?.message} ${(err as {hint?: string}).hint}`).not.toMatch(/on the node|Resolution note|UNAVAILABLE/)
   })
 
   it('writes an OCI tar without the blobs the node has, and ctr import accepts it', async () => {
@@ -132,7 +132,10 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
   it('says which node and what to check when the socket is not there', async () => {
     const missing = new ContainerdClient(`unix://${work}/no-such.sock`, {displayName: 'node-x'})
     try {
-      await expect(missing.version()).rejects.toThrow(/containerd version\.Version on node-x failed: .*ENOENT.*\(UNAVAILABLE\)\. Hint: is containerd running on the node/)
+      const err = await missing.version().then(() => undefined, (e: unknown) => e as ContainerdError)
+      expect(err?.message).toMatch(/^containerd version\.Version on node-x failed: connect ENOENT \S*no-such\.sock$/)
+      expect(err?.hint).toBe('is containerd running on the node, and is the socket path right?')
+      expect(err?.reason).toBe('unavailable')
     } finally {
       missing.close()
     }
@@ -146,7 +149,9 @@ describe('images from a local containerd and partial OCI tars for ctr import', (
     const cri = new CriClient(dst.address, 'dst-node')
     try {
       // the test containerd runs without the CRI plugin
-      await expect(cri.configuredSnapshotter()).rejects.toThrow(/cri\.Status on dst-node failed: .*\(UNIMPLEMENTED\)\. Hint: the CRI plugin is not running/)
+      const err = await cri.configuredSnapshotter().then(() => undefined, (e: unknown) => e as ContainerdError)
+      expect(err?.message).toMatch(/cri\.Status on dst-node failed: .*\(UNIMPLEMENTED\)$/)
+      expect(err?.hint).toMatch(/^the CRI plugin is not running/)
     } finally {
       cri.close()
     }

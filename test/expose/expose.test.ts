@@ -155,7 +155,8 @@ describe('sideload expose', () => {
   it('names a missing pod, a pod that is not running, and a service it does not own', async () => {
     const missing = await expose({client, pod: 'nope', port: 22}).catch((e: unknown) => e)
     expect(missing).toBeInstanceOf(KubeError)
-    expect((missing as Error).message).toMatch(/^pod "nope" in namespace "default" not found \(pods "nope" not found\); check the name and the namespace/)
+    expect((missing as KubeError).message).toBe('pod "nope" in namespace "default" not found (pods "nope" not found)')
+    expect((missing as KubeError).hint).toMatch(/^check the name and the namespace/)
 
     await makePod('stuck', {image: 'local/missing:1.0', pullPolicy: 'Never'})
     const stuck = await expose({client, pod: 'stuck', port: 22}).catch((e: unknown) => e)
@@ -176,7 +177,7 @@ describe('sideload expose', () => {
     const err = await expose({kubeconfig: kubeconfigPath, pod: 'centos-stream-8', port: 22}).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(KubeError)
     expect((err as Error).message).toContain('not allowed to get service "centos-stream-8" in namespace "default": services "centos-stream-8" is forbidden: User "pods-only" cannot get resource "services"')
-    expect((err as Error).message).toContain('manifests/rbac.yaml')
+    expect((err as KubeError).hint).toContain('manifests/rbac.yaml')
   })
 
   it('names the server it cannot reach', async () => {

@@ -6,7 +6,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {KubeClient} from '../../src/kube/client.js'
-import {isKubeError} from '../../src/kube/errors.js'
+import {type KubeError, isKubeError} from '../../src/kube/errors.js'
 import {fix} from '../../src/ops/fix.js'
 import {resolveNodeTargets} from '../../src/ops/targets.js'
 import {type ApiServer, startApiServer} from '../kube/apiserver.js'
@@ -75,7 +75,7 @@ describe('node targets and API errors', () => {
     const err = await fix({client, source: {kind: 'archive', path: '/nonexistent.tar'}}).catch((e: unknown) => e)
     expect(isKubeError(err, 'forbidden')).toBe(true)
     expect((err as Error).message).toMatch(/not allowed to list pods in namespace "default"/)
-    expect((err as Error).message).toContain('manifests/rbac.yaml')
+    expect((err as KubeError).hint).toContain('manifests/rbac.yaml')
     const run = await cli(['fix', '--kubeconfig', restricted, '--archive', '/nonexistent.tar'])
     expect(run.code).toBe(1)
     expect(run.stderr).toMatch(/not allowed to list pods in namespace "default"/)

@@ -7,6 +7,7 @@ import type {V1Pod} from '@kubernetes/client-node'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {KubeClient, clusterNode, nodeAddress, nodePlatform} from '../../src/kube/client.js'
 import {KubeConfigError, loadKubeTarget} from '../../src/kube/config.js'
+import type {KubeError} from '../../src/kube/errors.js'
 import {type ApiServer, startApiServer} from './apiserver.js'
 import {type Kubelet, startKubelet} from './kubelet.js'
 
@@ -125,7 +126,7 @@ describe('src/kube', () => {
       client.watchPods({namespace: 'team-a', onEvent: () => undefined, onError: resolve})
     })
     expect(err.message).toContain('not allowed to watch pods in namespace "team-a"')
-    expect(err.message).toContain('manifests/rbac.yaml')
+    expect((err as KubeError).hint).toContain('manifests/rbac.yaml')
   })
 })
 
