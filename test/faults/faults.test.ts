@@ -160,7 +160,8 @@ describe('fault suite: sideload push on the bed', () => {
     for (const n of nodes) await bed.shape(n, {rateMbit: 200})
     const run = await startPush(pushArgs(big.path, nodes), afterBytes(host(nodes[0]), 20 * MB, (child) => child.kill('SIGINT'))).done
     expect(run.code, describeRun(run)).toBe(130)
-    expect(run.stderr).toMatch(/cancel/i)
+    // --json: the result line says so (stderr stays empty)
+    expect(JSON.parse(run.stdout.trim().split('\n').at(-1) ?? '{}')).toMatchObject({type: 'result', ok: false, reason: 'cancelled', error: expect.stringMatching(/cancel/i)})
     for (const n of nodes) {
       expect(await imageLine(n, BIG), `image record on ${n.name}`).toBeUndefined()
       expect(await bed.ctr(n, ['leases', 'ls']), `lease left on ${n.name}`).not.toMatch(/sideload\/image=/)
