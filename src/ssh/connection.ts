@@ -571,20 +571,25 @@ export class SshConnection {
     this.assertOpen(`run ${argv[0]}`)
     const release = await this.sessions.acquire()
     let channel: ClientChannel
+    let exit: RemoteExit | undefined
     try {
       this.assertOpen(`run ${argv[0]}`)
       channel = await new Promise<ClientChannel>((resolve, reject) => {
-        this.client.exec(line, (err, ch) => (err ? reject(channelError(`starting ${argv[0]}`, this.target, err)) : resolve(ch)))
+        this.client.exec(line, (err, ch) => {
+          if (err) return reject(channelError(`starting ${argv[0]}`, this.target, err))
+          // Listen here, not after the await: a quick command's exit-status can arrive in the same
+          // read as the channel's confirmation, and ssh2 emits it before an awaiting caller resumes.
+          ch.on('exit', (code: number | null, signal?: string) => {
+            exit = typeof code === 'number' ? {code} : {code: null, signal: signal ?? undefined}
+          })
+          resolve(ch)
+        })
       })
     } catch (err) {
       release()
       throw err
     }
-    let exit: RemoteExit | undefined
     let stdinError: Error | undefined
-    channel.on('exit', (code: number | null, signal?: string) => {
-      exit = typeof code === 'number' ? {code} : {code: null, signal: signal ?? undefined}
-    })
     const done = new Promise<RemoteExit>((resolve, reject) => {
       channel.on('close', () => {
         release()

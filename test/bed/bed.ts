@@ -319,6 +319,8 @@ interface NodePaths {
   etcContainerd: string
   runContainerd: string
   varLibContainerd: string
+  /** root's home inside the node (a real node's own, not this host's: its .bashrc runs on every ssh command) */
+  rootHome: string
   logDir: string
   containerdPid: string
   sshdPid: string
@@ -333,6 +335,7 @@ function nodePaths(bedName: string, i: number): NodePaths {
     etcContainerd: path.join(dir, 'etc-containerd'),
     runContainerd: path.join(dir, 'run-containerd'),
     varLibContainerd: path.join(dir, 'var-lib-containerd'),
+    rootHome: path.join(dir, 'root-home'),
     logDir: path.join(dir, 'log'),
     containerdPid: path.join(dir, 'containerd.pid'),
     sshdPid: path.join(dir, 'sshd.pid'),
@@ -937,6 +940,7 @@ async function setupNode(bedName: string, k: number, i: number, bedPub: string, 
   for (const d of [p.etcSsh, path.join(p.etcSsh, 'authorized_keys'), p.etcContainerd, p.runContainerd, p.varLibContainerd, p.logDir]) {
     await fsp.mkdir(d, {recursive: true, mode: 0o755})
   }
+  await fsp.mkdir(p.rootHome, {recursive: true, mode: 0o700})
   const hostKeyPub = await newHostKey(p, name)
   for (const user of ['root', NON_ROOT_USER]) {
     await fsp.writeFile(path.join(p.etcSsh, 'authorized_keys', user), `${bedPub}\n`, {mode: 0o644})
@@ -960,6 +964,9 @@ async function setupNode(bedName: string, k: number, i: number, bedPub: string, 
     [p.etcContainerd, '/etc/containerd'],
     [p.runContainerd, '/run/containerd'],
     [p.varLibContainerd, '/var/lib/containerd'],
+    // the host's /root/.bashrc (pyenv and the like, run by every ssh command: Debian's bash reads
+    // it for sshd's commands) is not a node's: an empty home of its own
+    [p.rootHome, '/root'],
     // a 2.x node: its containerd, ctr (what `sudo ctr` runs there) and shim over Debian's
     ...(line === '2' ? CONTAINERD2_BINARIES.map((b): [string, string] => [daemonBinary('containerd', b), `/usr/bin/${b}`]) : []),
   ]
