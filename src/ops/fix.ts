@@ -8,7 +8,7 @@ import type {NodeAccess, SideloadConfig} from '../config/config.js'
 import {ContainerdClient, ContainerdError, localContainerdUnavailable} from '../containerd/index.js'
 import {inspectDockerImage} from '../buildkit/engine.js'
 import {parseDockerHost} from '../grpc/hijack.js'
-import {normalizeImageName, readArchive} from '../image/index.js'
+import {listArchive, normalizeImageName} from '../image/index.js'
 import {KubeClient} from '../kube/client.js'
 import type {KubeTargetOptions} from '../kube/config.js'
 import {isKubeError} from '../kube/errors.js'
@@ -112,8 +112,9 @@ export function describeSource(source: PushSource): string {
   }
 }
 
+/** Every valid image name in an archive (one image or several). */
 async function archiveNames(file: string): Promise<string[]> {
-  const archive = await readArchive(file)
+  const archive = await listArchive(file)
   try {
     return archive.names
   } finally {

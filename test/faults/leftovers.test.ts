@@ -8,6 +8,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
+import {spoilBlob} from '../bed/archive-edit.js'
 import {makeImage, type ImageInfo} from '../bed/images.js'
 import {afterBytes, startPush} from './cli.js'
 
@@ -16,33 +17,6 @@ let bed: Bed
 let dir: string
 let good: ImageInfo & {path: string}
 const sshFlags = () => ['--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath]
-
-/** A copy of an archive with one blob left out, or with its bytes changed (same size). */
-async function spoil(src: string, out: string, digest: string, how: 'drop' | 'flip'): Promise<void> {
-  const tar = await import('tar-stream')
-  const extract = tar.extract()
-  const pack = tar.pack()
-  const done = new Promise<void>((resolve, reject) => {
-    extract.on('entry', (header, stream, next) => {
-      const chunks: Buffer[] = []
-      stream.on('data', (c: Buffer) => chunks.push(c))
-      stream.on('end', () => {
-        let data = Buffer.concat(chunks)
-        if (header.name === `blobs/sha256/${digest.slice(7)}`) {
-          if (how === 'drop') return next()
-          data = Buffer.from(data)
-          data[data.length >> 1] ^= 0xff
-        }
-        pack.entry(header, data, next)
-      })
-    })
-    extract.on('finish', () => pack.finalize())
-    extract.on('error', reject)
-    pack.pipe(fs.createWriteStream(out)).on('finish', resolve).on('error', reject)
-  })
-  fs.createReadStream(src).pipe(extract)
-  await done
-}
 
 async function nodeState(node: BedNode): Promise<{processes: string; leases: string[]; ingests: string[]; images: string[]}> {
   // first, before our own look-ups start ctr processes there
@@ -79,7 +53,7 @@ describe.each([
     const node = bed.nodes[index]
     const bigLayer = good.platforms[0].layerDigests.at(-1)!
     const archive = path.join(dir, `${how}-${index}.tar`)
-    await spoil(good.path, archive, bigLayer, how)
+    await spoilBlob(good.path, archive, bigLayer, how)
     const run = await startPush(['--archive', archive, '--host', `${bed.nonRootUser}@${node.ip}`, ...sshFlags()]).done
     // the moment it has exited
     const state = await nodeState(node)
