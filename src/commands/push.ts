@@ -28,7 +28,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
   static override strict = false
 
   static override args = {
-    image: Args.string({description: 'image name(s); with --archive, default: every image in the archive', ignoreStdin: true}),
+    image: Args.string({description: 'image name(s); with --archive, default: every image in the archive (an archive\'s only image, when it has no name, goes in under the name given)', ignoreStdin: true}),
   }
 
   static override flags = {
