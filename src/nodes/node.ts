@@ -18,6 +18,8 @@ export interface NodeTarget {
   containerdSocket?: string
   snapshotter?: string
   importMode?: 'auto' | ImportMode
+  /** Why this node cannot be pushed to at all (e.g. a --node the cluster does not have): its result is this failure. */
+  unavailable?: Error
 }
 
 /** What a node told us about itself when we connected. */

@@ -290,6 +290,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
       result.attempts = attempt + 1
       let node: ImageNode | undefined
       try {
+        if (target.unavailable) throw target.unavailable
         node = await openNode({...target, platform: platformOverride ?? target.platform}, pool)
         result.mode = node.facts.mode
         reporter?.event({type: 'info', target: label, message: `importing into ${describeNode(node)}`})

@@ -6,6 +6,7 @@ import {parsePlatform} from '../image/index.js'
 import {type KubeClient, clusterNode} from '../kube/client.js'
 import type {NodeTarget} from '../nodes/index.js'
 import {formatTarget} from '../ssh/index.js'
+import {KubeError} from '../kube/errors.js'
 
 /** Which Kubernetes nodes a push goes to. Several kinds may be combined; the union is taken. */
 export interface NodeSelection {
@@ -23,6 +24,9 @@ export interface NodeSelection {
 
 export class NodeTargetError extends Error {
   override name = 'NodeTargetError'
+  constructor(message: string, readonly hint?: string, readonly reason = 'node-target') {
+    super(message)
+  }
 }
 
 export function hasNodeSelection(sel: NodeSelection): boolean {
@@ -54,7 +58,7 @@ export function nodeTarget(node: V1Node, access: NodeAccess): NodeTarget {
 }
 
 /** The nodes named by a selection, in a stable order (by name), each once. */
-export async function selectNodes(client: KubeClient, sel: NodeSelection): Promise<V1Node[]> {
+export async function selectNodes(client: KubeClient, sel: NodeSelection, unknown?: string[]): Promise<V1Node[]> {
   const byName = new Map<string, V1Node>()
   const add = (n: V1Node): void => {
     const name = n.metadata?.name
@@ -68,7 +72,16 @@ export async function selectNodes(client: KubeClient, sel: NodeSelection): Promi
     }
     for (const n of nodes) add(n)
   }
-  for (const name of sel.nodes ?? []) if (!byName.has(name)) add(await client.getNode(name))
+  for (const name of sel.nodes ?? []) {
+    if (byName.has(name)) continue
+    try {
+      add(await client.getNode(name))
+    } catch (err) {
+      // `unknown` collects names the cluster does not have (their own failure); else the 404 stands
+      if (!unknown || !(err instanceof KubeError && err.kind === 'not-found')) throw err
+      unknown.push(name)
+    }
+  }
   for (const podName of sel.pods ?? []) {
     const pod = await client.getPod(podName, sel.namespace ?? client.namespace)
     const nodeName = pod.spec?.nodeName
@@ -93,7 +106,19 @@ export function targetsFor(nodes: V1Node[], config: SideloadConfig, flags: NodeA
   return {targets, identityFiles: [...new Set(targets.flatMap((t) => (t.sshKey ? [t.sshKey] : [])))]}
 }
 
-/** selectNodes then targetsFor. */
+/**
+ * selectNodes then targetsFor. A `--node` the cluster does not have becomes a target that fails
+ * by itself (naming the nodes that exist), so the other nodes still get their push.
+ */
 export async function resolveNodeTargets(client: KubeClient, sel: NodeSelection, config: SideloadConfig, flags: NodeAccess = {}): Promise<ResolvedTargets> {
-  return targetsFor(await selectNodes(client, sel), config, flags)
+  const unknown: string[] = []
+  const resolved = targetsFor(await selectNodes(client, sel, unknown), config, flags)
+  if (unknown.length > 0) {
+    const known = (await client.listNodes()).map((n) => n.metadata?.name ?? '').filter(Boolean).sort()
+    const hint = known.length > 0 ? `the cluster's nodes: ${known.join(', ')} (kubectl get nodes)` : 'the cluster has no nodes (kubectl get nodes)'
+    for (const name of unknown) {
+      resolved.targets.push({name, sshTarget: name, unavailable: new NodeTargetError(`node ${name} is not in the cluster`, hint, 'node-not-found')})
+    }
+  }
+  return resolved
 }

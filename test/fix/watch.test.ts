@@ -127,6 +127,19 @@ describe('sideload fix --watch on real nodes', () => {
     const missing = await cli(['push', '--archive', file, '--pod', 'ghost', '-n', 'pushk', ...ssh])
     expect(missing.code).toBe(1)
     expect(missing.stderr).toContain('pod "ghost" in namespace "pushk" not found')
+
+    // a mistyped --node: that node fails naming the nodes there are, the other named node still gets its push
+    const file2 = await archive('docker.io/local/push-k8s:2.0')
+    const typo = await cli(['push', '--archive', file2, '--node', `${n2.name}x`, '--node', n2.name, '--json', ...ssh])
+    expect(typo.code, typo.stdout + typo.stderr).toBe(1)
+    const r3 = JSON.parse(typo.stdout.trim().split('\n').pop() ?? '') as {results: {node: string; status: string; error?: string; hint?: string}[]}
+    expect(r3.results.find(r => r.node === n2.name)?.status).toBe('pushed')
+    expect(r3.results.find(r => r.node === `${n2.name}x`)).toMatchObject({
+      status: 'failed',
+      error: `node ${n2.name}x is not in the cluster`,
+      hint: `the cluster's nodes: ${[n1, n2, n3].map(n => n.name).sort().join(', ')} (kubectl get nodes)`,
+    })
+    expect(await nodeImages(bed, n2)).toContain('docker.io/local/push-k8s:2.0')
   })
 
   it('keeps repairing after the watch is cut and its history expired (410 → relist); --pod follows one pod', async () => {
