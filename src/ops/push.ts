@@ -283,7 +283,8 @@ export async function push(options: PushOptions): Promise<PushResult> {
     const label = options.images.length > 1 || images.length > 1 ? `${target.name} ${image.name}` : target.name
     const started = Date.now()
     const result: NodeImageResult = {node: target.name, image: image.name, status: 'failed', sentBytes: 0, skippedBytes: 0, durationMs: 0, attempts: 0}
-    reporter?.event({type: 'start', target: label, message: `connecting to ${target.sshTarget}`})
+    // the line is already labelled with the node: name where it is reached only when that differs
+    reporter?.event({type: 'start', target: label, message: target.sshTarget === target.name ? 'connecting' : `connecting to ${target.sshTarget}`})
     let earlierAttemptsBytes = 0
     for (let attempt = 0; ; attempt++) {
       let attemptBytes = 0
