@@ -30,7 +30,7 @@ export class CtrNode implements ImageNode {
     const out = await this.conn.execCapture([...this.ctr, ...args])
     if (out.code !== 0) {
       const detail = ctrErrorLines(out.stderr).slice(-3).join('; ') || `exit code ${out.code}`
-      throw new SshError('command', `node ${this.name}: ${what} failed: ${detail}`, {
+      throw new SshError('command', `${what} failed: ${detail}`, {
         hint: /no space left/i.test(out.stderr) ? 'free disk space on the node (or let kubelet image GC run) and retry' : `run \`${this.ctr.join(' ')} ${args.join(' ')}\` on the node to see the full error`,
       })
     }
@@ -71,7 +71,7 @@ export class CtrNode implements ImageNode {
     const line = out.split('\n').find((l) => l.startsWith(`${image} `))
     const fields = line?.trim().split(/\s+/) ?? []
     if (fields.at(-1) !== 'true') {
-      throw new SshError('command', `node ${this.name}: ctr imported the image but did not unpack it for snapshotter ${this.facts.snapshotter ?? '(default)'} (ctr images check: ${line?.trim() ?? 'no such image'})`, {
+      throw new SshError('command', `ctr imported the image but did not unpack it for snapshotter ${this.facts.snapshotter ?? '(default)'} (ctr images check: ${line?.trim() ?? 'no such image'})`, {
         hint: 'check the snapshotter with `containerd config dump` on the node and pass --snapshotter NAME, or push with --no-unpack',
       })
     }
@@ -138,7 +138,7 @@ export class CtrNode implements ImageNode {
       if (options.signal?.aborted) throw cancelled()
       if (exit.code !== 0) {
         const text = Buffer.concat(stderr).toString().trim()
-        throw new SshError('command', `node ${this.name}: ctr images import failed: ${ctrErrorLines(text).slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
+        throw new SshError('command', `ctr images import failed: ${ctrErrorLines(text).slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
           hint: /no space left/i.test(text) ? 'free disk space on the node and retry' : 'check `ctr --namespace k8s.io images import` on the node by hand',
         })
       }

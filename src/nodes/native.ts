@@ -38,7 +38,7 @@ export class NativeNode implements ImageNode {
         facts.platform ?? client.platform(),
       ])
       if (!platform) {
-        throw new SshError('command', `node ${name}: containerd did not report its platform`, {hint: 'pass --platform (e.g. linux/amd64)'})
+        throw new SshError('command', `containerd did not report its platform`, {hint: 'pass --platform (e.g. linux/amd64)'})
       }
       return new NativeNode(name, {...facts, platform, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client)
     } catch (err) {
@@ -75,6 +75,6 @@ async function nodeSnapshotter(name: string, client: ContainerdClient, cri: CriC
     return await criSnapshotter(client, cri)
   } catch (err) {
     const hint = err instanceof SnapshotterUnknownError ? err.hint : 'is the CRI plugin enabled in the node\'s containerd? Otherwise pass --snapshotter NAME'
-    throw new SshError('command', `node ${name}: could not tell which snapshotter the kubelet uses: ${(err as Error).message}`, {hint})
+    throw new SshError('command', `could not tell which snapshotter the kubelet uses: ${(err as Error).message}`, {hint})
   }
 }

@@ -23,18 +23,18 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
   }
   const probe = await probeNode(conn, target.containerdSocket)
   const platform = target.platform ?? probe.platform
-  if (!platform) throw new SshError('command', `node ${target.name}: could not tell its platform (uname -m gave nothing)`, {hint: 'pass --platform'})
+  if (!platform) throw new SshError('command', `could not tell its platform (uname -m gave nothing)`, {hint: 'pass --platform'})
   const socket = probe.sockets.find((s) => s.accessible) ?? probe.sockets[0]
   const searched = target.containerdSocket ? [target.containerdSocket] : [...SOCKET_CANDIDATES]
   if (!socket) {
-    throw new SshError('command', `node ${target.name}: no containerd socket found (looked at ${searched.join(', ')})`, {
+    throw new SshError('command', `no containerd socket found (looked at ${searched.join(', ')})`, {
       hint: 'is containerd running on the node? If its socket lives elsewhere, set containerdSocket for this node in the config file or pass --containerd-socket',
     })
   }
   const facts = {platform, snapshotter: target.snapshotter}
   if (mode === 'native' || (mode === 'auto' && socket.accessible)) {
     if (!socket.accessible) {
-      throw new SshError('channel', `node ${target.name}: user ${probe.user} cannot open ${socket.path} (permission denied)`, {
+      throw new SshError('channel', `user ${probe.user} cannot open ${socket.path} (permission denied)`, {
         hint: `connect as root, add ${probe.user} to the socket's group, or use --import-mode ctr (sudo -n ctr)`,
       })
     }
@@ -42,13 +42,13 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
   }
   const asRoot = probe.user === 'root'
   if (!asRoot && !probe.sudoCtr) {
-    throw new SshError('auth', `node ${target.name}: user ${probe.user} can neither open ${socket.path} nor run \`sudo -n ctr\``, {
+    throw new SshError('auth', `user ${probe.user} can neither open ${socket.path} nor run \`sudo -n ctr\``, {
       hint: `connect as root, add ${probe.user} to the socket's group, or allow it ctr in sudoers: "${probe.user} ALL=(root) NOPASSWD: /usr/bin/ctr"`,
     })
   }
   const snapshotter = target.snapshotter ?? probe.criSnapshotter
   if (!snapshotter) {
-    throw new SshError('command', `node ${target.name}: could not tell which snapshotter the kubelet uses (\`containerd config dump\` did not show it)`, {
+    throw new SshError('command', `could not tell which snapshotter the kubelet uses (\`containerd config dump\` did not show it)`, {
       hint: 'pass --snapshotter NAME (or set snapshotter for this node in the config file)',
     })
   }
