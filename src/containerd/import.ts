@@ -307,7 +307,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
         // ingests survive and the next run resumes from the node's offsets.
         keepLease = true
         if (failure instanceof Error) {
-          failure.message += ` Run the import again to resume: ${client.displayName} keeps what arrived for ${Math.round(leaseMs / 60_000)} min.`
+          failure.message = `${failure.message.replace(/\.?\s*$/, '.')} Run the import again to resume: ${client.displayName} keeps what arrived for ${Math.round(leaseMs / 60_000)} min.`
         }
       }
       throw failure

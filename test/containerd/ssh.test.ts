@@ -82,7 +82,7 @@ describe('native import over an SSH-forwarded containerd socket', () => {
         (e: unknown) => e as Error,
       )
       expect(cut).toBe(true)
-      expect(err?.message).toMatch(new RegExp(`on ${node.name} failed: .*The connection to the node was lost\\. Run the import again to resume: ${node.name} keeps what arrived for 60 min\\.`))
+      expect(err?.message).toMatch(new RegExp(`on ${node.name} failed: the connection was lost \\(.+\\)\\. Run the import again to resume: ${node.name} keeps what arrived for 60 min\\.$`))
       first.client.close()
       await first.conn.close()
       expect(await bed.ctr(node, ['images', 'ls', '-q'])).not.toContain('sl-ssh/app')

@@ -53,6 +53,7 @@ describe('manifests/fix-watch.yaml', () => {
     const args = deployment?.spec?.template.spec.containers[0].args ?? []
     const run = await cli([...args, '--kubeconfig', '/nonexistent/kubeconfig'])
     expect(run.code).toBe(1)
-    expect(run.stderr).toContain('kubeconfig /nonexistent/kubeconfig (--kubeconfig) does not exist')
+    // it runs with --json: the error is the result line on stdout, as a pod's log shows it
+    expect(JSON.parse(run.stdout.trim().split('\n').pop() ?? '')).toMatchObject({type: 'result', ok: false, error: 'kubeconfig /nonexistent/kubeconfig (--kubeconfig) does not exist'})
   })
 })
