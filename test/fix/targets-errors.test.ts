@@ -66,7 +66,13 @@ describe('node targets and API errors', () => {
     expect(await names({nodeSelector: 'pool=gpu', nodes: ['n-hostname', 'n-internal'], pods: ['on-ext']})).toEqual(['n-external', 'n-hostname', 'n-internal'])
     await expect(names({nodeSelector: 'pool=tpu'})).rejects.toThrow(/no node matches --node-selector pool=tpu/)
     await expect(names({pods: ['pending']})).rejects.toThrow(/pod default\/pending is not scheduled/)
-    await expect(names({nodes: ['nope']})).rejects.toThrow(/node "nope" not found/)
+    // a --node the cluster does not have is a target of its own that fails, naming the nodes there are
+    const {targets} = await resolveNodeTargets(client, {nodes: ['nope', 'n-internal']}, {defaults: {}, nodes: {}})
+    expect(targets.map(t => t.name)).toEqual(['n-internal', 'nope'])
+    const nope = targets.find(t => t.name === 'nope')?.unavailable as (Error & {hint?: string}) | undefined
+    expect(nope?.message).toBe('node nope is not in the cluster')
+    expect(nope?.hint).toMatch(/^the cluster's nodes: .*n-internal.* \(kubectl get nodes\)$/)
+    expect(targets.find(t => t.name === 'n-internal')?.unavailable).toBeUndefined()
   })
 
   it('forbidden with a restricted token: names the resource and the RBAC manifest', async () => {
