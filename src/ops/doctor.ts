@@ -279,10 +279,41 @@ async function checkNativeContainerd(t: NodeTarget, conn: SshConnection, socket:
       add({check: 'snapshotter', target: t.name, status: t.snapshotter ? 'warn' : 'fail', detail: `the CRI plugin did not say: ${message(err)}`,
         hint: t.snapshotter ? `pushes unpack into ${t.snapshotter}, as configured` : (hintOf(err) ?? 'pass --snapshotter NAME')})
     }
+    await checkLeftovers(t, client, timeoutMs, add)
   } finally {
     cri.close()
     client.close()
   }
+}
+
+/**
+ * What interrupted transfers of ours left on the node: the lease each native push holds (label
+ * `sideload/image`) is kept on purpose when a connection drops, so a re-run resumes; it expires
+ * by itself. Doctor shows them, with how to resume or drop them.
+ */
+async function checkLeftovers(t: NodeTarget, client: ContainerdClient, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {
+  let ours: {id: string; labels: Record<string, string>}[]
+  try {
+    const leases = (await withTimeout(client.leaseList(), timeoutMs, 'containerd leases')).filter((l) => l.labels['sideload/image'])
+    // a lease whose image has been pushed since holds nothing the image does not: not a leftover
+    const recorded = await Promise.all(leases.map(async (l) => (await client.imageGet(l.labels['sideload/image'])) !== undefined))
+    ours = leases.filter((_, i) => !recorded[i])
+  } catch (err) {
+    add({check: 'leftovers', target: t.name, status: 'warn', detail: `could not list containerd's leases: ${message(err)}`})
+    return
+  }
+  if (ours.length === 0) {
+    add({check: 'leftovers', target: t.name, status: 'ok', detail: 'no interrupted transfer of sideload'})
+    return
+  }
+  const describe = (l: {id: string; labels: Record<string, string>}): string => {
+    const expires = Date.parse(l.labels['containerd.io/gc.expire'] ?? '')
+    const left = Number.isNaN(expires) ? '' : `, kept ${Math.max(0, Math.round((expires - Date.now()) / 60_000))} min more`
+    return `${l.labels['sideload/image']} (lease ${l.id}${left})`
+  }
+  add({check: 'leftovers', target: t.name, status: 'warn',
+    detail: `${ours.length} interrupted transfer(s) keep partial blobs: ${ours.map(describe).join('; ')}`,
+    hint: `push again to resume them; or drop them: ctr -n k8s.io leases rm ${ours.map((l) => l.id).join(' ')} (containerd's GC then frees what they held)`})
 }
 
 async function checkCtrContainerd(t: NodeTarget, conn: SshConnection, socket: string, platform: string, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {

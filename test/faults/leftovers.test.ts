@@ -10,6 +10,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
 import {spoilBlob} from '../bed/archive-edit.js'
 import {makeImage, type ImageInfo} from '../bed/images.js'
+import {runCli} from '../push/cli.js'
 import {afterBytes, startPush} from './cli.js'
 
 const MB = 1024 * 1024
@@ -79,6 +80,16 @@ describe('kill -9 of sideload mid-push (native)', () => {
     expect(expire - Date.now()).toBeGreaterThan(50 * 60_000)
     expect(expire - Date.now()).toBeLessThan(70 * 60_000)
     expect((await bed.ctr(node, ['content', 'active'])).split('\n').slice(1).filter(Boolean).length, 'a partial blob kept for the re-run').toBeGreaterThan(0)
+    // doctor shows the interrupted transfer and how to resume or drop it
+    const leaseId = leases[0].trim().split(/\s+/)[0]
+    const leftovers = async () => {
+      const run = await runCli(['doctor', '--host', host, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--json'])
+      return (JSON.parse(run.stdout) as {checks: Array<{check: string; status: string; detail: string; hint?: string}>}).checks.find((c) => c.check === 'leftovers')
+    }
+    const shown = await leftovers()
+    expect(shown).toMatchObject({status: 'warn'})
+    expect(shown?.detail).toContain(`docker.io/sl-left/big:1 (lease ${leaseId}, kept `)
+    expect(shown?.hint).toContain(`ctr -n k8s.io leases rm ${leaseId}`)
     const total = big.platforms[0].layerSizes.reduce((a, b) => a + b, 0)
     const again = await startPush(['--archive', archive, '--host', host, ...sshFlags()]).done
     expect(again.code, again.stderr).toBe(0)
@@ -87,5 +98,6 @@ describe('kill -9 of sideload mid-push (native)', () => {
     expect(sent).toBeLessThan(total - 30 * MB)
     // the re-run's own lease is gone; the killed run's expires by itself (the image holds its blobs now)
     expect((await bed.ctr(node, ['leases', 'ls'])).split('\n').filter((l) => l.includes('sideload'))).toEqual(leases)
+    expect(await leftovers()).toMatchObject({status: 'ok', detail: 'no interrupted transfer of sideload'})
   }, 120_000)
 })
