@@ -1,4 +1,5 @@
-// sideload expose against the test API server, as a user holding only the rights of manifests/rbac.yaml.
+// sideload expose against the real kube-apiserver (its NodePort allocator, its validation, its RBAC),
+// as manifests/rbac.yaml's service account; the kubelet stand-in reports the pods Running.
 import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
@@ -6,16 +7,19 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {KubeClient} from '../../src/kube/client.js'
 import {KubeError} from '../../src/kube/errors.js'
 import {EXPOSE_LABEL, ExposeError, expose, serviceNameFor, exposeLabelValue, unexpose} from '../../src/ops/expose.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {type Kubelet, startKubelet} from '../kube/kubelet.js'
-import type {JsonObject} from '../kube/patch.js'
-import {rbacAccessRules} from './rbac.js'
+import {type RealApiServer, freePort, startRealApiServer} from '../kube-real/apiserver.js'
+import {type Kubelet, startKubelet} from '../kube-real/kubelet.js'
+import {type JsonObject, Rest, corePath, obj} from '../kube-real/rest.js'
 
-const NODES = [{name: 'slbt-expose-b', ip: '198.18.251.12'}, {name: 'slbt-expose-a', ip: '198.18.251.11'}]
+const NODES = [
+  {name: 'slbt-expose-b', ip: '198.18.251.12', containerRuntimeVersion: 'containerd://2.3.7'},
+  {name: 'slbt-expose-a', ip: '198.18.251.11', containerRuntimeVersion: 'containerd://2.3.7'},
+]
 const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
 
 describe('sideload expose', () => {
-  let server: ApiServer
+  let server: RealApiServer
+  let admin: Rest
   let kubelet: Kubelet
   let kubeconfig: string
   let client: KubeClient
@@ -27,25 +31,28 @@ describe('sideload expose', () => {
     if (opts.ports) container.ports = opts.ports.map(p => ({containerPort: p}))
     const metadata: JsonObject = {name}
     if (opts.labels) metadata.labels = opts.labels
-    server.store.create('pods', 'default', {metadata, spec: {nodeName: opts.node ?? NODES[0].name, containers: [container]}})
+    await admin.create(corePath('pods', 'default'), {apiVersion: 'v1', kind: 'Pod', metadata,
+      spec: {nodeName: opts.node ?? NODES[0].name, containers: [container]}})
     await kubelet.syncNow()
   }
-  const podLabels = (name: string): Record<string, string> =>
-    ((server.store.get('pods', 'default', name).metadata as JsonObject).labels ?? {}) as Record<string, string>
-  const serviceSpec = (name: string): JsonObject => server.store.get('services', 'default', name).spec as JsonObject
-  const selected = (selector: Record<string, string>): string[] =>
-    server.store.list('pods', {namespace: 'default', labels: Object.entries(selector).map(([key, v]) => ({key, op: 'eq', values: [v]})), fields: []})
-      .items.map(p => String((p.metadata as JsonObject).name))
+  const podLabels = async (name: string): Promise<Record<string, string>> =>
+    obj(obj((await admin.get(corePath('pods', 'default', name))).metadata).labels) as Record<string, string>
+  const service = (name: string): Promise<JsonObject | undefined> => admin.tryGet(corePath('services', 'default', name))
+  const serviceSpec = async (name: string): Promise<JsonObject> => obj((await admin.get(corePath('services', 'default', name))).spec)
+  const selected = async (selector: Record<string, string>): Promise<string[]> =>
+    (await admin.list(corePath('pods', 'default'), {labelSelector: Object.entries(selector).map(([k, v]) => `${k}=${v}`).join(',')}))
+      .items.map(p => String(obj(p.metadata).name))
 
   beforeAll(async () => {
-    server = await startApiServer()
-    kubelet = startKubelet({store: server.store, nodes: NODES, resyncMs: 60_000,
-      hasImage: async (_node, ref) => images.has(ref)})
-    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
+    server = await startRealApiServer()
+    admin = new Rest({url: server.url, caPath: server.caPath, certPath: server.adminCert.certPath, keyPath: server.adminCert.keyPath})
+    kubelet = await startKubelet({server, nodes: NODES, resyncMs: 60_000, hasImage: async (_node, ref) => images.has(ref)})
+    kubeconfig = (await server.serviceAccountKubeconfig()).kubeconfigPath
     client = KubeClient.load({kubeconfig})
-  })
+  }, 60_000)
   afterAll(async () => {
     await kubelet?.stop()
+    admin?.close()
     await server?.stop()
   })
 
@@ -55,8 +62,8 @@ describe('sideload expose', () => {
     expect(r.action).toBe('created')
     expect(r.selector).toEqual({[EXPOSE_LABEL]: 'centos-stream-8'})
     expect(r.addedLabel).toEqual({key: EXPOSE_LABEL, value: 'centos-stream-8'})
-    expect(podLabels('centos-stream-8')).toEqual({[EXPOSE_LABEL]: 'centos-stream-8'})
-    const spec = serviceSpec('centos-stream-8')
+    expect(await podLabels('centos-stream-8')).toEqual({[EXPOSE_LABEL]: 'centos-stream-8'})
+    const spec = await serviceSpec('centos-stream-8')
     expect(spec.type).toBe('NodePort')
     expect(spec.selector).toEqual({[EXPOSE_LABEL]: 'centos-stream-8'})
     expect(r.nodePort).toBe((spec.ports as JsonObject[])[0].nodePort)
@@ -71,14 +78,14 @@ describe('sideload expose', () => {
   it('selects one replica alone when its labels match its siblings', async () => {
     await makePod('web-1', {labels: {app: 'web'}})
     await makePod('web-2', {labels: {app: 'web'}})
-    server.store.patch('pods', 'default', 'web-1', 'merge', {metadata: {ownerReferences: [
-      {apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-5d8f', uid: '0f6e3c9a-1b2c-4d5e-8f90-123456789abc', controller: true}]}})
+    await admin.patch(corePath('pods', 'default', 'web-1'), {metadata: {ownerReferences: [
+      {apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-5d8f', uid: '0f6e3c9a-1b2c-4d5e-8f90-123456789abc', controller: true}]}}, 'merge')
     const r = await expose({client, pod: 'web-1', port: 80})
     expect(r.warnings).toEqual(['pod web-1 is managed by ReplicaSet web-5d8f: a replacement pod will not carry sideload.dev/expose=web-1, so run expose again for the new pod'])
     expect(r.selector).toEqual({[EXPOSE_LABEL]: 'web-1'})
-    expect(selected(serviceSpec('web-1').selector as Record<string, string>)).toEqual(['web-1'])
-    expect(podLabels('web-1')).toEqual({app: 'web', [EXPOSE_LABEL]: 'web-1'})
-    expect(podLabels('web-2')).toEqual({app: 'web'})
+    expect(await selected((await serviceSpec('web-1')).selector as Record<string, string>)).toEqual(['web-1'])
+    expect(await podLabels('web-1')).toEqual({app: 'web', [EXPOSE_LABEL]: 'web-1'})
+    expect(await podLabels('web-2')).toEqual({app: 'web'})
   })
 
   it('uses the pod\'s own labels when they select it alone, and the one declared port as target', async () => {
@@ -87,17 +94,17 @@ describe('sideload expose', () => {
     expect(r.selector).toEqual({app: 'db', role: 'primary'})
     expect(r.addedLabel).toBeUndefined()
     expect(r.targetPort).toBe(5432)
-    expect((serviceSpec('db-0').ports as JsonObject[])[0]).toMatchObject({port: 15432, targetPort: 5432, protocol: 'TCP'})
-    expect(podLabels('db-0')).toEqual({app: 'db', role: 'primary'})
+    expect(((await serviceSpec('db-0')).ports as JsonObject[])[0]).toMatchObject({port: 15432, targetPort: 5432, protocol: 'TCP'})
+    expect(await podLabels('db-0')).toEqual({app: 'db', role: 'primary'})
   })
 
   it('picks the target port among declared ports by protocol, and asks when it cannot', async () => {
-    server.store.create('pods', 'default', {metadata: {name: 'dns-0', labels: {app: 'dns'}}, spec: {nodeName: NODES[0].name,
+    await admin.create(corePath('pods', 'default'), {apiVersion: 'v1', kind: 'Pod', metadata: {name: 'dns-0', labels: {app: 'dns'}}, spec: {nodeName: NODES[0].name,
       containers: [{name: 'main', image: 'local/app:1.0', ports: [{containerPort: 5353, protocol: 'UDP', name: 'dns'}, {containerPort: 8080, name: 'metrics'}, {containerPort: 9090, name: 'admin'}]}]}})
     await kubelet.syncNow()
     const udp = await expose({client, pod: 'dns-0', port: 53, protocol: 'UDP'})
     expect(udp.targetPort).toBe(5353)
-    expect((serviceSpec('dns-0').ports as JsonObject[])[0]).toMatchObject({port: 53, targetPort: 5353, protocol: 'UDP'})
+    expect(((await serviceSpec('dns-0')).ports as JsonObject[])[0]).toMatchObject({port: 53, targetPort: 5353, protocol: 'UDP'})
     const ambiguous = await expose({client, pod: 'dns-0', port: 80, name: 'dns-0-tcp'}).catch((e: unknown) => e)
     expect((ambiguous as Error).message).toBe('pod dns-0 declares several TCP ports (8080/TCP (metrics) in main, 9090/TCP (admin) in main) and none is 80: pass --target-port')
     const named = await expose({client, pod: 'dns-0', port: 80, name: 'dns-0-tcp', targetPort: 'metrics'})
@@ -109,14 +116,14 @@ describe('sideload expose', () => {
   it('is idempotent: a re-run changes nothing, a new target port updates in place and keeps the node port', async () => {
     const first = await expose({client, pod: 'centos-stream-8', port: 22})
     expect(first.action).toBe('unchanged')
-    const rv = (server.store.get('services', 'default', 'centos-stream-8').metadata as JsonObject).resourceVersion
+    const rv = obj((await service('centos-stream-8'))?.metadata).resourceVersion
     const again = await expose({client, pod: 'centos-stream-8', port: 22})
     expect(again.action).toBe('unchanged')
-    expect((server.store.get('services', 'default', 'centos-stream-8').metadata as JsonObject).resourceVersion).toBe(rv)
+    expect(obj((await service('centos-stream-8'))?.metadata).resourceVersion).toBe(rv)
     const changed = await expose({client, pod: 'centos-stream-8', port: 22, targetPort: 2222})
     expect(changed.action).toBe('updated')
     expect(changed.nodePort).toBe(first.nodePort)
-    expect((serviceSpec('centos-stream-8').ports as JsonObject[])[0]).toMatchObject({port: 22, targetPort: 2222, nodePort: first.nodePort})
+    expect(((await serviceSpec('centos-stream-8')).ports as JsonObject[])[0]).toMatchObject({port: 22, targetPort: 2222, nodePort: first.nodePort})
   })
 
   it('pins a node port, and explains a taken or out-of-range one', async () => {
@@ -130,7 +137,7 @@ describe('sideload expose', () => {
     expect((taken as Error).message).toContain('node port 30222 is already allocated by service default/pinned')
     expect((taken as Error).message).toContain('spec.ports[0].nodePort: Invalid value: 30222: provided port is already allocated')
     expect((taken as Error).message).toContain('choose another --node-port')
-    expect(server.store.tryGet('services', 'default', 'second')).toBeUndefined()
+    expect(await service('second')).toBeUndefined()
 
     const range = await expose({client, pod: 'second', port: 22, nodePort: 2222}).catch((e: unknown) => e)
     expect((range as Error).message).toContain("--node-port 2222 is outside the cluster's node port range")
@@ -142,12 +149,12 @@ describe('sideload expose', () => {
   it('--delete removes the service and only the label it added', async () => {
     const r = await unexpose({client, pod: 'web-1'})
     expect(r).toMatchObject({serviceDeleted: true, labelRemoved: EXPOSE_LABEL})
-    expect(server.store.tryGet('services', 'default', 'web-1')).toBeUndefined()
-    expect(podLabels('web-1')).toEqual({app: 'web'})
+    expect(await service('web-1')).toBeUndefined()
+    expect(await podLabels('web-1')).toEqual({app: 'web'})
     const db = await unexpose({client, pod: 'db-0'})
     expect(db).toMatchObject({serviceDeleted: true})
     expect(db.labelRemoved).toBeUndefined()
-    expect(podLabels('db-0')).toEqual({app: 'db', role: 'primary'})
+    expect(await podLabels('db-0')).toEqual({app: 'db', role: 'primary'})
     const none = await unexpose({client, pod: 'web-1'})
     expect(none.serviceDeleted).toBe(false)
   })
@@ -166,14 +173,20 @@ describe('sideload expose', () => {
     const forced = await expose({client, pod: 'stuck', port: 22, allowNotRunning: true})
     expect(forced.action).toBe('created')
 
-    server.store.create('services', 'default', {metadata: {name: 'foreign'}, spec: {ports: [{port: 1}]}})
+    await admin.create(corePath('services', 'default'), {apiVersion: 'v1', kind: 'Service', metadata: {name: 'foreign'}, spec: {ports: [{port: 1}]}})
     await makePod('foreign', {labels: {app: 'foreign'}})
     const foreign = await expose({client, pod: 'foreign', port: 22}).catch((e: unknown) => e)
     expect((foreign as Error).message).toContain('service default/foreign already exists and was not created by sideload; pass --name')
   })
 
   it('says which right is missing and where the RBAC manifest is', async () => {
-    const {kubeconfigPath} = server.addUser('pods-only', {rules: [{verbs: ['get', 'list', 'patch'], resources: ['pods']}]})
+    // a client-certificate user bound by a Role to pods only, created as the admin with kubectl
+    const role = await server.kubectl(server.adminKubeconfigPath, ['create', 'role', 'pods-only', '-n', 'default', '--verb=get,list,patch', '--resource=pods'])
+    expect(role.code, role.stderr).toBe(0)
+    const binding = await server.kubectl(server.adminKubeconfigPath, ['create', 'rolebinding', 'pods-only', '-n', 'default', '--role=pods-only', '--user=pods-only'])
+    expect(binding.code, binding.stderr).toBe(0)
+    const cert = server.clientCert('pods-only')
+    const kubeconfigPath = server.kubeconfigFor('pods-only.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath}, {namespace: 'default'})
     const err = await expose({kubeconfig: kubeconfigPath, pod: 'centos-stream-8', port: 22}).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(KubeError)
     expect((err as Error).message).toContain('not allowed to get service "centos-stream-8" in namespace "default": services "centos-stream-8" is forbidden: User "pods-only" cannot get resource "services"')
@@ -181,14 +194,14 @@ describe('sideload expose', () => {
   })
 
   it('names the server it cannot reach', async () => {
-    const dead = await startApiServer()
-    await dead.stop()
-    const {kubeconfigPath} = server.addUser('ghost', {rules: 'all'})
-    const text = fs.readFileSync(kubeconfigPath, 'utf8').replace(server.url, dead.url)
-    fs.writeFileSync(`${kubeconfigPath}-dead`, text)
-    const refused = await expose({kubeconfig: `${kubeconfigPath}-dead`, pod: 'x', port: 22}).catch((e: unknown) => e)
+    // a loopback port nobody listens on (the kernel's pick, released)
+    const deadUrl = `https://127.0.0.1:${await freePort()}`
+    const text = fs.readFileSync(server.adminKubeconfigPath, 'utf8').replace(server.url, deadUrl)
+    const deadKubeconfig = path.join(server.dir, 'dead.kubeconfig')
+    fs.writeFileSync(deadKubeconfig, text)
+    const refused = await expose({kubeconfig: deadKubeconfig, pod: 'x', port: 22}).catch((e: unknown) => e)
     expect(refused).toBeInstanceOf(KubeError)
-    expect((refused as Error).message).toContain(`cannot reach the Kubernetes API server ${dead.url} (connection refused) to get pod "x"`)
+    expect((refused as Error).message).toContain(`cannot reach the Kubernetes API server ${deadUrl} (connection refused) to get pod "x"`)
   })
 
   it('derives valid service names and label values from long pod names', () => {
@@ -217,12 +230,12 @@ describe('sideload expose', () => {
     const result = JSON.parse(out.split('\n')[0]) as {service: string; nodePort: number; endpoints: {node: string; podNode: boolean}[]}
     expect(result.service).toBe('until')
     expect(result.endpoints[0]).toMatchObject({node: NODES[1].name, podNode: true})
-    expect(server.store.tryGet('services', 'default', 'until')).toBeDefined()
-    expect(podLabels('until')).toEqual({[EXPOSE_LABEL]: 'until'})
+    expect(await service('until')).toBeDefined()
+    expect(await podLabels('until')).toEqual({[EXPOSE_LABEL]: 'until'})
     child.kill('SIGINT')
     expect(await exited).toBe(0)
     expect(JSON.parse(out.trim().split('\n')[1])).toMatchObject({serviceDeleted: true, labelRemoved: EXPOSE_LABEL, signal: 'SIGINT'})
-    expect(server.store.tryGet('services', 'default', 'until')).toBeUndefined()
-    expect(podLabels('until')).toEqual({})
+    expect(await service('until')).toBeUndefined()
+    expect(await podLabels('until')).toEqual({})
   })
 })
