@@ -4,7 +4,7 @@ import {loadConfig} from '../config/config.js'
 import {sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
 import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix.js'
 import type {PushSource} from '../ops/push.js'
-import {formatBytes, renderTable} from '../ui/format.js'
+import {durationMs, formatBytes, renderTable} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
 import {SideloadCommand} from '../ui/command.js'
 import {renderError} from '../ui/errors.js'
@@ -124,10 +124,9 @@ export function pushSource(source: string | undefined, archive: string | undefin
 
 /** `90`, `90s`, `5m`, `1h`, `500ms` → milliseconds. */
 export function parseDuration(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(text.trim())
-  if (!m) throw new FixError(`--timeout ${text}: expected a duration such as 90s, 5m or 1h`)
-  const unit = {ms: 1, s: 1000, m: 60_000, h: 3_600_000}[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h']
-  return Math.round(Number(m[1]) * unit)
+  const ms = durationMs(text)
+  if (ms === undefined) throw new FixError(`--timeout ${text}: expected a duration such as 90s, 5m or 1h`)
+  return ms
 }
 
 function describeRow(r: FixRow): string {

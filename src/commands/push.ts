@@ -1,8 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
-import {hostTarget} from '../ops/host-targets.js'
-import type {NodeSelection} from '../ops/targets.js'
+import {sshFlags, sshOptionsFrom, localContainerdFlag, targetFlags} from '../config/flags.js'
+import {requireTargets, targetsFromFlags} from '../ops/host-targets.js'
 import {push, type PushResult, type PushSource} from '../ops/push.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
@@ -32,7 +31,6 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
   }
 
   static override flags = {
-    host: Flags.string({char: 'H', description: 'node to push to, [user@]host[:port] or an ssh_config alias (repeatable)', multiple: true, multipleNonGreedy: true}),
     archive: Flags.string({char: 'a', description: 'read images from this archive (OCI layout or docker-archive tar; - for stdin)'}),
     'containerd-address': localContainerdFlag('local containerd to read images from'),
     'containerd-namespace': Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
@@ -44,15 +42,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
     ...sshFlags,
-    // Kubernetes nodes as targets (with or instead of --host)
-    node: Flags.string({description: 'Kubernetes node to push to (repeatable); reached at its InternalIP, else ExternalIP, else Hostname, or the config file\'s address', multiple: true, multipleNonGreedy: true}),
-    pod: Flags.string({description: 'push to the node this pod is scheduled on (repeatable)', multiple: true, multipleNonGreedy: true}),
-    'all-nodes': Flags.boolean({description: 'push to every node of the cluster'}),
-    'node-selector': Flags.string({description: 'push to the nodes with these labels (k=v[,k2=v2])'}),
-    namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
-    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
-    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
-    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+    ...targetFlags('push to'),
   }
 
   protected override cancelledMessage(): string {
@@ -66,29 +56,13 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       // --namespace used to name the local containerd's namespace; it is the Kubernetes one now, as in kubectl
       this.logToStderr('warning: -n/--namespace is the Kubernetes namespace of --pod and has no effect here; the local containerd\'s namespace is --containerd-namespace')
     }
-    const config = loadConfig(flags.config)
-    const selection: NodeSelection = {nodes: flags.node, pods: flags.pod, allNodes: flags['all-nodes'], nodeSelector: flags['node-selector'], namespace: flags.namespace}
-    // Same test as ops/targets hasNodeSelection, kept here so a --host push never loads the
-    // Kubernetes client (~0.3 s of start-up).
-    const clusterNodes = Boolean(selection.nodes?.length || selection.pods?.length || selection.allNodes || selection.nodeSelector)
-    if (!flags.host?.length && !clusterNodes) {
-      throw new UsageError('no nodes to push to', 'name them with --host [user@]host (repeatable), or Kubernetes nodes with --node, --pod, --all-nodes or --node-selector')
-    }
+    requireTargets(flags, 'no nodes to push to')
     const source: PushSource = flags.archive !== undefined ? {kind: 'archive', path: flags.archive} : {kind: 'containerd', address: flags['containerd-address'], namespace: flags['containerd-namespace']}
     if (source.kind === 'containerd' && images.length === 0) {
       throw new UsageError('no image to push', 'name the image(s) to push, or give --archive FILE')
     }
-    const nodeFlags = {
-      containerdSocket: flags['containerd-socket'],
-      snapshotter: flags.snapshotter,
-      importMode: flags['import-mode'] as 'auto' | 'native' | 'ctr',
-    }
-    const nodes = (flags.host ?? []).map((h) => hostTarget(h, config, nodeFlags))
-    if (clusterNodes) {
-      const [{KubeClient}, {resolveNodeTargets}] = await Promise.all([import('../kube/client.js'), import('../ops/targets.js')])
-      const client = KubeClient.load({kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout']})
-      nodes.push(...(await resolveNodeTargets(client, selection, config, nodeFlags)).targets)
-    }
+    const config = loadConfig(flags.config)
+    const {nodes} = await targetsFromFlags(flags, config, 'no nodes to push to')
     const mode: ProgressMode = flags.json ? 'json' : (flags.progress as ProgressMode)
     const result = await push({
       images,

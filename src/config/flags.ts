@@ -20,6 +20,25 @@ export const sshFlags = {
   config: Flags.string({description: 'config file with per-node SSH settings (default: ~/.config/sideload/config.yaml, $SIDELOAD_CONFIG)'}),
 }
 
+/**
+ * The nodes a command acts on, as `push` takes them: SSH targets (--host) and Kubernetes nodes
+ * (--node, --pod, --all-nodes, --node-selector) with the kubeconfig flags. `to` completes
+ * "node to …" (e.g. `push to`, `prune`).
+ */
+export function targetFlags(to: string) {
+  return {
+    host: Flags.string({char: 'H', description: `node to ${to}, [user@]host[:port] or an ssh_config alias (repeatable)`, multiple: true, multipleNonGreedy: true}),
+    node: Flags.string({description: `Kubernetes node to ${to} (repeatable); reached at its InternalIP, else ExternalIP, else Hostname, or the config file's address`, multiple: true, multipleNonGreedy: true}),
+    pod: Flags.string({description: `${to} the node this pod is scheduled on (repeatable)`, multiple: true, multipleNonGreedy: true}),
+    'all-nodes': Flags.boolean({description: `${to} every node of the cluster`}),
+    'node-selector': Flags.string({description: `${to} the nodes with these labels (k=v[,k2=v2])`}),
+    namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
+    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
+    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+  }
+}
+
 /** The Dockerfile and builder flags `build` and `build-and-push` share. */
 export const buildFlags = {
     file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),

@@ -5,6 +5,8 @@ import {CHANNEL_OPTIONS, loadProtos, lookup} from '../grpc/load.js'
 import type {Descriptor, Digest} from '../image/index.js'
 import {describeError, isAlreadyExists, isNotFound} from './errors.js'
 import {writeContent, type WriteContentOptions, type WriteContentResult} from './content-writer.js'
+import {rfc3339} from './labels.js'
+import {LEASE_EXPIRE_LABEL} from './leases.js'
 
 const PROTO_FILES = [
   'containerd/services/version/v1/version.proto',
@@ -286,9 +288,13 @@ export class ContainerdClient {
     return fromProtoImage(res.image)
   }
 
-  /** Update the fields named in `paths` ("target", "labels.<key>", "labels"). */
-  async imageUpdate(image: {name: string; labels?: Record<string, string>; target?: Descriptor}, paths: string[], options: CallOptions = {}): Promise<ImageRecord> {
-    const proto = {name: image.name, labels: image.labels ?? {}, target: image.target ? toProtoDescriptor(image.target) : null}
+  /**
+   * Update the fields named in `paths` ("target", "labels.<key>", "labels"). The target is sent even
+   * when only labels change: containerd 2.3's Images.Update dereferences it unconditionally (a nil
+   * target crashes the daemon: SIGSEGV in oci.DescriptorFromProto).
+   */
+  async imageUpdate(image: {name: string; labels?: Record<string, string>; target: Descriptor}, paths: string[], options: CallOptions = {}): Promise<ImageRecord> {
+    const proto = {name: image.name, labels: image.labels ?? {}, target: toProtoDescriptor(image.target)}
     const res = await this.unary<{image: ProtoImage}>('images', 'Update', {image: proto, update_mask: {paths}}, options)
     return fromProtoImage(res.image)
   }
@@ -306,8 +312,8 @@ export class ContainerdClient {
   /** Create a lease that containerd's GC drops by itself after `expiresInMs`. */
   async leaseCreate(options: {id?: string; expiresInMs: number; labels?: Record<string, string>}): Promise<string> {
     const id = options.id ?? `sideload-${Date.now()}-${randomBytes(4).toString('hex')}`
-    const expire = new Date(Date.now() + options.expiresInMs).toISOString().replace(/\.\d{3}Z$/, 'Z')
-    const res = await this.unary<{lease: {id: string}}>('leases', 'Create', {id, labels: {'containerd.io/gc.expire': expire, ...(options.labels ?? {})}})
+    const expire = rfc3339(new Date(Date.now() + options.expiresInMs))
+    const res = await this.unary<{lease: {id: string}}>('leases', 'Create', {id, labels: {[LEASE_EXPIRE_LABEL]: expire, ...(options.labels ?? {})}})
     return res.lease.id
   }
 

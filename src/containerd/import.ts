@@ -18,9 +18,9 @@ import type {ContainerdClient, ContentInfo, ImageRecord} from './client.js'
 import {SourceInterruptedError} from './content-writer.js'
 import {mapLimit} from '../util/async.js'
 import {grpcCode, isAlreadyExists, isNotFound} from './errors.js'
+import {hasRecordLabels, imageRecordLabels, type Provenance} from './labels.js'
+import {LEASE_IMAGE_LABEL} from './leases.js'
 
-export const CRI_MANAGED_LABEL = 'io.cri-containerd.image'
-export const CRI_PINNED_LABEL = 'io.cri-containerd.pinned'
 export const UNCOMPRESSED_LABEL = 'containerd.io/uncompressed'
 /** Blobs up to this size (manifests, configs, tiny layers) may travel alongside a large one. */
 const SMALL_BLOB = 1024 * 1024
@@ -48,6 +48,8 @@ export interface ImportImageOptions {
   snapshotter?: string
   /** Label the image io.cri-containerd.pinned=pinned so kubelet's image GC keeps it. */
   pin?: boolean
+  /** Label the record as sideload's: when and from where (labels.ts). */
+  provenance?: Provenance
   /** Unpack into the snapshotter now instead of on first container start. */
   unpack?: boolean
   onProgress?: (event: ImportEvent) => void
@@ -101,12 +103,6 @@ const missingLabels = (info: ContentInfo, want: Record<string, string>): Record<
   const out: Record<string, string> = {}
   for (const [k, v] of Object.entries(want)) if (info.labels[k] !== v) out[k] = v
   return out
-}
-
-function recordLabels(pin: boolean): Record<string, string> {
-  const labels: Record<string, string> = {[CRI_MANAGED_LABEL]: 'managed'}
-  if (pin) labels[CRI_PINNED_LABEL] = 'pinned'
-  return labels
 }
 
 /**
@@ -166,8 +162,8 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     if (!config || config.labels[snapshotGcLabel(snapshotter)] !== topChain) return false
     return (await client.snapshotStat(snapshotter, topChain)) !== undefined
   }
-  const wantLabels = recordLabels(pin)
-  const recordLabelsOk = (r: ImageRecord): boolean => Object.entries(wantLabels).every(([k, v]) => r.labels[k] === v)
+  const wantLabels = imageRecordLabels({pin, provenance: options.provenance})
+  const recordLabelsOk = (r: ImageRecord): boolean => hasRecordLabels(r.labels, wantLabels)
 
   // Parents the node already has must carry our GC labels, or the image would not keep its children.
   const fixExistingLabels = async (): Promise<void> => {
@@ -182,7 +178,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
   if (record && record.target.digest === image.target.digest && missing.length === 0 && (!unpack || (await isUnpacked()))) {
     await fixExistingLabels()
     if (!recordLabelsOk(record)) {
-      await client.imageUpdate({name, labels: wantLabels}, Object.keys(wantLabels).map((k) => `labels.${k}`))
+      await client.imageUpdate({name, target: record.target, labels: wantLabels}, Object.keys(wantLabels).map((k) => `labels.${k}`))
     }
     if (digestName) {
       const digestRecord = await client.imageGet(digestName)
@@ -196,7 +192,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
   }
 
   const leaseMs = options.leaseExpiresInMs ?? 60 * 60 * 1000
-  const lease = await client.leaseCreate({expiresInMs: leaseMs, labels: {'sideload/image': name}})
+  const lease = await client.leaseCreate({expiresInMs: leaseMs, labels: {[LEASE_IMAGE_LABEL]: name}})
   let keepLease = false
   try {
     // Hold what the node already has, so GC cannot take it while we work.

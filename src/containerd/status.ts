@@ -1,6 +1,7 @@
 import {chainIds, formatPlatform, imageBlobs, normalizeImageName, resolveImage, type Descriptor, type Digest, type Platform, type ResolvedImage} from '../image/index.js'
 import type {ContainerdClient} from './client.js'
-import {CRI_PINNED_LABEL, snapshotGcLabel} from './import.js'
+import {snapshotGcLabel} from './import.js'
+import {CRI_PINNED_LABEL} from './labels.js'
 import {sourceFromClient} from './source.js'
 
 /** Which blobs of an image a node has and which it lacks (Content.Info per blob). */

@@ -1,9 +1,10 @@
 import {randomBytes} from 'node:crypto'
 import {Transform} from 'node:stream'
-import {CRI_MANAGED_LABEL, CRI_PINNED_LABEL, ImportCancelledError, type ImportResult} from '../containerd/index.js'
-import {formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
-import {type SshConnection, SshError, validateImageReference, validateRemotePath} from '../ssh/index.js'
+import {hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
+import {type Digest, formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
+import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {ctrMajor} from './detect.js'
+import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
 
 /**
@@ -43,13 +44,18 @@ export class CtrNode implements ImageNode {
     return new Set(out.split('\n').map((l) => l.trim()).filter(Boolean))
   }
 
-  private async imageTarget(name: string): Promise<string | undefined> {
-    const out = await this.run(['images', 'ls', `name==${name}`], 'looking up the image (ctr images ls)')
-    for (const line of out.split('\n').slice(1)) {
-      const [ref, , digest] = line.trim().split(/\s+/)
-      if (ref === name) return digest
-    }
-    return undefined
+  /** Every image record (`ctr images ls`), or those the filter picks. */
+  private async records(filter?: string): Promise<NodeImageRecord[]> {
+    const out = await this.run(['images', 'ls', ...(filter ? [filter] : [])], 'listing images (ctr images ls)')
+    return ctrTable(out).map(({first, labels}) => ({name: first[0], target: {digest: first[2] as Digest, mediaType: first[1]}, labels}))
+  }
+
+  private async record(name: string): Promise<NodeImageRecord | undefined> {
+    return (await this.records(`name==${name}`)).find((r) => r.name === name)
+  }
+
+  private async label(name: string, labels: Record<string, string>): Promise<void> {
+    await this.run(['images', 'label', name, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)], 'labelling the image (ctr images label)')
   }
 
   /**
@@ -58,8 +64,7 @@ export class CtrNode implements ImageNode {
    * when no named image points at the same manifest (a named one keeps it, as the CRI would).
    */
   private async removeOrphanIdRefs(target: string): Promise<void> {
-    const out = await this.run(['images', 'ls'], 'listing images (ctr images ls)')
-    const refs = out.split('\n').slice(1).map((l) => l.trim().split(/\s+/)).filter((f) => f[2] === target).map((f) => f[0])
+    const refs = (await this.records()).filter((r) => r.target.digest === target).map((r) => r.name)
     if (refs.length === 0 || refs.some((r) => !/^sha256:[0-9a-f]{64}$/.test(r))) return
     await this.run(['images', 'rm', ...refs], 'removing the failed import (ctr images rm)')
   }
@@ -88,7 +93,10 @@ export class CtrNode implements ImageNode {
     const missingBytes = missing.reduce((n, b) => n + b.size, 0)
     const base = {name, digest: image.target.digest, manifest: image.manifest.digest, platform: formatPlatform(image.platform), skippedBytes}
     emit({type: 'resolved', target: image.target.digest, manifest: image.manifest.digest, platform: base.platform, blobs: blobs.length, totalBytes: missingBytes + skippedBytes, missingBlobs: missing.length, missingBytes})
-    if (missing.length === 0 && (await this.imageTarget(name)) === image.target.digest) {
+    const labels = imageRecordLabels({pin: options.pin, provenance: options.provenance})
+    const existing = missing.length === 0 ? await this.record(name) : undefined
+    if (existing?.target.digest === image.target.digest) {
+      if (!hasRecordLabels(existing.labels, labels)) await this.label(name, labels)
       return {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
     }
 
@@ -153,13 +161,63 @@ export class CtrNode implements ImageNode {
       options.signal?.removeEventListener('abort', onAbort)
     }
     await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
-    const labels = [`${CRI_MANAGED_LABEL}=managed`, ...(options.pin ? [`${CRI_PINNED_LABEL}=pinned`] : [])]
-    await this.run(['images', 'label', name, ...labels], 'labelling the image (ctr images label)')
+    await this.label(name, labels)
     emit({type: 'image-record', name, action: 'updated'})
     return {...base, upToDate: false, sentBytes: written.bytesWritten, blobsSent: written.blobsWritten, blobsSkipped: blobs.length - missing.length, unpacked: options.unpack}
   }
 
+  async listImages(): Promise<NodeImage[]> {
+    const [records, present] = await Promise.all([this.records(), this.presentBlobs()])
+    return inventory(records, {
+      has: async (digest) => present.has(digest),
+      read: async (digest) => Buffer.from(await this.run(['content', 'get', validateDigest(digest)], 'reading a manifest (ctr content get)'), 'utf8'),
+    })
+  }
+
+  async removeImages(names: string[]): Promise<void> {
+    if (names.length === 0) return
+    await this.run(['images', 'rm', '--sync', ...names.map(validateImageReference)], 'removing images (ctr images rm)')
+  }
+
+  async leftoverLeases(): Promise<LeftoverLease[]> {
+    const out = await this.run(['leases', 'ls'], 'listing leases (ctr leases ls)')
+    const leases = ctrTable(out).map(({first, labels}) => ({id: first[0], labels})).filter((l) => l.labels[LEASE_IMAGE_LABEL])
+    const recorded = new Set((await this.records()).map((r) => r.name))
+    return leftoverLeases(leases, (image) => recorded.has(image))
+  }
+
+  async removeLeases(ids: string[]): Promise<void> {
+    if (ids.length === 0) return
+    for (const id of ids) {
+      if (!/^\w[\w.:-]*$/.test(id)) throw new SshError('invalid-argument', `not a lease id: ${JSON.stringify(id)}`)
+    }
+    await this.run(['leases', 'rm', '--sync', ...ids], 'removing leases (ctr leases rm)')
+  }
+
   async close(): Promise<void> {}
+}
+
+/**
+ * The rows of a ctr listing (a header, then rows aligned under it by tabwriter): each row's
+ * leading words, and its LABELS column (`k=v,k2=v2`, or `-`), read from where the header puts it.
+ */
+export function ctrTable(out: string): {first: string[]; labels: Record<string, string>}[] {
+  const [header, ...rows] = out.split('\n')
+  const at = header?.indexOf('LABELS') ?? -1
+  return rows.filter((r) => r.trim()).map((row) => {
+    const first = (at >= 0 ? row.slice(0, at) : row).trim().split(/\s+/)
+    const labels: Record<string, string> = {}
+    let last: string | undefined
+    // a comma inside a value (not ours: labels.ts encodes them) continues the previous label
+    for (const part of (at >= 0 ? row.slice(at).trim() : '').split(',')) {
+      const eq = part.indexOf('=')
+      if (eq > 0) {
+        last = part.slice(0, eq)
+        labels[last] = part.slice(eq + 1)
+      } else if (last !== undefined) labels[last] += `,${part}`
+    }
+    return {first, labels}
+  })
 }
 
 /** ctr's stderr without its log-level warnings (2.x warns about cgroup v1 on every call): what went wrong. */

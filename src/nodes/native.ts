@@ -1,7 +1,9 @@
 import type {Duplex} from 'node:stream'
 import {duplexChannel} from '../grpc/duplex-credentials.js'
-import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, SnapshotterUnknownError} from '../containerd/index.js'
+import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, type LeftoverLease, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
+import type {Digest} from '../image/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
+import {inventory, type NodeImage} from './inventory.js'
 import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
 
 /**
@@ -58,10 +60,44 @@ export class NativeNode implements ImageNode {
       name: options.name,
       snapshotter: this.facts.snapshotter,
       pin: options.pin,
+      provenance: options.provenance,
       unpack: options.unpack,
       onProgress: options.onProgress,
       signal: options.signal,
     })
+  }
+
+  async listImages(): Promise<NodeImage[]> {
+    const records = await this.client.imageList()
+    const present = new Map<Digest, Promise<boolean>>()
+    return inventory(records, {
+      has: (digest) => {
+        let p = present.get(digest)
+        if (!p) {
+          p = this.client.contentInfo(digest).then((info) => info !== undefined)
+          present.set(digest, p)
+        }
+        return p
+      },
+      read: async (digest) => {
+        const chunks: Buffer[] = []
+        for await (const chunk of this.client.contentRead(digest)) chunks.push(chunk as Buffer)
+        return Buffer.concat(chunks)
+      },
+    })
+  }
+
+  async removeImages(names: string[]): Promise<void> {
+    // GC once, with the last one
+    for (const [i, name] of names.entries()) await this.client.imageDelete(name, i === names.length - 1)
+  }
+
+  leftoverLeases(): Promise<LeftoverLease[]> {
+    return nativeLeftovers(this.client)
+  }
+
+  async removeLeases(ids: string[]): Promise<void> {
+    for (const [i, id] of ids.entries()) await this.client.leaseDelete(id, i === ids.length - 1)
   }
 
   async close(): Promise<void> {

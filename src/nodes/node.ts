@@ -1,5 +1,6 @@
-import type {ImportEvent, ImportResult} from '../containerd/index.js'
+import type {ImportEvent, ImportResult, LeftoverLease, Provenance} from '../containerd/index.js'
 import type {ImageSource, Platform, ResolvedImage} from '../image/index.js'
+import type {NodeImage} from './inventory.js'
 
 /** How the image gets into the node's containerd. */
 export type ImportMode = 'native' | 'ctr'
@@ -42,6 +43,8 @@ export interface NodeImportOptions {
   /** Fully-qualified name to record on the node. */
   name: string
   pin: boolean
+  /** When and from where: labels that mark the record as sideload's. */
+  provenance?: Provenance
   unpack: boolean
   onProgress?: (event: ImportEvent) => void
   /** Stop cleanly: no image record is written, the transfer can resume later. */
@@ -56,5 +59,13 @@ export interface ImageNode {
   readonly name: string
   readonly facts: NodeFacts
   importImage(options: NodeImportOptions): Promise<ImportResult>
+  /** Every image in the node's k8s.io namespace (inventory.ts). */
+  listImages(): Promise<NodeImage[]>
+  /** Delete these image records; containerd's GC then takes what nothing else references (synchronously). */
+  removeImages(names: string[]): Promise<void>
+  /** What interrupted pushes of sideload left: their leases. */
+  leftoverLeases(): Promise<LeftoverLease[]>
+  /** Delete these leases; GC takes what they held (synchronously). */
+  removeLeases(ids: string[]): Promise<void>
   close(): Promise<void>
 }

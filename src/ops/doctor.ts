@@ -5,7 +5,7 @@ import {AuthorizationV1Api, VersionApi, type V1Node} from '@kubernetes/client-no
 import {resolveBuilder, type BuilderChoice} from './build.js'
 import {BuildkitClient, describeBuilder} from '../buildkit/client.js'
 import {accessFor, type NodeAccess, type SideloadConfig} from '../config/config.js'
-import {ContainerdClient, CriClient, criSnapshotter} from '../containerd/index.js'
+import {ContainerdClient, CriClient, criSnapshotter, describeLeftover, type LeftoverLease, nativeLeftovers} from '../containerd/index.js'
 import {API_ACCESS, RBAC_MANIFEST, type ApiResource} from '../kube/access.js'
 import {KubeClient} from '../kube/client.js'
 import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from '../kube/config.js'
@@ -292,12 +292,9 @@ async function checkNativeContainerd(t: NodeTarget, conn: SshConnection, socket:
  * by itself. Doctor shows them, with how to resume or drop them.
  */
 async function checkLeftovers(t: NodeTarget, client: ContainerdClient, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {
-  let ours: {id: string; labels: Record<string, string>}[]
+  let ours: LeftoverLease[]
   try {
-    const leases = (await withTimeout(client.leaseList(), timeoutMs, 'containerd leases')).filter((l) => l.labels['sideload/image'])
-    // a lease whose image has been pushed since holds nothing the image does not: not a leftover
-    const recorded = await Promise.all(leases.map(async (l) => (await client.imageGet(l.labels['sideload/image'])) !== undefined))
-    ours = leases.filter((_, i) => !recorded[i])
+    ours = await withTimeout(nativeLeftovers(client), timeoutMs, 'containerd leases')
   } catch (err) {
     add({check: 'leftovers', target: t.name, status: 'warn', detail: `could not list containerd's leases: ${message(err)}`})
     return
@@ -306,14 +303,9 @@ async function checkLeftovers(t: NodeTarget, client: ContainerdClient, timeoutMs
     add({check: 'leftovers', target: t.name, status: 'ok', detail: 'no interrupted transfer of sideload'})
     return
   }
-  const describe = (l: {id: string; labels: Record<string, string>}): string => {
-    const expires = Date.parse(l.labels['containerd.io/gc.expire'] ?? '')
-    const left = Number.isNaN(expires) ? '' : `, kept ${Math.max(0, Math.round((expires - Date.now()) / 60_000))} min more`
-    return `${l.labels['sideload/image']} (lease ${l.id}${left})`
-  }
   add({check: 'leftovers', target: t.name, status: 'warn',
-    detail: `${ours.length} interrupted transfer(s) keep partial blobs: ${ours.map(describe).join('; ')}`,
-    hint: `push again to resume them; or drop them: ctr -n k8s.io leases rm ${ours.map((l) => l.id).join(' ')} (containerd's GC then frees what they held)`})
+    detail: `${ours.length} interrupted transfer(s) keep partial blobs: ${ours.map((l) => describeLeftover(l)).join('; ')}`,
+    hint: `push again to resume them; or drop them: sideload prune, or ctr -n k8s.io leases rm ${ours.map((l) => l.id).join(' ')} (containerd's GC then frees what they held)`})
 }
 
 async function checkCtrContainerd(t: NodeTarget, conn: SshConnection, socket: string, platform: string, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {

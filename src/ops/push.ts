@@ -241,6 +241,16 @@ async function openImages(options: PushOptions): Promise<OpenedImages> {
   return {images: opened, close}
 }
 
+/** What the pushed records say they came from (sideload.dev/source). */
+export function sourceLabel(source: PushSource): string {
+  switch (source.kind) {
+    case 'archive': return source.path === '-' ? 'archive:stdin' : `archive:${path.resolve(source.path)}`
+    case 'archive-dir': return `archive-dir:${path.resolve(source.dir)}`
+    case 'containerd': return 'containerd'
+    case 'docker': return 'docker'
+  }
+}
+
 /** Errors worth reconnecting for: the connection went away, not the node saying no. */
 export function isRetryable(err: unknown): boolean {
   if (isSshError(err)) return err.code === 'closed' || err.code === 'timeout'
@@ -262,6 +272,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
   const retries = options.retries ?? 3
   const platformOverride = options.platform ? parsePlatform(options.platform) : undefined
   const results: NodeImageResult[] = []
+  const source = sourceLabel(options.source)
   const opened = await openImages(options)
   const images = opened.images
   try {
@@ -308,7 +319,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
             reporter?.event({type: 'info', target: label, message: `unpacking layer ${e.index + 1}/${e.count}`})
           }
         }
-        const r = await node.importImage({source: image.source, resolved, name: image.name, pin: options.pin ?? true, unpack: options.unpack ?? true, onProgress, signal: options.signal})
+        const r = await node.importImage({source: image.source, resolved, name: image.name, pin: options.pin ?? true, provenance: {source}, unpack: options.unpack ?? true, onProgress, signal: options.signal})
         result.status = r.upToDate ? 'up to date' : 'pushed'
         result.sentBytes = earlierAttemptsBytes + r.sentBytes
         result.skippedBytes = r.skippedBytes

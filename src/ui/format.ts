@@ -18,6 +18,14 @@ export function formatDuration(ms: number): string {
   return `${m}m${Math.round(s - m * 60)}s`
 }
 
+/** `90` (seconds), `500ms`, `90s`, `5m`, `1h`, `7d` → milliseconds; undefined when it is no such duration. */
+export function durationMs(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(text.trim())
+  if (!m) return undefined
+  const unit = {ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000}[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd']
+  return Math.round(Number(m[1]) * unit)
+}
+
 /** A kubectl-style table: upper-case headers, columns padded with three spaces. */
 export function renderTable(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)))
