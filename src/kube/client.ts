@@ -139,6 +139,16 @@ export class KubeClient {
     let retry: NodeJS.Timeout | undefined
     const action = {verb: 'watch', resource: 'pods', namespace: opts.namespace}
     const path = opts.namespace === undefined ? '/api/v1/pods' : `/api/v1/namespaces/${encodeURIComponent(opts.namespace)}/pods`
+    // After the first list, a refusal can be the API server's own restart (its authorizer serves
+    // before its caches are filled; seen here on kube-apiserver 1.36): try again for a while, as
+    // client-go's reflectors do, before giving up. A refusal at the start is final at once.
+    let established = false
+    let deniedSince: number | undefined
+    const deniedForNow = (e: KubeError): boolean => {
+      if (!established || (e.kind !== 'forbidden' && e.kind !== 'unauthorized')) return false
+      deniedSince ??= Date.now()
+      return Date.now() - deniedSince < REFUSAL_GRACE_MS
+    }
     const fail = (err: KubeError): void => {
       if (stopped) return
       stopped = true
@@ -157,6 +167,8 @@ export class KubeClient {
       try {
         const list = await this.listPods(opts)
         if (stopped || gen !== generation) return
+        established = true
+        deniedSince = undefined
         opts.onRelist?.(list.resourceVersion)
         // like an informer's Replace: pods that went away while we were not watching are DELETED
         const now = new Map(list.items.map(p => [podKey(p), p]))
@@ -169,7 +181,7 @@ export class KubeClient {
         await watchFrom(list.resourceVersion)
       } catch (err) {
         const e = describeKubeError(err, {...action, verb: 'list'}, this.server)
-        if (e.kind === 'unreachable') return later(2000, relist)
+        if (e.kind === 'unreachable' || deniedForNow(e)) return later(2000, relist)
         fail(e)
       }
     }
@@ -197,6 +209,7 @@ export class KubeClient {
         (err: unknown) => {
           if (!current()) return
           const e = err ? describeKubeError(err, action, this.server) : undefined
+          if (e && deniedForNow(e)) return later(2000, relist)
           if (e && ['forbidden', 'unauthorized', 'not-found'].includes(e.kind)) return fail(e)
           // the server ended the watch (timeout, restart) or the connection dropped: resume where we were
           later(e?.kind === 'unreachable' ? 2000 : 100, () => watchFrom(rv))
@@ -214,6 +227,9 @@ export class KubeClient {
     }
   }
 }
+
+/** How long a watch that was working goes on trying when the API server suddenly refuses it. */
+export const REFUSAL_GRACE_MS = 60_000
 
 function podKey(p: V1Pod): string {
   return `${p.metadata?.namespace ?? ''}/${p.metadata?.name ?? ''}`

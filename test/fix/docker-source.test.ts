@@ -19,14 +19,14 @@ describe('sideload fix --source docker', () => {
   })
 
   it('sends the image from dockerd to the stuck pod\'s node only', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [n1, n2] = bed.nodes
     const file = path.join(fb.tmp, 'dk.tar')
     await makeImage({name: 'docker.io/local/fix-docker:1.0', layers: [{busybox: true}, {sizeBytes: 128 << 10, seed: 'dk'}], format: 'docker', out: file})
     await dockerd.docker(['load', '-i', file])
-    createNamespace(server, 'dk')
-    createPod(server, 'dk', 'd2', n2.name, 'local/fix-docker:1.0')
-    createPod(server, 'dk', 'gone', n2.name, 'local/not-in-docker:1.0')
+    await createNamespace(fb, 'dk')
+    await createPod(fb, 'dk', 'd2', n2.name, 'local/fix-docker:1.0')
+    await createPod(fb, 'dk', 'gone', n2.name, 'local/not-in-docker:1.0')
     await kubelet.syncNow()
     process.env.DOCKER_HOST = dockerd.host
     const run = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'dk', '--source', 'docker', '--timeout', '20s', '--json',
@@ -37,7 +37,7 @@ describe('sideload fix --source docker', () => {
     expect(result.rows.find(r => r.pod === 'd2')).toMatchObject({action: 'pushed', result: 'Running'})
     expect(result.rows.find(r => r.pod === 'gone')).toMatchObject({action: 'not pushed', result: 'image not in the source'})
     expect(result.rows.find(r => r.pod === 'gone')?.hint).toContain(`docker.io/local/not-in-docker:1.0 is not in the Docker daemon ${dockerd.host}`)
-    expect(podStatus(server, 'dk', 'd2').phase).toBe('Running')
+    expect((await podStatus(fb, 'dk', 'd2')).phase).toBe('Running')
     expect(await nodeImages(bed, n1)).not.toContain('docker.io/local/fix-docker:1.0')
   })
 })

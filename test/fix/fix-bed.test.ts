@@ -1,9 +1,9 @@
-// `sideload fix` end to end: real bed nodes (sshd + containerd), the test API server and the kubelet
+// `sideload fix` end to end: real bed nodes (sshd + containerd), the real API server and the kubelet
 // stand-in whose truth is each node's containerd. Each test uses its own namespace and image.
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeImage, type ImageInfo} from '../bed/images.js'
-import {bindPod} from '../kube/kubelet.js'
+import {corePath} from '../kube-real/rest.js'
 import {KubeClient} from '../../src/kube/client.js'
 import {fix, PUSHED_AT_ANNOTATION} from '../../src/ops/fix.js'
 import {cli, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed} from './fixture.js'
@@ -27,16 +27,16 @@ describe('sideload fix on real nodes', () => {
   })
 
   it('sends the image to exactly the two nodes whose pods are stuck, once each, and the pods run', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [n1, n2, n3] = bed.nodes
     const image = 'docker.io/local/fix-op:1.0'
     const {file, info} = await archive(image)
-    createNamespace(server, 'op')
-    createPod(server, 'op', 'a1', n1.name, 'local/fix-op:1.0')
-    createPod(server, 'op', 'a2', n1.name, 'local/fix-op:1.0', {init: true})
-    createPod(server, 'op', 'b1', n2.name, 'local/fix-op:1.0')
+    await createNamespace(fb, 'op')
+    await createPod(fb, 'op', 'a1', n1.name, 'local/fix-op:1.0')
+    await createPod(fb, 'op', 'a2', n1.name, 'local/fix-op:1.0', {init: true})
+    await createPod(fb, 'op', 'b1', n2.name, 'local/fix-op:1.0')
     await kubelet.syncNow()
-    expect(podStatus(server, 'op', 'a2').waiting).toContain('ErrImageNeverPull')
+    expect((await podStatus(fb, 'op', 'a2')).waiting).toContain('ErrImageNeverPull')
 
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'op'})
     const result = await fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 20_000})
@@ -54,8 +54,8 @@ describe('sideload fix on real nodes', () => {
     expect(await nodeImages(bed, n2)).toContain(image)
     expect(await nodeImages(bed, n3)).not.toContain(image)
     for (const pod of ['a1', 'a2', 'b1']) {
-      expect(podStatus(server, 'op', pod).phase).toBe('Running')
-      expect((server.store.get('pods', 'op', pod).metadata as {annotations?: Record<string, string>}).annotations?.[PUSHED_AT_ANNOTATION]).toBeTruthy()
+      expect((await podStatus(fb, 'op', pod)).phase).toBe('Running')
+      expect((await fb.cluster.getPod('op', pod))?.metadata).toMatchObject({annotations: {[PUSHED_AT_ANNOTATION]: expect.any(String)}})
     }
 
     // again: nothing stuck, nothing sent
@@ -64,13 +64,13 @@ describe('sideload fix on real nodes', () => {
   })
 
   it('the built CLI: --dry-run prints the plan and sends nothing; then fix repairs, node 1 untouched', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [n1, n2, n3] = bed.nodes
     const image = 'docker.io/local/fix-cli:2.0'
     const {file} = await archive(image)
-    createNamespace(server, 'cli')
-    createPod(server, 'cli', 'web-b', n2.name, 'local/fix-cli:2.0')
-    createPod(server, 'cli', 'web-c', n3.name, 'local/fix-cli:2.0')
+    await createNamespace(fb, 'cli')
+    await createPod(fb, 'cli', 'web-b', n2.name, 'local/fix-cli:2.0')
+    await createPod(fb, 'cli', 'web-c', n3.name, 'local/fix-cli:2.0')
     await kubelet.syncNow()
 
     const plan = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'cli', '--archive', file, '--dry-run', ...sshArgs()])
@@ -83,8 +83,8 @@ describe('sideload fix on real nodes', () => {
     expect(run.code, run.stdout + run.stderr).toBe(0)
     expect(run.stdout).toMatch(new RegExp(`cli/web-b\\s+${n2.name}\\s+local/fix-cli:2.0\\s+pushed\\s+Running`))
     expect(run.stdout).toMatch(new RegExp(`cli/web-c\\s+${n3.name}\\s+local/fix-cli:2.0\\s+pushed\\s+Running`))
-    expect(podStatus(server, 'cli', 'web-b').phase).toBe('Running')
-    expect(podStatus(server, 'cli', 'web-c').phase).toBe('Running')
+    expect((await podStatus(fb, 'cli', 'web-b')).phase).toBe('Running')
+    expect((await podStatus(fb, 'cli', 'web-c')).phase).toBe('Running')
     expect(await nodeImages(bed, n1)).not.toContain(image)
 
     const json = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'cli', '--archive', file, '--json', ...sshArgs()])
@@ -93,11 +93,11 @@ describe('sideload fix on real nodes', () => {
   })
 
   it('an Always-policy pod gets the diagnosis and nothing is pushed; exit code 1', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [n1] = bed.nodes
     const {file} = await archive('docker.io/local/fix-always:latest')
-    createNamespace(server, 'always')
-    server.store.create('pods', 'always', {metadata: {name: 'web-1', ownerReferences: [{apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-7d9', uid: 'u1', controller: true}]},
+    await createNamespace(fb, 'always')
+    await fb.cluster.admin.create(corePath('pods', 'always'), {metadata: {name: 'web-1', ownerReferences: [{apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'web-7d9', uid: '2b9c1f0e-0000-4000-8000-000000000001', controller: true}]},
       spec: {nodeName: n1.name, containers: [{name: 'web', image: 'local/fix-always'}]}})
     await kubelet.syncNow()
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'always'})
@@ -116,11 +116,11 @@ describe('sideload fix on real nodes', () => {
   })
 
   it('an image the source lacks is named, with what the source has; nothing is pushed', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [, n2] = bed.nodes
     const {file} = await archive('docker.io/local/fix-other:1.0')
-    createNamespace(server, 'missing')
-    createPod(server, 'missing', 'lost', n2.name, 'local/fix-absent:3.1')
+    await createNamespace(fb, 'missing')
+    await createPod(fb, 'missing', 'lost', n2.name, 'local/fix-absent:3.1')
     await kubelet.syncNow()
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'missing'})
     const result = await fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 5000})
@@ -141,16 +141,16 @@ describe('sideload fix on real nodes', () => {
   })
 
   it('takes the image from a containerd (a bed node\'s socket as the build machine) to the other nodes', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [n1, n2, n3] = bed.nodes
     const image = 'docker.io/local/fix-ctrd:1.0'
     const {file} = await archive(image)
     const fs = await import('node:fs')
     const imported = await bed.exec(n1, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], {input: fs.readFileSync(file)})
     expect(imported.code, imported.stderr).toBe(0)
-    createNamespace(server, 'ctrd')
-    createPod(server, 'ctrd', 'x2', n2.name, 'local/fix-ctrd:1.0')
-    createPod(server, 'ctrd', 'x3', n3.name, 'local/fix-ctrd:1.0')
+    await createNamespace(fb, 'ctrd')
+    await createPod(fb, 'ctrd', 'x2', n2.name, 'local/fix-ctrd:1.0')
+    await createPod(fb, 'ctrd', 'x3', n3.name, 'local/fix-ctrd:1.0')
     await kubelet.syncNow()
     const run = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'ctrd', '--source', 'containerd', '--containerd-address', n1.hostSocketPath,
       '--timeout', '20s', '--json', ...sshArgs()])
@@ -158,17 +158,17 @@ describe('sideload fix on real nodes', () => {
     const result = JSON.parse(run.stdout) as {transfers: {node: string; push: {status: string; sentBytes: number}}[]}
     expect(result.transfers.map(t => t.node).sort()).toEqual([n2.name, n3.name])
     for (const t of result.transfers) expect(t.push).toMatchObject({status: 'pushed'})
-    expect(podStatus(server, 'ctrd', 'x2').phase).toBe('Running')
-    expect(podStatus(server, 'ctrd', 'x3').phase).toBe('Running')
+    expect((await podStatus(fb, 'ctrd', 'x2')).phase).toBe('Running')
+    expect((await podStatus(fb, 'ctrd', 'x3')).phase).toBe('Running')
   })
 
   it('an unscheduled pod is reported; with --wait-scheduled fix waits for its node, then repairs it', async () => {
-    const {bed, server} = fb
+    const {bed} = fb
     const [n1, n2, n3] = bed.nodes
     const image = 'docker.io/local/fix-sched:1.0'
     const {file} = await archive(image)
-    createNamespace(server, 'sched')
-    createPod(server, 'sched', 'later', undefined, 'local/fix-sched:1.0')
+    await createNamespace(fb, 'sched')
+    await createPod(fb, 'sched', 'later', undefined, 'local/fix-sched:1.0')
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'sched'})
     const now = await fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 5000})
     expect(now.ok).toBe(false)
@@ -178,7 +178,7 @@ describe('sideload fix on real nodes', () => {
 
     const waiting = fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 20_000, waitScheduled: true})
     await new Promise(r => setTimeout(r, 1000))
-    bindPod(server.store, 'sched', 'later', n3.name)
+    await fb.cluster.bindPod('sched', 'later', n3.name)
     const result = await waiting
     expect(result.diagnoses).toEqual([])
     expect(result.transfers.map(t => `${t.node}:${t.push?.status}`)).toEqual([`${n3.name}:pushed`])

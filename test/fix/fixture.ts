@@ -5,64 +5,50 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {type Bed, type BedNode, startBed} from '../bed/bed.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {bedHasImage, kubeletNodes} from '../kube/bed-wiring.js'
-import {type Kubelet, startKubelet} from '../kube/kubelet.js'
-import type {JsonObject} from '../kube/patch.js'
-import {rbacAccessRules} from '../expose/rbac.js'
+import {type Cluster, type ClusterOptions, type PodOptions, startCluster} from '../kube-real/cluster.js'
+import type {Kubelet} from '../kube-real/kubelet.js'
 
 export const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
 
 export interface FixBed {
   bed: Bed
-  server: ApiServer
+  /** the real API server with a kubelet stand-in per node */
+  cluster: Cluster
   kubelet: Kubelet
-  /** kubeconfig of a user with exactly the rights of manifests/rbac.yaml */
+  /** kubeconfig of ServiceAccount sideload/sideload: exactly the rights of manifests/rbac.yaml */
   kubeconfig: string
   tmp: string
   down(): Promise<void>
 }
 
-export async function startFixBed(name: string, nodes = 3): Promise<FixBed> {
+export async function startFixBed(name: string, nodes = 3, opts: ClusterOptions = {}): Promise<FixBed> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`))
   const bed = await startBed({name, nodes})
-  const server = await startApiServer()
   // a real kubelet re-syncs every 10 s; the annotation fix patches makes it look at once
-  const kubelet = startKubelet({store: server.store, nodes: kubeletNodes(bed), hasImage: bedHasImage(bed), resyncMs: 10_000, pullBackoffMs: 10_000})
-  const kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
+  const cluster = await startCluster(bed, {resyncMs: 10_000, pullBackoffMs: 10_000, ...opts}).catch(async (err: unknown) => {
+    await bed.down()
+    throw err
+  })
   return {
-    bed, server, kubelet, kubeconfig, tmp,
+    bed, cluster, kubelet: cluster.kubelet, kubeconfig: cluster.kubeconfig, tmp,
     async down() {
-      await kubelet.stop()
-      await server.stop()
+      await cluster.stop()
       await bed.down()
       fs.rmSync(tmp, {recursive: true, force: true})
     },
   }
 }
 
-export function createNamespace(server: ApiServer, ns: string): void {
-  server.store.create('namespaces', undefined, {metadata: {name: ns}})
+export function createNamespace(fb: FixBed, ns: string): Promise<void> {
+  return fb.cluster.createNamespace(ns)
 }
 
-export function createPod(server: ApiServer, ns: string, name: string, node: string | undefined, image: string,
-  opts: {policy?: string; init?: boolean} = {}): void {
-  const container = {name: 'main', image, imagePullPolicy: opts.policy ?? 'Never', command: ['sleep', '3600']}
-  server.store.create('pods', ns, {
-    metadata: {name, labels: {app: name}},
-    spec: {
-      ...(node ? {nodeName: node} : {}),
-      containers: opts.init ? [{name: 'app', image, imagePullPolicy: opts.policy ?? 'Never'}] : [container],
-      ...(opts.init ? {initContainers: [{...container, name: 'init'}]} : {}),
-    },
-  })
+export async function createPod(fb: FixBed, ns: string, name: string, node: string | undefined, image: string, opts: PodOptions = {}): Promise<void> {
+  await fb.cluster.createPod(ns, name, node, image, opts)
 }
 
-export function podStatus(server: ApiServer, ns: string, name: string): {phase: string; waiting: string[]} {
-  const status = server.store.get('pods', ns, name).status as JsonObject | undefined
-  const all = [...((status?.initContainerStatuses as JsonObject[] | undefined) ?? []), ...((status?.containerStatuses as JsonObject[] | undefined) ?? [])]
-  const waiting = all.map(s => ((s.state as JsonObject | undefined)?.waiting as JsonObject | undefined)?.reason).filter((r): r is string => typeof r === 'string')
-  return {phase: String(status?.phase ?? ''), waiting}
+export function podStatus(fb: FixBed, ns: string, name: string): Promise<{phase: string; waiting: string[]; imageIDs: string[]}> {
+  return fb.cluster.podStatus(ns, name)
 }
 
 export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000, stepMs = 50): Promise<number> {

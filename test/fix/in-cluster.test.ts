@@ -9,8 +9,6 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import YAML from 'yaml'
 import {makeImage} from '../bed/images.js'
-import {RBAC_PATH} from '../expose/rbac.js'
-import {kubectl} from '../kube/kubectl.js'
 import {BIN, createPod, type FixBed, nodeImages, podStatus, startFixBed, waitFor} from './fixture.js'
 
 const MANIFEST = path.resolve(import.meta.dirname, '..', '..', 'manifests', 'fix-watch.yaml')
@@ -31,7 +29,7 @@ describe('fix --watch in-cluster, as manifests/fix-watch.yaml runs it', () => {
   })
 
   it('repairs pods on the other nodes from the build node\'s containerd with only the rights of rbac.yaml', async () => {
-    const {bed, server, kubelet, tmp} = fb
+    const {bed, kubelet, tmp} = fb
     const [build, n2, n3] = bed.nodes
     const image = 'docker.io/local/fix-incluster:1.0'
     const archive = path.join(tmp, 'incluster.tar')
@@ -39,9 +37,9 @@ describe('fix --watch in-cluster, as manifests/fix-watch.yaml runs it', () => {
     const imported = await bed.exec(build, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], {input: fs.readFileSync(archive)})
     expect(imported.code, imported.stderr).toBe(0)
 
-    const applied = await kubectl(server.kubeconfigPath, ['apply', '-f', RBAC_PATH])
-    expect(applied.stderr).toBe('')
-    const {token} = server.serviceAccountKubeconfig('sideload', 'sideload')
+    // the fixture applied manifests/rbac.yaml with kubectl; a TokenRequest gives the account's token
+    const {server} = fb.cluster
+    const {token} = await server.serviceAccountKubeconfig({namespace: 'sideload'})
 
     // the pod's view: secrets, the host's containerd socket, the SSH key and known_hosts from Secret/ConfigMap
     const deployment = YAML.parseAllDocuments(fs.readFileSync(MANIFEST, 'utf8')).map(d => d.toJSON() as {kind: string; spec: {template: {spec: {containers: Container[]}}}})
@@ -76,7 +74,7 @@ describe('fix --watch in-cluster, as manifests/fix-watch.yaml runs it', () => {
     env.HOME = path.join(tmp, 'home') // the manifest's HOME=/tmp, kept apart from this machine's /tmp
     fs.mkdirSync(env.HOME)
 
-    createPod(server, 'default', 'ic-2', n2.name, 'local/fix-incluster:1.0')
+    await createPod(fb, 'default', 'ic-2', n2.name, 'local/fix-incluster:1.0')
     await kubelet.syncNow()
     const child = spawn('unshare', ['-m', '--propagation', 'private', 'sh', '-c', script], {env, stdio: ['ignore', 'pipe', 'pipe']})
     let out = ''
@@ -85,10 +83,10 @@ describe('fix --watch in-cluster, as manifests/fix-watch.yaml runs it', () => {
     child.stderr.on('data', (d: Buffer) => (err += d.toString()))
     const exited = new Promise<number | null>(resolve => child.on('exit', code => resolve(code)))
     try {
-      await waitFor('ic-2 running', () => podStatus(server, 'default', 'ic-2').phase === 'Running', 20_000)
-      createPod(server, 'default', 'ic-3', n3.name, 'local/fix-incluster:1.0')
+      await waitFor('ic-2 running', async () => (await podStatus(fb, 'default', 'ic-2')).phase === 'Running', 20_000)
+      await createPod(fb, 'default', 'ic-3', n3.name, 'local/fix-incluster:1.0')
       await kubelet.syncNow()
-      await waitFor('ic-3 running', () => podStatus(server, 'default', 'ic-3').phase === 'Running', 10_000)
+      await waitFor('ic-3 running', async () => (await podStatus(fb, 'default', 'ic-3')).phase === 'Running', 10_000)
     } catch (e) {
       throw new Error(`${(e as Error).message}\nstdout: ${out}\nstderr: ${err}`)
     } finally {
@@ -99,8 +97,9 @@ describe('fix --watch in-cluster, as manifests/fix-watch.yaml runs it', () => {
     expect(lines.filter(l => l.type === 'transfer').map(l => `${l.node}:${l.push?.status}`).sort()).toEqual([`${n2.name}:pushed`, `${n3.name}:pushed`])
     expect(lines.at(-1)).toMatchObject({type: 'stopped', signal: 'SIGTERM', transfers: 2})
     // it spoke as the service account, and only through the rights rbac.yaml grants
-    const asSa = server.requests.filter(r => r.user === 'system:serviceaccount:sideload:sideload')
-    expect(asSa.length).toBeGreaterThan(0)
+    const asSa = server.audit().filter(e => e.user === 'system:serviceaccount:sideload:sideload')
+    expect(asSa.map(e => `${e.verb} ${e.resource}`)).toEqual(expect.arrayContaining(['list pods', 'watch pods', 'patch pods', 'get nodes']))
+    expect(asSa.filter(e => e.code >= 400)).toEqual([])
     expect(await nodeImages(bed, n2)).toContain(image)
   })
 })

@@ -4,7 +4,7 @@ import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {describe, expect, it} from 'vitest'
 import YAML from 'yaml'
-import {RBAC_PATH} from '../expose/rbac.js'
+import {RBAC_MANIFEST_PATH as RBAC_PATH} from '../kube-real/apiserver.js'
 import {cli} from './fixture.js'
 
 const MANIFEST = path.resolve(import.meta.dirname, '..', '..', 'manifests', 'fix-watch.yaml')

@@ -1,5 +1,5 @@
 // Kubernetes nodes as push targets (address choice, config overrides, selection) and API failures that
-// name the resource and the way out, against the test API server and with the built CLI.
+// name the resource and the way out, against the real API server and with the built CLI.
 import * as fs from 'node:fs'
 import * as net from 'node:net'
 import * as os from 'node:os'
@@ -9,16 +9,18 @@ import {KubeClient} from '../../src/kube/client.js'
 import {type KubeError, isKubeError} from '../../src/kube/errors.js'
 import {fix} from '../../src/ops/fix.js'
 import {resolveNodeTargets} from '../../src/ops/targets.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {rbacAccessRules} from '../expose/rbac.js'
+import {type RealApiServer, startRealApiServer} from '../kube-real/apiserver.js'
+import {Rest, corePath} from '../kube-real/rest.js'
 import {cli} from './fixture.js'
 
-let server: ApiServer
+let server: RealApiServer
+let admin: Rest
 let kubeconfig: string
 let tmp: string
 
-function node(name: string, addresses: {type: string; address: string}[], labels: Record<string, string> = {}, arch = 'arm64'): void {
-  server.store.create('nodes', undefined, {
+async function node(name: string, addresses: {type: string; address: string}[], labels: Record<string, string> = {}, arch = 'arm64'): Promise<void> {
+  // as its kubelet registers it (Node objects keep their status on create)
+  await admin.create(corePath('nodes'), {
     metadata: {name, labels: {'kubernetes.io/hostname': name, ...labels}},
     status: {addresses, nodeInfo: {architecture: arch, operatingSystem: 'linux', containerRuntimeVersion: 'containerd://1.6.20'},
       conditions: [{type: 'Ready', status: 'True'}]},
@@ -27,16 +29,18 @@ function node(name: string, addresses: {type: string; address: string}[], labels
 
 describe('node targets and API errors', () => {
   beforeAll(async () => {
-    server = await startApiServer()
-    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
+    server = await startRealApiServer()
+    admin = new Rest({url: server.url, caPath: server.caPath, certPath: server.adminCert.certPath, keyPath: server.adminCert.keyPath})
+    kubeconfig = (await server.serviceAccountKubeconfig()).kubeconfigPath
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-fix-targets-'))
-    node('n-internal', [{type: 'Hostname', address: 'n-internal.lan'}, {type: 'ExternalIP', address: '203.0.113.5'}, {type: 'InternalIP', address: '10.0.0.5'}], {pool: 'gpu'})
-    node('n-external', [{type: 'Hostname', address: 'n-external.lan'}, {type: 'ExternalIP', address: '203.0.113.6'}], {pool: 'gpu'})
-    node('n-hostname', [{type: 'Hostname', address: 'n-hostname.lan'}], {}, 'amd64')
-    server.store.create('pods', 'default', {metadata: {name: 'on-ext'}, spec: {nodeName: 'n-external', containers: [{name: 'c', image: 'app:1'}]}})
-    server.store.create('pods', 'default', {metadata: {name: 'pending'}, spec: {containers: [{name: 'c', image: 'app:1'}]}})
+    await node('n-internal', [{type: 'Hostname', address: 'n-internal.lan'}, {type: 'ExternalIP', address: '203.0.113.5'}, {type: 'InternalIP', address: '10.0.0.5'}], {pool: 'gpu'})
+    await node('n-external', [{type: 'Hostname', address: 'n-external.lan'}, {type: 'ExternalIP', address: '203.0.113.6'}], {pool: 'gpu'})
+    await node('n-hostname', [{type: 'Hostname', address: 'n-hostname.lan'}], {}, 'amd64')
+    await admin.create(corePath('pods', 'default'), {metadata: {name: 'on-ext'}, spec: {nodeName: 'n-external', containers: [{name: 'c', image: 'app:1'}]}})
+    await admin.create(corePath('pods', 'default'), {metadata: {name: 'pending'}, spec: {containers: [{name: 'c', image: 'app:1'}]}})
   })
   afterAll(async () => {
+    admin?.close()
     await server?.stop()
     fs.rmSync(tmp, {recursive: true, force: true})
   })
@@ -76,7 +80,13 @@ describe('node targets and API errors', () => {
   })
 
   it('forbidden with a restricted token: names the resource and the RBAC manifest', async () => {
-    const restricted = server.addUser('viewer', {rules: [{verbs: ['get'], resources: ['pods']}]}).kubeconfigPath
+    // a user whose Role lets it get pods and nothing more
+    const created = await server.kubectl(server.adminKubeconfigPath, ['create', 'role', 'pod-getter', '--verb=get', '--resource=pods'])
+    expect(created.code, created.stderr).toBe(0)
+    const bound = await server.kubectl(server.adminKubeconfigPath, ['create', 'rolebinding', 'viewer-gets', '--role=pod-getter', '--user=viewer'])
+    expect(bound.code, bound.stderr).toBe(0)
+    const cert = server.clientCert('viewer')
+    const restricted = server.kubeconfigFor('viewer.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath}, {namespace: 'default'})
     const client = KubeClient.load({kubeconfig: restricted})
     const err = await fix({client, source: {kind: 'archive', path: '/nonexistent.tar'}}).catch((e: unknown) => e)
     expect(isKubeError(err, 'forbidden')).toBe(true)

@@ -6,41 +6,12 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {startBed} from '../bed/bed.js'
 import {makeImage} from '../bed/images.js'
-import {rbacAccessRules} from '../expose/rbac.js'
-import {startApiServer} from '../kube/apiserver.js'
-import {bedHasImage, kubeletNodes} from '../kube/bed-wiring.js'
-import {startKubelet} from '../kube/kubelet.js'
-import {BIN, createNamespace, createPod, type FixBed, podStatus, waitFor} from './fixture.js'
+import {BIN, createNamespace, createPod, type FixBed, podStatus, startFixBed, waitFor} from './fixture.js'
 
 let fb: FixBed
 /** How long the kubelet stand-in takes to start a container whose image is there (a real one: seconds). */
 const START_MS = 4000
-
-/** startFixBed's set-up, with a kubelet as slow as a real one to start containers: fix polls the pods meanwhile. */
-async function startSlowFixBed(name: string): Promise<FixBed> {
-  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `${name}-`))
-  const bed = await startBed({name, nodes: 3})
-  const server = await startApiServer()
-  const has = bedHasImage(bed)
-  const hasImage = async (node: string, ref: string): Promise<boolean | string> => {
-    const present = await has(node, ref)
-    if (present) await new Promise((resolve) => setTimeout(resolve, START_MS))
-    return present
-  }
-  const kubelet = startKubelet({store: server.store, nodes: kubeletNodes(bed), hasImage, resyncMs: 10_000, pullBackoffMs: 10_000})
-  const kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
-  return {
-    bed, server, kubelet, kubeconfig, tmp,
-    async down() {
-      await kubelet.stop()
-      await server.stop()
-      await bed.down()
-      fs.rmSync(tmp, {recursive: true, force: true})
-    },
-  }
-}
 
 async function archive(name: string, layers = 3): Promise<string> {
   const file = path.join(fb.tmp, `${name.replace(/[^a-z0-9]/g, '_')}.tar`)
@@ -97,18 +68,19 @@ const noWarnings = (stderr: string): void => {
 
 describe('no Node.js warnings reach users', () => {
   beforeAll(async () => {
-    fb = await startSlowFixBed('slbt-fixwarn')
+    // a kubelet as slow as a real one to start containers: fix polls the pods meanwhile
+    fb = await startFixBed('slbt-fixwarn', 3, {containerStartMs: START_MS})
   }, 120_000)
   afterAll(async () => {
     await fb?.down()
   })
 
   it('fix with 24 pods stuck on 2 images across 3 nodes: all run, stderr has no warning', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const a = await archive('docker.io/local/warn-a:1')
     const b = await archive('docker.io/local/warn-b:1')
-    createNamespace(server, 'many')
-    for (let i = 0; i < 24; i++) createPod(server, 'many', `p${i}`, bed.nodes[i % 3].name, i % 2 ? 'local/warn-a:1' : 'local/warn-b:1')
+    await createNamespace(fb, 'many')
+    for (let i = 0; i < 24; i++) await createPod(fb, 'many', `p${i}`, bed.nodes[i % 3].name, i % 2 ? 'local/warn-a:1' : 'local/warn-b:1')
     await kubelet.syncNow()
     const common = ['--kubeconfig', fb.kubeconfig, '-n', 'many', '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath]
     // two runs: one image from each archive (fix takes one source)
@@ -117,20 +89,20 @@ describe('no Node.js warnings reach users', () => {
       noWarnings(r.stderr)
       expect(r.stdout).toMatch(/pushed/)
     }
-    for (let i = 0; i < 24; i++) expect(podStatus(server, 'many', `p${i}`).phase).toBe('Running')
+    for (let i = 0; i < 24; i++) expect((await podStatus(fb, 'many', `p${i}`)).phase).toBe('Running')
   })
 
   it('fix --watch with 15 pods arriving: repaired, stopped by SIGTERM, stderr has no warning', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const file = await archive('docker.io/local/warn-w:1')
-    createNamespace(server, 'watchw')
+    await createNamespace(fb, 'watchw')
     const child = start(['fix', '--watch', '--kubeconfig', fb.kubeconfig, '-n', 'watchw', '--archive', file, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath])
     try {
       await waitFor('watching', () => child.output().includes('watching pods'), 20_000)
       const pods = Array.from({length: 15}, (_, i) => `w${i}`)
-      for (const [i, p] of pods.entries()) createPod(server, 'watchw', p, bed.nodes[i % 3].name, 'local/warn-w:1')
+      for (const [i, p] of pods.entries()) await createPod(fb, 'watchw', p, bed.nodes[i % 3].name, 'local/warn-w:1')
       await kubelet.syncNow()
-      for (const p of pods) await waitFor(`pod ${p} running`, () => podStatus(server, 'watchw', p).phase === 'Running', 60_000 + START_MS, 100)
+      for (const p of pods) await waitFor(`pod ${p} running`, async () => (await podStatus(fb, 'watchw', p)).phase === 'Running', 60_000 + START_MS, 100)
       // a while longer: the watch, its polls and timers keep going
       await new Promise((resolve) => setTimeout(resolve, 3000))
     } finally {

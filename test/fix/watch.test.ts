@@ -16,8 +16,8 @@ async function archive(name: string): Promise<string> {
   return file
 }
 
-const stuck = (ns: string, pod: string) => () => podStatus(fb.server, ns, pod).waiting.includes('ErrImageNeverPull')
-const running = (ns: string, pod: string) => () => podStatus(fb.server, ns, pod).phase === 'Running'
+const stuck = (ns: string, pod: string) => async () => (await podStatus(fb, ns, pod)).waiting.includes('ErrImageNeverPull')
+const running = (ns: string, pod: string) => async () => (await podStatus(fb, ns, pod)).phase === 'Running'
 
 describe('sideload fix --watch on real nodes', () => {
   beforeAll(async () => {
@@ -28,10 +28,10 @@ describe('sideload fix --watch on real nodes', () => {
   })
 
   it('20 pods stuck on one image across 3 nodes: exactly one transfer per (image, node), all run', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const file = await archive('docker.io/local/fix-many:1.0')
-    createNamespace(server, 'many')
-    for (let i = 0; i < 20; i++) createPod(server, 'many', `m${i}`, bed.nodes[i % 3].name, 'local/fix-many:1.0')
+    await createNamespace(fb, 'many')
+    for (let i = 0; i < 20; i++) await createPod(fb, 'many', `m${i}`, bed.nodes[i % 3].name, 'local/fix-many:1.0')
     await kubelet.syncNow()
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'many'})
     const result = await fix({client, source: {kind: 'archive', path: file}, ssh: ssh(), timeoutMs: 30_000})
@@ -43,17 +43,17 @@ describe('sideload fix --watch on real nodes', () => {
   })
 
   it('repairs a pod created later within 2 s of it being stuck; coalesces pods arriving during a transfer; stops on abort', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [n1, n2, n3] = bed.nodes
     const file = await archive('docker.io/local/fix-watch:1.0')
-    createNamespace(server, 'watch')
+    await createNamespace(fb, 'watch')
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'watch'})
     const transfers: TransferResult[] = []
     const abort = new AbortController()
     const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onTransfer: t => transfers.push(t)})
     try {
       await new Promise(r => setTimeout(r, 500))
-      createPod(server, 'watch', 'late', n2.name, 'local/fix-watch:1.0')
+      await createPod(fb, 'watch', 'late', n2.name, 'local/fix-watch:1.0')
       await kubelet.syncNow()
       const stuckAt = await waitFor('pod late stuck', stuck('watch', 'late'), 5000, 20)
       const runningAt = await waitFor('pod late running', running('watch', 'late'), 5000, 20)
@@ -61,14 +61,14 @@ describe('sideload fix --watch on real nodes', () => {
       expect(transfers.map(t => t.node)).toEqual([n2.name])
 
       // 8 pods on node 3 at once: one transfer, every pod nudged and running
-      for (let i = 0; i < 8; i++) createPod(server, 'watch', `burst${i}`, n3.name, 'local/fix-watch:1.0')
+      for (let i = 0; i < 8; i++) await createPod(fb, 'watch', `burst${i}`, n3.name, 'local/fix-watch:1.0')
       await kubelet.syncNow()
       for (let i = 0; i < 8; i++) await waitFor(`burst${i} running`, running('watch', `burst${i}`), 10_000)
       expect(transfers.filter(t => t.node === n3.name)).toHaveLength(1)
       expect(transfers.find(t => t.node === n3.name)?.push?.status).toBe('pushed')
 
       // an Always pod: diagnosed, nothing sent to node 1
-      createPod(server, 'watch', 'always', n1.name, 'local/fix-watch:1.0', {policy: 'Always'})
+      await createPod(fb, 'watch', 'always', n1.name, 'local/fix-watch:1.0', {policy: 'Always'})
       await kubelet.syncNow()
       await new Promise(r => setTimeout(r, 1000))
       expect(transfers.filter(t => t.node === n1.name)).toEqual([])
@@ -82,9 +82,9 @@ describe('sideload fix --watch on real nodes', () => {
   })
 
   it('the built CLI: fix --watch repairs a new pod and exits 0 on SIGTERM', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const file = await archive('docker.io/local/fix-cliw:1.0')
-    createNamespace(server, 'cliw')
+    await createNamespace(fb, 'cliw')
     const child = spawn(process.execPath, [BIN, 'fix', '--watch', '--kubeconfig', fb.kubeconfig, '-n', 'cliw', '--archive', file,
       '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath], {stdio: ['ignore', 'pipe', 'pipe']})
     let out = ''
@@ -94,7 +94,7 @@ describe('sideload fix --watch on real nodes', () => {
     try {
       await waitFor('watching', () => out.includes('watching pods'), 20_000)
       await new Promise(r => setTimeout(r, 500))
-      createPod(server, 'cliw', 'p', bed.nodes[0].name, 'local/fix-cliw:1.0')
+      await createPod(fb, 'cliw', 'p', bed.nodes[0].name, 'local/fix-cliw:1.0')
       await kubelet.syncNow()
       await waitFor('pod p running', running('cliw', 'p'), 10_000)
       await waitFor('transfer line', () => out.includes('docker.io/local/fix-cliw:1.0 →'), 5000)
@@ -107,11 +107,11 @@ describe('sideload fix --watch on real nodes', () => {
   })
 
   it('push to Kubernetes nodes: --pod (its node) and --node; --all-nodes; the others untouched', async () => {
-    const {bed, server} = fb
+    const {bed} = fb
     const [n1, n2, n3] = bed.nodes
     const file = await archive('docker.io/local/push-k8s:1.0')
-    createNamespace(server, 'pushk')
-    createPod(server, 'pushk', 'here', n1.name, 'local/push-k8s:1.0')
+    await createNamespace(fb, 'pushk')
+    await createPod(fb, 'pushk', 'here', n1.name, 'local/push-k8s:1.0')
     const ssh = ['--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--kubeconfig', fb.kubeconfig]
     const run = await cli(['push', '--archive', file, '--pod', 'here', '-n', 'pushk', '--node', n3.name, '--json', ...ssh])
     expect(run.code, run.stdout + run.stderr).toBe(0)
@@ -143,22 +143,26 @@ describe('sideload fix --watch on real nodes', () => {
   })
 
   it('keeps repairing after the watch is cut and its history expired (410 → relist); --pod follows one pod', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const file = await archive('docker.io/local/fix-relist:1.0')
-    createNamespace(server, 'relist')
+    await createNamespace(fb, 'relist')
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'relist'})
     const abort = new AbortController()
     const transfers: TransferResult[] = []
     const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onTransfer: t => transfers.push(t)})
-    const listsBefore = () => server.requests.filter(r => r.method === 'GET' && r.url.startsWith('/api/v1/namespaces/relist/pods') && !r.url.includes('watch=')).length
-    await waitFor('first list', () => listsBefore() >= 1, 5000)
+    const {server} = fb.cluster
+    const sa = 'system:serviceaccount:sideload:sideload'
+    const lists = () => server.audit().filter(e => e.user === sa && e.verb === 'list' && e.resource === 'pods' && e.namespace === 'relist')
+    await waitFor('first list', () => lists().length >= 1, 5000)
     try {
-      // the history the watch would resume from is gone, and the watch connection drops
-      createNamespace(server, 'relist-other')
-      server.store.compact()
-      server.dropWatches()
-      await waitFor('a relist after 410', () => listsBefore() >= 2, 5000)
-      createPod(server, 'relist', 'after', bed.nodes[1].name, 'local/fix-relist:1.0')
+      // the API server restarts (the watch is cut) and the history the watch would resume from is
+      // compacted away: the resumed watch gets 410 Gone, and only a new list catches up
+      await createNamespace(fb, 'relist-other')
+      await server.compactEtcd()
+      await server.restartApiServer()
+      // (a watch that merely ends is resumed from where it was, without a list: a second list means 410)
+      await waitFor('a relist after 410', () => lists().length >= 2, 15_000)
+      await createPod(fb, 'relist', 'after', bed.nodes[1].name, 'local/fix-relist:1.0')
       await kubelet.syncNow()
       const stuckAt = await waitFor('pod after stuck', stuck('relist', 'after'), 5000, 20)
       const runningAt = await waitFor('pod after running', running('relist', 'after'), 5000, 20)
@@ -175,13 +179,13 @@ describe('sideload fix --watch on real nodes', () => {
     const one = fixWatch({client, pod: 'chosen', source: {kind: 'archive', path: file}, ssh: ssh(), signal: only.signal, onTransfer: t => onlyTransfers.push(t)})
     try {
       await new Promise(r => setTimeout(r, 300))
-      createPod(server, 'relist', 'ignored', bed.nodes[0].name, 'local/fix-relist:1.0')
-      createPod(server, 'relist', 'chosen', bed.nodes[2].name, 'local/fix-relist:1.0')
+      await createPod(fb, 'relist', 'ignored', bed.nodes[0].name, 'local/fix-relist:1.0')
+      await createPod(fb, 'relist', 'chosen', bed.nodes[2].name, 'local/fix-relist:1.0')
       await kubelet.syncNow()
       await waitFor('chosen running', running('relist', 'chosen'), 5000)
       await new Promise(r => setTimeout(r, 500))
       expect(onlyTransfers.map(t => t.node)).toEqual([bed.nodes[2].name])
-      expect(podStatus(server, 'relist', 'ignored').waiting).toContain('ErrImageNeverPull')
+      expect((await podStatus(fb, 'relist', 'ignored')).waiting).toContain('ErrImageNeverPull')
     } finally {
       only.abort()
     }
@@ -189,12 +193,12 @@ describe('sideload fix --watch on real nodes', () => {
   })
 
   it('stop during a slow transfer: the push is aborted at once, no image recorded on the node', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [n1] = bed.nodes
     const image = 'docker.io/local/fix-slow:1.0'
     const file = path.join(fb.tmp, 'slow.tar')
     await makeImage({name: image, layers: [{busybox: true}, {sizeBytes: 24 << 20, seed: 'slow'}], format: 'oci', out: file})
-    createNamespace(server, 'slow')
+    await createNamespace(fb, 'slow')
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'slow'})
     const abort = new AbortController()
     const transfers: TransferResult[] = []
@@ -202,7 +206,7 @@ describe('sideload fix --watch on real nodes', () => {
     try {
       const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onTransfer: t => transfers.push(t)})
       await new Promise(r => setTimeout(r, 300))
-      createPod(server, 'slow', 's', n1.name, 'local/fix-slow:1.0')
+      await createPod(fb, 'slow', 's', n1.name, 'local/fix-slow:1.0')
       await kubelet.syncNow()
       await new Promise(r => setTimeout(r, 2500))
       const stopAt = Date.now()
@@ -212,19 +216,19 @@ describe('sideload fix --watch on real nodes', () => {
       expect(transfers).toHaveLength(1)
       expect(transfers[0].push).toMatchObject({status: 'failed', error: 'cancelled'})
       expect(await nodeImages(bed, n1)).not.toContain(image)
-      expect(podStatus(server, 'slow', 's').waiting).toContain('ErrImageNeverPull')
+      expect((await podStatus(fb, 'slow', 's')).waiting).toContain('ErrImageNeverPull')
     } finally {
       await bed.unshape(n1)
     }
   })
 
   it('tries failed transfers again: the image built later (archive directory), a node whose sshd was down', async () => {
-    const {bed, server, kubelet} = fb
+    const {bed, kubelet} = fb
     const [, n2, n3] = bed.nodes
     const fs = await import('node:fs')
     const dir = path.join(fb.tmp, 'archives')
     fs.mkdirSync(dir)
-    createNamespace(server, 'retry')
+    await createNamespace(fb, 'retry')
     const client = KubeClient.load({kubeconfig: fb.kubeconfig, namespace: 'retry'})
     const abort = new AbortController()
     const rows: FixRow[] = []
@@ -233,7 +237,7 @@ describe('sideload fix --watch on real nodes', () => {
     let sshdDown = true
     try {
       await new Promise(r => setTimeout(r, 300))
-      createPod(server, 'retry', 'r2', n2.name, 'local/fix-retry:1.0')
+      await createPod(fb, 'retry', 'r2', n2.name, 'local/fix-retry:1.0')
       await kubelet.syncNow()
       await waitFor('not-in-source row', () => rows.some(r => r.pod === 'r2' && r.action === 'not pushed'), 5000)
       expect(rows.find(r => r.pod === 'r2')?.hint).toContain('docker.io/local/fix-retry:1.0 is not in the archive directory')
@@ -242,7 +246,7 @@ describe('sideload fix --watch on real nodes', () => {
       await makeImage({name: 'docker.io/local/fix-retry:1.0', layers: [{busybox: true}], format: 'docker', out: path.join(dir, 'retry.tar')})
       await waitFor('r2 running', running('retry', 'r2'), 10_000)
 
-      createPod(server, 'retry', 'r3', n3.name, 'local/fix-retry:1.0')
+      await createPod(fb, 'retry', 'r3', n3.name, 'local/fix-retry:1.0')
       await kubelet.syncNow()
       await waitFor('push failed row', () => rows.some(r => r.pod === 'r3' && r.action === 'push failed'), 10_000)
       expect(rows.find(r => r.pod === 'r3')?.result).toMatch(/refused|connect/i)

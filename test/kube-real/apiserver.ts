@@ -93,9 +93,28 @@ export interface RealApiServer {
   kubectl(kubeconfigPath: string, args: string[]): Promise<KubectlResult>
   /** `kubectl proxy` on a free loopback port against a kubeconfig; the server is plain http */
   startKubectlProxy(kubeconfigPath: string): Promise<{url: string; port: number; stop(): Promise<void>}>
+  /**
+   * Kills kube-apiserver and starts it again on the same port and etcd (watches are cut; its watch
+   * cache starts afresh from etcd's current revision, as after any API server restart).
+   */
+  restartApiServer(): Promise<void>
+  /** compacts etcd's history up to its current revision (what the API server does every 5 min); returns that revision */
+  compactEtcd(): Promise<number>
+  /** what the API server's audit log recorded so far (level Metadata, every request but its own health checks) */
+  audit(): AuditRecord[]
   /** the tail of the daemons' logs (for failure messages) */
   logs(): string
   stop(): Promise<void>
+}
+
+export interface AuditRecord {
+  user: string
+  verb: string
+  /** resource[/subresource] */
+  resource: string
+  namespace?: string
+  name?: string
+  code: number
 }
 
 interface Owner {
@@ -370,7 +389,10 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
     })
     const tEtcd = Date.now()
 
-    // kube-apiserver
+    // kube-apiserver, with an audit log of who did what (ResponseComplete, Metadata level)
+    const auditPolicy = path.join(dir, 'audit-policy.yaml')
+    fs.writeFileSync(auditPolicy, YAML.stringify({apiVersion: 'audit.k8s.io/v1', kind: 'Policy', omitStages: ['RequestReceived', 'ResponseStarted'],
+      rules: [{level: 'None', nonResourceURLs: ['/readyz', '/healthz', '/livez', '/version']}, {level: 'Metadata'}]}))
     const port = await freePort()
     const apiserverArgs = [
       `--etcd-servers=${etcdUrl}`,
@@ -388,14 +410,16 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
       '--authorization-mode=Node,RBAC',
       `--cert-dir=${path.join(dir, 'apiserver-certs')}`,
       '--profiling=false',
+      `--audit-policy-file=${auditPolicy}`, `--audit-log-path=${path.join(dir, 'audit.log')}`, '--audit-log-format=json',
     ]
-    const apiserver = daemon('kube-apiserver', apiserverBin, apiserverArgs)
+    let apiserver = daemon('kube-apiserver', apiserverBin, apiserverArgs)
     const url = `https://127.0.0.1:${port}`
     const ca = fs.readFileSync(pki.caCertPath)
     const cert = fs.readFileSync(adminCert.certPath)
     const key = fs.readFileSync(adminCert.keyPath)
-    await waitUntil('kube-apiserver /readyz', opts.readyTimeoutMs ?? 60_000, apiserver, logs,
+    const apiserverReady = (): Promise<void> => waitUntil('kube-apiserver /readyz', opts.readyTimeoutMs ?? 60_000, apiserver, logs,
       async () => (await httpsGet(`${url}/readyz`, {ca, cert, key}).catch(() => undefined))?.status === 200)
+    await apiserverReady()
     const tApi = Date.now()
     const version = (JSON.parse((await httpsGet(`${url}/version`, {ca, cert, key})).body) as {gitVersion: string}).gitVersion
 
@@ -484,6 +508,38 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
             }
           },
         }
+      },
+      async restartApiServer() {
+        await new Promise<void>(resolve => {
+          if (apiserver.exitCode !== null || apiserver.signalCode !== null) return resolve()
+          apiserver.once('exit', () => resolve())
+          apiserver.kill('SIGKILL')
+        })
+        children.splice(children.indexOf(apiserver), 1)
+        apiserver = daemon('kube-apiserver', apiserverBin, apiserverArgs)
+        await apiserverReady()
+      },
+      async compactEtcd() {
+        const post = async (api: string, body: object): Promise<{header?: {revision?: string}}> => {
+          const r = await fetch(`${etcdUrl}/v3/kv/${api}`, {method: 'POST', body: JSON.stringify(body)})
+          if (!r.ok) throw new Error(`etcd ${api}: ${r.status} ${await r.text()}`)
+          return await r.json() as {header?: {revision?: string}}
+        }
+        const revision = (await post('range', {key: Buffer.from('/').toString('base64')})).header?.revision
+        if (!revision) throw new Error('etcd range: no revision in the answer')
+        await post('compaction', {revision, physical: true})
+        return Number(revision)
+      },
+      audit() {
+        let text = ''
+        try {
+          text = fs.readFileSync(path.join(dir, 'audit.log'), 'utf8')
+        } catch {
+          return []
+        }
+        return text.split('\n').filter(Boolean).map(l => JSON.parse(l) as {user: {username: string}; verb: string; objectRef?: {resource?: string; subresource?: string; namespace?: string; name?: string}; responseStatus?: {code?: number}})
+          .map(e => ({user: e.user.username, verb: e.verb, resource: [e.objectRef?.resource, e.objectRef?.subresource].filter(Boolean).join('/'),
+            namespace: e.objectRef?.namespace, name: e.objectRef?.name, code: e.responseStatus?.code ?? 0}))
       },
       logs,
       stop,

@@ -16,6 +16,8 @@ export interface ClusterOptions {
   kubeProxy?: boolean
   resyncMs?: number
   pullBackoffMs?: number
+  /** how long a container takes to start once its image is there (a real kubelet: seconds; default 0) */
+  containerStartMs?: number
 }
 
 export interface PodOptions {
@@ -58,7 +60,13 @@ export async function startCluster(bed: Bed, opts: ClusterOptions = {}): Promise
   try {
     const nodes = kubeletNodes(bed)
     const {kubeconfigPath} = await server.serviceAccountKubeconfig()
-    kubelet = await startKubelet({server, nodes, hasImage: bedHasImage(bed), resyncMs: opts.resyncMs, pullBackoffMs: opts.pullBackoffMs,
+    const has = bedHasImage(bed)
+    const hasImage = async (node: string, ref: string): Promise<boolean | string> => {
+      const present = await has(node, ref)
+      if (present && opts.containerStartMs) await new Promise(resolve => setTimeout(resolve, opts.containerStartMs))
+      return present
+    }
+    kubelet = await startKubelet({server, nodes, hasImage, resyncMs: opts.resyncMs, pullBackoffMs: opts.pullBackoffMs,
       ...(opts.runContainers ? {runtime: bedRuntime(bed)} : {})})
     // what the node lifecycle controller does for a Ready node (it does not run here)
     for (const n of nodes) {
