@@ -329,7 +329,7 @@ async function sideloadFix(bed: Bed, ns: string, image: string, archive: string)
       throw new Error(`sideload fix --json printed no JSON result: ${argv.join(' ')}\n${r.stdout.slice(-1000)}\n${r.stderr.slice(-1000)}`)
     }
     if (!parsed.ok) throw new Error(`sideload fix did not succeed: ${r.stdout.slice(-2000)}`)
-    const stuck = cluster.notRunning(ns)
+    const stuck = await cluster.notRunning(ns)
     if (stuck.length > 0) throw new Error(`sideload fix left ${stuck.length} pod(s) of ${ns} not Running: ${stuck.join(', ')}`)
     const pushed = (parsed.transfers ?? []).filter((t) => t.push?.status === 'pushed')
     const pairs = new Set(pushed.map((t) => `${t.image}|${t.node}`))
