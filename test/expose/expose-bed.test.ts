@@ -1,6 +1,8 @@
 // The whole field story on real bed nodes: a pod stuck in ErrImageNeverPull, the image imported into
 // its node's containerd, the pod Running (its container really runs), `sideload expose` from the
 // built CLI, and the printed NODE_IP:NODE_PORT addresses answer — on every node; --delete closes them.
+// The API server is the real kube-apiserver (it allocates the node port); the kubelet and kube-proxy
+// stand-ins are its clients with their own identities; sideload has rbac.yaml's service account.
 import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -8,12 +10,8 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, startBed} from '../bed/bed.js'
 import {makeImage} from '../bed/images.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {bedForwarder, bedHasImage, bedRuntime, kubeletNodes} from '../kube/bed-wiring.js'
-import {type Kubelet, startKubelet} from '../kube/kubelet.js'
-import {type KubeProxy, startKubeProxy} from '../kube/kubeproxy.js'
-import type {JsonObject} from '../kube/patch.js'
-import {rbacAccessRules} from './rbac.js'
+import {type Cluster, startCluster} from '../kube-real/cluster.js'
+import {corePath} from '../kube-real/rest.js'
 
 const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
 const IMAGE = 'local/expose-web:1.0'
@@ -33,38 +31,32 @@ async function get(url: string): Promise<string> {
 
 describe('expose on real bed nodes', () => {
   let bed: Bed
-  let server: ApiServer
-  let kubelet: Kubelet
-  let proxy: KubeProxy
+  let cluster: Cluster
   let kubeconfig: string
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-expose-bed-'))
 
   beforeAll(async () => {
     bed = await startBed({name: 'slbt-expose', nodes: 2})
-    server = await startApiServer()
-    const nodes = kubeletNodes(bed)
-    kubelet = startKubelet({store: server.store, nodes, resyncMs: 500, hasImage: bedHasImage(bed), runtime: bedRuntime(bed)})
-    proxy = startKubeProxy({store: server.store, nodes, forwarder: bedForwarder(bed), syncMs: 500})
-    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
-  })
+    cluster = await startCluster(bed, {runContainers: true, kubeProxy: true, resyncMs: 500})
+    kubeconfig = cluster.kubeconfig
+  }, 120_000)
   afterAll(async () => {
-    await proxy?.stop()
-    await kubelet?.stop()
-    await server?.stop()
+    await cluster?.stop()
     await bed?.down()
     fs.rmSync(tmp, {recursive: true, force: true})
   })
 
   it('a stuck pod, its image imported, Running, exposed: every printed address answers; --delete closes them', async () => {
     const [node1, node2] = bed.nodes
-    server.store.create('pods', 'default', {
+    await cluster.admin.create(corePath('pods', 'default'), {
+      apiVersion: 'v1', kind: 'Pod',
       metadata: {name: 'web', labels: {app: 'web'}},
       spec: {nodeName: node2.name, containers: [{
         name: 'web', image: IMAGE, imagePullPolicy: 'Never', ports: [{containerPort: 18080, name: 'http'}],
         command: ['sh', '-c', 'mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 18080 -h /www'],
       }]},
     })
-    await kubelet.syncNow()
+    await cluster.kubelet.syncNow()
     const refused = await cli(['expose', 'web', '--port', '80', '--kubeconfig', kubeconfig])
     expect(refused.code).toBe(1)
     expect(refused.stderr).toContain('ErrImageNeverPull')
@@ -73,9 +65,9 @@ describe('expose on real bed nodes', () => {
     await makeImage({name: IMAGE, layers: [{busybox: true}], format: 'oci', out: archive})
     const imported = await bed.exec(node2, ['ctr', '-n', 'k8s.io', 'images', 'import', '-'], {input: fs.readFileSync(archive)})
     expect(imported.code, imported.stderr).toBe(0)
-    const end = Date.now() + 10_000
-    while ((server.store.get('pods', 'default', 'web').status as JsonObject).phase !== 'Running') {
-      if (Date.now() > end) throw new Error(`pod web not Running: ${JSON.stringify(server.store.get('pods', 'default', 'web').status)}`)
+    const end = Date.now() + 30_000
+    while ((await cluster.podStatus('default', 'web')).phase !== 'Running') {
+      if (Date.now() > end) throw new Error(`pod web not Running: ${JSON.stringify((await cluster.getPod('default', 'web'))?.status)}`)
       await new Promise(r => setTimeout(r, 100))
     }
 
@@ -93,13 +85,13 @@ describe('expose on real bed nodes', () => {
     expect(r.stdout).toContain(`ssh admin@${node2.ip} -p ${port}`)
     expect(r.stdout).toContain('selector app=web\n')
 
-    await proxy.syncNow()
+    await cluster.proxy!.syncNow()
     expect(await get(`http://${node2.ip}:${port}/`)).toBe('200 hello-from-web\n')
     expect(await get(`http://${node1.ip}:${port}/`)).toBe('200 hello-from-web\n')
 
     const del = await cli(['expose', 'web', '--delete', '--kubeconfig', kubeconfig])
     expect(del.stdout.trim()).toBe('service/web deleted')
-    await proxy.syncNow()
+    await cluster.proxy!.syncNow()
     await expect(get(`http://${node2.ip}:${port}/`)).rejects.toThrow()
   })
 })

@@ -246,8 +246,12 @@ class NodeAgent {
     }
     const status = await this.podStatus(pod)
     if (!status || this.stopped) return
+    // podIPs merges by ip in a strategic merge patch: a pod IP that changed (the runtime's, e.g. the
+    // node's with host networking, after the one given while the image was missing) must replace the
+    // list, or the server refuses two IPs of one family (422); the real kubelet's two-way patch deletes the old one
+    const podIPs = Array.isArray(status.podIPs) ? [...status.podIPs, {$patch: 'replace'}] : status.podIPs
     try {
-      await this.rest.patch(corePath('pods', ns, name, 'status'), {metadata: {uid}, status})
+      await this.rest.patch(corePath('pods', ns, name, 'status'), {metadata: {uid}, status: {...status, podIPs}})
     } catch (err) {
       // gone or replaced meanwhile: the watch brings the new pod
       if (!(err instanceof RestError && (err.status === 404 || err.status === 409))) throw err

@@ -7,7 +7,7 @@
 import {inform} from './informer.js'
 import type {KubeletNode} from './kubelet.js'
 import type {RealApiServer} from './apiserver.js'
-import {type JsonObject, Rest, arr, corePath, obj, str} from './rest.js'
+import {type JsonObject, Rest, RestError, arr, corePath, obj, str} from './rest.js'
 
 export interface ForwardRule {
   nodePort: number
@@ -67,7 +67,32 @@ export function desiredRules(services: JsonObject[], pods: JsonObject[]): Forwar
 const ruleKey = (r: ForwardRule): string => `${r.protocol}/${r.nodePort}`
 const sameRule = (a: ForwardRule, b: ForwardRule): boolean => a.targetIP === b.targetIP && a.targetPort === b.targetPort
 
+/**
+ * The one right the stand-in needs beyond system:node-proxier: reading pods (a real kube-proxy reads
+ * EndpointSlices, which the endpointslice controller writes from the pods; no controller runs here).
+ * Granted by the admin, as a ClusterRole bound to user system:kube-proxy; idempotent.
+ */
+async function grantPodReads(server: RealApiServer): Promise<void> {
+  const admin = new Rest({url: server.url, caPath: server.caPath, certPath: server.adminCert.certPath, keyPath: server.adminCert.keyPath})
+  const name = 'sideload-test:kube-proxy-stand-in'
+  const rbac = '/apis/rbac.authorization.k8s.io/v1'
+  const ignoreExists = (err: unknown): void => {
+    if (!(err instanceof RestError && err.status === 409)) throw err
+  }
+  try {
+    await admin.create(`${rbac}/clusterroles`, {apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: {name},
+      rules: [{apiGroups: [''], resources: ['pods'], verbs: ['get', 'list', 'watch']}]}).catch(ignoreExists)
+    await admin.create(`${rbac}/clusterrolebindings`, {apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRoleBinding', metadata: {name},
+      roleRef: {apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name},
+      subjects: [{apiGroup: 'rbac.authorization.k8s.io', kind: 'User', name: 'system:kube-proxy'}]}).catch(ignoreExists)
+  } finally {
+    admin.close()
+  }
+}
+
 export async function startKubeProxy(opts: {server: RealApiServer; nodes: KubeletNode[]; forwarder: Forwarder; syncMs?: number}): Promise<KubeProxy> {
+  // system:node-proxier (bootstrap RBAC) does not include pods: without this the pod informer never syncs
+  await grantPodReads(opts.server)
   const cert = opts.server.clientCert('system:kube-proxy')
   const rest = new Rest({url: opts.server.url, caPath: opts.server.caPath, certPath: cert.certPath, keyPath: cert.keyPath})
   const current = new Map<string, Map<string, ForwardRule>>(opts.nodes.map(n => [n.name, new Map()]))
