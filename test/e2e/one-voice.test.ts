@@ -11,8 +11,7 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, startBed} from '../bed/bed.js'
 import {makeImage} from '../bed/images.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {rbacAccessRules} from '../expose/rbac.js'
+import {type Cluster, startCluster} from '../kube-real/cluster.js'
 
 const BIN = path.resolve(__dirname, '..', '..', 'bin', 'run.js')
 
@@ -90,7 +89,7 @@ function resultLine(run: Run): {ok: boolean; type?: string; error?: string; hint
 }
 
 let bed: Bed
-let api: ApiServer
+let cluster: Cluster
 let tmp: string
 let archive: string
 let bigArchive: string
@@ -109,27 +108,12 @@ describe('one voice for errors', () => {
     await makeImage({name: 'voice/big:1', layers: [{sizeBytes: 24 << 20, seed: 'b'}], format: 'oci', compress: 'none', out: bigArchive})
     emptyKnownHosts = path.join(tmp, 'empty_known_hosts')
     fs.writeFileSync(emptyKnownHosts, '')
-    api = await startApiServer()
-    kubeconfig = api.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
-    for (const n of bed.nodes) {
-      api.store.create('nodes', undefined, {
-        metadata: {name: n.name, labels: {'kubernetes.io/hostname': n.name}},
-        status: {addresses: [{type: 'InternalIP', address: n.ip}], conditions: [{type: 'Ready', status: 'True'}],
-          nodeInfo: {architecture: 'amd64', operatingSystem: 'linux', containerRuntimeVersion: 'containerd://2.3.7'}},
-      })
-    }
-    api.store.create('pods', 'default', {
-      metadata: {name: 'web'},
-      spec: {nodeName: bed.nodes[0].name, containers: [{name: 'c', image: 'voice/app:1', imagePullPolicy: 'Never'}]},
-      status: {phase: 'Pending', containerStatuses: [{name: 'c', image: 'voice/app:1', ready: false, restartCount: 0,
-        state: {waiting: {reason: 'ErrImageNeverPull', message: 'Container image "voice/app:1" is not present with pull policy of Never'}}}]},
-    })
-    api.store.create('pods', 'default', {
-      metadata: {name: 'big'},
-      spec: {nodeName: bed.nodes[0].name, containers: [{name: 'c', image: 'voice/big:1', imagePullPolicy: 'Never'}]},
-      status: {phase: 'Pending', containerStatuses: [{name: 'c', image: 'voice/big:1', ready: false, restartCount: 0,
-        state: {waiting: {reason: 'ErrImageNeverPull', message: 'Container image "voice/big:1" is not present with pull policy of Never'}}}]},
-    })
+    // the real API server; the kubelet stand-in puts both pods in ErrImageNeverPull on node 1
+    cluster = await startCluster(bed)
+    kubeconfig = cluster.kubeconfig
+    await cluster.createPod('default', 'web', bed.nodes[0].name, 'voice/app:1')
+    await cluster.createPod('default', 'big', bed.nodes[0].name, 'voice/big:1')
+    await cluster.kubelet.syncNow()
     const port = await new Promise<number>((resolve) => {
       const s = net.createServer().listen(0, '127.0.0.1', () => {
         const p = (s.address() as net.AddressInfo).port
@@ -140,7 +124,7 @@ describe('one voice for errors', () => {
     fs.writeFileSync(deadKubeconfig, fs.readFileSync(kubeconfig, 'utf8').replace(/server: https:\/\/[^\s]+/, `server: https://127.0.0.1:${port}`))
   })
   afterAll(async () => {
-    await api?.stop()
+    await cluster?.stop()
     await bed?.down()
     if (tmp) fs.rmSync(tmp, {recursive: true, force: true})
   })
