@@ -1,18 +1,16 @@
 // sideload doctor against real bed nodes (sshd, containerd 1.6 with CRI, sudo ctr for a non-root
-// user) and the test API server (SelfSubjectAccessReviews answered from the user's rules):
-// all green when healthy; red with the right hint when sshd or containerd stop, a host key is
-// unknown or changed, or the token lacks a verb.
+// user) and the real kube-apiserver (SelfSubjectAccessReviews answered by its RBAC authorizer; the
+// nodes registered by the kubelet stand-in with each bed node's address): all green when healthy;
+// red with the right hint when sshd or containerd stop, a host key is unknown or changed, or the
+// user lacks a verb.
 import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, containerdVersionPattern, startBed} from '../bed/bed.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {kubeletNodes} from '../kube/bed-wiring.js'
-import {type Kubelet, startKubelet} from '../kube/kubelet.js'
-import {rbacAccessRules} from '../expose/rbac.js'
-import {kubectl} from '../kube/kubectl.js'
+import {type Cluster, startCluster} from '../kube-real/cluster.js'
+import {type JsonObject, arr} from '../kube-real/rest.js'
 import {type DoctorCheck, type DoctorOptions, doctor} from '../../src/ops/doctor.js'
 
 const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
@@ -36,8 +34,7 @@ function row(checks: DoctorCheck[], check: string, target: string): DoctorCheck 
 
 describe('sideload doctor on the bed', () => {
   let bed: Bed
-  let server: ApiServer
-  let kubelet: Kubelet
+  let cluster: Cluster
   let kubeconfig: string
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-doctor-'))
   const knownHosts = path.join(tmp, 'known_hosts')
@@ -53,13 +50,11 @@ describe('sideload doctor on the bed', () => {
   beforeAll(async () => {
     bed = await startBed({name: 'slbt-doctor', nodes: 2})
     fs.copyFileSync(bed.knownHostsPath, knownHosts)
-    server = await startApiServer()
-    kubelet = startKubelet({store: server.store, nodes: kubeletNodes(bed), resyncMs: 1000, hasImage: async () => false})
-    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
-  })
+    cluster = await startCluster(bed, {resyncMs: 1000})
+    kubeconfig = cluster.kubeconfig
+  }, 120_000)
   afterAll(async () => {
-    await kubelet?.stop()
-    await server?.stop()
+    await cluster?.stop()
     await bed?.down()
     fs.rmSync(tmp, {recursive: true, force: true})
   })
@@ -68,7 +63,8 @@ describe('sideload doctor on the bed', () => {
     const r = await doctor(base())
     expect(r.checks.filter((c) => c.status === 'fail'), JSON.stringify(r.checks, null, 1)).toEqual([])
     expect(r.ok).toBe(true)
-    expect(row(r.checks, 'api-server', server.url).detail).toBe('Kubernetes v1.20.15')
+    expect(row(r.checks, 'api-server', cluster.server.url).detail).toBe(`Kubernetes ${cluster.server.version}`)
+    expect(cluster.server.version).toMatch(/^v1\.36\./)
     for (const res of ['pods', 'nodes', 'events', 'services']) expect(row(r.checks, 'rbac', res).status).toBe('ok')
     expect(row(r.checks, 'rbac', 'pods').detail).toBe('get, list, watch, patch in namespace default')
     for (const n of bed.nodes) {
@@ -136,24 +132,35 @@ describe('sideload doctor on the bed', () => {
     expect(trusted.ok).toBe(true)
   })
 
-  it('the token lacks a verb: that resource fails with the RBAC hint', async () => {
-    const rules = rbacAccessRules().map((r) => ({...r, verbs: r.resources.includes('pods') ? r.verbs.filter((v) => v !== 'patch') : r.verbs}))
-    server.setRules('sideload', rules)
-    try {
-      const r = await doctor({...base(), nodes: [bed.nodes[0].name]})
-      expect(r.ok).toBe(false)
-      expect(row(r.checks, 'rbac', 'pods')).toMatchObject({status: 'fail', detail: 'not allowed: patch pods in namespace default'})
-      expect(row(r.checks, 'rbac', 'pods').hint).toContain('manifests/rbac.yaml')
-      expect(row(r.checks, 'rbac', 'services').status).toBe('ok')
-    } finally {
-      server.setRules('sideload', rbacAccessRules())
-    }
+  it('the user lacks a verb: that resource fails with the RBAC hint', async () => {
+    // as the admin: the ClusterRole rbac.yaml created, less patch on pods, bound to a client-certificate user
+    const rbac = '/apis/rbac.authorization.k8s.io/v1'
+    const role = await cluster.admin.get(`${rbac}/clusterroles/sideload`)
+    const rules = arr(role.rules).map((r): JsonObject => {
+      const resources = r.resources as string[]
+      const verbs = r.verbs as string[]
+      return {...r, verbs: resources.includes('pods') ? verbs.filter((v) => v !== 'patch') : verbs}
+    })
+    expect(rules.find((r) => (r.resources as string[]).includes('pods'))?.verbs).toEqual(['get', 'list', 'watch'])
+    await cluster.admin.create(`${rbac}/clusterroles`, {apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole',
+      metadata: {name: 'sideload-no-pod-patch'}, rules})
+    const bound = await cluster.server.kubectl(cluster.server.adminKubeconfigPath,
+      ['create', 'clusterrolebinding', 'sideload-no-pod-patch', '--clusterrole=sideload-no-pod-patch', '--user=lacks-patch'])
+    expect(bound.code, bound.stderr).toBe(0)
+    const cert = cluster.server.clientCert('lacks-patch')
+    const lacking = cluster.server.kubeconfigFor('lacks-patch.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath}, {namespace: 'default'})
+    const r = await doctor({...base(), kubeconfig: lacking, nodes: [bed.nodes[0].name]})
+    expect(r.ok).toBe(false)
+    expect(row(r.checks, 'rbac', 'pods')).toMatchObject({status: 'fail', detail: 'not allowed: patch pods in namespace default'})
+    expect(row(r.checks, 'rbac', 'pods').hint).toContain('manifests/rbac.yaml')
+    expect(row(r.checks, 'rbac', 'services').status).toBe('ok')
+    expect(row(r.checks, 'rbac', 'nodes').status).toBe('ok')
   })
 
-  it('the test server answers real kubectl 1.20 `auth can-i` (SelfSubjectAccessReview) the way doctor reads it', async () => {
-    const yes = await kubectl(kubeconfig, ['auth', 'can-i', 'patch', 'pods'])
+  it('the real server answers real kubectl 1.20 `auth can-i` (SelfSubjectAccessReview) the way doctor reads it', async () => {
+    const yes = await cluster.server.kubectl(kubeconfig, ['auth', 'can-i', 'patch', 'pods'])
     expect(yes.stdout.trim(), yes.stderr).toBe('yes')
-    const no = await kubectl(kubeconfig, ['auth', 'can-i', 'delete', 'pods'])
+    const no = await cluster.server.kubectl(kubeconfig, ['auth', 'can-i', 'delete', 'pods'])
     expect(no.stdout.trim()).toBe('no')
     expect(no.code).toBe(1)
   })
