@@ -100,6 +100,13 @@ export interface RealApiServer {
   restartApiServer(): Promise<void>
   /** compacts etcd's history up to its current revision (what the API server does every 5 min); returns that revision */
   compactEtcd(): Promise<number>
+  /**
+   * Starts the real kube-scheduler (same module and version) as system:kube-scheduler, without
+   * leader election or a serving port; resolves once it has bound nothing yet but is running.
+   * It binds pods to nodes that are Ready and untainted (see cluster.ts: the kubelet stand-in
+   * registers them, the fixture lifts the not-ready taint as the node lifecycle controller would).
+   */
+  startScheduler(): Promise<void>
   /** what the API server's audit log recorded so far (level Metadata, every request but its own health checks) */
   audit(): AuditRecord[]
   /** the tail of the daemons' logs (for failure messages) */
@@ -518,6 +525,16 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
         children.splice(children.indexOf(apiserver), 1)
         apiserver = daemon('kube-apiserver', apiserverBin, apiserverArgs)
         await apiserverReady()
+      },
+      async startScheduler() {
+        const cert = createClientCert(pki, 'system:kube-scheduler')
+        const kubeconfig = kubeconfigFor('scheduler.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath}, {context: 'scheduler'})
+        const scheduler = daemon('kube-scheduler', daemonBinary('kube', 'kube-scheduler'), [
+          `--kubeconfig=${kubeconfig}`, '--leader-elect=false', '--secure-port=0', '--profiling=false', '-v=1',
+        ])
+        // running and past its informers' first sync: its log says it started (else it exits with why)
+        await waitUntil('kube-scheduler', 30_000, scheduler, () => tail('kube-scheduler'), async () =>
+          /Attempting to acquire leader lease|Starting Kubernetes Scheduler|"Started"|caches populated/i.test(tail('kube-scheduler', 200)))
       },
       async compactEtcd() {
         const post = async (api: string, body: object): Promise<{header?: {revision?: string}}> => {

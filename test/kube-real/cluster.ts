@@ -16,6 +16,10 @@ export interface ClusterOptions {
   kubeProxy?: boolean
   resyncMs?: number
   pullBackoffMs?: number
+  /** the real kube-scheduler binds new pods (default: only `bindPod`, when a test asks) */
+  scheduler?: boolean
+  /** the API server's folder name under /run/sideload-kube (default: unique) */
+  serverName?: string
   /** how long a container takes to start once its image is there (a real kubelet: seconds; default 0) */
   containerStartMs?: number
 }
@@ -47,7 +51,7 @@ export interface Cluster {
 }
 
 export async function startCluster(bed: Bed, opts: ClusterOptions = {}): Promise<Cluster> {
-  const server = await startRealApiServer()
+  const server = await startRealApiServer({name: opts.serverName})
   const admin = new Rest({url: server.url, caPath: server.caPath, certPath: server.adminCert.certPath, keyPath: server.adminCert.keyPath})
   let kubelet: Kubelet | undefined
   let proxy: KubeProxy | undefined
@@ -74,6 +78,7 @@ export async function startCluster(bed: Bed, opts: ClusterOptions = {}): Promise
       const taints = arr(obj(node.spec).taints).filter(t => t.key !== 'node.kubernetes.io/not-ready')
       await admin.patch(corePath('nodes', undefined, n.name), {spec: {taints}}, 'merge')
     }
+    if (opts.scheduler) await server.startScheduler()
     if (opts.kubeProxy) proxy = await startKubeProxy({server, nodes, forwarder: bedForwarder(bed), syncMs: 500})
 
     const getPod = (ns: string, name: string): Promise<JsonObject | undefined> => admin.tryGet(corePath('pods', ns, name))

@@ -116,3 +116,30 @@ describe('kubelet stand-in with a node identity, on the real API server', () => 
     expect(await cluster.getPod('default', 'doomed')).toBeUndefined()
   })
 })
+
+describe('the real kube-scheduler with the kubelet stand-in\'s nodes', () => {
+  let bed: Bed
+  let cluster: Cluster
+
+  beforeAll(async () => {
+    bed = await startBed({name: 'slbt-sched', nodes: 2})
+    cluster = await startCluster(bed, {resyncMs: 500, scheduler: true})
+  })
+  afterAll(async () => {
+    await cluster?.stop()
+    await bed?.down()
+  })
+
+  it('binds new pods to the Ready nodes, and the kubelet of that node reports them stuck', async () => {
+    for (let i = 0; i < 4; i++) await cluster.createPod('default', `s${i}`, undefined, 'local/sched:1.0')
+    const nodes = await waitFor('all four bound', async () => {
+      const names = await Promise.all([0, 1, 2, 3].map(async i => str(obj((await cluster.getPod('default', `s${i}`))?.spec).nodeName)))
+      return names.every(Boolean) ? names : undefined
+    })
+    // kube-scheduler spreads them (NodeResourcesBalancedAllocation / PodTopologySpread defaults): both nodes used
+    expect(new Set(nodes)).toEqual(new Set(bed.nodes.map(n => n.name)))
+    await waitFor('s0 stuck', async () => (await cluster.podStatus('default', 's0')).waiting.includes('ErrImageNeverPull') || undefined)
+    const scheduled = await cluster.admin.list('/apis/events.k8s.io/v1/namespaces/default/events', {fieldSelector: 'regarding.name=s0'})
+    expect(scheduled.items.map(e => `${str(e.reportingController)} ${str(e.reason)}`)).toContain('default-scheduler Scheduled')
+  })
+})
