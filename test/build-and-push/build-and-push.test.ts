@@ -1,6 +1,7 @@
 // build-and-push end to end: a real dockerd (its embedded BuildKit) builds the image a pod waits
 // for, the image goes from the build output to the pod's bed node over SSH, the kubelet stand-in
-// really runs the container there, the pod is Running; a failed build leaves nothing on any node.
+// (a client of the real kube-apiserver with the node's identity) really runs the container there,
+// the pod is Running; a failed build leaves nothing on any node. sideload has rbac.yaml's service account.
 import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
@@ -8,11 +9,8 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, type BedNode, startBed} from '../bed/bed.js'
 import {type TestDockerd, startDockerd, writeBusyboxArchive} from '../build/dockerd.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {bedHasImage, bedRuntime, kubeletNodes} from '../kube/bed-wiring.js'
-import {type Kubelet, startKubelet} from '../kube/kubelet.js'
-import type {JsonObject} from '../kube/patch.js'
-import {rbacAccessRules} from '../expose/rbac.js'
+import {type Cluster, startCluster} from '../kube-real/cluster.js'
+import {corePath} from '../kube-real/rest.js'
 import {CriClient} from '../../src/containerd/index.js'
 import {BuildFailedError} from '../../src/ops/build.js'
 import {BuildAndPushError, type BuildAndPushOptions, buildAndPush} from '../../src/ops/build-and-push.js'
@@ -35,11 +33,10 @@ function cli(args: string[]): Promise<{code: number | null; stdout: string; stde
   })
 }
 
-describe('build-and-push with dockerd, bed nodes, API server and kubelet', () => {
+describe('build-and-push with dockerd, bed nodes, the real API server and the kubelet stand-in', () => {
   let dockerd: TestDockerd
   let bed: Bed
-  let server: ApiServer
-  let kubelet: Kubelet
+  let cluster: Cluster
   let kubeconfig: string
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-bap-'))
   const knownHosts = path.join(work, 'known_hosts')
@@ -58,32 +55,24 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
     ssh: {identityFiles: [bed.keyPath], knownHostsPath: knownHosts, agent: false, resolve: {configPath: null}},
     waitTimeoutMs: 30_000,
   })
-  const createPod = (name: string, node: BedNode | undefined, image: string): void => {
-    server.store.create('pods', 'default', {
-      metadata: {name, labels: {app: name}},
-      spec: {...(node ? {nodeName: node.name} : {}), containers: [{name: 'main', image, imagePullPolicy: 'Never', command: ['sh', '-c', 'exec sleep 3600']}]},
-    })
+  const createPod = async (name: string, node: BedNode | undefined, image: string): Promise<void> => {
+    await cluster.createPod('default', name, node?.name, image, {policy: 'Never', command: ['sh', '-c', 'exec sleep 3600']})
   }
-  const waitingReason = (name: string): string | undefined => {
-    const st = server.store.get('pods', 'default', name).status as JsonObject
-    const cs = (st.containerStatuses as JsonObject[] | undefined)?.[0]
-    return ((cs?.state as JsonObject | undefined)?.waiting as JsonObject | undefined)?.reason as string | undefined
-  }
+  const waitingReason = async (name: string): Promise<string | undefined> => (await cluster.podStatus('default', name)).waiting[0]
   const images = async (n: BedNode): Promise<string[]> => (await bed.ctr(n, ['images', 'ls', '-q'])).split('\n').filter(Boolean).sort()
   const content = async (n: BedNode): Promise<string[]> => (await bed.ctr(n, ['content', 'ls', '-q'])).split('\n').filter(Boolean).sort()
 
   beforeAll(async () => {
-    ;[dockerd, bed, server] = await Promise.all([startDockerd('slbap'), startBed({name: 'slbt-bap', nodes: 2}), startApiServer()])
+    ;[dockerd, bed] = await Promise.all([startDockerd('slbap'), startBed({name: 'slbt-bap', nodes: 2})])
+    cluster = await startCluster(bed, {runContainers: true, resyncMs: 500})
+    kubeconfig = cluster.kubeconfig
     fs.copyFileSync(bed.knownHostsPath, knownHosts)
     const base = path.join(work, 'busybox.tar')
     await writeBusyboxArchive(base, 'sltest/busybox:1')
     await dockerd.docker(['load', '-i', base])
-    kubelet = startKubelet({store: server.store, nodes: kubeletNodes(bed), resyncMs: 500, hasImage: bedHasImage(bed), runtime: bedRuntime(bed)})
-    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
   }, 120_000)
   afterAll(async () => {
-    await kubelet?.stop()
-    await server?.stop()
+    await cluster?.stop()
     await bed?.down()
     await dockerd?.stop()
     fs.rmSync(work, {recursive: true, force: true})
@@ -92,9 +81,9 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
   it('builds the image of a pod stuck in ErrImageNeverPull, lands it on the pod\'s node only, and the pod runs', async () => {
     const [node1, node2] = bed.nodes
     const image = 'local/bap-web:1.0'
-    createPod('web', node2, image)
-    await kubelet.syncNow()
-    expect(waitingReason('web')).toBe('ErrImageNeverPull')
+    await createPod('web', node2, image)
+    await cluster.kubelet.syncNow()
+    expect(await waitingReason('web')).toBe('ErrImageNeverPull')
 
     const dir = context('web', 'FROM sltest/busybox:1\nCOPY hello.txt /hello.txt\nRUN echo built > /built.txt\n')
     const r = await buildAndPush(options({pod: 'web', dir}))
@@ -104,7 +93,7 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
     expect(r.node).toBe(node2.name)
     expect(r.push.results).toMatchObject([{node: node2.name, status: 'pushed', mode: 'native'}])
     expect(r.pod).toEqual({namespace: 'default', name: 'web', container: 'main', outcome: {state: 'running'}})
-    expect((server.store.get('pods', 'default', 'web').status as JsonObject).phase).toBe('Running')
+    expect((await cluster.podStatus('default', 'web')).phase).toBe('Running')
 
     // the CRI on node2 sees exactly the image dockerd built (same config digest = image ID)
     const cri = new CriClient(node2.hostSocketPath)
@@ -121,7 +110,7 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
   }, 60_000)
 
   it('a failing build exits non-zero and leaves nothing on any node', async () => {
-    createPod('broken', bed.nodes[0], 'local/bap-broken:1.0')
+    await createPod('broken', bed.nodes[0], 'local/bap-broken:1.0')
     const before = await Promise.all(bed.nodes.map(async (n) => ({images: await images(n), content: await content(n)})))
     const dir = context('broken', 'FROM sltest/busybox:1\nRUN echo compiling && exit 3\n')
     await expect(buildAndPush(options({pod: 'broken', dir}))).rejects.toBeInstanceOf(BuildFailedError)
@@ -132,12 +121,13 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
     expect(run.stdout).toBe('')
     const after = await Promise.all(bed.nodes.map(async (n) => ({images: await images(n), content: await content(n)})))
     expect(after).toEqual(before)
-    expect(waitingReason('broken')).toBe('ErrImageNeverPull')
+    await cluster.kubelet.syncNow()
+    expect(await waitingReason('broken')).toBe('ErrImageNeverPull')
   }, 60_000)
 
   it('the CLI: build, push, the pod runs, then --expose; and --node for a pod not created yet', async () => {
     const [node1, node2] = bed.nodes
-    createPod('api', node1, 'local/bap-api:2')
+    await createPod('api', node1, 'local/bap-api:2')
     const dir = context('api', 'FROM sltest/busybox:1\nCOPY hello.txt /srv/hello.txt\n')
     const run = await cli(['build-and-push', dir, '--pod', 'api', '--expose', '8080', '--kubeconfig', kubeconfig,
       '--builder', 'docker', '--docker-host', dockerd.host, '--progress', 'quiet', ...sshFlags()])
@@ -161,7 +151,8 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
 
   it('the image lands but the container cannot start: the new waiting reason is reported, not a success', async () => {
     const node = bed.nodes[0]
-    server.store.create('pods', 'default', {
+    await cluster.admin.create(corePath('pods', 'default'), {
+      apiVersion: 'v1', kind: 'Pod',
       metadata: {name: 'badcmd'},
       spec: {nodeName: node.name, containers: [{name: 'main', image: 'local/bap-badcmd:1', imagePullPolicy: 'IfNotPresent', command: ['/no/such/binary']}]},
     })
@@ -174,8 +165,12 @@ describe('build-and-push with dockerd, bed nodes, API server and kubelet', () =>
   }, 60_000)
 
   it('refuses before building when the kubelet would ignore the image (:latest → imagePullPolicy Always) or the pod is unscheduled', async () => {
-    server.store.create('pods', 'default', {metadata: {name: 'latest'}, spec: {nodeName: bed.nodes[0].name, containers: [{name: 'main', image: 'local/bap-latest'}]}})
-    server.store.create('pods', 'default', {metadata: {name: 'pending'}, spec: {containers: [{name: 'main', image: 'local/bap-pending:1', imagePullPolicy: 'Never'}]}})
+    // no imagePullPolicy: the API server defaults it (an untagged image → Always)
+    await cluster.admin.create(corePath('pods', 'default'), {apiVersion: 'v1', kind: 'Pod', metadata: {name: 'latest'},
+      spec: {nodeName: bed.nodes[0].name, containers: [{name: 'main', image: 'local/bap-latest'}]}})
+    // no nodeName and no scheduler: it stays unscheduled
+    await cluster.admin.create(corePath('pods', 'default'), {apiVersion: 'v1', kind: 'Pod', metadata: {name: 'pending'},
+      spec: {containers: [{name: 'main', image: 'local/bap-pending:1', imagePullPolicy: 'Never'}]}})
     // a context that cannot build: reaching the builder would fail differently
     const dir = context('never-built', 'FROM sltest/busybox:1\nRUN exit 9\n')
     const always = await buildAndPush(options({pod: 'latest', dir})).catch((e: unknown) => e)
