@@ -1,55 +1,48 @@
 // The seed's loop end to end on today's daemons: a standalone buildkitd with a containerd worker
 // writes the image into the build machine's containerd 2.x (k8s.io), build-and-push takes it
-// from there to the pod's node (containerd 2.x) over SSH, and the kubelet stand-in runs it.
+// from there to the pod's node (containerd 2.x) over SSH, and the kubelet stand-in runs it. The pod
+// lives in the real kube-apiserver; sideload has rbac.yaml's service account.
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, type BedNode, startBed} from '../bed/bed.js'
 import {type BuildMachine, startBuildMachine} from '../build/buildkitd.js'
-import {type ApiServer, startApiServer} from '../kube/apiserver.js'
-import {bedHasImage, bedRuntime, kubeletNodes} from '../kube/bed-wiring.js'
-import {type Kubelet, startKubelet} from '../kube/kubelet.js'
-import type {JsonObject} from '../kube/patch.js'
-import {rbacAccessRules} from '../expose/rbac.js'
+import {type Cluster, startCluster} from '../kube-real/cluster.js'
+import {corePath} from '../kube-real/rest.js'
 import {CriClient} from '../../src/containerd/index.js'
 import {runCli} from '../push/cli.js'
 
 describe('build-and-push --pod with a standalone buildkitd building into k8s.io', () => {
   let bm: BuildMachine
   let bed: Bed
-  let server: ApiServer
-  let kubelet: Kubelet
+  let cluster: Cluster
   let kubeconfig: string
   const work = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-bapk-'))
 
   beforeAll(async () => {
-    ;[bm, bed, server] = await Promise.all([startBuildMachine('slb-bapk-b', work), startBed({name: 'slb-bapk', nodes: 2, containerd: '2'}), startApiServer()])
-    kubelet = startKubelet({store: server.store, nodes: kubeletNodes(bed), resyncMs: 500, hasImage: bedHasImage(bed), runtime: bedRuntime(bed)})
-    kubeconfig = server.addUser('sideload', {rules: rbacAccessRules()}).kubeconfigPath
+    ;[bm, bed] = await Promise.all([startBuildMachine('slb-bapk-b', work), startBed({name: 'slb-bapk', nodes: 2, containerd: '2'})])
+    cluster = await startCluster(bed, {runContainers: true, resyncMs: 500})
+    kubeconfig = cluster.kubeconfig
   }, 180_000)
   afterAll(async () => {
-    await kubelet?.stop()
-    await server?.stop()
+    await cluster?.stop()
     await Promise.all([bed?.down(), bm?.down()])
     fs.rmSync(work, {recursive: true, force: true})
   })
 
-  const waitingReason = (name: string): string | undefined => {
-    const st = server.store.get('pods', 'default', name).status as JsonObject
-    const cs = (st.containerStatuses as JsonObject[] | undefined)?.[0]
-    return ((cs?.state as JsonObject | undefined)?.waiting as JsonObject | undefined)?.reason as string | undefined
-  }
+  const waitingReason = async (name: string): Promise<string | undefined> => (await cluster.podStatus('default', name)).waiting[0]
 
   it('the field pod (centos-stream-8) stuck in ErrImageNeverPull: built into k8s.io, pushed to its node only, Running', async () => {
     const [node1, node2]: BedNode[] = bed.nodes
     const image = 'local/centos-stream-8-systemd:latest'
-    server.store.create('pods', 'default', {
+    await cluster.admin.create(corePath('pods', 'default'), {
+      apiVersion: 'v1', kind: 'Pod',
       metadata: {name: 'centos-stream-8'},
       spec: {nodeName: node2.name, containers: [{name: 'centos-stream-8', image, imagePullPolicy: 'Never', command: ['sh', '-c', 'exec sleep 3600']}]},
     })
-    await kubelet.syncNow()
-    expect(waitingReason('centos-stream-8')).toBe('ErrImageNeverPull')
+    await cluster.kubelet.syncNow()
+    expect(await waitingReason('centos-stream-8')).toBe('ErrImageNeverPull')
 
     const dir = path.join(work, 'ctx')
     fs.mkdirSync(dir)
@@ -66,7 +59,7 @@ describe('build-and-push --pod with a standalone buildkitd building into k8s.io'
     const r = JSON.parse(run.stdout) as {image: string; node: string; ok: boolean; push: {results: Array<{status: string; mode: string}>}; pod: {outcome: {state: string}}}
     expect(r).toMatchObject({image: 'docker.io/local/centos-stream-8-systemd:latest', node: node2.name, ok: true, pod: {outcome: {state: 'running'}}})
     expect(r.push.results).toMatchObject([{status: 'pushed', mode: 'native'}])
-    expect((server.store.get('pods', 'default', 'centos-stream-8').status as JsonObject).phase).toBe('Running')
+    expect((await cluster.podStatus('default', 'centos-stream-8')).phase).toBe('Running')
 
     // built straight into the build machine's containerd (k8s.io), where nerdctl sees it
     const listed = await bm.nerdctl(['images', '--format', '{{.Repository}}:{{.Tag}}'])
