@@ -29,6 +29,29 @@ async function get(url: string): Promise<string> {
   return `${res.status} ${await res.text()}`
 }
 
+/** What `url` answers once it answers (the forwarder and the server in the pod start asynchronously). */
+async function answer(url: string, ms = 20_000): Promise<string> {
+  const end = Date.now() + ms
+  for (;;) {
+    try {
+      return await get(url)
+    } catch (err) {
+      if (Date.now() > end) throw err
+      await new Promise(r => setTimeout(r, 200))
+    }
+  }
+}
+
+/** Whether `url` stops answering within `ms` (a closed forwarder may take a moment to exit). */
+async function closes(url: string, ms = 20_000): Promise<boolean> {
+  const end = Date.now() + ms
+  while (Date.now() < end) {
+    if (await get(url).then(() => false, () => true)) return true
+    await new Promise(r => setTimeout(r, 200))
+  }
+  return false
+}
+
 describe('expose on real bed nodes', () => {
   let bed: Bed
   let cluster: Cluster
@@ -86,12 +109,13 @@ describe('expose on real bed nodes', () => {
     expect(r.stdout).toContain('selector app=web\n')
 
     await cluster.proxy!.syncNow()
-    expect(await get(`http://${node2.ip}:${port}/`)).toBe('200 hello-from-web\n')
-    expect(await get(`http://${node1.ip}:${port}/`)).toBe('200 hello-from-web\n')
+    expect(await answer(`http://${node2.ip}:${port}/`)).toBe('200 hello-from-web\n')
+    expect(await answer(`http://${node1.ip}:${port}/`)).toBe('200 hello-from-web\n')
 
     const del = await cli(['expose', 'web', '--delete', '--kubeconfig', kubeconfig])
     expect(del.stdout.trim()).toBe('service/web deleted')
     await cluster.proxy!.syncNow()
-    await expect(get(`http://${node2.ip}:${port}/`)).rejects.toThrow()
-  })
+    expect(await closes(`http://${node2.ip}:${port}/`)).toBe(true)
+    expect(await closes(`http://${node1.ip}:${port}/`)).toBe(true)
+  }, 120_000)
 })
