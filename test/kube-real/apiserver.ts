@@ -260,12 +260,15 @@ function createSniPki(dir: string, name: string): {caPath: string; certPath: str
 // ---------------------------------------------------------------------------------------------
 // exit hooks: every live server of this process, cleaned up synchronously
 
-const live = new Map<string, {pids: () => number[]; dir: string}>()
+const live = new Map<string, {pids: () => number[]; dir: string; watchdog: () => number | undefined}>()
 let hooksInstalled = false
 
 function cleanupSync(): void {
   for (const [name, s] of live) {
     for (const pid of s.pids()) killQuietly(pid)
+    // the watchdog is for our death; we are cleaning up ourselves
+    const watchdog = s.watchdog()
+    if (watchdog !== undefined) killQuietly(watchdog)
     // SIGKILL is delivered at once; the processes may still hold files open, rm works regardless
     try {
       fs.rmSync(s.dir, {recursive: true, force: true})
@@ -321,7 +324,7 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
   ]
   let watchdogPid: number | undefined
   installHooks()
-  live.set(name, {pids: pidsOf, dir})
+  live.set(name, {pids: pidsOf, dir, watchdog: () => watchdogPid})
 
   // the watchdog: when this process is gone (even SIGKILLed), kill what mentions the folder, remove it
   const watchdog = spawn('sh', ['-c',

@@ -118,7 +118,7 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
 
   say(`The field log, replayed in sandbox '${p.name}': ${sb.bed.nodes.length} nodes (${sb.bed.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}),`)
   const lines = [...new Set(sb.bed.nodes.map((n) => (n.containerdLine === '2' ? '2.x' : n.containerdLine)))].join(' / ')
-  say(`each with its own sshd and containerd ${lines}, a Kubernetes API with kubelet/kube-proxy stand-ins, and a build machine`)
+  say(`each with its own sshd and containerd ${lines}, kube-apiserver and kube-scheduler with kubelet/kube-proxy stand-ins, and a build machine`)
   say('(containerd 2.x with a standalone buildkitd building into its k8s.io namespace, and nerdctl; no registry, no way out).')
   say('The commands below run with:')
   for (const line of sb.exports) say(`  ${line}`)

@@ -10,7 +10,8 @@ import {afterAll, describe, expect, it} from 'vitest'
 import {BED_ROOT, openBed} from '../bed/bed.js'
 import {BASE_IMAGE, buildctl, buildCtr} from './buildmachine.js'
 import {listsImage} from './demo.js'
-import {DEMO_IMAGE, DEMO_PAGE, REPO, sandboxPaths, validateSandboxName} from './sandbox.js'
+import {REAL_KUBE_ROOT} from '../kube-real/apiserver.js'
+import {DEMO_IMAGE, DEMO_PAGE, REPO, sandboxPaths, sandboxServerName, validateSandboxName} from './sandbox.js'
 
 const NAME = 'slsbx-test'
 const CLI = path.join(REPO, 'test', 'bed', 'sandbox.ts')
@@ -91,6 +92,9 @@ function traces(): string[] {
   const found: string[] = []
   const bedDirs = BEDS.map((b) => path.join(BED_ROOT, 'beds', b))
   for (const d of [p.dir, ...bedDirs]) if (fs.existsSync(d)) found.push(d)
+  // the real API server's folder (etcd data, PKI) and its daemons
+  const serverPrefix = path.join(REAL_KUBE_ROOT, sandboxServerName(NAME, 0).replace(/0$/, ''))
+  if (fs.existsSync(REAL_KUBE_ROOT)) for (const d of fs.readdirSync(REAL_KUBE_ROOT)) if (path.join(REAL_KUBE_ROOT, d).startsWith(serverPrefix)) found.push(path.join(REAL_KUBE_ROOT, d))
   if (fs.existsSync('/run/netns')) for (const ns of fs.readdirSync('/run/netns')) if (ns.startsWith(`slbed-${NAME}-`)) found.push(`netns ${ns}`)
   const index = path.join(BED_ROOT, 'index')
   if (fs.existsSync(index)) {
@@ -106,7 +110,7 @@ function traces(): string[] {
     if (!/^\d+$/.test(e) || Number(e) === process.pid) continue
     try {
       const cmd = fs.readFileSync(`/proc/${e}/cmdline`, 'utf8')
-      if (cmd.includes(`${p.dir}/`) || BEDS.some((b) => cmd.includes(`/beds/${b}/`))) found.push(`process ${e}: ${cmd.replace(/\0/g, ' ').trim()}`)
+      if (cmd.includes(`${p.dir}/`) || cmd.includes(serverPrefix) || BEDS.some((b) => cmd.includes(`/beds/${b}/`))) found.push(`process ${e}: ${cmd.replace(/\0/g, ' ').trim()}`)
     } catch {
       // gone
     }
@@ -154,6 +158,10 @@ describe('npm run sandbox', () => {
 
     // checked again from outside the demo: the pod Running, its node port answering
     expect((await kubectl(['get', 'pod', 'centos-stream-8', '-o', 'jsonpath={.status.phase}'])).trim()).toBe('Running')
+    // the API is the real kube-apiserver, and the real kube-scheduler placed the pod
+    expect(await kubectl(['version', '-o', 'json'])).toMatch(/"serverVersion"[\s\S]*"gitVersion": "v1\.36\.\d+"/)
+    expect((await kubectl(['get', 'events', '--field-selector', 'involvedObject.name=centos-stream-8,reason=Scheduled',
+      '-o', 'jsonpath={.items[0].reportingComponent}'])).trim()).toBe('default-scheduler')
     const [, ip, port] = /reachable at (\d+\.\d+\.\d+\.\d+):(\d+)/.exec(demo.out) ?? []
     expect(port, demo.out).toBeDefined()
     const res = await fetch(`http://${ip}:${port}/`, {signal: AbortSignal.timeout(5000)})

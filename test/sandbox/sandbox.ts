@@ -1,5 +1,5 @@
 // The local sandbox: the field's cluster on this machine. A bed of 3 nodes (real sshd + containerd
-// each), the test API server with kubelet / kube-proxy / scheduler stand-ins running in a detached
+// each), the real kube-apiserver and kube-scheduler with kubelet / kube-proxy stand-ins running in a detached
 // background process, and a build machine (buildmachine.ts): containerd 2.x with a standalone
 // buildkitd building into namespace k8s.io, and nerdctl. Everything lives under
 // /run/sideload-bed/sandbox/<name>/ (plus the beds' own /run/sideload-bed/beds/<name>/ and
@@ -9,6 +9,7 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import {type Bed, BED_ROOT, destroyBed, openBed, startBed} from '../bed/bed.js'
+import {sweepDeadServers} from '../kube-real/apiserver.js'
 import {buildMachineState, startSandboxBuildMachine} from './buildmachine.js'
 
 export const REPO = path.resolve(import.meta.dirname, '..', '..')
@@ -32,7 +33,6 @@ export interface SandboxPaths {
   daemonLog: string
   /** written by the background process once the API server answers */
   ready: string
-  apiserverDir: string
   kubeconfig: string
   /** sideload's config file: SSH user, the bed key and known_hosts */
   sideloadConfig: string
@@ -53,6 +53,11 @@ export interface SandboxPaths {
   demoContext: string
 }
 
+/** The folder name of the sandbox's API server under REAL_KUBE_ROOT (one per daemon process). */
+export function sandboxServerName(name: string, daemonPid: number): string {
+  return `sandbox-${name}-${daemonPid}`
+}
+
 export function sandboxPaths(name: string): SandboxPaths {
   const dir = path.join(SANDBOX_ROOT, name)
   const buildDir = path.join(dir, 'build')
@@ -61,7 +66,7 @@ export function sandboxPaths(name: string): SandboxPaths {
   return {
     name, dir,
     daemonPid: path.join(dir, 'daemon.pid'), daemonLog: path.join(dir, 'daemon.log'), ready: path.join(dir, 'ready'),
-    apiserverDir: path.join(dir, 'apiserver'), kubeconfig: path.join(dir, 'kubeconfig'),
+    kubeconfig: path.join(dir, 'kubeconfig'),
     sideloadConfig: path.join(dir, 'sideload.yaml'), envFile: path.join(dir, 'env'), binDir: path.join(dir, 'bin'),
     buildBed: `${name}${BUILD_BED_SUFFIX}`,
     buildDir, buildSocket, buildAddress: `unix://${buildSocket}`,
@@ -224,6 +229,8 @@ export async function sandboxDown(name: string): Promise<void> {
   // buildkitd (its socket is in the sandbox dir), and nerdctl / buildctl / sideload a demo left running
   if (fs.existsSync(p.dir)) for (const pid of pidsMentioning(p.dir)) pids.add(pid)
   await stopPids([...pids], `stopping sandbox '${name}'`)
+  // the API server's etcd and kube-apiserver die with the daemon; sweep their folder now, not in a second
+  await sweepDeadServers()
   await destroyBed(name)
   await destroyBed(p.buildBed)
   // mounts that anything started from the sandbox dir may leave
@@ -263,7 +270,7 @@ export async function sandboxUp(name: string, log: (line: string) => void = () =
     if (fs.existsSync(KUBECTL)) await fsp.symlink(KUBECTL, path.join(p.binDir, 'kubectl'))
     await fsp.writeFile(path.join(p.binDir, 'sideload'), `#!/bin/sh\nexec "${process.execPath}" "${SIDELOAD_BIN}" "$@"\n`, {mode: 0o755})
     await fsp.writeFile(p.envFile, `${exportsOf(p).join('\n')}\n`)
-    log('starting the API server with kubelet, kube-proxy and scheduler stand-ins (background)')
+    log('starting kube-apiserver, etcd and kube-scheduler with kubelet and kube-proxy stand-ins (background)')
     await startDaemon(p)
     return {paths: p, bed, exports: exportsOf(p)}
   } catch (e) {
