@@ -139,7 +139,7 @@ export class KubeClient {
     let retry: NodeJS.Timeout | undefined
     const action = {verb: 'watch', resource: 'pods', namespace: opts.namespace}
     const path = opts.namespace === undefined ? '/api/v1/pods' : `/api/v1/namespaces/${encodeURIComponent(opts.namespace)}/pods`
-    // After the first list, a refusal can be the API server's own restart (its authorizer serves
+    // Once a watch has been accepted, a refusal can be the API server's own restart (its authorizer serves
     // before its caches are filled; seen here on kube-apiserver 1.36): try again for a while, as
     // client-go's reflectors do, before giving up. A refusal at the start is final at once.
     let established = false
@@ -167,7 +167,6 @@ export class KubeClient {
       try {
         const list = await this.listPods(opts)
         if (stopped || gen !== generation) return
-        established = true
         deniedSince = undefined
         opts.onRelist?.(list.resourceVersion)
         // like an informer's Replace: pods that went away while we were not watching are DELETED
@@ -188,6 +187,7 @@ export class KubeClient {
     const watchFrom = async (from: string): Promise<void> => {
       const gen = ++generation
       let rv = from
+      let refused = false
       const current = (): boolean => !stopped && gen === generation
       const req = await new Watch(this.target.config).watch(path,
         {resourceVersion: rv, allowWatchBookmarks: true, labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector},
@@ -209,13 +209,18 @@ export class KubeClient {
         (err: unknown) => {
           if (!current()) return
           const e = err ? describeKubeError(err, action, this.server) : undefined
+          if (e && (e.kind === 'forbidden' || e.kind === 'unauthorized')) refused = true
           if (e && deniedForNow(e)) return later(2000, relist)
           if (e && ['forbidden', 'unauthorized', 'not-found'].includes(e.kind)) return fail(e)
           // the server ended the watch (timeout, restart) or the connection dropped: resume where we were
           later(e?.kind === 'unreachable' ? 2000 : 100, () => watchFrom(rv))
         })
       if (!current()) req.abort()
-      else abort = () => req.abort()
+      else {
+        abort = () => req.abort()
+        // the server accepted the watch (200): refusals from now on may be its restart
+        if (!refused) established = true
+      }
     }
     void relist()
     return {

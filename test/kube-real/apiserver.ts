@@ -37,6 +37,8 @@ export interface RealApiServerOptions {
   name?: string
   /** how long to wait for /readyz (default 60 s) */
   readyTimeoutMs?: number
+  /** --min-request-timeout: the server ends each watch after this many seconds × [1, 2) (default 1800) */
+  minRequestTimeoutSeconds?: number
 }
 
 export interface KubeconfigUser {
@@ -420,6 +422,7 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
       '--authorization-mode=Node,RBAC',
       `--cert-dir=${path.join(dir, 'apiserver-certs')}`,
       '--profiling=false',
+      ...(opts.minRequestTimeoutSeconds ? [`--min-request-timeout=${opts.minRequestTimeoutSeconds}`] : []),
       `--audit-policy-file=${auditPolicy}`, `--audit-log-path=${path.join(dir, 'audit.log')}`, '--audit-log-format=json',
     ]
     let apiserver = daemon('kube-apiserver', apiserverBin, apiserverArgs)
