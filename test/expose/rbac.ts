@@ -1,8 +1,7 @@
-// Reads the ClusterRole of manifests/rbac.yaml as access rules for the test API server.
+// Reads the ClusterRole of manifests/rbac.yaml (what the tests compare with src/kube/access.ts).
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import YAML from 'yaml'
-import type {AccessRule} from '../kube/apiserver.js'
 
 export const RBAC_PATH = path.resolve(import.meta.dirname, '..', '..', 'manifests', 'rbac.yaml')
 
@@ -17,8 +16,4 @@ export function clusterRoleRules(): Rule[] {
   const role = docs.find(d => d.kind === 'ClusterRole')
   if (!role?.rules) throw new Error(`${RBAC_PATH} has no ClusterRole with rules`)
   return role.rules
-}
-
-export function rbacAccessRules(): AccessRule[] {
-  return clusterRoleRules().map(r => ({verbs: r.verbs ?? [], resources: r.resources ?? []}))
 }

@@ -20,8 +20,8 @@ import * as path from 'node:path'
 import {CoreV1Api, KubeConfig} from '@kubernetes/client-node'
 import YAML from 'yaml'
 import {daemonBinary} from '../daemons/daemons.js'
-import {type ClientCert, type TestPki, createClientCert, createPki} from '../kube/tls.js'
-import {REPO_ROOT, type KubectlResult, kubectl, kubectlEnv, kubectlPath} from '../kube/kubectl.js'
+import {type ClientCert, type TestPki, createClientCert, createPki} from './tls.js'
+import {REPO_ROOT, type KubectlResult, kubectl, kubectlEnv, kubectlPath} from './kubectl.js'
 
 /** Where every real API server of this machine keeps its files (tmpfs; falls back to the temp dir when not root). */
 export const REAL_KUBE_ROOT = process.env.SIDELOAD_REAL_KUBE_ROOT ??

@@ -15,7 +15,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {KubeClient} from '../../src/kube/client.js'
 import {type KubeTarget, KubeConfigError, loadKubeTarget, parseRequestTimeout} from '../../src/kube/config.js'
 import {KubeError} from '../../src/kube/errors.js'
-import {REPO_ROOT, kubectlPath} from '../kube/kubectl.js'
+import {REPO_ROOT, kubectlPath} from './kubectl.js'
 import {type RealApiServer, REAL_KUBE_ROOT, startRealApiServer, sweepDeadServers} from './apiserver.js'
 
 const BIN = path.join(REPO_ROOT, 'bin', 'run.js')
