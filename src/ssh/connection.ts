@@ -1,319 +1,23 @@
-import * as fs from 'node:fs'
-import * as net from 'node:net'
+// One authenticated SSH connection to a node and its lifecycle: commands (sessions), unix socket
+// streams (direct-streamlocal, or socat where sshd forbids it), local bridges to them, close.
+// How it is made lives beside it: handshake.ts (transport, host key, authentication, errors),
+// auth.ts, host-key-verifier.ts, proxy-command.ts; remote-process.ts runs a command on a channel.
 import * as os from 'node:os'
-import * as path from 'node:path'
-import {type ChildProcess, spawn} from 'node:child_process'
-import {Duplex, type Readable, type Writable} from 'node:stream'
-import ssh2 from 'ssh2'
-import type {AnyAuthMethod, AuthenticationType, AuthHandlerMiddleware, IdentityCallback, ClientChannel, ConnectConfig, NegotiatedAlgorithms, ParsedKey} from 'ssh2'
+import type {Duplex, Readable, Writable} from 'node:stream'
+import type {ClientChannel, NegotiatedAlgorithms} from 'ssh2'
 import {SshError} from './errors.js'
-import {
-  appendKnownHost,
-  checkHostKey,
-  type HostKey,
-  type HostKeyCheck,
-  hostKeyFromBlob,
-  knownHostName,
-  knownKeyTypes,
-  loadKnownHosts,
-} from './known-hosts.js'
+import {type SshClient, handshake} from './handshake.js'
+import {knownHostName} from './known-hosts.js'
 import {commandLine, validateRemotePath} from './quote.js'
-import {describeTarget, type ResolvedTarget, type ResolveOptions, resolveTarget} from './target.js'
+import {remoteProcess, Slots} from './remote-process.js'
+import {describeTarget, type ResolvedTarget, resolveTarget} from './target.js'
+import type {CaptureOptions, CapturedOutput, ConnectOptions, ExecOptions, HostKeyInfo, RemoteExit, RemoteProcess} from './types.js'
+import {UnixSocketBridges} from './unix-socket-bridge.js'
 
-const {Client} = ssh2
+export type {CaptureOptions, CapturedOutput, ConnectOptions, ExecOptions, HostKeyInfo, RemoteExit, RemoteProcess} from './types.js'
 
-export interface ConnectOptions {
-  /** `[user@]host[:port]` (resolved through ssh_config) or an already resolved target. */
-  target: string | ResolvedTarget
-  /** How to resolve a string target (ssh_config path, home). */
-  resolve?: ResolveOptions
-  /** Private key files to try first (--ssh-key). Unencrypted, or held by the agent. */
-  identityFiles?: string[]
-  /** ssh-agent socket; default IdentityAgent from the config, else $SSH_AUTH_SOCK. `false` = no agent. */
-  agent?: string | false
-  /** The only known_hosts file to read and write (--known-hosts); default: UserKnownHostsFile or ~/.ssh/known_hosts. */
-  knownHostsPath?: string
-  /** Record unknown host keys (--trust-new-host-keys). Default: StrictHostKeyChecking accept-new/no in the config. */
-  trustOnFirstUse?: boolean
-  /** Handshake + authentication deadline. Default: ConnectTimeout from the config, else 20 s. */
-  readyTimeoutMs?: number
-  /** SSH keepalive interval (default 15 s) and how many may go unanswered (default 4). */
-  keepaliveIntervalMs?: number
-  keepaliveCountMax?: number
-}
-
-export interface RemoteExit {
-  /** Exit status, or null when the command was killed by a signal or the connection dropped. */
-  code: number | null
-  signal?: string
-}
-
-/** A command running on a node. stdout/stderr must be consumed (or the remote side blocks). */
-export interface RemoteProcess {
-  stdout: Readable
-  stderr: Readable
-  /** Ended already, unless exec was called with `stdin: 'pipe'`. */
-  stdin: Writable
-  /** Resolves when the channel closes; rejects if the stdin source failed or the connection was lost before exit. */
-  wait(): Promise<RemoteExit>
-  /** Ask the remote to deliver a signal (OpenSSH ≥ 7.9), then close the channel. */
-  kill(signal?: 'TERM' | 'KILL' | 'INT'): void
-  /**
-   * Give up on the command and wait until it has ended: its stdin gets EOF (so a program
-   * reading it fails and cleans up after itself, as `ctr images import` does); only if it is
-   * still running after `graceMs` is it sent TERM, then KILL, before the channel is closed.
-   * Resolves when the remote command is gone — nothing of ours runs on after it.
-   */
-  stop(graceMs?: number): Promise<void>
-}
-
-export interface ExecOptions {
-  /** Data for the command's stdin: a stream (piped with backpressure), bytes, or 'pipe' to write it yourself. */
-  stdin?: Readable | Buffer | string | 'pipe'
-}
-
-export interface CaptureOptions {
-  stdin?: Readable | Buffer | string
-  /** Throw SshError('command') on a non-zero exit, with stderr in the message. */
-  check?: boolean
-  /** Limit for each of stdout and stderr (default 16 MiB); exceeding it fails the call. */
-  maxBytes?: number
-}
-
-export interface CapturedOutput {
-  code: number | null
-  signal?: string
-  stdout: string
-  stderr: string
-}
-
-/** What was verified about the server's host key. */
-export interface HostKeyInfo {
-  type: string
-  fingerprint: string
-  /** True when this connection recorded the key (trust on first use). */
-  recorded: boolean
-  /** The known_hosts file that vouched for (or now records) the key. */
-  file?: string
-}
-
-const DEFAULT_READY_TIMEOUT_MS = 20_000
 /** OpenSSH's MaxSessions defaults to 10 per connection; stay below it (port forwards are not sessions). */
 const MAX_CONCURRENT_SESSIONS = 8
-const DEFAULT_SERVER_HOST_KEYS = [
-  'ssh-ed25519',
-  'ecdsa-sha2-nistp256',
-  'ecdsa-sha2-nistp384',
-  'ecdsa-sha2-nistp521',
-  'rsa-sha2-512',
-  'rsa-sha2-256',
-  'ssh-rsa',
-] as const
-/** AES-GCM first: hardware AES makes it far faster than chacha20-poly1305 on x86 (minikube #23121). */
-const CIPHERS = ['aes128-gcm@openssh.com', 'aes256-gcm@openssh.com', 'aes128-ctr', 'aes192-ctr', 'aes256-ctr', 'chacha20-poly1305@openssh.com'] as const
-const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNRESET', 'EPIPE'])
-
-type ConnectConfigAlgorithms = NonNullable<ConnectConfig['algorithms']>
-
-function defaultIdentityFiles(home: string): string[] {
-  return ['id_rsa', 'id_ecdsa', 'id_ecdsa_sk', 'id_ed25519', 'id_ed25519_sk', 'id_dsa'].map((n) => path.join(home, '.ssh', n))
-}
-
-/** A little counting semaphore for session channels. */
-class Slots {
-  private free: number
-  private waiting: Array<() => void> = []
-  constructor(n: number) {
-    this.free = n
-  }
-  async acquire(): Promise<() => void> {
-    if (this.free > 0) this.free--
-    else await new Promise<void>((resolve) => this.waiting.push(resolve))
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      const next = this.waiting.shift()
-      if (next) next()
-      else this.free++
-    }
-  }
-}
-
-interface AuthCandidate {
-  method: AnyAuthMethod
-  label: string
-}
-
-interface ProxyProcess {
-  child: ChildProcess
-  stream: Duplex
-  /** Rewrite a handshake failure with what the proxy command said on stderr. */
-  explain(err: SshError): SshError
-}
-
-/** Run ProxyCommand like ssh: `/bin/sh -c <command>` with %h %p %r %n %% expanded; its stdio carries the SSH stream. */
-function startProxyCommand(target: ResolvedTarget): ProxyProcess {
-  const tokens: Record<string, string> = {h: target.host, p: String(target.port), r: target.user, n: target.alias, '%': '%'}
-  // host, user and alias passed parseTarget's character checks, so they are shell-safe words
-  const command = (target.proxyCommand ?? '').replace(/%(.)/g, (whole, c: string) => tokens[c] ?? whole).replace(/^exec\s+/, '')
-  const child = spawn('/bin/sh', ['-c', `exec ${command}`], {stdio: ['pipe', 'pipe', 'pipe']})
-  let stderr = ''
-  child.stderr.on('data', (b: Buffer) => {
-    stderr = (stderr + b.toString('utf8')).slice(-2000)
-  })
-  child.on('error', () => undefined) // reported through the closed stream
-  const stream = Duplex.from({readable: child.stdout, writable: child.stdin})
-  return {
-    child,
-    stream,
-    explain: (err) =>
-      new SshError('unreachable', `ProxyCommand for ${describeTarget(target)} failed (${command}): ${stderr.trim() || err.message}`, {
-        hint: 'run the ProxyCommand from your ssh config by hand to see why it fails',
-        target: target.alias,
-        cause: err,
-      }),
-  }
-}
-
-/** base64 public key blob of an identity file: from `<file>.pub`, else from the (unencrypted) key itself. */
-function publicBlobOf(file: string): string | undefined {
-  try {
-    const pub = fs.readFileSync(`${file}.pub`, 'utf8').trim().split(/\s+/)[1]
-    if (pub) return Buffer.from(pub, 'base64').toString('base64')
-  } catch {
-    // no .pub file: try the private key
-  }
-  try {
-    const parsed = ssh2.utils.parseKey(fs.readFileSync(file))
-    if (parsed instanceof Error) return undefined
-    const key = (Array.isArray(parsed) ? parsed[0] : parsed) as ParsedKey
-    return key.getPublicSSH().toString('base64')
-  } catch {
-    return undefined
-  }
-}
-
-/** An ssh-agent client that only lists the identities whose public key is in `allowed`. */
-class IdentitiesOnlyAgent extends ssh2.OpenSSHAgent {
-  constructor(
-    socketPath: string,
-    private readonly allowed: ReadonlySet<string>,
-  ) {
-    super(socketPath)
-  }
-
-  override getIdentities(cb: IdentityCallback<ParsedKey>): void {
-    super.getIdentities((err, keys) =>
-      cb(
-        err,
-        // OpenSSHAgent lists ParsedKeys (the union in the typings also covers custom agents)
-        keys?.filter((k) => 'getPublicSSH' in k && this.allowed.has(k.getPublicSSH().toString('base64'))),
-      ),
-    )
-  }
-}
-
-/** Parse key files up front so the auth error can say which keys were tried and why some were not. */
-function buildAuthCandidates(
-  target: ResolvedTarget,
-  opts: ConnectOptions,
-  home: string,
-): {candidates: AuthCandidate[]; skipped: string[]} {
-  const candidates: AuthCandidate[] = []
-  const skipped: string[] = []
-  const seen = new Set<string>()
-  const addKeyFile = (file: string, explicit: boolean): void => {
-    const abs = path.resolve(file)
-    if (seen.has(abs)) return
-    seen.add(abs)
-    let data: Buffer
-    try {
-      data = fs.readFileSync(abs)
-    } catch (err) {
-      if (explicit) {
-        throw new SshError('auth', `cannot read SSH key ${abs}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, {
-          hint: 'check the --ssh-key path',
-          target: target.alias,
-        })
-      }
-      return // ssh silently skips default/config identity files that do not exist
-    }
-    const parsed = ssh2.utils.parseKey(data)
-    if (parsed instanceof Error) {
-      const why = /encrypted/i.test(parsed.message) ? 'encrypted, needs ssh-agent' : parsed.message
-      skipped.push(`${abs} (${why})`)
-      return
-    }
-    const key = (Array.isArray(parsed) ? parsed[0] : parsed) as ParsedKey
-    candidates.push({method: {type: 'publickey', username: target.user, key}, label: `key ${abs}`})
-  }
-
-  for (const f of opts.identityFiles ?? []) addKeyFile(f, true)
-
-  let agent: string | undefined
-  if (opts.agent === false) agent = undefined
-  else if (typeof opts.agent === 'string') agent = opts.agent
-  else if (target.identityAgent?.toLowerCase() === 'none') agent = undefined
-  else if (target.identityAgent && target.identityAgent !== 'SSH_AUTH_SOCK') agent = target.identityAgent
-  else agent = process.env.SSH_AUTH_SOCK || undefined
-  if (agent) {
-    if (target.identitiesOnly && target.identityFiles.length > 0) {
-      // IdentitiesOnly: offer only the agent keys that belong to the configured identity files,
-      // so a full agent does not exhaust the server's MaxAuthTries.
-      const allowed = new Set(target.identityFiles.map(publicBlobOf).filter((b): b is string => b !== undefined))
-      candidates.push({
-        method: {type: 'agent', username: target.user, agent: new IdentitiesOnlyAgent(agent, allowed)},
-        label: `ssh-agent ${agent} (only keys of ${target.identityFiles.join(', ')})`,
-      })
-    } else {
-      candidates.push({method: {type: 'agent', username: target.user, agent}, label: `ssh-agent ${agent}`})
-    }
-  }
-
-  // like ssh: the default ~/.ssh/id_* files only when neither --ssh-key nor IdentityFile names a key
-  const named = target.identityFiles.length > 0 || (opts.identityFiles?.length ?? 0) > 0
-  const configured = named ? target.identityFiles : defaultIdentityFiles(home)
-  for (const f of configured) addKeyFile(f, false)
-  return {candidates, skipped}
-}
-
-function hostKeyError(check: Exclude<HostKeyCheck, {status: 'match'}>, target: ResolvedTarget, writeFile: string): SshError {
-  const who = describeTarget(target)
-  if (check.status === 'unknown') {
-    const others = check.otherTypes.length
-      ? ` (known_hosts has only ${check.otherTypes.join(', ')} keys for it)`
-      : check.certAuthority
-        ? ` (${check.certAuthority.file}:${check.certAuthority.line} trusts a @cert-authority for it; host certificates are not supported, list the host key itself)`
-        : ''
-    return new SshError(
-      'host-key-unknown',
-      `host key of ${who} is not known${others}: ${check.key.type} ${check.fingerprint}`,
-      {
-        hint:
-          `if this fingerprint is the node's (check on the node: ssh-keygen -lf /etc/ssh/ssh_host_${check.key.type.replace(/^ssh-|-sha2-nistp\d+$/g, '').replace('rsa-sha2-256', 'rsa').replace('rsa-sha2-512', 'rsa')}_key.pub), ` +
-          `re-run with --trust-new-host-keys to record it in ${writeFile}, or add it to known_hosts yourself`,
-        target: target.alias,
-      },
-    )
-  }
-  if (check.status === 'revoked') {
-    return new SshError('host-key-revoked', `host key of ${who} (${check.fingerprint}) is marked @revoked in ${check.entry.file}:${check.entry.line}; refusing to connect`, {
-      hint: 'the node needs a new host key; ask whoever runs it',
-      target: target.alias,
-    })
-  }
-  return new SshError(
-    'host-key-changed',
-    `HOST KEY OF ${who} HAS CHANGED — refusing to connect. ${check.key.type} key now ${check.fingerprint}, ` +
-      `known_hosts has ${check.previousFingerprint} (${check.previous.file}:${check.previous.line}). ` +
-      'Someone could be intercepting the connection, or the node was reinstalled.',
-    {
-      hint: `only if you know the node's key changed: ssh-keygen -R '${check.host}' -f ${check.previous.file}, then connect again (with --trust-new-host-keys to record the new key)`,
-      target: target.alias,
-    },
-  )
-}
 
 function channelError(what: string, target: ResolvedTarget, err: Error, hint?: string): SshError {
   return new SshError('channel', `${what} on ${describeTarget(target)} failed: ${err.message}`, {hint, target: target.alias, cause: err})
@@ -328,18 +32,18 @@ export class SshConnection {
   /** Resolves when the connection is gone (closed by us or lost). */
   readonly closed: Promise<void>
 
-  private readonly client: InstanceType<typeof Client>
+  private readonly client: SshClient
   private readonly jump?: SshConnection
   private readonly sessions = new Slots(MAX_CONCURRENT_SESSIONS)
   private sessionStarted = false
-  private readonly bridges = new Map<string, {server: net.Server; dir: string; path: string; sockets: Set<net.Socket>}>()
+  private readonly bridges = new UnixSocketBridges((remotePath) => this.openUnixSocket(remotePath))
   private open = true
   private streamLocalProhibited = false
   private lastError?: Error
   private markClosed!: () => void
 
   /** Use connectNode(); the constructor only wires an already connected client. */
-  private constructor(target: ResolvedTarget, client: InstanceType<typeof Client>, jump: SshConnection | undefined) {
+  private constructor(target: ResolvedTarget, client: SshClient, jump: SshConnection | undefined) {
     this.target = target
     this.client = client
     this.jump = jump
@@ -348,7 +52,7 @@ export class SshConnection {
     client.on('handshake', (n: NegotiatedAlgorithms) => (this.negotiated = n)) // rekeys
     client.on('close', () => {
       this.open = false
-      this.cleanupBridges()
+      this.bridges.closeAll()
       this.jump?.client.end()
       this.markClosed()
     })
@@ -364,177 +68,33 @@ export class SshConnection {
     const home = opts.resolve?.home ?? os.homedir()
     const jump = target.via ? await SshConnection.connect({...opts, target: target.via}) : undefined
     try {
-      return await SshConnection.handshake(target, opts, home, jump)
+      const channel = jump ? await jump.forwardTcp(target) : undefined
+      const {client, hostKey, negotiated} = await handshake(target, opts, home, channel)
+      const conn = new SshConnection(target, client, jump)
+      conn.hostKey = hostKey
+      conn.negotiated = negotiated
+      return conn
     } catch (err) {
       await jump?.close()
       throw err
     }
   }
 
-  private static async handshake(target: ResolvedTarget, opts: ConnectOptions, home: string, jump: SshConnection | undefined): Promise<SshConnection> {
-    const who = describeTarget(target)
-    const userFiles = target.knownHostsFiles ?? [path.join(home, '.ssh', 'known_hosts'), path.join(home, '.ssh', 'known_hosts2')]
-    const readFiles = opts.knownHostsPath ? [opts.knownHostsPath] : [...userFiles, '/etc/ssh/ssh_known_hosts', '/etc/ssh/ssh_known_hosts2']
-    const writeFile = opts.knownHostsPath ?? userFiles[0]
-    const tofu = opts.trustOnFirstUse ?? (target.strictHostKeyChecking === 'accept-new' || target.strictHostKeyChecking === 'no')
-    const keyHost = target.hostKeyAlias ?? target.host
-    const entries = loadKnownHosts(readFiles)
-
-    // Prefer key types known_hosts already has for this host, as ssh does, so a host with
-    // several keys is not reported unknown just because another type was negotiated.
-    const known = knownKeyTypes(entries, keyHost, target.port).flatMap((t) => (t === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [t]))
-    const serverHostKey = [...new Set([...known, ...DEFAULT_SERVER_HOST_KEYS])].filter((t) =>
-      (DEFAULT_SERVER_HOST_KEYS as readonly string[]).includes(t),
-    ) as ConnectConfigAlgorithms['serverHostKey']
-
-    const {candidates, skipped} = buildAuthCandidates(target, opts, home)
-    const tried: string[] = []
-    let hostKeyFailure: SshError | undefined
-    let hostKey: HostKeyInfo | undefined
-    let sock: Duplex | undefined
-    let proxy: ProxyProcess | undefined
-    if (!jump && target.proxyCommand) {
-      proxy = startProxyCommand(target)
-      sock = proxy.stream
-    }
-    if (jump) {
-      sock = await new Promise<Duplex>((resolve, reject) => {
-        jump.client.forwardOut('127.0.0.1', 0, target.host, target.port, (err, ch) => {
-          if (err) {
-            reject(
-              new SshError('unreachable', `cannot reach ${who} through jump host ${describeTarget(jump.target)}: ${err.message}`, {
-                hint: `check that ${jump.target.alias} can connect to ${target.host}:${target.port} and that its sshd allows TCP forwarding`,
-                target: target.alias,
-                cause: err,
-              }),
-            )
-          } else resolve(ch)
-        })
-      })
-    }
-
-    const client = new Client()
-    let negotiated: NegotiatedAlgorithms | undefined
-    client.on('handshake', (n: NegotiatedAlgorithms) => (negotiated = n))
-    const config: ConnectConfig = {
-      host: target.host,
-      port: target.port,
-      username: target.user,
-      sock,
-      readyTimeout: opts.readyTimeoutMs ?? target.connectTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS,
-      keepaliveInterval: opts.keepaliveIntervalMs ?? 15_000,
-      keepaliveCountMax: opts.keepaliveCountMax ?? 4,
-      algorithms: {cipher: [...CIPHERS], serverHostKey},
-      hostVerifier: (blob: Buffer): boolean => {
-        let key: HostKey
-        try {
-          key = hostKeyFromBlob(blob)
-        } catch (err) {
-          hostKeyFailure = new SshError('host-key-unknown', `${who} presented an unreadable host key: ${(err as Error).message}`, {target: target.alias})
-          return false
-        }
-        const check = checkHostKey(entries, keyHost, target.port, key)
-        if (check.status === 'match') {
-          hostKey = {type: key.type, fingerprint: check.fingerprint, recorded: false, file: check.entry.file}
-          return true
-        }
-        if (check.status === 'unknown' && tofu) {
-          try {
-            appendKnownHost(writeFile, keyHost, target.port, key, {hashed: target.hashKnownHosts})
-          } catch (err) {
-            hostKeyFailure = new SshError('host-key-unknown', `cannot record the host key of ${who} in ${writeFile}: ${(err as Error).message}`, {
-              target: target.alias,
-              cause: err,
-            })
-            return false
-          }
-          hostKey = {type: key.type, fingerprint: check.fingerprint, recorded: true, file: writeFile}
-          return true
-        }
-        hostKeyFailure = hostKeyError(check, target, writeFile)
-        return false
-      },
-      authHandler: ((methodsLeft, _partial, next): void => {
-        for (;;) {
-          const c = candidates.shift()
-          // ssh2 takes `false` for "no more methods" (its typings omit it)
-          if (!c) return next(false as unknown as AuthenticationType)
-          const kind: AuthenticationType = c.method.type === 'agent' ? 'publickey' : c.method.type
-          if (methodsLeft && !methodsLeft.includes(kind)) continue
-          tried.push(c.label)
-          return next(c.method)
-        }
-      }) satisfies AuthHandlerMiddleware,
-    }
-
-    await new Promise<void>((resolve, reject) => {
-      let settled = false
-      const fail = (err: SshError): void => {
-        if (settled) return
-        settled = true
-        client.end()
-        proxy?.child.kill()
-        reject(proxy && (err.code === 'closed' || err.code === 'unreachable') ? proxy.explain(err) : err)
-      }
-      client.once('ready', () => {
-        settled = true
-        resolve()
-      })
-      client.on('error', (err: Error & {level?: string; code?: string}) => {
-        if (hostKeyFailure) return fail(hostKeyFailure)
-        if (err.level === 'client-authentication') {
-          const triedText = tried.length ? tried.join(', ') : 'nothing (no key file, no ssh-agent)'
-          const skippedText = skipped.length ? `; skipped ${skipped.join(', ')}` : ''
-          return fail(
-            new SshError('auth', `authentication as ${target.user} on ${who} failed; tried ${triedText}${skippedText}`, {
-              hint: `pass --ssh-key <file> with a key ${target.user}@${target.alias} accepts, load the key into ssh-agent (SSH_AUTH_SOCK), or set User/IdentityFile for this host in ~/.ssh/config`,
-              target: target.alias,
+  /** A TCP stream from this (jump) host to the next hop `to`. */
+  private forwardTcp(to: ResolvedTarget): Promise<Duplex> {
+    return new Promise<Duplex>((resolve, reject) => {
+      this.client.forwardOut('127.0.0.1', 0, to.host, to.port, (err, ch) => {
+        if (err) {
+          reject(
+            new SshError('unreachable', `cannot reach ${describeTarget(to)} through jump host ${describeTarget(this.target)}: ${err.message}`, {
+              hint: `check that ${this.target.alias} can connect to ${to.host}:${to.port} and that its sshd allows TCP forwarding`,
+              target: to.alias,
               cause: err,
             }),
           )
-        }
-        if (err.level === 'client-timeout') {
-          return fail(
-            new SshError('timeout', `SSH handshake with ${who} timed out`, {
-              hint: 'check the address and port, that sshd is running and not firewalled; raise the timeout on slow links',
-              target: target.alias,
-              cause: err,
-            }),
-          )
-        }
-        if ((err.code && UNREACHABLE_CODES.has(err.code)) || err.level === 'client-dns' || err.level === 'client-socket') {
-          return fail(
-            new SshError('unreachable', `cannot connect to ${who}: ${err.code ?? err.message}`, {
-              hint: `check that the node is up, that sshd listens on port ${target.port}, and that this machine can reach ${target.host}`,
-              target: target.alias,
-              cause: err,
-            }),
-          )
-        }
-        fail(new SshError('closed', `SSH connection to ${who} failed: ${err.message}`, {target: target.alias, cause: err}))
+        } else resolve(ch)
       })
-      client.on('close', () => {
-        if (hostKeyFailure) return fail(hostKeyFailure)
-        fail(new SshError('closed', `SSH connection to ${who} closed during the handshake`, {
-          hint: 'the server may limit connections (MaxStartups) or reject this client; see its sshd log',
-          target: target.alias,
-        }))
-      })
-      try {
-        client.connect(config)
-      } catch (err) {
-        fail(new SshError('target', `cannot start SSH connection to ${who}: ${(err as Error).message}`, {target: target.alias, cause: err}))
-      }
     })
-
-    if (proxy) {
-      const child = proxy.child
-      client.once('close', () => child.kill())
-    }
-    const conn = new SshConnection(target, client, jump)
-    conn.hostKey = hostKey
-    conn.negotiated = negotiated
-    return conn
   }
 
   private assertOpen(what: string): void {
@@ -589,79 +149,7 @@ export class SshConnection {
       release()
       throw err
     }
-    let stdinError: Error | undefined
-    const done = new Promise<RemoteExit>((resolve, reject) => {
-      channel.on('close', () => {
-        release()
-        if (stdinError) {
-          reject(
-            new SshError('channel', `sending stdin to ${argv[0]} on ${describeTarget(this.target)} failed: ${stdinError.message}`, {
-              target: this.target.alias,
-              cause: stdinError,
-            }),
-          )
-        } else if (exit) resolve(exit)
-        else {
-          reject(
-            new SshError('closed', `${argv[0]} on ${describeTarget(this.target)} ended without an exit status (connection lost?)`, {
-              hint: 'retry; if it keeps happening, check the node',
-              target: this.target.alias,
-            }),
-          )
-        }
-      })
-    })
-    done.catch(() => undefined) // observed via wait()
-    channel.on('error', (err: Error) => (stdinError ??= err))
-
-    const input = opts.stdin
-    if (input === 'pipe') {
-      // the caller writes and ends channel itself
-    } else if (input === undefined) {
-      channel.end()
-    } else if (typeof input === 'string' || Buffer.isBuffer(input)) {
-      channel.end(input)
-    } else {
-      input.on('error', (err: Error) => {
-        stdinError ??= err
-        channel.close()
-      })
-      input.pipe(channel)
-      // the command may exit without reading everything: stop the source (as pipeline() would)
-      channel.once('close', () => {
-        input.unpipe(channel)
-        if (!input.readableEnded) input.destroy()
-      })
-    }
-    return {
-      stdout: channel,
-      stderr: channel.stderr,
-      stdin: channel,
-      wait: () => done,
-      kill: (signal = 'TERM') => {
-        try {
-          channel.signal(signal)
-        } finally {
-          channel.close()
-        }
-      },
-      stop: async (graceMs = 10_000) => {
-        const ended = done.then(() => true, () => true)
-        const within = (ms: number): Promise<boolean> => Promise.race([ended, new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())])
-        if (!channel.writableEnded) channel.end()
-        if (await within(graceMs)) return
-        for (const signal of ['TERM', 'KILL'] as const) {
-          try {
-            channel.signal(signal)
-          } catch {
-            // the connection is gone: so is the command's session
-          }
-          if (await within(3000)) return
-        }
-        channel.close()
-        await within(3000)
-      },
-    }
+    return remoteProcess(channel, argv, this.target, opts, () => exit, release)
   }
 
   /** Run argv and collect its output as UTF-8 text. */
@@ -787,69 +275,24 @@ export class SshConnection {
   async forwardUnixSocket(remotePath: string): Promise<string> {
     validateRemotePath(remotePath)
     this.assertOpen(`forward ${remotePath}`)
-    const existing = this.bridges.get(remotePath)
-    if (existing) return existing.path
+    const existing = this.bridges.existing(remotePath)
+    if (existing) return existing
     // Probe once so a missing socket or a permission problem is reported here, clearly,
     // instead of as an anonymous UNAVAILABLE in the gRPC client later.
     ;(await this.openUnixSocket(remotePath)).destroy()
-    // unix socket paths are limited to ~104 bytes; fall back to /tmp when TMPDIR is long
-    const base = os.tmpdir().length + path.basename(remotePath).length > 80 ? '/tmp' : os.tmpdir()
-    const dir = fs.mkdtempSync(path.join(base, 'sideload-ssh-'))
-    fs.chmodSync(dir, 0o700)
-    const localPath = path.join(dir, path.basename(remotePath) || 'remote.sock')
-    const sockets = new Set<net.Socket>()
-    const server = net.createServer((local) => {
-      sockets.add(local)
-      local.on('close', () => sockets.delete(local))
-      local.pause()
-      this.openUnixSocket(remotePath).then(
-        (remote) => {
-          const teardown = (): void => {
-            local.destroy()
-            remote.destroy()
-          }
-          local.on('error', teardown)
-          remote.on('error', teardown)
-          local.on('close', () => remote.destroy())
-          remote.on('close', () => local.destroy())
-          local.pipe(remote)
-          remote.pipe(local)
-          local.resume()
-        },
-        () => local.destroy(),
-      )
-    })
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
-      server.listen(localPath, () => {
-        server.off('error', reject)
-        resolve()
-      })
-    })
-    fs.chmodSync(localPath, 0o600)
-    this.bridges.set(remotePath, {server, dir, path: localPath, sockets})
-    return localPath
-  }
-
-  private cleanupBridges(): void {
-    for (const b of this.bridges.values()) {
-      for (const s of b.sockets) s.destroy()
-      b.server.close()
-      fs.rmSync(b.dir, {recursive: true, force: true})
-    }
-    this.bridges.clear()
+    return this.bridges.bridge(remotePath)
   }
 
   /** Tear down at once, synchronously (process exit): bridges and their directories go, sockets are destroyed. */
   destroy(): void {
-    this.cleanupBridges()
+    this.bridges.closeAll()
     this.client.destroy()
     this.jump?.destroy()
   }
 
   /** Close the connection (and its jump hosts and local bridges). */
   async close(): Promise<void> {
-    this.cleanupBridges()
+    this.bridges.closeAll()
     if (this.open) this.client.end()
     await this.closed
     await this.jump?.close()
