@@ -27,10 +27,45 @@ dir_of() {
 
 if [ "${1:-}" = --print-dir ]; then dir_of "$2"; exit 0; fi
 
+# the binaries each daemon's folder holds (a folder built before one was added gets only that one)
+bins_of() {
+  case $1 in
+    containerd) echo containerd ctr containerd-shim-runc-v2 ;;
+    buildkit) echo buildkitd buildctl ;;
+    nerdctl) echo nerdctl ;;
+    etcd) echo etcd ;;
+    kube) echo kube-apiserver kube-scheduler kube-controller-manager ;;
+  esac
+}
+
+# kube's commands, linked with the version the server reports (kubectl version, /version)
+build_kube() {
+  local into=$1 cmd minor=${KUBERNETES_VERSION#v1.}; shift
+  minor=${minor%%.*}
+  local kv="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  for cmd in "$@"; do
+    (cd test/daemons/kube && go build -ldflags "-s -w $kv" -o "$into/$cmd" "k8s.io/kubernetes/cmd/$cmd") || return 1
+  done
+}
+
 build_one() {
-  local name=$1 out tmp start
+  local name=$1 out tmp start missing=() b
   out=$(dir_of "$name")
-  if [ -f "$out/.built" ]; then return 0; fi
+  if [ -f "$out/.built" ]; then
+    for b in $(bins_of "$name"); do [ -x "$out/bin/$b" ] || missing+=("$b"); done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    if [ "$name" = kube ]; then
+      start=$(date +%s)
+      echo "build-daemons: adding ${missing[*]} to $out" >&2
+      tmp="$out/bin.partial"; rm -rf "$tmp"; mkdir -p "$tmp"
+      build_kube "$tmp" "${missing[@]}"
+      for b in "${missing[@]}"; do mv "$tmp/$b" "$out/bin/$b"; done
+      rm -rf "$tmp"
+      echo "build-daemons: ${missing[*]} built in $(( $(date +%s) - start )) s" >&2
+      return 0
+    fi
+    rm -f "$out/.built"
+  fi
   tmp="$out.partial"
   rm -rf "$tmp"; mkdir -p "$tmp/bin"
   start=$(date +%s)
@@ -50,11 +85,7 @@ build_one() {
     etcd)
       (cd test/daemons/etcd && go build -ldflags "-s -w" -o "$tmp/bin/etcd" .) ;;
     kube)
-      # the version the server reports (kubectl version, /version) is stamped at link time
-      local minor=${KUBERNETES_VERSION#v1.}; minor=${minor%%.*}
-      local kv="-X k8s.io/component-base/version.gitVersion=$KUBERNETES_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-      (cd test/daemons/kube && go build -ldflags "-s -w $kv" -o "$tmp/bin/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver \
-        && go build -ldflags "-s -w $kv" -o "$tmp/bin/kube-scheduler" k8s.io/kubernetes/cmd/kube-scheduler) ;;
+      build_kube "$tmp/bin" $(bins_of kube) ;;
   esac
   echo "$(( $(date +%s) - start ))" > "$tmp/.built"
   rm -rf "$out"; mv "$tmp" "$out"

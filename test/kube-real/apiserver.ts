@@ -109,6 +109,15 @@ export interface RealApiServer {
    * registers them, the fixture lifts the not-ready taint as the node lifecycle controller would).
    */
   startScheduler(): Promise<void>
+  /**
+   * Starts the real kube-controller-manager (same module and version) as
+   * system:kube-controller-manager, each controller with its own service account
+   * (--use-service-account-credentials, tokens from the TokenRequest API), without leader election
+   * or a serving port, running only `controllers` (default CONTROLLERS). Never the node lifecycle
+   * controller: the kubelet stand-in sends no heartbeats, so it would taint every node
+   * unreachable and evict the pods. Resolves once its informers have synced.
+   */
+  startControllerManager(controllers?: readonly string[]): Promise<void>
   /** what the API server's audit log recorded so far (level Metadata, every request but its own health checks) */
   audit(): AuditRecord[]
   /** the tail of the daemons' logs (for failure messages) */
@@ -125,6 +134,14 @@ export interface AuditRecord {
   name?: string
   code: number
 }
+
+/**
+ * The controllers the tests need: rollouts (Deployment → ReplicaSet → Pod, StatefulSet, DaemonSet),
+ * owners' pods deleted with them, and ResourceQuota usage (the quota admission plugin refuses
+ * every pod while a quota's status is unknown).
+ */
+export const CONTROLLERS = ['deployment-controller', 'replicaset-controller', 'statefulset-controller', 'daemonset-controller',
+  'garbage-collector-controller', 'resourcequota-controller'] as const
 
 interface Owner {
   pid: number
@@ -541,6 +558,21 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
         // running and past its informers' first sync: its log says it started (else it exits with why)
         await waitUntil('kube-scheduler', 30_000, scheduler, () => tail('kube-scheduler'), async () =>
           /Attempting to acquire leader lease|Starting Kubernetes Scheduler|"Started"|caches populated/i.test(tail('kube-scheduler', 200)))
+      },
+      async startControllerManager(controllers = CONTROLLERS) {
+        if (controllers.some(c => /node-?lifecycle/.test(c) || c === '*')) {
+          throw new Error('the node lifecycle controller cannot run here: the kubelet stand-in sends no heartbeats')
+        }
+        const cert = createClientCert(pki, 'system:kube-controller-manager')
+        const kubeconfig = kubeconfigFor('controller-manager.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath},
+          {context: 'controller-manager'})
+        const manager = daemon('kube-controller-manager', daemonBinary('kube', 'kube-controller-manager'), [
+          `--kubeconfig=${kubeconfig}`, `--controllers=${controllers.join(',')}`, '--use-service-account-credentials=true',
+          '--leader-elect=false', '--secure-port=0', '--profiling=false', '--concurrent-deployment-syncs=2', '-v=2',
+        ])
+        // its controllers start once the shared informers have synced (else it exits with why)
+        await waitUntil('kube-controller-manager', 60_000, manager, () => tail('kube-controller-manager'), async () =>
+          /Caches are synced|Started controller/i.test(tail('kube-controller-manager', 400)))
       },
       async compactEtcd() {
         const post = async (api: string, body: object): Promise<{header?: {revision?: string}}> => {

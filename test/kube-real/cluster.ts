@@ -18,6 +18,12 @@ export interface ClusterOptions {
   pullBackoffMs?: number
   /** the real kube-scheduler binds new pods (default: only `bindPod`, when a test asks) */
   scheduler?: boolean
+  /**
+   * the real kube-controller-manager runs the controllers rollouts need (apiserver.ts CONTROLLERS:
+   * deployment, replicaset, statefulset, daemonset, garbagecollector, resourcequota; never node
+   * lifecycle) — with `scheduler` for the pods they create (default: no controllers)
+   */
+  controllers?: boolean
   /** the API server's folder name under /run/sideload-kube (default: unique) */
   serverName?: string
   /** how long a container takes to start once its image is there (a real kubelet: seconds; default 0) */
@@ -79,6 +85,7 @@ export async function startCluster(bed: Bed, opts: ClusterOptions = {}): Promise
       await admin.patch(corePath('nodes', undefined, n.name), {spec: {taints}}, 'merge')
     }
     if (opts.scheduler) await server.startScheduler()
+    if (opts.controllers) await server.startControllerManager()
     if (opts.kubeProxy) proxy = await startKubeProxy({server, nodes, forwarder: bedForwarder(bed), syncMs: 500})
 
     const getPod = (ns: string, name: string): Promise<JsonObject | undefined> => admin.tryGet(corePath('pods', ns, name))
