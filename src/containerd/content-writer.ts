@@ -1,7 +1,14 @@
 import * as grpc from '@grpc/grpc-js'
 import type {Descriptor} from '../image/index.js'
-import type {ContainerdClient} from './client.js'
 import {ContainerdError, describeError, grpcCode} from './errors.js'
+
+/** What a blob writer needs of a containerd client (ContainerdClient is one): the content service, call metadata, aborting an ingest. */
+export interface ContentIngester {
+  readonly displayName: string
+  contentService(): grpc.Client
+  metadata(options?: {lease?: string}): grpc.Metadata
+  contentAbort(ref: string): Promise<void>
+}
 
 export interface WriteContentOptions {
   /** Ingest ref; keep it stable per digest so an interrupted write resumes on the next run. */
@@ -67,7 +74,7 @@ class WriteSession {
   private ended = false
 
   constructor(
-    private readonly client: ContainerdClient,
+    private readonly client: ContentIngester,
     lease: string | undefined,
   ) {
     const svc = client.contentService() as unknown as Record<string, (md: grpc.Metadata) => grpc.ClientDuplexStream<WriteRequest, WriteResponse>>
@@ -134,7 +141,7 @@ const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms
  * corrupt source is found (hashing here as well cost ~10 % of a push's CPU for nothing).
  * Memory: at most `window` × `chunkSize` bytes in flight.
  */
-export async function writeContent(client: ContainerdClient, options: WriteContentOptions): Promise<WriteContentResult> {
+export async function writeContent(client: ContentIngester, options: WriteContentOptions): Promise<WriteContentResult> {
   const {ref, desc} = options
   const chunkSize = options.chunkSize ?? 1024 * 1024
   const window = Math.max(1, options.window ?? 4)
