@@ -1,6 +1,6 @@
 import {chainIds, formatPlatform, imageBlobs, normalizeImageName, resolveImage, type Descriptor, type Digest, type Platform, type ResolvedImage} from '../image/index.js'
 import type {ContainerdClient} from './client.js'
-import {snapshotGcLabel} from './import.js'
+import {snapshotGcLabel} from './unpack.js'
 import {CRI_PINNED_LABEL} from './labels.js'
 import {sourceFromClient} from './source.js'
 
