@@ -1,8 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom, localContainerdFlag, targetFlags} from '../config/flags.js'
+import {restartFlag, sshFlags, sshOptionsFrom, localContainerdFlag, targetFlags} from '../config/flags.js'
 import {requireTargets, targetsFromFlags} from '../ops/host-targets.js'
-import {push, type PushResult, type PushSource} from '../ops/push.js'
+import {push, type PushOptions, type PushResult, type PushSource} from '../ops/push.js'
+import {type RestartReport, type StalePod, describeRestart, nodeNamesOf, restartErrors, pushMoreWith, pushedDigests, rerunWithRestart, restartStalePods, staleWarning, stalePods} from '../ops/restart.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
@@ -22,6 +23,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     {description: 'Push from an archive file', command: '<%= config.bin %> push --archive myapp.tar --host root@10.0.0.12'},
     {description: 'Stream an archive from another command', command: 'nerdctl save myapp:1.0 | <%= config.bin %> push --archive - --host root@10.0.0.12'},
     {description: 'Machine-readable events and result', command: '<%= config.bin %> push myapp:1.0 --host root@10.0.0.12 --json'},
+    {description: 'A new build of a tag pods already run: push it to their nodes and restart them', command: '<%= config.bin %> push myapp:1.0 --node worker-2 --restart'},
   ]
 
   static override strict = false
@@ -41,6 +43,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
     json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
+    ...restartFlag,
     ...sshFlags,
     ...targetFlags('push to'),
   }
@@ -62,28 +65,44 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       throw new UsageError('no image to push', 'name the image(s) to push, or give --archive FILE')
     }
     const config = loadConfig(flags.config)
-    const {nodes} = await targetsFromFlags(flags, config, 'no nodes to push to')
+    const {nodes, kube} = await targetsFromFlags(flags, config, 'no nodes to push to')
     const mode: ProgressMode = flags.json ? 'json' : (flags.progress as ProgressMode)
-    const result = await push({
-      images,
+    const base: Omit<PushOptions, 'images' | 'nodes'> = {
       source,
-      nodes,
       platform: flags.platform,
       jobs: flags.jobs,
       pin: flags.pin,
       unpack: flags.unpack,
       retries: flags.retries,
       ssh: sshOptionsFrom(flags, config),
-      reporter: createReporter(mode),
       signal: this.signal,
-    })
+    }
+    const result = await push({...base, images, nodes, reporter: createReporter(mode)})
+
+    // running pods on those nodes that keep an older digest of the tag: restarted, or named in a warning
+    let restart: RestartReport | undefined
+    let stale: StalePod[] = []
+    const client = kube?.client ?? (flags.restart ? (await import('../kube/client.js')).KubeClient.load({kubeconfig: flags.kubeconfig,
+      context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout']}) : undefined)
+    if (client && result.results.some((r) => r.status !== 'failed')) {
+      const pushed = pushedDigests(result.results, await nodeNamesOf(client, nodes))
+      const access = {containerdSocket: flags['containerd-socket'], snapshotter: flags.snapshotter, importMode: flags['import-mode'] as 'auto' | 'native' | 'ctr'}
+      if (flags.restart) restart = await restartStalePods({client, pushed, pushMore: pushMoreWith(client, base, config, access), signal: this.signal})
+      // only a warning: a cluster that does not let us list pods still got its push
+      else stale = await stalePods(client, pushed).catch(() => [])
+    }
+    const warning = staleWarning(stale, rerunWithRestart(this.id ?? 'push', this.argv))
+    const ok = result.ok && (restart?.ok ?? true)
     if (flags.json) {
-      process.stdout.write(JSON.stringify({type: 'result', ...result}) + '\n')
+      process.stdout.write(JSON.stringify({type: 'result', ...result, ok, ...(restart ? {restart} : {}), ...(stale.length ? {stale, warnings: [warning]} : {})}) + '\n')
     } else {
       process.stdout.write(renderPushTable(result))
+      for (const line of restart ? describeRestart(restart) : []) process.stdout.write(line + '\n')
       for (const line of pushFailures(result)) this.logToStderr(line)
+      for (const line of restart ? restartErrors(restart) : []) this.logToStderr(line)
+      if (warning) this.logToStderr(`warning: ${warning}`)
     }
-    if (!result.ok) this.exit(1)
+    if (!ok) this.exit(1)
   }
 }
 

@@ -39,6 +39,11 @@ export function targetFlags(to: string) {
   }
 }
 
+/** --restart, as push, fix and build-and-push take it (src/ops/restart.ts). */
+export const restartFlag = {
+  restart: Flags.boolean({description: 'restart the running pods on those nodes whose image is now older than the one pushed: owners rolled out as `kubectl rollout restart` does, a bare pod created again from its own spec on its node'}),
+}
+
 /** The Dockerfile and builder flags `build` and `build-and-push` share. */
 export const buildFlags = {
     file: Flags.string({char: 'f', description: 'path of the Dockerfile (default: CONTEXT/Dockerfile)'}),

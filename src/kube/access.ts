@@ -1,7 +1,7 @@
 /**
- * Every Kubernetes API call sideload makes, as resource → verbs. This is the one source of truth:
- * KubeClient can only call what is listed here (the types enforce it), and manifests/rbac.yaml
- * must grant exactly this (a test keeps them in step).
+ * Every Kubernetes API call sideload makes, as resource → verbs (core group), with RESTART_ACCESS
+ * below. This is the one source of truth: KubeClient can only call what is listed here (the types
+ * enforce it), and manifests/rbac.yaml must grant exactly this (a test keeps them in step).
  */
 export const API_ACCESS = {
   pods: ['get', 'list', 'watch', 'patch'],
@@ -9,6 +9,28 @@ export const API_ACCESS = {
   events: ['list'],
   services: ['get', 'list', 'create', 'patch', 'delete'],
 } as const
+
+/**
+ * What only `--restart` (push, fix, build-and-push) calls, by API group ('' is core): a bare pod is
+ * deleted and created again from its own spec; an owner is rolled out as `kubectl rollout restart`
+ * does it (its pod template patched), a Deployment found through its pods' ReplicaSet.
+ */
+export const RESTART_ACCESS = {
+  '': {pods: ['create', 'delete']},
+  apps: {deployments: ['patch'], statefulsets: ['patch'], daemonsets: ['patch'], replicasets: ['get']},
+} as const
+
+export type RestartGroup = keyof typeof RESTART_ACCESS
+export type RestartResource<G extends RestartGroup> = keyof (typeof RESTART_ACCESS)[G]
+
+/** Every right sideload needs, as `group/resource verb` ('' group: `/pods get`), for checks and tests. */
+export function allGrants(): string[] {
+  const out = Object.entries(API_ACCESS).flatMap(([r, verbs]) => verbs.map((v) => `/${r} ${v}`))
+  for (const [group, resources] of Object.entries(RESTART_ACCESS)) {
+    for (const [r, verbs] of Object.entries(resources as Record<string, readonly string[]>)) out.push(...verbs.map((v) => `${group}/${r} ${v}`))
+  }
+  return out.sort()
+}
 
 export type ApiResource = keyof typeof API_ACCESS
 export type ApiVerb<R extends ApiResource> = (typeof API_ACCESS)[R][number]

@@ -1,8 +1,8 @@
 import {
-  CoreV1Api, PatchStrategy, Watch, setHeaderOptions,
-  type CoreV1Event, type V1Node, type V1Pod, type V1Service,
+  AppsV1Api, CoreV1Api, PatchStrategy, Watch, setHeaderOptions,
+  type CoreV1Event, type V1Node, type V1Pod, type V1ReplicaSet, type V1Service,
 } from '@kubernetes/client-node'
-import {API_ACCESS, type ApiResource, type ApiVerb} from './access.js'
+import {API_ACCESS, RESTART_ACCESS, type ApiResource, type ApiVerb, type RestartGroup, type RestartResource} from './access.js'
 import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from './config.js'
 import {KubeError, describeKubeError, isKubeError} from './errors.js'
 
@@ -34,11 +34,19 @@ const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch)
  * The Kubernetes API as sideload uses it: typed helpers over CoreV1Api, each one allowed only
  * what API_ACCESS grants, each failure turned into a KubeError naming the resource and the fix.
  */
+/** The owners `--restart` rolls out as `kubectl rollout restart` does. */
+export type RolloutKind = 'Deployment' | 'StatefulSet' | 'DaemonSet'
+
+/** The pod template annotation `kubectl rollout restart` sets (its value: when). */
+export const RESTARTED_AT_ANNOTATION = 'kubectl.kubernetes.io/restartedAt'
+
 export class KubeClient {
   readonly core: CoreV1Api
+  readonly apps: AppsV1Api
 
   constructor(readonly target: KubeTarget) {
     this.core = target.config.makeApiClient(CoreV1Api)
+    this.apps = target.config.makeApiClient(AppsV1Api)
   }
 
   static load(opts: KubeTargetOptions = {}): KubeClient {
@@ -64,6 +72,18 @@ export class KubeClient {
     }
   }
 
+  /** the same, for what only --restart calls (RESTART_ACCESS) */
+  private async callRestart<G extends RestartGroup, T>(group: G, resource: RestartResource<G>, verb: string, name: string | undefined,
+    namespace: string | undefined, fn: () => Promise<T>): Promise<T> {
+    const verbs = (RESTART_ACCESS[group] as Record<string, readonly string[]>)[resource as string]
+    if (!verbs?.includes(verb)) throw new Error(`internal: ${verb} ${group}/${String(resource)} is not in RESTART_ACCESS`)
+    try {
+      return await fn()
+    } catch (err) {
+      throw describeKubeError(err, {verb, resource: String(resource), name, namespace}, this.server)
+    }
+  }
+
   getPod(name: string, namespace = this.namespace): Promise<V1Pod> {
     return this.call('pods', 'get', name, namespace, () => this.core.readNamespacedPod({name, namespace}))
   }
@@ -79,6 +99,35 @@ export class KubeClient {
   /** JSON merge patch of a pod (labels, annotations); a null value removes the key. */
   patchPod(name: string, namespace: string, patch: {metadata?: {labels?: Record<string, string | null>; annotations?: Record<string, string | null>}}): Promise<V1Pod> {
     return this.call('pods', 'patch', name, namespace, () => this.core.patchNamespacedPod({name, namespace, body: patch}, MERGE_PATCH))
+  }
+
+  createPod(namespace: string, body: V1Pod): Promise<V1Pod> {
+    return this.callRestart('', 'pods', 'create', body.metadata?.name, namespace, () => this.core.createNamespacedPod({namespace, body}))
+  }
+
+  /** Deletes the pod if it is still the one with this uid (a pod re-created meanwhile is left alone). */
+  async deletePod(name: string, namespace: string, uid?: string): Promise<void> {
+    await this.callRestart('', 'pods', 'delete', name, namespace, () => this.core.deleteNamespacedPod({name, namespace,
+      body: uid ? {preconditions: {uid}} : undefined}))
+  }
+
+  getReplicaSet(name: string, namespace: string): Promise<V1ReplicaSet> {
+    return this.callRestart('apps', 'replicasets', 'get', name, namespace, () => this.apps.readNamespacedReplicaSet({name, namespace}))
+  }
+
+  /** `kubectl rollout restart`: the pod template gets RESTARTED_AT_ANNOTATION = at, so the owner rolls its pods. */
+  async restartRollout(kind: RolloutKind, name: string, namespace: string, at: string): Promise<void> {
+    const body = {spec: {template: {metadata: {annotations: {[RESTARTED_AT_ANNOTATION]: at}}}}}
+    switch (kind) {
+      case 'Deployment':
+        await this.callRestart('apps', 'deployments', 'patch', name, namespace, () => this.apps.patchNamespacedDeployment({name, namespace, body}, MERGE_PATCH))
+        return
+      case 'StatefulSet':
+        await this.callRestart('apps', 'statefulsets', 'patch', name, namespace, () => this.apps.patchNamespacedStatefulSet({name, namespace, body}, MERGE_PATCH))
+        return
+      case 'DaemonSet':
+        await this.callRestart('apps', 'daemonsets', 'patch', name, namespace, () => this.apps.patchNamespacedDaemonSet({name, namespace, body}, MERGE_PATCH))
+    }
   }
 
   getNode(name: string): Promise<V1Node> {

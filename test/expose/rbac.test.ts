@@ -2,8 +2,7 @@
 // applied with kubectl to the real kube-apiserver (RBAC): the service account it binds can run
 // expose, and cannot do more.
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {API_ACCESS} from '../../src/kube/access.js'
-import {KubeClient} from '../../src/kube/client.js'
+import {allGrants} from '../../src/kube/access.js'
 import {expose, unexpose} from '../../src/ops/expose.js'
 import {type RealApiServer, startRealApiServer} from '../kube-real/apiserver.js'
 import {type Kubelet, startKubelet} from '../kube-real/kubelet.js'
@@ -11,14 +10,12 @@ import {Rest, corePath} from '../kube-real/rest.js'
 import {RBAC_PATH, clusterRoleRules} from './rbac.js'
 
 describe('manifests/rbac.yaml', () => {
-  it('grants exactly API_ACCESS, core group only, no wildcards', () => {
+  it('grants exactly API_ACCESS and RESTART_ACCESS (core and apps groups), no wildcards', () => {
     const granted = new Set<string>()
     for (const rule of clusterRoleRules()) {
-      expect(rule.apiGroups).toEqual([''])
-      for (const r of rule.resources ?? []) for (const v of rule.verbs ?? []) granted.add(`${v} ${r}`)
+      for (const g of rule.apiGroups ?? []) for (const r of rule.resources ?? []) for (const v of rule.verbs ?? []) granted.add(`${g}/${r} ${v}`)
     }
-    const needed = new Set(Object.entries(API_ACCESS).flatMap(([r, verbs]) => verbs.map(v => `${v} ${r}`)))
-    expect([...granted].sort()).toEqual([...needed].sort())
+    expect([...granted].sort()).toEqual(allGrants())
     expect([...granted].some(g => g.includes('*'))).toBe(false)
   })
 })
@@ -58,9 +55,11 @@ describe('manifests/rbac.yaml applied with kubectl to the real API server', () =
     expect(r.action).toBe('created')
     expect((await unexpose({kubeconfig: kubeconfigPath, namespace: 'default', pod: 'web-0'})).serviceDeleted).toBe(true)
 
-    const client = KubeClient.load({kubeconfig: kubeconfigPath, namespace: 'default'})
-    const denied = await client.core.deleteNamespacedPod({name: 'web-0', namespace: 'default'}).catch((e: unknown) => e)
-    expect(String((denied as {body?: unknown}).body)).toContain('User \\"system:serviceaccount:sideload:sideload\\" cannot delete resource \\"pods\\" in API group \\"\\" in the namespace \\"default\\"')
+    // --restart's rights are exactly patch (a rollout) on owners, never delete
+    const noDeploymentDelete = await server.kubectl(kubeconfigPath, ['delete', 'deployment', 'web', '-n', 'default'])
+    expect(noDeploymentDelete.stderr).toContain('User "system:serviceaccount:sideload:sideload" cannot delete resource "deployments" in API group "apps" in the namespace "default"')
+    const noNodeDelete = await server.kubectl(kubeconfigPath, ['delete', 'node', 'slbt-rbac-1'])
+    expect(noNodeDelete.stderr).toContain('cannot delete resource "nodes" in API group "" at the cluster scope')
     const noSecrets = await server.kubectl(kubeconfigPath, ['get', 'clusterroles'])
     expect(noSecrets.stderr).toContain('clusterroles.rbac.authorization.k8s.io is forbidden: User "system:serviceaccount:sideload:sideload" cannot list resource "clusterroles" in API group "rbac.authorization.k8s.io" at the cluster scope')
   })
