@@ -19,6 +19,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {CoreV1Api, KubeConfig} from '@kubernetes/client-node'
 import YAML from 'yaml'
+import {isAlive, kill, pidsMentioning, processStartTime, sleep, waitGone} from '../bed/processes.js'
 import {daemonBinary} from '../daemons/daemons.js'
 import {type ClientCert, type TestPki, createClientCert, createPki} from './tls.js'
 import {REPO_ROOT, type KubectlResult, kubectl, kubectlEnv, kubectlPath} from './kubectl.js'
@@ -149,66 +150,13 @@ interface Owner {
 }
 
 // ---------------------------------------------------------------------------------------------
-// processes
-
-function procStat(pid: number): string[] | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8')
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  } catch {
-    return undefined
-  }
-}
-
-function isAlive(pid: number): boolean {
-  const s = procStat(pid)?.[0]
-  return s !== undefined && s !== 'Z' && s !== 'X'
-}
-
-function startTimeOf(pid: number): string | undefined {
-  return procStat(pid)?.[19]
-}
+// processes (the bed's helpers)
 
 function ownerAlive(o: Owner | undefined): boolean {
-  return o !== undefined && isAlive(o.pid) && startTimeOf(o.pid) === o.startTime
+  return o !== undefined && isAlive(o.pid) && processStartTime(o.pid) === o.startTime
 }
 
-/** Every live process (not this one) whose command line mentions `dir/`. */
-function pidsMentioning(dir: string): number[] {
-  const needle = Buffer.from(`${dir}/`)
-  const out: number[] = []
-  for (const e of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(e)) continue
-    const pid = Number(e)
-    if (pid === process.pid) continue
-    try {
-      if (fs.readFileSync(`/proc/${pid}/cmdline`).includes(needle) && isAlive(pid)) out.push(pid)
-    } catch {
-      // gone
-    }
-  }
-  return out
-}
-
-function killQuietly(pid: number, signal: NodeJS.Signals = 'SIGKILL'): void {
-  try {
-    process.kill(pid, signal)
-  } catch {
-    // already gone
-  }
-}
-
-async function waitGone(pids: number[], timeoutMs: number): Promise<number[]> {
-  const deadline = Date.now() + timeoutMs
-  let left = pids.filter(isAlive)
-  while (left.length > 0 && Date.now() < deadline) {
-    await sleep(20)
-    left = left.filter(isAlive)
-  }
-  return left
-}
-
-const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
+const killQuietly = (pid: number, signal: NodeJS.Signals = 'SIGKILL'): void => kill(pid, signal)
 
 /** Removes the folders of servers whose owner is dead: their processes first, then the files. */
 export async function sweepDeadServers(root = REAL_KUBE_ROOT): Promise<string[]> {
@@ -334,7 +282,7 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
   if (ownerAlive(existing)) throw new Error(`a real API server named ${name} is running (owner pid ${existing!.pid}); stop it or pick another name`)
   fs.rmSync(dir, {recursive: true, force: true})
   fs.mkdirSync(dir, {recursive: true, mode: 0o700})
-  fs.writeFileSync(path.join(dir, 'owner.json'), JSON.stringify({pid: process.pid, startTime: startTimeOf(process.pid)}))
+  fs.writeFileSync(path.join(dir, 'owner.json'), JSON.stringify({pid: process.pid, startTime: processStartTime(process.pid)}))
 
   const children: ChildProcess[] = []
   const pidsOf = (): number[] => [
