@@ -17,6 +17,7 @@ import {type KubeTarget, KubeConfigError, loadKubeTarget, parseRequestTimeout} f
 import {KubeError} from '../../src/kube/errors.js'
 import {REPO_ROOT, kubectlPath} from './kubectl.js'
 import {type RealApiServer, REAL_KUBE_ROOT, startRealApiServer, sweepDeadServers} from './apiserver.js'
+import {clusterRoleRules} from '../expose/rbac.js'
 
 const BIN = path.join(REPO_ROOT, 'bin', 'run.js')
 const SA_USER = 'system:serviceaccount:sideload:sideload'
@@ -86,8 +87,20 @@ describe('the real API server fixture', () => {
     expect(admin.groups).toContain('system:masters')
     const can = await server.kubectl(sa.kubeconfigPath, ['auth', 'can-i', '--list'])
     expect(can.code).toBe(0)
-    expect(can.stdout).toMatch(/^pods\s+\[\]\s+\[\]\s+\[get list watch patch\]$/m)
-    expect(can.stdout).toMatch(/^services\s+\[\]\s+\[\]\s+\[get list create patch delete\]$/m)
+    // every rule of rbac.yaml's ClusterRole, as RBAC merges them per resource (verbs in rule order)
+    const want = new Map<string, string[]>()
+    for (const rule of clusterRoleRules()) {
+      for (const group of rule.apiGroups ?? ['']) {
+        for (const resource of rule.resources ?? []) {
+          const key = group ? `${resource}.${group}` : resource
+          want.set(key, [...new Set([...(want.get(key) ?? []), ...(rule.verbs ?? [])])])
+        }
+      }
+    }
+    expect(want.get('pods')).toEqual(expect.arrayContaining(['get', 'list', 'watch', 'patch']))
+    for (const [resource, verbs] of want) {
+      expect(can.stdout).toMatch(new RegExp(`^${resource.replace(/\./g, '\\.')}\\s+\\[\\]\\s+\\[\\]\\s+\\[${verbs.join(' ')}\\]$`, 'm'))
+    }
     expect(can.stdout).not.toMatch(/^secrets/m)
   })
 
