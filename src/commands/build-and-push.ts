@@ -2,8 +2,9 @@ import {Args, Flags} from '@oclif/core'
 import {BuildFailedError} from '../buildkit/errors.js'
 import {createProgressRenderer, type ProgressMode as BuildProgressMode} from '../buildkit/progress.js'
 import {loadConfig} from '../config/config.js'
-import {buildFlags, sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {buildFlags, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type BuildAndPushResult, buildAndPush} from '../ops/build-and-push.js'
+import {describeRestart, rerunWithRestart, restartErrors} from '../ops/restart.js'
 import type {BuilderChoice} from '../ops/build.js'
 import {formatBytes, formatDuration} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
@@ -28,6 +29,7 @@ A failed build pushes nothing.`
     {description: 'Rebuild the image of a pod stuck in ErrImageNeverPull', command: '<%= config.bin %> build-and-push ./app --pod web-0'},
     {description: 'A pod with several containers, in another namespace, then expose port 8080', command: '<%= config.bin %> build-and-push . --pod api-7d9 -n shop --container api --expose 8080'},
     {description: 'Before the pod exists: build and push to a node', command: '<%= config.bin %> build-and-push . -t myapp:dev --node worker-2'},
+    {description: 'The pod already runs an older build: restart it onto the new one', command: '<%= config.bin %> build-and-push . --pod web-0 --restart'},
   ]
 
   static override args = {
@@ -50,6 +52,7 @@ A failed build pushes nothing.`
     kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
     context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
     'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+    ...restartFlag,
     ...sshFlags,
   }
 
@@ -95,13 +98,18 @@ A failed build pushes nothing.`
         reporter: createReporter(quiet ? 'quiet' : 'plain'),
         waitTimeoutMs: flags.timeout * 1000,
         exposePort: flags.expose,
+        restart: flags.restart,
+        rerunWithRestart: rerunWithRestart(this.id ?? 'build-and-push', this.argv),
         signal: this.signal,
       })
     } finally {
       renderer?.end()
     }
     if (flags.json) this.log(JSON.stringify(result))
-    else this.log(describeResult(result))
+    else {
+      this.log(describeResult(result))
+      for (const line of result.restart ? restartErrors(result.restart) : []) this.logToStderr(line)
+    }
     if (!result.ok) this.exit(1)
   }
 }
@@ -140,6 +148,7 @@ export function describeResult(r: BuildAndPushResult): string {
     else if (o.state === 'timeout') lines.push(`${who}: still not running after the timeout${o.reason ? ` (${o.reason}${o.message ? `: ${o.message}` : ''})` : ''}; see kubectl describe pod ${r.pod.name} -n ${r.pod.namespace}`)
     else lines.push(`${who}: ${o.state}${o.reason ? ` (${o.reason}${o.message ? `: ${o.message}` : ''})` : o.message ? ` (${o.message})` : ''}; see kubectl describe pod ${r.pod.name} -n ${r.pod.namespace}`)
   }
+  if (r.restart) lines.push(...describeRestart(r.restart))
   if (r.expose) lines.push(describeExpose(r.expose))
   for (const w of r.warnings) lines.push(`warning: ${w}`)
   return lines.join('\n')

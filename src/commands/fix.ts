@@ -1,12 +1,13 @@
 import * as fs from 'node:fs'
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
+import {restartFlag, sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
 import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix.js'
 import type {PushSource} from '../ops/push.js'
+import {describeRestart, rerunWithRestart, restartErrors, staleWarning} from '../ops/restart.js'
 import {durationMs, formatBytes, renderTable} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
-import {SideloadCommand} from '../ui/command.js'
+import {SideloadCommand, UsageError} from '../ui/command.js'
 import {renderError} from '../ui/errors.js'
 
 export default class Fix extends SideloadCommand {
@@ -49,6 +50,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
     unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
     retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
+    ...restartFlag,
     ...sshFlags,
   }
 
@@ -58,6 +60,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
 
   async run(): Promise<void> {
     const {flags} = await this.parse(Fix)
+    if (flags.watch && flags.restart) throw new UsageError('--restart does not go with --watch', 'run sideload fix --restart once, or push the new build with sideload push IMAGE --node NODE --restart')
     const timeoutMs = parseDuration(flags.timeout)
     const config = loadConfig(flags.config)
     const options: FixOptions = {
@@ -69,7 +72,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], containerdSocket: flags['containerd-socket'],
         snapshotter: flags.snapshotter, importMode: flags['import-mode'] === 'auto' ? undefined : flags['import-mode'] as 'native' | 'ctr'},
       ssh: sshOptionsFrom(flags, config),
-      platform: flags.platform, jobs: flags.jobs, retries: flags.retries, pin: flags.pin, unpack: flags.unpack,
+      platform: flags.platform, jobs: flags.jobs, retries: flags.retries, pin: flags.pin, unpack: flags.unpack, restart: flags.restart,
       reporter: createReporter(flags.json ? 'quiet' : 'auto'),
       signal: this.signal,
     }
@@ -80,6 +83,11 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     const result = await fix(options)
     // the result line (--json) or table, also after Ctrl-C: what was done, and what is left
     this.log(flags.json ? JSON.stringify(fixJson(result, this.stopped)) : describeFix(result, Boolean(flags['dry-run'])))
+    if (!flags.json) {
+      for (const line of result.restart ? restartErrors(result.restart) : []) this.logToStderr(line)
+      const warning = staleWarning(result.stale ?? [], rerunWithRestart(this.id ?? 'fix', this.argv))
+      if (warning) this.logToStderr(`warning: ${warning}`)
+    }
     this.exitIfStopped()
     if (!result.ok) this.exit(1)
   }
@@ -150,5 +158,6 @@ export function describeFix(result: FixResult, dryRun: boolean): string {
   } else {
     lines.push(`${result.transfers.length} transfer(s) planned: ${result.transfers.map((t) => `${t.image} → ${t.node}`).join(', ') || 'none'}`)
   }
+  if (result.restart) lines.push(...describeRestart(result.restart))
   return lines.join('\n')
 }

@@ -17,6 +17,7 @@ import {type ExposeResult, expose} from './expose.js'
 import {IMAGE_WAIT_REASONS, defaultPullPolicy} from './fix-plan.js'
 import {hostTarget} from './host-targets.js'
 import {type PushResult, type PushSource, push} from './push.js'
+import {type RestartReport, nodeNamesOf, pushMoreWith, pushedDigests, restartStalePods, staleWarning, stalePods} from './restart.js'
 import {selectNodes, targetsFor} from './targets.js'
 import {sleep} from '../util/async.js'
 
@@ -41,6 +42,10 @@ export interface BuildAndPushOptions extends KubeTargetOptions {
   waitTimeoutMs?: number
   /** Expose the pod on a NodePort once it runs (service port). */
   exposePort?: number
+  /** --restart: restart the running pods on the node that run an older digest of the image (ops/restart.ts) */
+  restart?: boolean
+  /** the command that restarts them, for the warning without --restart (the same command with --restart) */
+  rerunWithRestart?: string
   signal?: AbortSignal
   /** A client instead of loading the kubeconfig (tests). */
   client?: KubeClient
@@ -57,6 +62,8 @@ export interface BuildAndPushResult {
   push: PushResult
   pod?: {namespace: string; name: string; container: string; outcome: PodOutcome}
   expose?: ExposeResult
+  /** --restart: what was restarted */
+  restart?: RestartReport
   warnings: string[]
   /** The image is on the node and the pod (when there is one and it was waited for) runs. */
   ok: boolean
@@ -187,26 +194,35 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
       warnings.push(`pod ${namespace}/${opts.pod} runs on ${pod.spec.nodeName}, not on ${target.name}`)
     }
   }
-  const wasRunning = pod && container ? statusOf(pod, container)?.state?.running !== undefined : false
 
   // 3. build; a failed build throws here and nothing reaches any node
   const built: BuildResult = await build({...opts.build, tags: [image], platforms: buildPlatforms(opts.build.platforms, target.platform), signal: opts.signal})
 
-  // 4. push straight from the build output
+  // 4. push straight from the build output; with --restart, the pods that run an older digest restarted
+  //    while the build output is still open (an owner's other nodes get it from there too)
   let pushed: PushResult
+  let restart: RestartReport | undefined
   const temporaryArchive = built.location.kind === 'archive' && !opts.build.output ? built.location.path : undefined
   try {
+    let source: PushSource
+    let closeSource = async (): Promise<void> => undefined
     if (built.location.kind === 'containerd') {
-      const source: PushSource = {kind: 'containerd', address: built.location.containerdAddress, namespace: built.location.namespace}
-      pushed = await push({images: [image], source, nodes: [target], ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
+      source = {kind: 'containerd', address: built.location.containerdAddress, namespace: built.location.namespace}
     } else {
       // the archive written by the build, or dockerd's image spooled once; push reads it in place
       const src = await built.openImageSource()
-      try {
-        pushed = await push({images: [image], source: {kind: 'archive', path: src.file}, nodes: [target], ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
-      } finally {
-        await src.close()
+      source = {kind: 'archive', path: src.file}
+      closeSource = () => src.close()
+    }
+    try {
+      pushed = await push({images: [image], source, nodes: [target], ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
+      if (opts.restart && client && pushed.ok) {
+        const digests = pushedDigests(pushed.results, await nodeNamesOf(client, [target]))
+        restart = await restartStalePods({client, pushed: digests, pushMore: pushMoreWith(client, {source, ssh: opts.ssh, signal: opts.signal}, config, opts.nodeFlags),
+          timeoutMs: opts.waitTimeoutMs || 120_000, signal: opts.signal})
       }
+    } finally {
+      await closeSource()
     }
   } finally {
     if (temporaryArchive && path.resolve(temporaryArchive).startsWith(path.resolve(opts.build.workDir ?? os.tmpdir()))) {
@@ -216,21 +232,30 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
   const result: BuildAndPushResult = {
     image: normalizeImageName(image), node: target.name,
     build: {digest: built.digest, durationMs: built.durationMs, builder: built.builder},
-    push: pushed, warnings, ok: pushed.ok,
+    push: pushed, warnings, ok: pushed.ok && (restart?.ok ?? true), ...(restart ? {restart} : {}),
   }
   if (!pushed.ok || !pod || !container || !opts.pod) return result
 
-  // 5. the pod
+  // 5. the pod: restarted above (its row says how it went), or waited for
   const timeout = opts.waitTimeoutMs ?? 120_000
-  const outcome: PodOutcome = timeout > 0 && client
-    ? await waitForPod(client, namespace, opts.pod, container, timeout, opts.signal)
-    : {state: 'not-waited'}
-  if (outcome.state === 'running' && wasRunning) {
-    outcome.restartNeeded = true
-    warnings.push(`container "${container.spec.name}" was already running and keeps its old image; delete the pod (or roll out its owner) to start the new one`)
+  const restarted = restart?.rows.find((r) => r.namespace === namespace && r.pods.includes(opts.pod!))
+  let outcome: PodOutcome
+  if (restarted) {
+    outcome = restarted.ok ? {state: 'running'} : {state: 'waiting', reason: restarted.action, message: restarted.error?.message ?? restarted.result}
+  } else {
+    outcome = timeout > 0 && client ? await waitForPod(client, namespace, opts.pod, container, timeout, opts.signal) : {state: 'not-waited'}
+  }
+  if (!opts.restart && client) {
+    // the pods on that node that keep running the old digest, and the command that restarts them
+    const stale = await stalePods(client, pushedDigests(pushed.results, await nodeNamesOf(client, [target]))).catch(() => [])
+    const warning = staleWarning(stale, opts.rerunWithRestart ?? 'the same command with --restart')
+    if (warning) {
+      if (outcome.state === 'running' && stale.some((s) => s.namespace === namespace && s.pod === opts.pod)) outcome.restartNeeded = true
+      warnings.push(warning)
+    }
   }
   result.pod = {namespace, name: opts.pod, container: container.spec.name, outcome}
-  result.ok = outcome.state === 'running' || outcome.state === 'not-waited'
+  result.ok = (outcome.state === 'running' || outcome.state === 'not-waited') && (restart?.ok ?? true)
 
   // 6. expose
   if (result.ok && opts.exposePort !== undefined && client) {

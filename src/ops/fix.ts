@@ -17,6 +17,7 @@ import {SshPool, type PoolOptions} from '../ssh/index.js'
 import type {Reporter} from '../ui/progress.js'
 import {type Diagnosis, IMAGE_WAIT_REASONS, type StuckContainer, type Transfer, planFix} from './fix-plan.js'
 import {type NodeImageResult, type PushSource, push} from './push.js'
+import {type RestartReport, type StalePod, pushMoreWith, restartStalePods, stalePods} from './restart.js'
 import {targetsFor} from './targets.js'
 import {sleep} from '../util/async.js'
 
@@ -49,6 +50,8 @@ export interface FixOptions extends KubeTargetOptions {
   platform?: string
   /** patch PUSHED_AT_ANNOTATION on the repaired pods (default true) */
   annotate?: boolean
+  /** --restart: restart the running pods on the nodes pushed to that run an older digest (ops/restart.ts) */
+  restart?: boolean
   reporter?: Reporter
   signal?: AbortSignal
 }
@@ -81,6 +84,10 @@ export interface FixResult {
   rows: FixRow[]
   transfers: TransferResult[]
   diagnoses: FixDiagnosis[]
+  /** --restart: what was restarted */
+  restart?: RestartReport
+  /** without --restart: running pods on the nodes pushed to that keep an older digest */
+  stale?: StalePod[]
   /** nothing failed and nothing was left that pushing cannot fix */
   ok: boolean
 }
@@ -397,7 +404,18 @@ export async function fix(opts: FixOptions): Promise<FixResult> {
     }
   }
   for (const d of diagnoses) rows.push(...diagnosisRows(d))
-  return {rows, transfers, diagnoses, ok: diagnoses.length === 0 && rows.every((r) => r.ok)}
+  const ok = diagnoses.length === 0 && rows.every((r) => r.ok)
+  // the other pods on those nodes that run an older digest of an image sent: restarted, or named
+  const pushed = transfers.flatMap((t) => t.push && t.push.status !== 'failed' && t.push.digest ? [{node: t.node, image: t.image, digest: t.push.digest}] : [])
+  if (pushed.length === 0) return {rows, transfers, diagnoses, ok}
+  if (opts.restart) {
+    const access = opts.access
+    const restart = await restartStalePods({client, pushed, timeoutMs: Math.max(deadline - Date.now(), 60_000), signal: opts.signal,
+      pushMore: pushMoreWith(client, {source: opts.source, ssh: opts.ssh, platform: opts.platform, pin: opts.pin, unpack: opts.unpack, retries: opts.retries, signal: opts.signal}, opts.config ?? {defaults: {}, nodes: {}}, access)})
+    return {rows, transfers, diagnoses, restart, ok: ok && restart.ok}
+  }
+  const stale = await stalePods(client, pushed).catch(() => [])
+  return {rows, transfers, diagnoses, ...(stale.length ? {stale} : {}), ok}
 }
 
 /** push() one image to some nodes; a failure to open the source becomes a failed result per node. */

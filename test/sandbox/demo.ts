@@ -1,7 +1,8 @@
 // The field log, replayed in the sandbox: an image built for Kubernetes with `nerdctl build` (BuildKit
 // into containerd namespace k8s.io on the build machine), a pod with imagePullPolicy Never stuck in ErrImageNeverPull
 // because its node does not have the image and there is no registry, sideload putting the image
-// on that node, the pod Running, and the pod exposed on a NodePort that answers from outside.
+// on that node, the pod Running, and the pod exposed on a NodePort that answers from outside; then a
+// changed page rebuilt and the pod restarted onto it (build-and-push --restart), images and prune --dry-run.
 // Every command is echoed as a user would type it, then run exactly so, in the environment the
 // sandbox's env file sets (kubectl, nerdctl and sideload from its bin dir on PATH; CONTAINERD_ADDRESS
 // and BUILDKIT_HOST: the build machine).
@@ -14,7 +15,9 @@ const POD = 'centos-stream-8'
 const MANIFEST = 'manifests/example-pod.yaml'
 /** As the field tagged it (manifests/example-pod.yaml); containerd names it DEMO_IMAGE. */
 const TAG = 'local/centos-stream-8-systemd:latest'
-const STEPS = 5
+const STEPS = 7
+/** The page after the last step's rebuild (`build-and-push --restart`). */
+export const DEMO_PAGE_REBUILT = 'centos-stream-8: rebuilt, pushed and restarted by sideload'
 
 export class DemoError extends Error {
   constructor(readonly step: string, message: string) {
@@ -32,6 +35,8 @@ export interface DemoResult {
   nodePort: number
   /** what the node port answered */
   answer: string
+  /** what it answered after the rebuild and the restart */
+  rebuiltAnswer: string
 }
 
 export interface DemoOptions {
@@ -113,8 +118,10 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
     const refs = (await sb.bed.ctr(node, ['images', 'ls', '-q'])).split('\n').map((s) => s.trim()).filter((r) => r.startsWith(`${repo}:`) || r.startsWith(`${repo}@`))
     if (refs.length > 0) await sb.bed.ctr(node, ['images', 'rm', '--sync', ...refs])
   }
-  // and on the build machine: the demo builds it (again; BuildKit's cache keeps a rebuild short)
+  // and on the build machine: the demo builds it (again; BuildKit's cache keeps a rebuild short),
+  // from the page the story starts with (its last step changes it)
   await buildCtr(p, ['-n', 'k8s.io', 'images', 'rm', DEMO_IMAGE])
+  fs.writeFileSync(path.join(p.demoContext, 'index.html'), `${DEMO_PAGE}\n`)
 
   say(`The field log, replayed in sandbox '${p.name}': ${sb.bed.nodes.length} nodes (${sb.bed.nodes.map((n) => `${n.name} ${n.ip}`).join(', ')}),`)
   const lines = [...new Set(sb.bed.nodes.map((n) => (n.containerdLine === '2' ? '2.x' : n.containerdLine)))].join(' / ')
@@ -176,10 +183,31 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
   const answer = await shell(['curl', '-sS', '--max-time', '5', url])
   if (!answer.stdout.includes(DEMO_PAGE)) throw new DemoError(stepName, `${url} did not answer with the demo page`)
 
+  step('A new build of the same tag: change the page, rebuild, push it to the pod\'s node and restart the pod onto it (a bare pod: created again from its own spec, on the same node):')
+  const page = path.join(p.demoContext, 'index.html')
+  await shell(['sh', '-c', `echo ${quote(DEMO_PAGE_REBUILT)} > ${quote(page)}`])
+  await shell(['sideload', 'build-and-push', p.demoContext, '--pod', POD, '--pull', 'missing', '--restart', '--progress', 'quiet'], {timeoutMs: 300_000})
+  const answersNew = async (): Promise<boolean> => {
+    try {
+      return (await (await fetch(url, {signal: AbortSignal.timeout(2000)})).text()).includes(DEMO_PAGE_REBUILT)
+    } catch {
+      return false
+    }
+  }
+  const rebuiltBy = Date.now() + 30_000
+  while (!(await answersNew()) && Date.now() < rebuiltBy) await sleep(250)
+  const rebuilt = await shell(['curl', '-sS', '--max-time', '5', url])
+  if (!rebuilt.stdout.includes(DEMO_PAGE_REBUILT)) throw new DemoError(stepName, `${url} did not answer with the rebuilt page`)
+  if ((await podField('.spec.nodeName')) !== node) throw new DemoError(stepName, `the restarted pod is not on ${node}`)
+
+  step(`What is on ${node} now, and what a prune would free (the pod's image is in use, so it stays):`)
+  await shell(['sideload', 'images', '--pod', POD])
+  await shell(['sideload', 'prune', '--pod', POD, '--keep', '0', '--dry-run'])
+
   say('')
   say(`Done: the pod runs on ${node} from an image that never went through a registry, reachable at ${bedNode.ip}:${nodePort}.`)
   say('The sandbox keeps running; to use kubectl, nerdctl and sideload on it yourself:')
   say(`  source ${p.envFile}`)
   say(`Remove it with: npm run sandbox -- down${p.name === 'sandbox' ? '' : ` --name ${p.name}`}`)
-  return {node, nodeIp: bedNode.ip, nodePort, answer: answer.stdout}
+  return {node, nodeIp: bedNode.ip, nodePort, answer: answer.stdout, rebuiltAnswer: rebuilt.stdout}
 }
