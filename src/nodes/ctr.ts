@@ -27,8 +27,8 @@ export class CtrNode implements ImageNode {
     this.ctr = [...(asRoot ? [] : ['sudo', '-n']), 'ctr', ...address, '--namespace', 'k8s.io']
   }
 
-  private async run(args: string[], what: string): Promise<string> {
-    const out = await this.conn.execCapture([...this.ctr, ...args])
+  private async run(args: string[], what: string, conn = this.conn): Promise<string> {
+    const out = await conn.execCapture([...this.ctr, ...args])
     if (out.code !== 0) {
       const detail = ctrErrorLines(out.stderr).slice(-3).join('; ') || `exit code ${out.code}`
       throw new SshError('command', `${what} failed: ${detail}`, {
@@ -45,8 +45,8 @@ export class CtrNode implements ImageNode {
   }
 
   /** Every image record (`ctr images ls`), or those the filter picks. */
-  private async records(filter?: string): Promise<NodeImageRecord[]> {
-    const out = await this.run(['images', 'ls', ...(filter ? [filter] : [])], 'listing images (ctr images ls)')
+  private async records(filter?: string, conn = this.conn): Promise<NodeImageRecord[]> {
+    const out = await this.run(['images', 'ls', ...(filter ? [filter] : [])], 'listing images (ctr images ls)', conn)
     return ctrTable(out).map(({first, labels}) => ({name: first[0], target: {digest: first[2] as Digest, mediaType: first[1]}, labels}))
   }
 
@@ -63,10 +63,54 @@ export class CtrNode implements ImageNode {
    * failed import under our temporary name, that reference is all that is left of it: remove it
    * when no named image points at the same manifest (a named one keeps it, as the CRI would).
    */
-  private async removeOrphanIdRefs(target: string): Promise<void> {
-    const refs = (await this.records()).filter((r) => r.target.digest === target).map((r) => r.name)
+  private async removeOrphanIdRefs(target: string, conn = this.conn): Promise<void> {
+    const refs = (await this.records(undefined, conn)).filter((r) => r.target.digest === target).map((r) => r.name)
     if (refs.length === 0 || refs.some((r) => !/^sha256:[0-9a-f]{64}$/.test(r))) return
-    await this.run(['images', 'rm', ...refs], 'removing the failed import (ctr images rm)')
+    await this.run(['images', 'rm', ...refs], 'removing the failed import (ctr images rm)', conn)
+  }
+
+  /**
+   * After a failed import: the temporary name and the CRI's `sha256:<id>` name of it go. Each
+   * call gives up after 5 s without containerd (a stopped containerd: ctr would wait 10 s).
+   */
+  private async removeFailedImport(conn: SshConnection, temporary: string, target: string): Promise<void> {
+    const quick = [...this.ctr, '--connect-timeout', '5s']
+    const rm = await conn.execCapture([...quick, 'images', 'rm', temporary]).catch(() => undefined)
+    if (rm?.code !== 0 && /connect|unavailable|no such file/i.test(rm?.stderr ?? '')) return // containerd is not there
+    await this.removeOrphanIdRefs(target, conn).catch(() => undefined)
+  }
+
+  /**
+   * The connection the import ran on was lost. Its remote command ends by itself (its stdin got
+   * EOF: ctr fails, drops its lease and ingests, exits); wait for that on a new connection, so
+   * nothing of ours runs on the node when this push reports (and a retry does not race it). Still
+   * running after `graceMs` (ctr stuck on a containerd that went away): TERM to sudo, which
+   * passes it on to ctr. Then the failed import's names are removed there too.
+   */
+  private async endLostImport(pid: number, temporary: string, target: string, graceMs = 10_000): Promise<void> {
+    let conn: SshConnection | undefined
+    try {
+      const again = this.conn.reconnect()
+      conn = await within(again, 20_000)
+      if (!conn) {
+        void again.then((c) => c.close(), () => undefined)
+        return
+      }
+      // $1 the PID, $2 how many tenths of a second to wait; exit 0 once it is gone
+      const waitGone = 'i=0; while [ -d "/proc/$1" ]; do [ "$i" -ge "$2" ] && exit 1; i=$((i+1)); sleep 0.1; done'
+      const gone = async (tenths: number): Promise<boolean> => (await conn!.execCapture(['sh', '-c', waitGone, 'sideload-wait', String(pid), String(tenths)])).code === 0
+      if (!(await gone(Math.ceil(graceMs / 100)))) {
+        // still our import (the PID was not reused)? then TERM it: the user may signal its sudo
+        const term = 'tr "\\0" " " < "/proc/$1/cmdline" | grep -q "ctr .*images import" && kill -TERM "$1"'
+        await conn.execCapture(['sh', '-c', term, 'sideload-stop', String(pid)])
+        await gone(50)
+      }
+      await this.removeFailedImport(conn, temporary, target)
+    } catch {
+      // the node cannot be reached again: its import ends by itself once its input is gone
+    } finally {
+      await conn?.close().catch(() => undefined)
+    }
   }
 
   /** Fails unless ctr reports the image complete and unpacked for the CRI snapshotter (checked, never assumed). */
@@ -118,10 +162,19 @@ export class CtrNode implements ImageNode {
     })
     const cancelled = (): ImportCancelledError => new ImportCancelledError(`node ${this.name}`)
     if (options.signal?.aborted) throw cancelled()
-    const proc = await this.conn.exec([...this.ctr, ...args], {stdin: 'pipe'})
+    // Under a shell that says its PID (first line of stdout), then becomes the import (exec,
+    // sudo keeps that PID): should the connection be lost, a new one can tell when it has ended.
+    const proc = await this.conn.exec(['sh', '-c', 'echo "$$"; exec "$@"', 'sideload-import', ...this.ctr, ...args], {stdin: 'pipe'})
     const stderr: Buffer[] = []
     proc.stderr.on('data', (b: Buffer) => stderr.push(b))
-    proc.stdout.resume()
+    let stdout = ''
+    proc.stdout.on('data', (b: Buffer) => {
+      if (stdout.length < 64) stdout += b.toString()
+    })
+    const remotePid = (): number | undefined => {
+      const pid = Number(/^(\d+)\n/.exec(stdout)?.[1])
+      return pid > 1 ? pid : undefined
+    }
     counter.pipe(proc.stdin)
     // Ctrl-C: stop sending, stop ctr, and leave no image behind (the temporary name is removed below).
     // Giving up (a failure here, Ctrl-C): no more bytes, EOF to ctr, and wait until it has ended
@@ -141,21 +194,28 @@ export class CtrNode implements ImageNode {
     try {
       const writing = writeOciArchive(counter, options.source, image, {name: temporary, omitBlobs: new Set(present)})
       writing.catch(() => undefined)
-      const [w, exit] = await Promise.race([Promise.all([writing, proc.wait()]), aborted])
-      written = w
+      // Either ends first: the archive fails (missing blob), or ctr exits, having read it all or
+      // not (a layer it rejects, containerd gone: then the bytes it did not read go nowhere and
+      // the writer would wait for them forever).
+      const exit = await Promise.race([proc.wait(), writing.then(() => new Promise<never>(() => undefined)), aborted])
       if (options.signal?.aborted) throw cancelled()
       if (exit.code !== 0) {
         const text = Buffer.concat(stderr).toString().trim()
         throw new SshError('command', `ctr images import failed: ${ctrErrorLines(text).slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
-          hint: /no space left/i.test(text) ? 'free disk space on the node and retry' : 'check `ctr --namespace k8s.io images import` on the node by hand',
+          hint: /no space left/i.test(text) ? 'free disk space on the node and retry'
+            : CONTAINERD_GONE.test(text) ? 'the node\'s containerd stopped or restarted during the import: check it (systemctl status containerd) and push again; if it was down when ctr gave up, ctr\'s lease and partial blob stay there (24 h): `sideload doctor` shows them'
+            : 'check `ctr --namespace k8s.io images import` on the node by hand',
         })
       }
+      // it read the whole archive: the writer is done, or its last padding is going nowhere
+      written = (await within(writing, 5000)) ?? {blobsWritten: missing.length, bytesWritten: sent}
       if (options.unpack) await this.checkUnpacked(temporary)
       await this.run(['images', 'tag', '--force', temporary, name], 'naming the image (ctr images tag)')
     } catch (err) {
       await stopImport()
-      await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
-      await this.removeOrphanIdRefs(image.target.digest).catch(() => undefined)
+      const pid = remotePid()
+      if (this.conn.isOpen) await this.removeFailedImport(this.conn, temporary, image.target.digest)
+      else if (pid) await this.endLostImport(pid, temporary, image.target.digest)
       throw err
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
@@ -196,6 +256,19 @@ export class CtrNode implements ImageNode {
 
   async close(): Promise<void> {}
 }
+
+/** What p gives within ms, else undefined. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    return await Promise.race([p, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)))])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** ctr's errors when containerd went away under it (stopped, restarted). */
+const CONTAINERD_GONE = /code = Unavailable|failed to send write|connection refused|transport is closing|error reading from server/i
 
 /**
  * The rows of a ctr listing (a header, then rows aligned under it by tabwriter): each row's

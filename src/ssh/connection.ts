@@ -41,6 +41,7 @@ export class SshConnection {
   private streamLocalProhibited = false
   private lastError?: Error
   private markClosed!: () => void
+  private options!: ConnectOptions
 
   /** Use connectNode(); the constructor only wires an already connected client. */
   private constructor(target: ResolvedTarget, client: SshClient, jump: SshConnection | undefined) {
@@ -73,11 +74,17 @@ export class SshConnection {
       const conn = new SshConnection(target, client, jump)
       conn.hostKey = hostKey
       conn.negotiated = negotiated
+      conn.options = {...opts, target}
       return conn
     } catch (err) {
       await jump?.close()
       throw err
     }
+  }
+
+  /** A new connection to the same node, made as this one was (after this one was lost). */
+  reconnect(): Promise<SshConnection> {
+    return SshConnection.connect(this.options)
   }
 
   /** A TCP stream from this (jump) host to the next hop `to`. */

@@ -24,8 +24,10 @@ export interface NodeResult {
   skippedBytes: number
   durationMs: number
   attempts?: number
+  mode?: 'native' | 'ctr'
   error?: string
   hint?: string
+  reason?: string
 }
 
 export interface PushRun {
