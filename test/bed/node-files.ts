@@ -13,17 +13,25 @@ export const CONTAINERD2_BINARIES = ['containerd', 'ctr', 'containerd-shim-runc-
 
 export function containerdConfig(p: NodePaths, snapshotter: string, line: ContainerdLine): string {
   // containerd 2.3 reads a version 4 config (its own; no migration at start), 1.6 version 2
+  // (2.3's version 4 config names its servers as plugins; version 2 has [grpc] and [ttrpc])
+  const servers = line === '2'
+    ? `  [plugins.'io.containerd.server.v1.grpc']
+    address = "${CONTAINERD_SOCKET}"
+  [plugins.'io.containerd.server.v1.ttrpc']
+    address = "${CONTAINERD_SOCKET}.ttrpc"`
+    : ''
   const head = `version = ${line === '2' ? 4 : 2}
 root = "/var/lib/containerd"
 state = "/run/containerd"
-
+${line === '2' ? '' : `
 [grpc]
   address = "${CONTAINERD_SOCKET}"
 
 [ttrpc]
   address = "${CONTAINERD_SOCKET}.ttrpc"
-
-[plugins]`
+`}
+[plugins]
+${servers}`
   if (line === '2') {
     // the CRI image settings live in their own plugin on 2.x (io.containerd.cri.v1.images)
     return `${head}

@@ -1,4 +1,5 @@
-// A private containerd 1.6 for tests: own root/state/socket under a unique temp dir, CRI
+// A private containerd for tests, of the bed's line (2.3.7 built from its module by default, Debian's
+// 1.6 with SIDELOAD_BED_CONTAINERD=1.6): own root/state/socket under a unique temp dir, CRI and NRI
 // disabled (not needed to exercise content/images/snapshots/diff). Optionally its root is a
 // small tmpfs, to test a full disk. stop() kills it and removes everything, also after failures.
 import {spawn, execFile, type ChildProcess} from 'node:child_process'
@@ -8,10 +9,14 @@ import * as net from 'node:net'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {promisify} from 'node:util'
+import {bedContainerdDefault, type ContainerdLine} from '../bed/bed.js'
+import {daemonBinary} from '../daemons/daemons.js'
 
 const run = promisify(execFile)
 
 export interface TestContainerd {
+  /** which containerd runs: '2' (2.3.7) or '1.6' */
+  line: ContainerdLine
   dir: string
   socket: string
   address: string
@@ -24,7 +29,11 @@ export interface TestContainerd {
   stop(): Promise<void>
 }
 
-export async function startContainerd(name: string, opts: {rootSizeMb?: number} = {}): Promise<TestContainerd> {
+export async function startContainerd(name: string, opts: {rootSizeMb?: number; line?: ContainerdLine} = {}): Promise<TestContainerd> {
+  const bedLine = bedContainerdDefault()
+  const line: ContainerdLine = opts.line ?? (bedLine === 'mixed' ? '2' : bedLine)
+  const containerdBin = line === '2' ? daemonBinary('containerd', 'containerd') : 'containerd'
+  const ctrBin = line === '2' ? daemonBinary('containerd', 'ctr') : 'ctr'
   const dir = await fsp.mkdtemp(path.join(os.tmpdir(), `slctd-${name}-`))
   const root = path.join(dir, 'root')
   const state = path.join(dir, 'state')
@@ -52,18 +61,20 @@ export async function startContainerd(name: string, opts: {rootSizeMb?: number} 
       mounted = true
     }
     const config = [
-      'version = 2',
+      `version = ${line === '2' ? 4 : 2}`,
       `root = "${root}"`,
       `state = "${state}"`,
-      `disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.internal.v1.tracing", "io.containerd.tracing.processor.v1.otlp"]`,
-      '[grpc]',
-      `  address = "${socket}"`,
-      '[ttrpc]',
-      `  address = "${socket}.ttrpc"`,
-      '[debug]',
-      `  address = "${socket}.debug"`,
-      '[metrics]',
-      '  address = ""',
+      `disabled_plugins = ${JSON.stringify([
+        'io.containerd.grpc.v1.cri', 'io.containerd.snapshotter.v1.btrfs', 'io.containerd.snapshotter.v1.zfs', 'io.containerd.snapshotter.v1.devmapper',
+        'io.containerd.internal.v1.tracing', 'io.containerd.tracing.processor.v1.otlp',
+        // 2.x: the CRI is three plugins; NRI's socket is one host-wide path
+        ...(line === '2' ? ['io.containerd.cri.v1.runtime', 'io.containerd.cri.v1.images', 'io.containerd.nri.v1.nri'] : ['io.containerd.snapshotter.v1.aufs']),
+      ])}`,
+      // 2.3's version 4 config names the servers as plugins; [grpc] and friends are version 2's
+      ...(line === '2'
+        ? [`[plugins.'io.containerd.server.v1.grpc']`, `  address = "${socket}"`, `[plugins.'io.containerd.server.v1.ttrpc']`, `  address = "${socket}.ttrpc"`,
+          `[plugins.'io.containerd.server.v1.debug']`, `  address = "${socket}.debug"`, `[plugins.'io.containerd.server.v1.metrics']`, `  address = ""`]
+        : ['[grpc]', `  address = "${socket}"`, '[ttrpc]', `  address = "${socket}.ttrpc"`, '[debug]', `  address = "${socket}.debug"`, '[metrics]', '  address = ""']),
       '[plugins."io.containerd.gc.v1.scheduler"]',
       '  deletion_threshold = 1',
       '  schedule_delay = "0ms"',
@@ -77,7 +88,7 @@ export async function startContainerd(name: string, opts: {rootSizeMb?: number} 
   }
   async function launch(): Promise<void> {
     const log = fs.openSync(path.join(dir, 'containerd.log'), 'a')
-    const proc = spawn('containerd', ['-c', path.join(dir, 'config.toml')], {stdio: ['ignore', log, log]})
+    const proc = spawn(containerdBin, ['-c', path.join(dir, 'config.toml')], {stdio: ['ignore', log, log]})
     child = proc
     fs.closeSync(log)
     const deadline = Date.now() + 20_000
@@ -96,13 +107,14 @@ export async function startContainerd(name: string, opts: {rootSizeMb?: number} 
     }
   }
   return {
+    line,
     dir,
     socket,
     address: `unix://${socket}`,
     root,
     async ctr(args, namespace = 'k8s.io') {
       try {
-        const {stdout} = await run('ctr', ['-a', socket, '-n', namespace, ...args], {maxBuffer: 64 * 1024 * 1024})
+        const {stdout} = await run(ctrBin, ['-a', socket, '-n', namespace, ...args], {maxBuffer: 64 * 1024 * 1024})
         return stdout
       } catch (err) {
         const e = err as {stderr?: string; message: string}
