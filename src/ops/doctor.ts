@@ -5,13 +5,14 @@ import {AuthorizationV1Api, VersionApi, type V1Node} from '@kubernetes/client-no
 import {resolveBuilder, type BuilderChoice} from './build.js'
 import {BuildkitClient, describeBuilder} from '../buildkit/client.js'
 import {accessFor, type NodeAccess, type SideloadConfig} from '../config/config.js'
-import {ContainerdClient, CriClient, criSnapshotter, describeLeftover, type LeftoverLease, nativeLeftovers} from '../containerd/index.js'
+import {ContainerdClient, CriClient, criSnapshotter, ctrActiveIngests, describeIngest, describeLeftover, LEASE_IMAGE_LABEL, type LeftoverIngest, type LeftoverLease, leftoverLeases, nativeIngests, nativeLeftovers, PS_IMPORTS_ARGV, runningImports} from '../containerd/index.js'
 import {API_ACCESS, RBAC_MANIFEST, type ApiResource} from '../kube/access.js'
 import {KubeClient} from '../kube/client.js'
 import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from '../kube/config.js'
 import {describeKubeError} from '../kube/errors.js'
 import {formatPlatform} from '../image/index.js'
 import {type NodeTarget, probeNode, SOCKET_CANDIDATES} from '../nodes/index.js'
+import {ctrTable} from '../nodes/ctr.js'
 import {type PoolOptions, type SshConnection, SshPool, isSshError} from '../ssh/index.js'
 import {hostTarget} from './host-targets.js'
 import {nodeTarget} from './targets.js'
@@ -20,7 +21,7 @@ export type CheckStatus = 'ok' | 'warn' | 'fail'
 
 /** One line of the doctor's report. */
 export interface DoctorCheck {
-  /** What was checked: kubeconfig, api-server, rbac, node, ssh, host-key, containerd, snapshotter, sudo-ctr, builder. */
+  /** What was checked: kubeconfig, api-server, rbac, node, ssh, host-key, containerd, snapshotter, leftovers (sideload's leases), ingests, imports, sudo-ctr, builder. */
   check: string
   /** What it was checked on: a context, a resource, a node, "local". */
   target: string
@@ -279,7 +280,7 @@ async function checkNativeContainerd(t: NodeTarget, conn: SshConnection, socket:
       add({check: 'snapshotter', target: t.name, status: t.snapshotter ? 'warn' : 'fail', detail: `the CRI plugin did not say: ${message(err)}`,
         hint: t.snapshotter ? `pushes unpack into ${t.snapshotter}, as configured` : (hintOf(err) ?? 'pass --snapshotter NAME')})
     }
-    await checkLeftovers(t, client, timeoutMs, add)
+    await checkLeftovers(t, {leases: () => nativeLeftovers(client), ingests: () => nativeIngests(client)}, conn, timeoutMs, add)
   } finally {
     cri.close()
     client.close()
@@ -291,21 +292,52 @@ async function checkNativeContainerd(t: NodeTarget, conn: SshConnection, socket:
  * `sideload/image`) is kept on purpose when a connection drops, so a re-run resumes; it expires
  * by itself. Doctor shows them, with how to resume or drop them.
  */
-async function checkLeftovers(t: NodeTarget, client: ContainerdClient, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {
-  let ours: LeftoverLease[]
+async function checkLeftovers(t: NodeTarget, node: {leases: () => Promise<LeftoverLease[]>; ingests: () => Promise<LeftoverIngest[]>}, conn: SshConnection, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {
+  let ours: LeftoverLease[] | undefined
   try {
-    ours = await withTimeout(nativeLeftovers(client), timeoutMs, 'containerd leases')
+    ours = await withTimeout(node.leases(), timeoutMs, 'containerd leases')
   } catch (err) {
     add({check: 'leftovers', target: t.name, status: 'warn', detail: `could not list containerd's leases: ${message(err)}`})
-    return
   }
-  if (ours.length === 0) {
-    add({check: 'leftovers', target: t.name, status: 'ok', detail: 'no interrupted transfer of sideload'})
-    return
+  if (ours?.length === 0) add({check: 'leftovers', target: t.name, status: 'ok', detail: 'no interrupted transfer of sideload'})
+  else if (ours) {
+    add({check: 'leftovers', target: t.name, status: 'warn',
+      detail: `${ours.length} interrupted transfer(s) keep partial blobs: ${ours.map((l) => describeLeftover(l)).join('; ')}`,
+      hint: `push again to resume them; or drop them: sideload prune, or ctr -n k8s.io leases rm ${ours.map((l) => l.id).join(' ')} (containerd's GC then frees what they held)`})
   }
-  add({check: 'leftovers', target: t.name, status: 'warn',
-    detail: `${ours.length} interrupted transfer(s) keep partial blobs: ${ours.map((l) => describeLeftover(l)).join('; ')}`,
-    hint: `push again to resume them; or drop them: sideload prune, or ctr -n k8s.io leases rm ${ours.map((l) => l.id).join(' ')} (containerd's GC then frees what they held)`})
+
+  // blobs being written or left half-written: sideload's own (native) and `ctr images import`'s
+  try {
+    const ingests = await withTimeout(node.ingests(), timeoutMs, 'containerd ingests')
+    const mine = ingests.filter((i) => i.kind === 'sideload')
+    const imports = ingests.filter((i) => i.kind === 'import')
+    if (ingests.length === 0) add({check: 'ingests', target: t.name, status: 'ok', detail: 'no partial blob of sideload or of ctr import'})
+    else {
+      const hints: string[] = []
+      if (mine.length) hints.push('sideload\'s go with their push\'s lease (above): push again to resume them, or sideload prune')
+      if (imports.length) hints.push('a `ctr images import` (sideload\'s fallback, or another\'s) that is not running any more left them: they go with the lease that ctr could not drop (it expires in 24 h; ctr -n k8s.io leases ls shows it, created when the import started), or wait for the import below to end')
+      add({check: 'ingests', target: t.name, status: 'warn',
+        detail: [mine.length ? `sideload's: ${mine.map(describeIngest).join(', ')}` : '', imports.length ? `ctr import's: ${imports.map(describeIngest).join(', ')}` : ''].filter(Boolean).join('; '),
+        hint: hints.join('; ')})
+    }
+  } catch (err) {
+    add({check: 'ingests', target: t.name, status: 'warn', detail: `could not list containerd's ingests: ${message(err)}`})
+  }
+
+  // imports running now (ps shows every user's processes, no root needed)
+  try {
+    const ps = await withTimeout(conn.execCapture(PS_IMPORTS_ARGV), timeoutMs, 'ps')
+    if (ps.code !== 0) throw new Error(ps.stderr.trim() || `ps exited with ${ps.code}`)
+    const running = runningImports(ps.stdout)
+    if (running.length === 0) add({check: 'imports', target: t.name, status: 'ok', detail: 'no ctr images import running'})
+    else {
+      add({check: 'imports', target: t.name, status: 'warn',
+        detail: `${running.length} ctr images import running: ${running.map((r) => `PID ${r.pid} (${r.user}, for ${r.elapsed}): ${r.command}`).join('; ')}`,
+        hint: `a push of sideload ends its import before it reports; one that outlived its push (or someone else's) ends by itself when its input closes; to stop it: kill -TERM ${running.map((r) => r.pid).join(' ')} (as its user: sudo passes it on to ctr)`})
+    }
+  } catch (err) {
+    add({check: 'imports', target: t.name, status: 'warn', detail: `could not list the node's processes: ${message(err)}`})
+  }
 }
 
 async function checkCtrContainerd(t: NodeTarget, conn: SshConnection, socket: string, platform: string, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {
@@ -320,7 +352,20 @@ async function checkCtrContainerd(t: NodeTarget, conn: SshConnection, socket: st
     add({check: 'containerd', target: t.name, status: 'ok', detail: `${server} at ${socket} (ctr import, ${platform})`})
   } catch (err) {
     add({check: 'containerd', target: t.name, status: 'fail', detail: message(err), hint: hintOf(err)})
+    return
   }
+  const ctr = async (args: string[]): Promise<string> => {
+    const out = await conn.execCapture(['sudo', '-n', 'ctr', '--address', socket, '--namespace', 'k8s.io', ...args])
+    if (out.code !== 0) throw new Error(`sudo -n ctr ${args.join(' ')}: ${out.stderr.trim().split('\n').slice(-2).join('; ') || `exit ${out.code}`}`)
+    return out.stdout
+  }
+  const leases = async (): Promise<LeftoverLease[]> => {
+    const ours = ctrTable(await ctr(['leases', 'ls'])).map(({first, labels}) => ({id: first[0], labels})).filter((l) => l.labels[LEASE_IMAGE_LABEL])
+    if (ours.length === 0) return []
+    const recorded = new Set(ctrTable(await ctr(['images', 'ls'])).map(({first}) => first[0]))
+    return leftoverLeases(ours, (image) => recorded.has(image))
+  }
+  await checkLeftovers(t, {leases, ingests: async () => ctrActiveIngests(await ctr(['content', 'active']))}, conn, timeoutMs, add)
 }
 
 async function checkBuilder(choice: BuilderChoice, timeoutMs: number, add: (c: DoctorCheck) => void): Promise<void> {

@@ -145,7 +145,7 @@ describe.each([
     expect(await ingestsGone(node)).toEqual([])
   })
 
-  it('containerd stopped mid-import: sideload waits for ctr to give up and says what may be left there', async () => {
+  it('containerd stopped mid-import: sideload waits for ctr to give up and says what may be left; doctor shows it once containerd is back', async () => {
     const node = bed.nodes[index]
     await bed.shape(node, {rateMbit: 200})
     let stopped: Promise<void> | undefined
@@ -162,10 +162,22 @@ describe.each([
     const state = await nodeState(node)
     expect(state.images).toEqual([])
     expect(state.ingests.join('\n')).toMatch(/^tar-blobs\/sha256\//m)
+    // doctor (through the same sudo ctr) shows the import's partial blob and what holds it
+    const shown = await leftoverRows(`${bed.nonRootUser}@${node.ip}`)
+    const ingests = shown.find((c) => c.check === 'ingests')
+    expect(ingests, JSON.stringify(shown)).toMatchObject({status: 'warn'})
+    expect(ingests?.detail).toMatch(/ctr import's: tar-blobs\/sha256\/[0-9a-f]{64}/)
+    expect(ingests?.hint).toMatch(/leases ls/)
     for (const lease of (await bed.ctr(node, ['leases', 'ls', '-q'])).split('\n').filter(Boolean)) await bed.ctr(node, ['leases', 'rm', '--sync', lease])
     expect(await ingestsGone(node)).toEqual([])
   })
 })
+
+/** doctor --host's rows about leftovers (leases, ingests, running imports) for one node. */
+async function leftoverRows(host: string): Promise<Array<{check: string; status: string; detail: string; hint?: string}>> {
+  const run = await runCli(['doctor', '--host', host, ...sshFlags(), '--json'])
+  return (JSON.parse(run.stdout) as {checks: Array<{check: string; status: string; detail: string; hint?: string}>}).checks.filter((c) => ['leftovers', 'ingests', 'imports'].includes(c.check))
+}
 
 describe('kill -9 of sideload mid-push (native)', () => {
   it('leaves its lease (expiring in about an hour) and the partial blobs; the re-run resumes at the node\'s offsets', async () => {
