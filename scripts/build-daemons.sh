@@ -4,7 +4,7 @@
 # skipped. Nothing is downloaded but Go modules through the Go module proxy.
 #
 #   scripts/build-daemons.sh            build all (in parallel pairs; ~2 cores)
-#   scripts/build-daemons.sh NAME...    only these (containerd buildkit nerdctl etcd kube)
+#   scripts/build-daemons.sh NAME...    only these (containerd buildkit nerdctl etcd kube spegel)
 #   scripts/build-daemons.sh --print-dir NAME   the folder NAME's binaries are in
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +21,8 @@ dir_of() {
     nerdctl) echo "$cache/nerdctl-$NERDCTL_VERSION" ;;
     etcd) echo "$cache/etcd-$ETCD_VERSION" ;;
     kube) echo "$cache/kubernetes-$KUBERNETES_VERSION" ;;
-    *) echo "build-daemons: unknown daemon '$1' (known: containerd buildkit nerdctl etcd kube)" >&2; return 2 ;;
+    spegel) echo "$cache/spegel-$SPEGEL_VERSION" ;;
+    *) echo "build-daemons: unknown daemon '$1' (known: containerd buildkit nerdctl etcd kube spegel)" >&2; return 2 ;;
   esac
 }
 
@@ -34,6 +35,7 @@ bins_of() {
     buildkit) echo buildkitd buildctl ;;
     nerdctl) echo nerdctl ;;
     etcd) echo etcd ;;
+    spegel) echo spegel ;;
     kube) echo kube-apiserver kube-scheduler kube-controller-manager ;;
   esac
 }
@@ -86,6 +88,10 @@ build_one() {
       (cd test/daemons/etcd && go build -ldflags "-s -w" -o "$tmp/bin/etcd" .) ;;
     kube)
       build_kube "$tmp/bin" $(bins_of kube) ;;
+    spegel)
+      # a tools module (test/daemons/spegel): the module proxy refuses Spegel's version list,
+      # which `go install …@version` reads; static like upstream's image
+      (cd test/daemons/spegel && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$tmp/bin/spegel" github.com/spegel-org/spegel) ;;
   esac
   echo "$(( $(date +%s) - start ))" > "$tmp/.built"
   rm -rf "$out"; mv "$tmp" "$out"
