@@ -1,7 +1,8 @@
 import * as grpc from '@grpc/grpc-js'
 import {Duplex} from 'node:stream'
 import {CHANNEL_OPTIONS} from '../grpc/load.js'
-import {type DockerEndpoint, describeDockerEndpoint, startUpgradeBridge, type UpgradeBridge} from '../grpc/hijack.js'
+import {type DockerEndpoint, describeDockerEndpoint} from '../docker/endpoint.js'
+import {startUpgradeBridge, type UpgradeBridge} from '../grpc/hijack.js'
 import {
   type BuildkitVersion,
   type BytesMessage,

@@ -1,14 +1,13 @@
-import * as fs from 'node:fs'
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {restartFlag, sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
 import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix.js'
-import type {PushSource} from '../ops/push.js'
 import {describeRestart, rerunWithRestart, restartErrors, staleWarning} from '../ops/restart.js'
 import {durationMs, formatBytes, renderTable} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
 import {renderError} from '../ui/errors.js'
+import {sourceFromFlags} from '../sources/index.js'
 
 export default class Fix extends SideloadCommand {
   static override summary = 'Send the images that stuck pods wait for (ErrImageNeverPull, ImagePullBackOff) to their nodes.'
@@ -67,7 +66,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       kubeconfig: flags.kubeconfig, context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout'],
       allNamespaces: flags['all-namespaces'], pod: flags.pod, dryRun: flags['dry-run'], timeoutMs,
       waitScheduled: flags['wait-scheduled'],
-      source: pushSource(flags.source, flags.archive, flags['containerd-address'], flags['containerd-namespace']),
+      source: sourceFromFlags({source: flags.source, archive: flags.archive, containerdAddress: flags['containerd-address'], containerdNamespace: flags['containerd-namespace']}),
       config,
       access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], containerdSocket: flags['containerd-socket'],
         snapshotter: flags.snapshotter, importMode: flags['import-mode'] === 'auto' ? undefined : flags['import-mode'] as 'native' | 'ctr'},
@@ -119,15 +118,6 @@ function transferJson(t: TransferResult): TransferResult {
 /** The --json result: as fix returns it, each hint once (on the rows), and the signal when one stopped it. */
 export function fixJson(result: FixResult, signal: NodeJS.Signals | undefined): FixResult & {signal?: NodeJS.Signals} {
   return {...result, transfers: result.transfers.map(transferJson), ...(signal ? {signal} : {})}
-}
-
-export function pushSource(source: string | undefined, archive: string | undefined, address: string, namespace: string): PushSource {
-  if (archive) return {kind: 'archive', path: archive}
-  if (!source || source === 'containerd') return {kind: 'containerd', address, namespace}
-  if (source === 'docker') return {kind: 'docker'}
-  const stat = fs.statSync(source, {throwIfNoEntry: false})
-  if (!stat) throw new FixError(`--source ${source}: no such file or directory (expected containerd, docker, a directory of archives or an archive file)`)
-  return stat.isDirectory() ? {kind: 'archive-dir', dir: source} : {kind: 'archive', path: source}
 }
 
 /** `90`, `90s`, `5m`, `1h`, `500ms` → milliseconds. */

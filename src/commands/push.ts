@@ -2,12 +2,13 @@ import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {restartFlag, sshFlags, sshOptionsFrom, localContainerdFlag, targetFlags} from '../config/flags.js'
 import {requireTargets, targetsFromFlags} from '../ops/host-targets.js'
-import {push, type PushOptions, type PushResult, type PushSource} from '../ops/push.js'
+import {push, type PushOptions, type PushResult} from '../ops/push.js'
 import {type RestartReport, type StalePod, describeRestart, nodeNamesOf, restartErrors, pushMoreWith, pushedDigests, rerunWithRestart, restartStalePods, staleWarning, stalePods} from '../ops/restart.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
 import {renderError} from '../ui/errors.js'
+import {sourceFromFlags} from '../sources/index.js'
 
 export default class Push extends SideloadCommand {
   static override summary = 'Send images into nodes\' containerd (namespace k8s.io) over SSH: only the blobs each node lacks.'
@@ -60,7 +61,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       this.logToStderr('warning: -n/--namespace is the Kubernetes namespace of --pod and has no effect here; the local containerd\'s namespace is --containerd-namespace')
     }
     requireTargets(flags, 'no nodes to push to')
-    const source: PushSource = flags.archive !== undefined ? {kind: 'archive', path: flags.archive} : {kind: 'containerd', address: flags['containerd-address'], namespace: flags['containerd-namespace']}
+    const source = sourceFromFlags({archive: flags.archive, containerdAddress: flags['containerd-address'], containerdNamespace: flags['containerd-namespace']})
     if (source.kind === 'containerd' && images.length === 0) {
       throw new UsageError('no image to push', 'name the image(s) to push, or give --archive FILE')
     }

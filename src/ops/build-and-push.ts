@@ -16,9 +16,10 @@ import {type BuildOptions, type BuildResult, build} from './build.js'
 import {type ExposeResult, expose} from './expose.js'
 import {IMAGE_WAIT_REASONS, defaultPullPolicy} from './fix-plan.js'
 import {hostTarget} from './host-targets.js'
-import {type PushResult, type PushSource, push} from './push.js'
+import {type PushResult, push} from './push.js'
 import {type RestartReport, nodeNamesOf, pushMoreWith, pushedDigests, restartStalePods, staleWarning, stalePods} from './restart.js'
 import {selectNodes, targetsFor} from './targets.js'
+import type {SourceSpec} from '../sources/index.js'
 import {sleep} from '../util/async.js'
 
 export interface BuildAndPushOptions extends KubeTargetOptions {
@@ -204,7 +205,7 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
   let restart: RestartReport | undefined
   const temporaryArchive = built.location.kind === 'archive' && !opts.build.output ? built.location.path : undefined
   try {
-    let source: PushSource
+    let source: SourceSpec
     let closeSource = async (): Promise<void> => undefined
     if (built.location.kind === 'containerd') {
       source = {kind: 'containerd', address: built.location.containerdAddress, namespace: built.location.namespace}

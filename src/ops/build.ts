@@ -5,7 +5,6 @@ import * as path from 'node:path'
 import type {Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {BuildkitClient, type BuilderEndpoint, DEFAULT_BUILDKIT_HOST, describeBuilder} from '../buildkit/client.js'
-import {saveDockerImages} from '../buildkit/engine.js'
 import {BuildFailedError, locateStep} from '../buildkit/errors.js'
 import type {FileSyncStats} from '../buildkit/filesync.js'
 import type {BuildStep} from '../buildkit/progress.js'
@@ -17,7 +16,9 @@ import {resolveImage} from '../image/model.js'
 import {writeOciArchive} from '../image/oci-writer.js'
 import {normalizeImageName} from '../image/reference.js'
 import {ContainerdClient, CriClient, criSnapshotter, DEFAULT_CONTAINERD_ADDRESS} from '../containerd/index.js'
-import {DEFAULT_DOCKER_HOST, type DockerEndpoint, describeDockerEndpoint, dialUpgrade, parseDockerHost} from '../grpc/hijack.js'
+import {DEFAULT_DOCKER_HOST, type DockerEndpoint, describeDockerEndpoint, dockerHost, parseDockerHost} from '../docker/endpoint.js'
+import {saveDockerImages} from '../docker/images.js'
+import {dialUpgrade} from '../grpc/hijack.js'
 
 export type {SecretSource} from '../buildkit/session.js'
 export {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
@@ -141,7 +142,7 @@ export function resolveBuilder(choice: BuilderChoice | undefined, env = process.
       {hint: 'start buildkitd or dockerd, or set BUILDKIT_HOST / DOCKER_HOST'})
   }
   if (choice?.kind === 'docker') {
-    return {kind: 'docker', docker: parseDockerHost(choice.dockerHost ?? env.DOCKER_HOST ?? DEFAULT_DOCKER_HOST)}
+    return {kind: 'docker', docker: parseDockerHost(dockerHost(choice.dockerHost, env))}
   }
   return {kind: 'buildkitd', address: choice?.address || env.BUILDKIT_HOST || (found ? `unix://${found}` : DEFAULT_BUILDKIT_HOST)}
 }

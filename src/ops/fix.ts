@@ -1,14 +1,10 @@
 // `sideload fix`: find the pods that wait for an image the kubelet will not pull, send each image
 // once to each node that needs it, nudge the pods and wait until they run. `fixWatch` keeps doing
 // so for pods that get stuck later.
-import * as fs from 'node:fs'
-import * as path from 'node:path'
 import type {V1Pod} from '@kubernetes/client-node'
 import type {NodeAccess, SideloadConfig} from '../config/config.js'
-import {ContainerdClient, ContainerdError, localContainerdUnavailable} from '../containerd/index.js'
-import {inspectDockerImage} from '../buildkit/engine.js'
-import {parseDockerHost} from '../grpc/hijack.js'
-import {listArchive, normalizeImageName} from '../image/index.js'
+import {ContainerdError} from '../containerd/index.js'
+import {normalizeImageName} from '../image/index.js'
 import {KubeClient} from '../kube/client.js'
 import type {KubeTargetOptions} from '../kube/config.js'
 import {isKubeError} from '../kube/errors.js'
@@ -16,7 +12,8 @@ import type {NodeTarget} from '../nodes/index.js'
 import {SshPool, type PoolOptions} from '../ssh/index.js'
 import type {Reporter} from '../ui/progress.js'
 import {type Diagnosis, IMAGE_WAIT_REASONS, type StuckContainer, type Transfer, planFix} from './fix-plan.js'
-import {type NodeImageResult, type PushSource, push} from './push.js'
+import {type NodeImageResult, push} from './push.js'
+import {notInSourceHint, type SourceInventory, sourceInventory, type SourceSpec} from '../sources/index.js'
 import {type RestartReport, type StalePod, pushMoreWith, restartStalePods, stalePods} from './restart.js'
 import {targetsFor} from './targets.js'
 import {sleep} from '../util/async.js'
@@ -37,7 +34,7 @@ export interface FixOptions extends KubeTargetOptions {
   timeoutMs?: number
   /** wait for unscheduled pods to be scheduled (and stuck) instead of reporting them */
   waitScheduled?: boolean
-  source: PushSource
+  source: SourceSpec
   config?: SideloadConfig
   /** SSH settings given as flags, over the config's (user, port, key, socket…) */
   access?: NodeAccess
@@ -97,87 +94,6 @@ export type FixDiagnosis = Diagnosis | {kind: 'not-in-source'; image: string; po
 
 export class FixError extends Error {
   override name = 'FixError'
-}
-
-// ---------------------------------------------------------------------------------------------
-// the image source
-
-/** Which images a source holds: `has` for the check, `names` to tell the user what is there. */
-export interface SourceInventory {
-  description: string
-  has(image: string): Promise<boolean>
-  /** every image name the source has (fully qualified); undefined when it cannot list them */
-  names(): Promise<string[] | undefined>
-}
-
-export function describeSource(source: PushSource): string {
-  switch (source.kind) {
-    case 'archive': return `archive ${source.path}`
-    case 'archive-dir': return `archive directory ${source.dir}`
-    case 'containerd': return `containerd ${source.address} (namespace ${source.namespace ?? 'k8s.io'})`
-    case 'docker': return `Docker daemon ${source.endpoint ?? process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock'}`
-  }
-}
-
-/** Every valid image name in an archive (one image or several). */
-async function archiveNames(file: string): Promise<string[]> {
-  const archive = await listArchive(file)
-  try {
-    return archive.names
-  } finally {
-    await archive.close()
-  }
-}
-
-export function sourceInventory(source: PushSource): SourceInventory {
-  const description = describeSource(source)
-  const byName = async (image: string, names: () => Promise<string[] | undefined>): Promise<boolean> =>
-    (await names())?.includes(normalizeImageName(image)) ?? false
-  switch (source.kind) {
-    case 'archive': {
-      if (source.path === '-') throw new FixError('fix cannot read an archive from stdin (it may need it several times); save it to a file and pass --archive FILE')
-      const names = (): Promise<string[]> => archiveNames(source.path)
-      return {description, names, has: (image) => byName(image, names)}
-    }
-    case 'archive-dir': {
-      const names = async (): Promise<string[]> => {
-        const files = fs.readdirSync(source.dir).filter((f) => /\.(tar|tar\.gz|tgz|oci)$/.test(f)).sort()
-        const all: string[] = []
-        for (const f of files) all.push(...(await archiveNames(path.join(source.dir, f)).catch(() => [])))
-        return [...new Set(all)]
-      }
-      return {description, names, has: (image) => byName(image, names)}
-    }
-    case 'containerd': {
-      const names = async (): Promise<string[]> => {
-        const client = new ContainerdClient(source.address, {namespace: source.namespace ?? 'k8s.io'})
-        try {
-          return (await client.imageList()).map((r) => r.name).filter((n) => !n.startsWith('sha256:')).sort()
-        } catch (err) {
-          throw localContainerdUnavailable(err, source.address, 'cannot list the images', 'start containerd here, point --containerd-address at its socket, ' +
-            'or take the images from elsewhere with --source docker|DIR or --archive FILE') ?? err
-        } finally {
-          client.close()
-        }
-      }
-      return {description, names, has: (image) => byName(image, names)}
-    }
-    case 'docker': {
-      const endpoint = parseDockerHost(source.endpoint ?? process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock')
-      return {
-        description,
-        names: async () => undefined,
-        has: async (image) => (await inspectDockerImage(endpoint, image)) !== undefined,
-      }
-    }
-  }
-}
-
-function missingHint(image: string, inventory: SourceInventory, names: string[] | undefined): string {
-  const list = names === undefined ? '' : names.length === 0 ? ' It has no images at all.' :
-    ` It has: ${names.slice(0, 20).join(', ')}${names.length > 20 ? `, … (${names.length} in all)` : ''}.`
-  return `image ${image} is not in the ${inventory.description}, so it cannot be sent.${list} ` +
-    'Build or load it there first (or pass --source/--archive with the place that has it).'
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -318,7 +234,7 @@ async function checkSource(transfers: Transfer[], inventory: SourceInventory): P
     const names = await inventory.names().catch(() => undefined)
     for (const image of missingImages) {
       const pods = transfers.filter((t) => t.image === image).flatMap((t) => t.containers.map((c) => `${c.namespace}/${c.pod}`))
-      missing.push({kind: 'not-in-source', image, pods: [...new Set(pods)], hint: missingHint(image, inventory, names)})
+      missing.push({kind: 'not-in-source', image, pods: [...new Set(pods)], hint: notInSourceHint(image, inventory, names)})
     }
   }
   return {ready: transfers.filter((t) => !missingImages.has(t.image)), missing}
@@ -508,7 +424,7 @@ export async function fixWatch(opts: FixWatchOptions): Promise<FixWatchSummary> 
       try {
         if (!(await inventory.has(image))) {
           const names = await inventory.names().catch(() => undefined)
-          return {...base, status: 'failed', error: 'image not in the source', hint: missingHint(image, inventory, names)}
+          return {...base, status: 'failed', error: 'image not in the source', hint: notInSourceHint(image, inventory, names)}
         }
         const targets = await nodeTargets(client, [node], opts)
         const [result] = await pushOnce({...opts, signal: abort.signal}, pool, image, [...targets.values()])

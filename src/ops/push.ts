@@ -1,21 +1,13 @@
-import * as fs from 'node:fs'
-import * as path from 'node:path'
 import * as grpc from '@grpc/grpc-js'
-import {saveDockerImages} from '../buildkit/engine.js'
-import {ContainerdError, ImportCancelledError, openContainerdSource, type ImportEvent} from '../containerd/index.js'
-import {parseDockerHost} from '../grpc/hijack.js'
-import {formatPlatform, imageRecordName, listArchive, parsePlatform, quoted, readArchive, resolveImage, selectImage, type ArchiveContents, type ImageSource, type ResolvedImage} from '../image/index.js'
+import {ContainerdError, ImportCancelledError, type ImportEvent} from '../containerd/index.js'
+import {formatPlatform, parsePlatform, resolveImage, type ImageSource, type ResolvedImage} from '../image/index.js'
 import {describeNode, openNode, type ImageNode, type NodeTarget} from '../nodes/index.js'
 import {isSshError, SshPool, type PoolOptions} from '../ssh/index.js'
 import {errorInfo} from '../ui/errors.js'
 import type {Reporter} from '../ui/progress.js'
+import {openSources, sourceLabel, type SourceSpec} from '../sources/index.js'
 import {mapLimit, sleep} from '../util/async.js'
 
-export type PushSource =
-  | {kind: 'archive'; path: string}
-  | {kind: 'containerd'; address: string; namespace?: string}
-  | {kind: 'docker'; endpoint?: string}
-  | {kind: 'archive-dir'; dir: string}
 
 export interface PushOptions {
   /**
@@ -23,7 +15,8 @@ export interface PushOptions {
    * no valid name). One name with an archive whose only image has no name pushes it under that name.
    */
   images: string[]
-  source: PushSource
+  /** where the images are read (src/sources) */
+  source: SourceSpec
   nodes: NodeTarget[]
   /** Override the node's own platform, e.g. linux/arm64. */
   platform?: string
@@ -93,164 +86,6 @@ class OpenedImage {
   }
 }
 
-function archivesIn(dir: string): string[] {
-  let entries: string[]
-  try {
-    entries = fs.readdirSync(dir)
-  } catch (err) {
-    throw new Error(`cannot read the archive directory ${dir}: ${(err as Error).message}`)
-  }
-  return entries.filter((f) => /\.(tar|tar\.gz|tgz|oci)$/.test(f)).map((f) => path.join(dir, f)).sort()
-}
-
-/**
- * An archive image that has no valid name, pushed as "every image in the archive": refused
- * before any node is touched. Recorded as it is, it would be `docker.io/library/sha256:<hex>`
- * (and `…/sha256@sha256:<hex>`), pinned: no pod names it and the kubelet's GC never removes it.
- */
-export class UnnamedArchiveImageError extends Error {
-  readonly hint: string
-  /** For programs (--json): what went wrong, never the text. */
-  readonly reason = 'archive-image-unnamed'
-  constructor(message: string, hint: string) {
-    super(`${message}\n  hint: ${hint}`)
-    this.hint = hint
-  }
-}
-
-/** A path or name as it can be pasted into a shell. */
-function shellWord(word: string): string {
-  return /^[\w@%+=:,./-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`
-}
-
-async function refuseUnnamed(contents: ArchiveContents, archiveArg: string): Promise<void> {
-  const images = contents.distinct()
-  const unnamed = images.filter((e) => e.names.length === 0)
-  if (unnamed.length === 0) return
-  const lines: string[] = []
-  for (const e of unnamed) {
-    const [first, ...more] = (await contents.describe(e)).split('\n')
-    lines.push(`  image ${e.number} of ${contents.entries.length} (${e.naming}): ${first}`, ...more.map((l) => `    ${l}`))
-    for (const bad of e.invalidNames) lines.push(`    ${quoted(bad.name)} is not a valid image reference: ${bad.why}`)
-  }
-  const noName = unnamed.every((e) => e.invalidNames.length > 0) ? 'no valid name' : 'no name'
-  const why = 'the kubelet finds an image by the name in the pod\'s image: field, and a record named after the digest ' +
-    '(docker.io/library/sha256:<hex>) would be pinned junk its image GC never removes'
-  const archive = shellWord(archiveArg)
-  const only = unnamed[0]
-  const saveNamed = contents.format === 'docker' && images.length === 1 && only.digest
-    ? `or save it under a name: docker tag ${only.digest} NAME && docker save -o FILE NAME`
-    : 'or save it under a name (tag it, then docker/nerdctl save -o FILE NAME)'
-  if (images.length === 1) {
-    throw new UnnamedArchiveImageError(
-      `${contents.label} holds an image with ${noName}, so it is not pushed: ${why}:\n${lines.join('\n')}`,
-      `give it the name its pods use: sideload push --archive ${archive} NAME (e.g. myapp:1.0: the archive's only image goes in as NAME), ${saveNamed}`,
-    )
-  }
-  const named = contents.names
-  throw new UnnamedArchiveImageError(
-    `${contents.label} holds ${images.length} images and ${unnamed.length} ${unnamed.length === 1 ? 'has' : 'have'} ${noName}, so nothing was pushed: ${why}:\n${lines.join('\n')}`,
-    (named.length ? `push the named ones by name: sideload push --archive ${archive} ${named.join(' ')}; ` : '') +
-      `for an image without a name, save it alone and name it (docker save -o ONE.tar IMAGE-ID, then sideload push --archive ONE.tar NAME), ${saveNamed}`,
-  )
-}
-
-/** Every requested image, opened from the source, and how to release them all. */
-interface OpenedImages {
-  images: OpenedImage[]
-  close(): Promise<void>
-}
-
-/**
- * Open every requested image from the source. An archive is listed once (an archive given as
- * '-', stdin, is spooled then) and each image is read from it.
- */
-async function openImages(options: PushOptions): Promise<OpenedImages> {
-  const opened: OpenedImage[] = []
-  const closers: (() => Promise<void>)[] = []
-  const close = async (): Promise<void> => {
-    for (const image of [...opened].reverse()) await image.source.close().catch(() => undefined)
-    for (const fn of [...closers].reverse()) await fn().catch(() => undefined)
-    opened.length = 0
-    closers.length = 0
-  }
-  const src = options.source
-  try {
-    switch (src.kind) {
-      case 'archive': {
-        const contents = await listArchive(src.path === '-' ? process.stdin : src.path)
-        closers.push(() => contents.close())
-        if (options.images.length === 0) {
-          // every image in the archive, under each of its names; an unnamed one stops it all
-          await refuseUnnamed(contents, src.path)
-          if (contents.entries.length === 0) throw new Error(`${contents.label} contains no image`)
-          for (const entry of contents.entries) {
-            for (const name of entry.names) {
-              if (!opened.some((o) => o.name === name)) opened.push(new OpenedImage(name, await contents.open(entry, name)))
-            }
-          }
-        } else {
-          // one name for an archive whose only image has none names it (`sideload push --archive A NAME`)
-          for (const wanted of options.images) {
-            const {entry, name} = selectImage(contents, wanted, options.images.length === 1)
-            opened.push(new OpenedImage(name!, await contents.open(entry, name)))
-          }
-        }
-        break
-      }
-      case 'archive-dir': {
-        const files = archivesIn(src.dir)
-        if (options.images.length === 0) throw new Error(`name the images to push from ${src.dir}`)
-        for (const name of options.images) {
-          const recordName = imageRecordName(name)
-          let found: ImageSource | undefined
-          for (const file of files) {
-            const archive = await readArchive(file, {name}).catch(() => undefined)
-            if (archive) {
-              found = archive
-              break
-            }
-          }
-          if (!found) throw new Error(`image "${name}" is in none of the ${files.length} archive(s) in ${src.dir}. Hint: save it there with \`nerdctl save -o ${src.dir}/NAME.tar ${name}\``)
-          opened.push(new OpenedImage(recordName, found))
-        }
-        break
-      }
-      case 'containerd':
-        if (options.images.length === 0) throw new Error('name the images to push (from the local containerd)')
-        for (const name of options.images) {
-          opened.push(new OpenedImage(imageRecordName(name), await openContainerdSource({address: src.address, namespace: src.namespace ?? 'k8s.io', name})))
-        }
-        break
-      case 'docker': {
-        if (options.images.length === 0) throw new Error('name the images to push (from the Docker daemon)')
-        const endpoint = parseDockerHost(src.endpoint ?? process.env.DOCKER_HOST ?? 'unix:///var/run/docker.sock')
-        const contents = await listArchive(await saveDockerImages(endpoint, options.images))
-        closers.push(() => contents.close())
-        for (const wanted of options.images) {
-          const {entry, name} = selectImage(contents, wanted, false)
-          opened.push(new OpenedImage(name!, await contents.open(entry, name)))
-        }
-        break
-      }
-    }
-  } catch (err) {
-    await close()
-    throw err
-  }
-  return {images: opened, close}
-}
-
-/** What the pushed records say they came from (sideload.dev/source). */
-export function sourceLabel(source: PushSource): string {
-  switch (source.kind) {
-    case 'archive': return source.path === '-' ? 'archive:stdin' : `archive:${path.resolve(source.path)}`
-    case 'archive-dir': return `archive-dir:${path.resolve(source.dir)}`
-    case 'containerd': return 'containerd'
-    case 'docker': return 'docker'
-  }
-}
-
 /** Errors worth reconnecting for: the connection went away, not the node saying no. */
 export function isRetryable(err: unknown): boolean {
   if (isSshError(err)) return err.code === 'closed' || err.code === 'timeout'
@@ -273,8 +108,8 @@ export async function push(options: PushOptions): Promise<PushResult> {
   const platformOverride = options.platform ? parsePlatform(options.platform) : undefined
   const results: NodeImageResult[] = []
   const source = sourceLabel(options.source)
-  const opened = await openImages(options)
-  const images = opened.images
+  const opened = await openSources(options.source, options.images)
+  const images = opened.images.map((image) => new OpenedImage(image.name, image.source))
   try {
     await mapLimit(options.nodes, options.jobs ?? 4, async (target) => {
       for (const image of images) {

@@ -4,7 +4,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, describe, expect, it} from 'vitest'
-import {sourceInventory} from '../../src/ops/fix.js'
+import {sourceInventory} from '../../src/sources/index.js'
 import {mergeDocker} from '../bed/archive-edit.js'
 import {makeImage} from '../bed/images.js'
 

@@ -1,7 +1,8 @@
 // The command's small pure parts: durations, --source, the result table.
 import * as os from 'node:os'
 import {describe, expect, it} from 'vitest'
-import {describeFix, parseDuration, pushSource} from '../../src/commands/fix.js'
+import {describeFix, parseDuration} from '../../src/commands/fix.js'
+import {sourceFromFlags} from '../../src/sources/index.js'
 import {containerState} from '../../src/ops/fix.js'
 
 describe('fix command parts', () => {
@@ -16,12 +17,12 @@ describe('fix command parts', () => {
 
   it('--source: containerd by default, docker, a directory, an archive file, --archive', () => {
     const addr = 'unix:///run/containerd/containerd.sock'
-    expect(pushSource(undefined, undefined, addr, 'k8s.io')).toEqual({kind: 'containerd', address: addr, namespace: 'k8s.io'})
-    expect(pushSource('docker', undefined, addr, 'k8s.io')).toEqual({kind: 'docker'})
-    expect(pushSource(os.tmpdir(), undefined, addr, 'k8s.io')).toEqual({kind: 'archive-dir', dir: os.tmpdir()})
-    expect(pushSource('/etc/hostname', undefined, addr, 'k8s.io')).toEqual({kind: 'archive', path: '/etc/hostname'})
-    expect(pushSource(undefined, 'a.tar', addr, 'k8s.io')).toEqual({kind: 'archive', path: 'a.tar'})
-    expect(() => pushSource('/no/such/dir', undefined, addr, 'k8s.io')).toThrow(/--source \/no\/such\/dir: no such file/)
+    expect(sourceFromFlags({containerdAddress: addr, containerdNamespace: 'k8s.io'})).toEqual({kind: 'containerd', address: addr, namespace: 'k8s.io'})
+    expect(sourceFromFlags({source: 'docker', containerdAddress: addr, containerdNamespace: 'k8s.io'})).toEqual({kind: 'docker'})
+    expect(sourceFromFlags({source: os.tmpdir(), containerdAddress: addr, containerdNamespace: 'k8s.io'})).toEqual({kind: 'archive-dir', dir: os.tmpdir()})
+    expect(sourceFromFlags({source: '/etc/hostname', containerdAddress: addr, containerdNamespace: 'k8s.io'})).toEqual({kind: 'archive', path: '/etc/hostname'})
+    expect(sourceFromFlags({archive: 'a.tar', containerdAddress: addr, containerdNamespace: 'k8s.io'})).toEqual({kind: 'archive', path: 'a.tar'})
+    expect(() => sourceFromFlags({source: '/no/such/dir', containerdAddress: addr, containerdNamespace: 'k8s.io'})).toThrow(/--source \/no\/such\/dir: no such file/)
   })
 
   it('prints POD NODE IMAGE ACTION RESULT, hints once, and the transfers', () => {

@@ -1,8 +1,8 @@
 import * as http from 'node:http'
 import type {Readable} from 'node:stream'
-import {type DockerEndpoint, describeDockerEndpoint, dockerRequestOptions} from '../grpc/hijack.js'
+import {type DockerEndpoint, describeDockerEndpoint, dockerRequestOptions} from './endpoint.js'
 
-/** The few Docker Engine API calls a build needs: read an image back as a docker-archive. */
+/** The few Docker Engine API calls sideload needs: is an image there (docker inspect), read it as a docker-archive (docker save). */
 
 function get(endpoint: DockerEndpoint, urlPath: string): Promise<http.IncomingMessage> {
   return new Promise((resolve, reject) => {
