@@ -36,7 +36,7 @@ bins_of() {
     nerdctl) echo nerdctl ;;
     etcd) echo etcd ;;
     spegel) echo spegel ;;
-    kube) echo kube-apiserver kube-scheduler kube-controller-manager ;;
+    kube) echo kube-apiserver kube-scheduler kube-controller-manager kubelet ;;
   esac
 }
 
