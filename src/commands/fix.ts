@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {restartFlag, sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
-import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix.js'
+import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix/index.js'
 import {describeRestart, rerunWithRestart, restartErrors, staleWarning} from '../ops/restart.js'
 import {durationMs, formatBytes, renderTable} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'

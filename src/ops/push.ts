@@ -168,6 +168,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
       } catch (err) {
         if (err instanceof ImportCancelledError || options.signal?.aborted) {
           result.error = 'cancelled'
+          result.reason = 'cancelled'
           break
         }
         earlierAttemptsBytes += attemptBytes

@@ -5,7 +5,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeImage, type ImageInfo} from '../bed/images.js'
 import {corePath} from '../kube-real/rest.js'
 import {KubeClient} from '../../src/kube/client.js'
-import {fix, PUSHED_AT_ANNOTATION} from '../../src/ops/fix.js'
+import {fix, PUSHED_AT_ANNOTATION} from '../../src/ops/fix/index.js'
 import {cli, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed} from './fixture.js'
 
 let fb: FixBed

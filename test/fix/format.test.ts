@@ -3,7 +3,7 @@ import * as os from 'node:os'
 import {describe, expect, it} from 'vitest'
 import {describeFix, parseDuration} from '../../src/commands/fix.js'
 import {sourceFromFlags} from '../../src/sources/index.js'
-import {containerState} from '../../src/ops/fix.js'
+import {containerState} from '../../src/ops/fix/index.js'
 
 describe('fix command parts', () => {
   it('parses --timeout durations and refuses nonsense', () => {

@@ -1,6 +1,6 @@
 import type {V1Pod} from '@kubernetes/client-node'
 import {describe, expect, it} from 'vitest'
-import {defaultPullPolicy, findStuckContainers, planFix} from '../../src/ops/fix-plan.js'
+import {defaultPullPolicy, findStuckContainers, planFix} from '../../src/ops/fix/plan.js'
 
 /** A pod the way the API server returns it for a container stuck on a missing image. */
 function stuckPod(name: string, node: string | undefined, image: string, opts: {policy?: string; reason?: string; init?: boolean; owner?: string} = {}): V1Pod {

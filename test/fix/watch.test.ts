@@ -4,7 +4,7 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeImage} from '../bed/images.js'
 import {KubeClient} from '../../src/kube/client.js'
-import {fix, type FixRow, fixWatch, type TransferResult} from '../../src/ops/fix.js'
+import {fix, type FixRow, fixWatch, type TransferResult} from '../../src/ops/fix/index.js'
 import {BIN, cli, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed, waitFor} from './fixture.js'
 
 let fb: FixBed

@@ -1,3 +1,4 @@
+// `sideload fix`'s plan: which containers wait for an image, and one transfer per (image, node) that repairs them.
 import type {V1Container, V1ContainerStatus, V1Pod} from '@kubernetes/client-node'
 
 /** Why the kubelet cannot start a container for lack of an image. */
@@ -88,7 +89,8 @@ export function findStuckContainers(pod: V1Pod): StuckContainer[] {
   return stuck
 }
 
-function isUnscheduled(pod: V1Pod): boolean {
+/** A pod the scheduler has not placed yet (and that is not going away): no node to send its image to. */
+export function isUnscheduled(pod: V1Pod): boolean {
   return !pod.spec?.nodeName && (pod.status?.phase ?? 'Pending') === 'Pending' && !pod.metadata?.deletionTimestamp
 }
 
