@@ -17,6 +17,18 @@ import {BuildCancelledError, describeSolveError} from './errors.js'
 
 export const DEFAULT_BUILDKIT_HOST = 'unix:///run/buildkit/buildkitd.sock'
 
+/** Which builder runs the build, as the user chose it (ops/build.ts resolveBuilder makes it a BuilderEndpoint). */
+export type BuilderChoice =
+  /** A standalone BuildKit daemon (default address: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock). */
+  | {kind: 'buildkitd'; address?: string}
+  /** The BuildKit embedded in dockerd (default: $DOCKER_HOST or unix:///var/run/docker.sock). */
+  | {kind: 'docker'; dockerHost?: string}
+  /**
+   * A BuildKit daemon when $BUILDKIT_HOST is set or its default socket exists, else dockerd when
+   * $DOCKER_HOST is set or its default socket exists.
+   */
+  | {kind: 'auto'}
+
 /** Which builder to talk to: a standalone buildkitd, or the BuildKit embedded in dockerd. */
 export type BuilderEndpoint = {kind: 'buildkitd'; address: string} | {kind: 'docker'; docker: DockerEndpoint}
 

@@ -164,3 +164,20 @@ function* fields(buf: Buffer): Generator<[number, number | Buffer]> {
     }
   }
 }
+
+/** The failing step's log and its Dockerfile line(s), like buildx prints them. */
+export function describeFailure(err: BuildFailedError): string {
+  const parts: string[] = []
+  if (err.step) {
+    parts.push('------', ` > ${err.step.name}:`)
+    for (const line of err.step.logs.slice(-20)) parts.push(`${line}`)
+    parts.push('------')
+  }
+  if (err.source && err.source.lines.length > 0) {
+    parts.push(`${err.source.filename}:${err.source.lines[0]}`, '--------------------')
+    err.source.lines.forEach((n, i) => parts.push(` ${String(n).padStart(3)} | >>> ${err.source?.text[i] ?? ''}`))
+    parts.push('--------------------')
+  }
+  parts.push(`build failed: ${err.message}`)
+  return parts.join('\n')
+}

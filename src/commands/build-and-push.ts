@@ -1,15 +1,13 @@
 import {Args, Flags} from '@oclif/core'
-import {BuildFailedError} from '../buildkit/errors.js'
+import {BuildFailedError, describeFailure} from '../buildkit/errors.js'
 import {createProgressRenderer, type ProgressMode as BuildProgressMode} from '../buildkit/progress.js'
 import {loadConfig} from '../config/config.js'
-import {buildFlags, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {buildFlags, builderChoice, keyValues, kubeFlags, nodeAccessFrom, parseSecrets, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type BuildAndPushResult, buildAndPush} from '../ops/build-and-push.js'
+import {describeExpose} from '../ops/expose.js'
 import {describeRestart, rerunWithRestart, restartErrors} from '../ops/restart.js'
-import type {BuilderChoice} from '../ops/build.js'
 import {formatBytes, formatDuration} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
-import {describeFailure, parseSecrets} from './build.js'
-import {describeExpose} from './expose.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
 import {type ErrorInfo, errorInfo, renderError} from '../ui/errors.js'
 
@@ -49,9 +47,7 @@ A failed build pushes nothing.`
     platform: Flags.string({description: 'platform to build for, e.g. linux/arm64 (default: the node\'s when it differs from this machine\'s)'}),
     progress: Flags.string({description: 'progress output (on stderr)', options: ['auto', 'plain', 'tty', 'quiet'], default: 'auto'}),
     json: Flags.boolean({description: 'print the result as JSON on stdout'}),
-    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
-    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
-    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+    ...kubeFlags,
     ...restartFlag,
     ...sshFlags,
   }
@@ -78,7 +74,7 @@ A failed build pushes nothing.`
         build: {
           context: args.context,
           dockerfile: flags.file,
-          buildArgs: keyValues(flags['build-arg'] ?? []),
+          buildArgs: keyValues(flags['build-arg'] ?? [], '--build-arg'),
           target: flags.target,
           platforms: flags.platform ? [flags.platform] : undefined,
           noCache: flags['no-cache'],
@@ -89,11 +85,7 @@ A failed build pushes nothing.`
           onStatus: renderer ? (u) => renderer.update(u) : undefined,
         },
         config,
-        nodeFlags: {
-          containerdSocket: flags['containerd-socket'],
-          snapshotter: flags.snapshotter,
-          importMode: flags['import-mode'] as 'auto' | 'native' | 'ctr',
-        },
+        nodeFlags: nodeAccessFrom(flags),
         ssh: sshOptionsFrom(flags, config),
         reporter: createReporter(quiet ? 'quiet' : 'plain'),
         waitTimeoutMs: flags.timeout * 1000,
@@ -112,25 +104,6 @@ A failed build pushes nothing.`
     }
     if (!result.ok) this.exit(1)
   }
-}
-
-function builderChoice(kind: string, buildkitHost: string | undefined, dockerHost: string | undefined): BuilderChoice {
-  if (kind === 'docker') return {kind: 'docker', dockerHost}
-  if (kind === 'buildkit') return {kind: 'buildkitd', address: buildkitHost}
-  if (buildkitHost) return {kind: 'buildkitd', address: buildkitHost}
-  if (dockerHost) return {kind: 'docker', dockerHost}
-  return {kind: 'auto'}
-}
-
-function keyValues(values: string[]): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const v of values) {
-    const eq = v.indexOf('=')
-    if (eq === -1 && process.env[v] !== undefined) out[v] = process.env[v] as string
-    else if (eq <= 0) throw new Error(`--build-arg ${v}: expected KEY=VALUE`)
-    else out[v.slice(0, eq)] = v.slice(eq + 1)
-  }
-  return out
 }
 
 export function describeResult(r: BuildAndPushResult): string {

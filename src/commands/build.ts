@@ -1,8 +1,8 @@
 import {Args, Flags} from '@oclif/core'
-import {BuildFailedError} from '../buildkit/errors.js'
+import {BuildFailedError, describeFailure} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
-import {type BuilderChoice, type BuildOptions, type BuildOutput, type BuildResult, type SecretSource, build} from '../ops/build.js'
-import {buildFlags} from '../config/flags.js'
+import {type BuildOptions, type BuildOutput, type BuildResult, build} from '../ops/build.js'
+import {buildFlags, builderChoice, keyValues, parseSecrets} from '../config/flags.js'
 import {SideloadCommand} from '../ui/command.js'
 import {type ErrorInfo, errorInfo} from '../ui/errors.js'
 
@@ -84,47 +84,6 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
   }
 }
 
-function builderChoice(kind: string, buildkitHost: string | undefined, dockerHost: string | undefined): BuilderChoice {
-  if (kind === 'docker') return {kind: 'docker', dockerHost}
-  if (kind === 'buildkit') return {kind: 'buildkitd', address: buildkitHost}
-  // An explicit address picks its builder; otherwise look at the environment and default sockets.
-  if (buildkitHost) return {kind: 'buildkitd', address: buildkitHost}
-  if (dockerHost) return {kind: 'docker', dockerHost}
-  return {kind: 'auto'}
-}
-
-function keyValues(values: string[], flag: string): Record<string, string> {
-  const out: Record<string, string> = {}
-  for (const v of values) {
-    const eq = v.indexOf('=')
-    if (eq <= 0) {
-      // `--build-arg NAME` takes the value from the environment, like docker build.
-      if (flag === '--build-arg' && eq === -1 && process.env[v] !== undefined) {
-        out[v] = process.env[v] as string
-        continue
-      }
-      throw new Error(`${flag} ${v}: expected KEY=VALUE`)
-    }
-    out[v.slice(0, eq)] = v.slice(eq + 1)
-  }
-  return out
-}
-
-/** `id=ID,src=FILE` (also `source=`) or `id=ID,env=VAR`. */
-export function parseSecrets(values: string[]): Record<string, SecretSource> {
-  const out: Record<string, SecretSource> = {}
-  for (const v of values) {
-    const fields = Object.fromEntries(v.split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
-    const id = fields.id
-    if (!id) throw new Error(`--secret ${v}: missing id=ID (e.g. id=npmrc,src=$HOME/.npmrc)`)
-    const file = fields.src ?? fields.source
-    if (file) out[id] = {file}
-    else if (fields.env) out[id] = {env: fields.env}
-    else out[id] = {env: id}
-  }
-  return out
-}
-
 /** `oci:FILE`, `docker:FILE`, `tar:FILE`, or buildctl's `type=oci,dest=FILE`. */
 export function parseOutput(value: string): BuildOutput {
   let type: string | undefined
@@ -158,21 +117,4 @@ function describeLocation(result: BuildResult): string {
     case 'archive':
       return `Built ${names} in ${time}: ${loc.format} archive ${loc.path}`
   }
-}
-
-/** The failing step's log and its Dockerfile line(s), like buildx prints them. */
-export function describeFailure(err: BuildFailedError): string {
-  const parts: string[] = []
-  if (err.step) {
-    parts.push('------', ` > ${err.step.name}:`)
-    for (const line of err.step.logs.slice(-20)) parts.push(`${line}`)
-    parts.push('------')
-  }
-  if (err.source && err.source.lines.length > 0) {
-    parts.push(`${err.source.filename}:${err.source.lines[0]}`, '--------------------')
-    err.source.lines.forEach((n, i) => parts.push(` ${String(n).padStart(3)} | >>> ${err.source?.text[i] ?? ''}`))
-    parts.push('--------------------')
-  }
-  parts.push(`build failed: ${err.message}`)
-  return parts.join('\n')
 }

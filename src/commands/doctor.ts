@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {builderChoice, kubeFlags, nodeAccessFrom, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type DoctorCheck, type DoctorResult, doctor} from '../ops/doctor.js'
 import {renderTable} from '../ui/format.js'
 import {SideloadCommand} from '../ui/command.js'
@@ -28,9 +28,7 @@ Exits 1 when any check FAILs (warnings do not count).`
   static override flags = {
     node: Flags.string({description: 'Kubernetes node to check (repeatable; default: every node)', multiple: true, multipleNonGreedy: true}),
     host: Flags.string({char: 'H', description: 'node reached by SSH, [user@]host[:port] (repeatable)', multiple: true, multipleNonGreedy: true}),
-    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
-    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
-    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+    ...kubeFlags,
     namespace: Flags.string({char: 'n', description: 'namespace whose rights are checked (default: the context\'s)'}),
     builder: Flags.string({description: 'which builder to look for', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
     json: Flags.boolean({description: 'print the checks as JSON'}),
@@ -48,13 +46,9 @@ Exits 1 when any check FAILs (warnings do not count).`
       nodes: flags.node,
       hosts: flags.host,
       config,
-      nodeFlags: {
-        containerdSocket: flags['containerd-socket'],
-        snapshotter: flags.snapshotter,
-        importMode: flags['import-mode'] === 'auto' ? undefined : (flags['import-mode'] as 'native' | 'ctr'),
-      },
+      nodeFlags: nodeAccessFrom(flags),
       ssh: sshOptionsFrom(flags, config),
-      builder: flags.builder === 'docker' ? {kind: 'docker'} : flags.builder === 'buildkit' ? {kind: 'buildkitd'} : {kind: 'auto'},
+      builder: builderChoice(flags.builder),
     })
     this.log(flags.json ? JSON.stringify(result, null, 2) : renderDoctor(result))
     if (!result.ok) this.exit(1)

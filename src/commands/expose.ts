@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
-import {type ExposeOptions, type ExposeResult, type UnexposeResult, expose, unexpose} from '../ops/expose.js'
+import {describeExpose, type ExposeOptions, type UnexposeResult, expose, unexpose} from '../ops/expose.js'
+import {kubeFlags} from '../config/flags.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
 
 export default class Expose extends SideloadCommand {
@@ -35,9 +36,7 @@ Running it again changes nothing, or updates the service to the new flags. The t
     'until-exit': Flags.boolean({description: 'keep the service until Ctrl-C / SIGTERM, then remove it'}),
     json: Flags.boolean({description: 'print the result as JSON'}),
     namespace: Flags.string({char: 'n', description: 'namespace (default: the context\'s)'}),
-    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
-    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
-    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+    ...kubeFlags,
   }
 
   async run(): Promise<void> {
@@ -80,23 +79,6 @@ function aborted(signal: AbortSignal): Promise<void> {
       resolve()
     }, {once: true})
   })
-}
-
-export function describeExpose(r: ExposeResult): string {
-  const sel = Object.entries(r.selector).map(([k, v]) => `${k}=${v}`).join(',')
-  const lines = [
-    `service/${r.service} ${r.action}: NodePort ${r.nodePort} → pod ${r.pod} port ${r.targetPort}/${r.protocol} (namespace ${r.namespace})`,
-    `selector ${sel}${r.addedLabel ? ` (label added to the pod; \`sideload expose ${r.pod} --delete\` removes it with the service)` : ''}`,
-  ]
-  if (r.endpoints.length === 0) lines.push('no node has an address in its status; use any node\'s IP with port ' + r.nodePort)
-  else {
-    lines.push('connect to:')
-    for (const e of r.endpoints) lines.push(`  ${e.address}:${e.port}  node ${e.node}${e.podNode ? ' (runs the pod)' : ''}`)
-    const ssh = r.endpoints.filter(e => e.ssh)
-    if (ssh.length > 0) for (const e of ssh) lines.push(`  ${e.ssh}`)
-  }
-  for (const w of r.warnings) lines.push(`warning: ${w}`)
-  return lines.join('\n')
 }
 
 export function describeUnexpose(r: UnexposeResult): string {

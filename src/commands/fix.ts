@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {restartFlag, sshFlags, sshOptionsFrom, localContainerdFlag} from '../config/flags.js'
+import {kubeFlags, localContainerdFlag, nodeAccessFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix/index.js'
 import {describeRestart, rerunWithRestart, restartErrors, staleWarning} from '../ops/restart.js'
 import {durationMs, formatBytes, renderTable} from '../ui/format.js'
@@ -37,18 +37,12 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     archive: Flags.string({description: 'an image archive (docker save / nerdctl save / OCI layout tar) to take the images from', exclusive: ['source']}),
     'containerd-address': localContainerdFlag('local containerd socket (with --source containerd)'),
     'containerd-namespace': Flags.string({description: 'local containerd namespace', default: 'k8s.io'}),
-    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
-    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
-    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+    ...kubeFlags,
     json: Flags.boolean({description: 'print the result as JSON (with --watch: one JSON line per event)'}),
     // how to reach the nodes and import there (as push)
     'ssh-user': Flags.string({description: 'SSH user for every node (the config file can set one per node; default: root or ~/.ssh/config)'}),
     'ssh-port': Flags.integer({description: 'SSH port for every node (default 22 or ~/.ssh/config)'}),
-    platform: Flags.string({description: 'send this platform instead of each node\'s own (e.g. linux/arm64)'}),
-    jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),
-    pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
-    unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
-    retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
+    ...pushFlags,
     ...restartFlag,
     ...sshFlags,
   }
@@ -68,8 +62,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       waitScheduled: flags['wait-scheduled'],
       source: sourceFromFlags({source: flags.source, archive: flags.archive, containerdAddress: flags['containerd-address'], containerdNamespace: flags['containerd-namespace']}),
       config,
-      access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], containerdSocket: flags['containerd-socket'],
-        snapshotter: flags.snapshotter, importMode: flags['import-mode'] === 'auto' ? undefined : flags['import-mode'] as 'native' | 'ctr'},
+      access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], ...nodeAccessFrom(flags)},
       ssh: sshOptionsFrom(flags, config),
       platform: flags.platform, jobs: flags.jobs, retries: flags.retries, pin: flags.pin, unpack: flags.unpack, restart: flags.restart,
       reporter: createReporter(flags.json ? 'quiet' : 'auto'),

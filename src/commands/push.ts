@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {restartFlag, sshFlags, sshOptionsFrom, localContainerdFlag, targetFlags} from '../config/flags.js'
+import {localContainerdFlag, nodeAccessFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom, targetFlags} from '../config/flags.js'
 import {requireTargets, targetsFromFlags} from '../ops/host-targets.js'
 import {push, type PushOptions, type PushResult} from '../ops/push.js'
 import {type RestartReport, type StalePod, describeRestart, nodeNamesOf, restartErrors, pushMoreWith, pushedDigests, rerunWithRestart, restartStalePods, staleWarning, stalePods} from '../ops/restart.js'
@@ -37,11 +37,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     archive: Flags.string({char: 'a', description: 'read images from this archive (OCI layout or docker-archive tar; - for stdin)'}),
     'containerd-address': localContainerdFlag('local containerd to read images from'),
     'containerd-namespace': Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
-    platform: Flags.string({description: 'send this platform instead of each node\'s own (e.g. linux/arm64)'}),
-    jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),
-    pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
-    unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
-    retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
+    ...pushFlags,
     json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
     ...restartFlag,
@@ -87,8 +83,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       context: flags.context, namespace: flags.namespace, requestTimeout: flags['request-timeout']}) : undefined)
     if (client && result.results.some((r) => r.status !== 'failed')) {
       const pushed = pushedDigests(result.results, await nodeNamesOf(client, nodes))
-      const access = {containerdSocket: flags['containerd-socket'], snapshotter: flags.snapshotter, importMode: flags['import-mode'] as 'auto' | 'native' | 'ctr'}
-      if (flags.restart) restart = await restartStalePods({client, pushed, pushMore: pushMoreWith(client, base, config, access), signal: this.signal})
+      if (flags.restart) restart = await restartStalePods({client, pushed, pushMore: pushMoreWith(client, base, config, nodeAccessFrom(flags)), signal: this.signal})
       // only a warning: a cluster that does not let us list pods still got its push
       else stale = await stalePods(client, pushed).catch(() => [])
     }

@@ -1,7 +1,9 @@
 import {Flags} from '@oclif/core'
 import {DEFAULT_CONTAINERD_ADDRESS} from '../containerd/address.js'
+import type {BuilderChoice} from '../buildkit/client.js'
+import type {SecretSource} from '../buildkit/session.js'
 import type {PoolOptions} from '../ssh/index.js'
-import type {SideloadConfig} from './config.js'
+import type {NodeAccess, SideloadConfig} from './config.js'
 import {expandHome} from './config.js'
 
 // Every repeatable flag takes exactly one value per occurrence (`--host a --host b`, as docker and
@@ -16,8 +18,28 @@ export const sshFlags = {
   'ssh-config': Flags.string({description: 'ssh_config file (default: ~/.ssh/config)'}),
   'containerd-socket': Flags.string({description: 'containerd socket on the nodes (default: detected among /run/containerd, /run/k3s/containerd, microk8s)'}),
   snapshotter: Flags.string({description: 'snapshotter to unpack into on the nodes (default: what the node\'s CRI uses)'}),
-  'import-mode': Flags.string({description: 'native: containerd API over SSH; ctr: `sudo -n ctr images import`; auto: native when the socket is accessible', options: ['auto', 'native', 'ctr'], default: 'auto'}),
+  // no oclif default: not given, the config file's importMode decides (else auto); given, it wins over the config
+  'import-mode': Flags.string({description: 'native: containerd API over SSH; ctr: `sudo -n ctr images import`; auto: native when the socket is accessible (default: the config file\'s importMode, else auto)', options: ['auto', 'native', 'ctr']}),
   config: Flags.string({description: 'config file with per-node SSH settings (default: ~/.config/sideload/config.yaml, $SIDELOAD_CONFIG)'}),
+}
+
+/** The kubeconfig flags every command that talks to the cluster shares. */
+export const kubeFlags = {
+  kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
+  context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
+  'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+}
+
+/** The node access flags (sshFlags) as parsed. */
+export interface NodeAccessFlagValues {
+  'containerd-socket'?: string
+  snapshotter?: string
+  'import-mode'?: string
+}
+
+/** The node access the flags give, over the config file's per node (config.ts accessFor); what is not given is left to the config. */
+export function nodeAccessFrom(flags: NodeAccessFlagValues): NodeAccess {
+  return {containerdSocket: flags['containerd-socket'], snapshotter: flags.snapshotter, importMode: flags['import-mode'] as NodeAccess['importMode']}
 }
 
 /**
@@ -33,10 +55,17 @@ export function targetFlags(to: string) {
     'all-nodes': Flags.boolean({description: `${to} every node of the cluster`}),
     'node-selector': Flags.string({description: `${to} the nodes with these labels (k=v[,k2=v2])`}),
     namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
-    kubeconfig: Flags.string({description: 'kubeconfig file (default: $KUBECONFIG or ~/.kube/config)'}),
-    context: Flags.string({description: 'kubeconfig context (default: its current-context)'}),
-    'request-timeout': Flags.string({description: 'how long one Kubernetes API request may take, as kubectl\'s (e.g. 30s, 1m; 0: no limit)', default: '0'}),
+    ...kubeFlags,
   }
+}
+
+/** How push and fix send an image to the nodes (ops/push.ts PushOptions). */
+export const pushFlags = {
+  platform: Flags.string({description: 'send this platform instead of each node\'s own (e.g. linux/arm64)'}),
+  jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),
+  pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
+  unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
+  retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
 }
 
 /** --restart, as push, fix and build-and-push take it (src/ops/restart.ts). */
@@ -56,6 +85,50 @@ export const buildFlags = {
     'docker-host': Flags.string({description: 'Docker daemon address for --builder docker', env: 'DOCKER_HOST'}),
     pull: Flags.string({description: 'base images: `always` pull them; `missing` use the builder\'s local copy when it has one (offline, air-gapped)', options: ['always', 'missing']}),
     'containerd-address': localContainerdFlag('this machine\'s containerd: a BuildKit containerd worker on this very daemon builds straight into it'),
+}
+
+/**
+ * --builder with --buildkit-host and --docker-host: `buildkit` or `docker` picks that builder; `auto`
+ * takes the one whose address is given, else looks at the environment and the default sockets.
+ */
+export function builderChoice(kind: string, buildkitHost?: string, dockerHost?: string): BuilderChoice {
+  if (kind === 'docker') return {kind: 'docker', dockerHost}
+  if (kind === 'buildkit') return {kind: 'buildkitd', address: buildkitHost}
+  if (buildkitHost) return {kind: 'buildkitd', address: buildkitHost}
+  if (dockerHost) return {kind: 'docker', dockerHost}
+  return {kind: 'auto'}
+}
+
+/** Repeated `K=V` flags (`--build-arg`, `--label`); `--build-arg NAME` takes the value from the environment, like docker build. */
+export function keyValues(values: string[], flag: '--build-arg' | '--label'): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const v of values) {
+    const eq = v.indexOf('=')
+    if (eq <= 0) {
+      if (flag === '--build-arg' && eq === -1 && process.env[v] !== undefined) {
+        out[v] = process.env[v] as string
+        continue
+      }
+      throw new Error(`${flag} ${v}: expected KEY=VALUE`)
+    }
+    out[v.slice(0, eq)] = v.slice(eq + 1)
+  }
+  return out
+}
+
+/** `--secret id=ID,src=FILE` (also `source=`) or `id=ID,env=VAR`. */
+export function parseSecrets(values: string[]): Record<string, SecretSource> {
+  const out: Record<string, SecretSource> = {}
+  for (const v of values) {
+    const fields = Object.fromEntries(v.split(',').map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]))
+    const id = fields.id
+    if (!id) throw new Error(`--secret ${v}: missing id=ID (e.g. id=npmrc,src=$HOME/.npmrc)`)
+    const file = fields.src ?? fields.source
+    if (file) out[id] = {file}
+    else if (fields.env) out[id] = {env: fields.env}
+    else out[id] = {env: id}
+  }
+  return out
 }
 
 /** This machine's containerd, as ctr and nerdctl take it ($CONTAINERD_ADDRESS). */

@@ -4,7 +4,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import type {Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {BuildkitClient, type BuilderEndpoint, DEFAULT_BUILDKIT_HOST, describeBuilder} from '../buildkit/client.js'
+import {BuildkitClient, type BuilderChoice, type BuilderEndpoint, DEFAULT_BUILDKIT_HOST, describeBuilder} from '../buildkit/client.js'
 import {BuildFailedError, locateStep} from '../buildkit/errors.js'
 import type {FileSyncStats} from '../buildkit/filesync.js'
 import type {BuildStep} from '../buildkit/progress.js'
@@ -21,19 +21,8 @@ import {saveDockerImages} from '../docker/images.js'
 import {dialUpgrade} from '../grpc/hijack.js'
 
 export type {SecretSource} from '../buildkit/session.js'
+export type {BuilderChoice} from '../buildkit/client.js'
 export {BuildCancelledError, BuildFailedError} from '../buildkit/errors.js'
-
-/** Which builder runs the build. */
-export type BuilderChoice =
-  /** A standalone BuildKit daemon (default address: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock). */
-  | {kind: 'buildkitd'; address?: string}
-  /** The BuildKit embedded in dockerd (default: $DOCKER_HOST or unix:///var/run/docker.sock). */
-  | {kind: 'docker'; dockerHost?: string}
-  /**
-   * A BuildKit daemon when $BUILDKIT_HOST is set or its default socket exists, else dockerd when
-   * $DOCKER_HOST is set or its default socket exists.
-   */
-  | {kind: 'auto'}
 
 /** Write the image as an archive file instead of leaving it in a daemon. */
 export interface BuildOutput {

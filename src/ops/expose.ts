@@ -333,3 +333,21 @@ export async function unexpose(opts: UnexposeOptions): Promise<UnexposeResult> {
   }
   return result
 }
+
+/** The result as the expose and build-and-push commands print it. */
+export function describeExpose(r: ExposeResult): string {
+  const sel = Object.entries(r.selector).map(([k, v]) => `${k}=${v}`).join(',')
+  const lines = [
+    `service/${r.service} ${r.action}: NodePort ${r.nodePort} → pod ${r.pod} port ${r.targetPort}/${r.protocol} (namespace ${r.namespace})`,
+    `selector ${sel}${r.addedLabel ? ` (label added to the pod; \`sideload expose ${r.pod} --delete\` removes it with the service)` : ''}`,
+  ]
+  if (r.endpoints.length === 0) lines.push('no node has an address in its status; use any node\'s IP with port ' + r.nodePort)
+  else {
+    lines.push('connect to:')
+    for (const e of r.endpoints) lines.push(`  ${e.address}:${e.port}  node ${e.node}${e.podNode ? ' (runs the pod)' : ''}`)
+    const ssh = r.endpoints.filter(e => e.ssh)
+    if (ssh.length > 0) for (const e of ssh) lines.push(`  ${e.ssh}`)
+  }
+  for (const w of r.warnings) lines.push(`warning: ${w}`)
+  return lines.join('\n')
+}

@@ -1,4 +1,5 @@
 import {accessFor, type NodeAccess, type SideloadConfig} from '../config/config.js'
+import {type NodeAccessFlagValues, nodeAccessFrom} from '../config/flags.js'
 import type {KubeClient} from '../kube/client.js'
 import type {NodeTarget} from '../nodes/index.js'
 import {formatTarget, parseTarget} from '../ssh/index.js'
@@ -23,7 +24,7 @@ export function hostTarget(host: string, config: SideloadConfig, flags: NodeAcce
 }
 
 /** The target flags (config/flags.ts targetFlags) and the node access flags, as parsed. */
-export interface TargetFlagValues {
+export interface TargetFlagValues extends NodeAccessFlagValues {
   host?: string[]
   node?: string[]
   pod?: string[]
@@ -33,9 +34,6 @@ export interface TargetFlagValues {
   kubeconfig?: string
   context?: string
   'request-timeout'?: string
-  'containerd-socket'?: string
-  snapshotter?: string
-  'import-mode'?: string
 }
 
 export interface FlagTargets {
@@ -59,7 +57,7 @@ export function requireTargets(flags: TargetFlagValues, none: string): void {
 /** The nodes the flags name: --host targets first, then the cluster's (each as a NodeTarget, resolved through the API). */
 export async function targetsFromFlags(flags: TargetFlagValues, config: SideloadConfig, none: string): Promise<FlagTargets> {
   requireTargets(flags, none)
-  const access: NodeAccess = {containerdSocket: flags['containerd-socket'], snapshotter: flags.snapshotter, importMode: flags['import-mode'] as NodeAccess['importMode']}
+  const access = nodeAccessFrom(flags)
   const nodes = (flags.host ?? []).map((h) => hostTarget(h, config, access))
   if (!namesClusterNodes(flags)) return {nodes}
   const [{KubeClient}, {resolveNodeTargets}] = await Promise.all([import('../kube/client.js'), import('./targets.js')])
