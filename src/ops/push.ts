@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js'
-import {ContainerdError, ImportCancelledError, type ImportEvent} from '../containerd/index.js'
-import {formatPlatform, parsePlatform, resolveImage, type ImageSource, type ResolvedImage} from '../image/index.js'
+import {ContainerdError, ImportCancelledError, type ImportEvent, type ImportResult} from '../containerd/index.js'
+import {formatPlatform, parsePlatform, type Platform, resolveImage, type ImageSource, type ResolvedImage} from '../image/index.js'
 import {describeNode, openNode, type ImageNode, type NodeTarget} from '../nodes/index.js'
 import {isSshError, SshPool, type PoolOptions} from '../ssh/index.js'
 import {errorInfo} from '../ui/errors.js'
@@ -102,93 +102,126 @@ export function isRetryable(err: unknown): boolean {
  * stopped.
  */
 export async function push(options: PushOptions): Promise<PushResult> {
-  const reporter = options.reporter
   const pool = options.pool ?? new SshPool(options.ssh)
-  const retries = options.retries ?? 3
-  const platformOverride = options.platform ? parsePlatform(options.platform) : undefined
   const results: NodeImageResult[] = []
-  const source = sourceLabel(options.source)
+  const provenance = sourceLabel(options.source)
   const opened = await openSources(options.source, options.images)
   const images = opened.images.map((image) => new OpenedImage(image.name, image.source))
+  const ctx: PushContext = {
+    options, pool, provenance, retries: options.retries ?? 3,
+    platform: options.platform ? parsePlatform(options.platform) : undefined,
+    namesImages: options.images.length > 1 || images.length > 1,
+  }
   try {
     await mapLimit(options.nodes, options.jobs ?? 4, async (target) => {
       for (const image of images) {
         if (options.signal?.aborted) break
-        results.push(await pushOne(target, image))
+        results.push(await pushToNode(ctx, target, image))
       }
     })
   } finally {
     await opened.close()
     if (!options.pool) await pool.closeAll()
-    reporter?.close()
+    options.reporter?.close()
   }
   if (options.signal?.aborted) throw new PushCancelledError()
   return {results, ok: results.length > 0 && results.every((r) => r.status !== 'failed')}
+}
 
-  async function pushOne(target: NodeTarget, image: OpenedImage): Promise<NodeImageResult> {
-    const label = options.images.length > 1 || images.length > 1 ? `${target.name} ${image.name}` : target.name
-    const started = Date.now()
-    const result: NodeImageResult = {node: target.name, image: image.name, status: 'failed', sentBytes: 0, skippedBytes: 0, durationMs: 0, attempts: 0}
-    // the line is already labelled with the node: name where it is reached only when that differs
-    reporter?.event({type: 'start', target: label, message: target.sshTarget === target.name ? 'connecting' : `connecting to ${target.sshTarget}`})
-    let earlierAttemptsBytes = 0
-    for (let attempt = 0; ; attempt++) {
-      let attemptBytes = 0
-      result.attempts = attempt + 1
-      let node: ImageNode | undefined
-      try {
-        if (target.unavailable) throw target.unavailable
-        node = await openNode({...target, platform: platformOverride ?? target.platform}, pool)
-        result.mode = node.facts.mode
-        reporter?.event({type: 'info', target: label, message: `importing into ${describeNode(node)}`})
-        const resolved = await image.resolveFor(node.facts.platform)
-        let total = 0
-        const onProgress = (e: ImportEvent): void => {
-          if (e.type === 'resolved') {
-            total = e.missingBytes
-            reporter?.event({type: 'start', target: label, totalBytes: total, message: `${e.missingBlobs} of ${e.blobs} blobs missing`})
-          } else if (e.type === 'blob-bytes') {
-            attemptBytes += e.bytes
-            reporter?.event({type: 'bytes', target: label, doneBytes: attemptBytes, totalBytes: total})
-          } else if (e.type === 'unpack-layer' && !e.skipped) {
-            reporter?.event({type: 'info', target: label, message: `unpacking layer ${e.index + 1}/${e.count}`})
-          }
-        }
-        const r = await node.importImage({source: image.source, resolved, name: image.name, pin: options.pin ?? true, provenance: {source}, unpack: options.unpack ?? true, onProgress, signal: options.signal})
-        result.status = r.upToDate ? 'up to date' : 'pushed'
-        result.sentBytes = earlierAttemptsBytes + r.sentBytes
-        result.skippedBytes = r.skippedBytes
-        result.digest = r.digest
-        result.platform = r.platform
-        delete result.error
-        delete result.hint
-        delete result.reason
-        reporter?.event({type: 'done', target: label, message: r.upToDate ? 'up to date' : `pushed ${r.blobsSent} blob(s)`})
+/** What every node's push shares. */
+interface PushContext {
+  options: PushOptions
+  pool: SshPool
+  retries: number
+  /** --platform, over each node's own */
+  platform?: Platform
+  /** what the records say they came from (sideload.dev/source) */
+  provenance: string
+  /** several images: each progress line names the image as well as the node */
+  namesImages: boolean
+}
+
+/** One image to one node; a dropped connection is retried (with back-off) and resumes where it stopped. */
+async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedImage): Promise<NodeImageResult> {
+  const {options, retries} = ctx
+  const reporter = options.reporter
+  const label = ctx.namesImages ? `${target.name} ${image.name}` : target.name
+  const started = Date.now()
+  const result: NodeImageResult = {node: target.name, image: image.name, status: 'failed', sentBytes: 0, skippedBytes: 0, durationMs: 0, attempts: 0}
+  // the line is already labelled with the node: name where it is reached only when that differs
+  reporter?.event({type: 'start', target: label, message: target.sshTarget === target.name ? 'connecting' : `connecting to ${target.sshTarget}`})
+  let earlierAttemptsBytes = 0
+  for (let attempt = 0; ; attempt++) {
+    let attemptBytes = 0
+    result.attempts = attempt + 1
+    let node: ImageNode | undefined
+    try {
+      if (target.unavailable) throw target.unavailable
+      node = await openNode({...target, platform: ctx.platform ?? target.platform}, ctx.pool)
+      result.mode = node.facts.mode
+      const r = await importInto(ctx, node, image, label, (bytes) => { attemptBytes = bytes })
+      recordImported(result, r, earlierAttemptsBytes)
+      reporter?.event({type: 'done', target: label, message: r.upToDate ? 'up to date' : `pushed ${r.blobsSent} blob(s)`})
+      break
+    } catch (err) {
+      if (err instanceof ImportCancelledError || options.signal?.aborted) {
+        result.error = 'cancelled'
+        result.reason = 'cancelled'
         break
-      } catch (err) {
-        if (err instanceof ImportCancelledError || options.signal?.aborted) {
-          result.error = 'cancelled'
-          result.reason = 'cancelled'
-          break
-        }
-        earlierAttemptsBytes += attemptBytes
-        result.sentBytes = earlierAttemptsBytes
-        const info = errorInfo(err, target.name)
-        result.error = info.message
-        result.hint = info.hint
-        result.reason = info.reason
-        if (attempt < retries && isRetryable(err)) {
-          reporter?.event({type: 'info', target: label, message: `connection lost (${result.error}); retrying (${attempt + 1}/${retries})`})
-          await sleep(Math.min(500 * 2 ** attempt, 5000), options.signal)
-          continue
-        }
-        reporter?.event({type: 'failed', target: label, error: result.error, reason: result.reason})
-        break
-      } finally {
-        await node?.close().catch(() => undefined)
       }
+      earlierAttemptsBytes += attemptBytes
+      result.sentBytes = earlierAttemptsBytes
+      const info = errorInfo(err, target.name)
+      result.error = info.message
+      result.hint = info.hint
+      result.reason = info.reason
+      if (attempt < retries && isRetryable(err)) {
+        reporter?.event({type: 'info', target: label, message: `connection lost (${result.error}); retrying (${attempt + 1}/${retries})`})
+        await sleep(Math.min(500 * 2 ** attempt, 5000), options.signal)
+        continue
+      }
+      reporter?.event({type: 'failed', target: label, error: result.error, reason: result.reason})
+      break
+    } finally {
+      await node?.close().catch(() => undefined)
     }
-    result.durationMs = Date.now() - started
-    return result
   }
+  result.durationMs = Date.now() - started
+  return result
+}
+
+/** One attempt on an open node: the image resolved for its platform, its missing blobs sent; progress to the reporter. */
+async function importInto(ctx: PushContext, node: ImageNode, image: OpenedImage, label: string, onBytes: (attemptBytes: number) => void): Promise<ImportResult> {
+  const {options} = ctx
+  const reporter = options.reporter
+  reporter?.event({type: 'info', target: label, message: `importing into ${describeNode(node)}`})
+  const resolved = await image.resolveFor(node.facts.platform)
+  let total = 0
+  let sent = 0
+  const onProgress = (e: ImportEvent): void => {
+    if (e.type === 'resolved') {
+      total = e.missingBytes
+      reporter?.event({type: 'start', target: label, totalBytes: total, message: `${e.missingBlobs} of ${e.blobs} blobs missing`})
+    } else if (e.type === 'blob-bytes') {
+      sent += e.bytes
+      onBytes(sent)
+      reporter?.event({type: 'bytes', target: label, doneBytes: sent, totalBytes: total})
+    } else if (e.type === 'unpack-layer' && !e.skipped) {
+      reporter?.event({type: 'info', target: label, message: `unpacking layer ${e.index + 1}/${e.count}`})
+    }
+  }
+  return node.importImage({source: image.source, resolved, name: image.name, pin: options.pin ?? true, provenance: {source: ctx.provenance},
+    unpack: options.unpack ?? true, onProgress, signal: options.signal})
+}
+
+/** A node that has the image now: what was sent (over every attempt), what it had, the digest and platform. */
+function recordImported(result: NodeImageResult, r: ImportResult, earlierAttemptsBytes: number): void {
+  result.status = r.upToDate ? 'up to date' : 'pushed'
+  result.sentBytes = earlierAttemptsBytes + r.sentBytes
+  result.skippedBytes = r.skippedBytes
+  result.digest = r.digest
+  result.platform = r.platform
+  delete result.error
+  delete result.hint
+  delete result.reason
 }
