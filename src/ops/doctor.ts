@@ -6,7 +6,7 @@ import {resolveBuilder, type BuilderChoice} from './build.js'
 import {BuildkitClient, describeBuilder} from '../buildkit/client.js'
 import {accessFor, type NodeAccess, type SideloadConfig} from '../config/config.js'
 import {ContainerdClient, CriClient, criSnapshotter, ctrActiveIngests, describeIngest, describeLeftover, LEASE_IMAGE_LABEL, type LeftoverIngest, type LeftoverLease, leftoverLeases, nativeIngests, nativeLeftovers, PS_IMPORTS_ARGV, runningImports} from '../containerd/index.js'
-import {API_ACCESS, RBAC_MANIFEST, type ApiResource} from '../kube/access.js'
+import {API_ACCESS, RBAC_MANIFEST, RESTART_ACCESS, type ApiResource} from '../kube/access.js'
 import {KubeClient} from '../kube/client.js'
 import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from '../kube/config.js'
 import {describeKubeError} from '../kube/errors.js'
@@ -150,28 +150,37 @@ async function checkKube(opts: DoctorOptions, hostsOnly: boolean, timeoutMs: num
     return []
   }
 
+  // every right sideload uses; those only --restart needs are a warning when missing, not a failure
+  const rights = [
+    ...(Object.keys(API_ACCESS) as ApiResource[]).map((resource) => ({group: '', resource, verbs: API_ACCESS[resource] as readonly string[], onlyFor: undefined})),
+    ...Object.entries(RESTART_ACCESS).flatMap(([group, resources]) => Object.entries(resources as Record<string, readonly string[]>)
+      .map(([resource, verbs]) => ({group, resource, verbs, onlyFor: '--restart'}))),
+  ]
   const auth = target.config.makeApiClient(AuthorizationV1Api)
-  for (const resource of Object.keys(API_ACCESS) as ApiResource[]) {
+  for (const {group, resource, verbs, onlyFor} of rights) {
     const namespace = resource === 'nodes' ? undefined : target.namespace
+    const name = group ? `${resource}.${group}` : resource
+    const label = onlyFor ? `${name} (${onlyFor})` : name
     const missing: string[] = []
     try {
-      for (const verb of API_ACCESS[resource]) {
+      for (const verb of verbs) {
         const review = await withTimeout(auth.createSelfSubjectAccessReview({body: {
           apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview',
-          spec: {resourceAttributes: {verb, resource, group: '', namespace}},
+          spec: {resourceAttributes: {verb, resource, group, namespace}},
         }}), timeoutMs, 'SelfSubjectAccessReview')
         if (!review.status?.allowed) missing.push(verb)
       }
     } catch (err) {
-      add({check: 'rbac', target: resource, status: 'warn', detail: `cannot ask the API server what this user may do: ${message(err)}`,
+      add({check: 'rbac', target: label, status: 'warn', detail: `cannot ask the API server what this user may do: ${message(err)}`,
         hint: 'kubectl auth can-i --list shows the rights; sideload needs those in ' + RBAC_MANIFEST})
       break
     }
     const where = namespace ? ` in namespace ${namespace}` : ''
     if (missing.length === 0) {
-      add({check: 'rbac', target: resource, status: 'ok', detail: `${API_ACCESS[resource].join(', ')}${where}`})
+      add({check: 'rbac', target: label, status: 'ok', detail: `${verbs.join(', ')}${where}`})
     } else {
-      add({check: 'rbac', target: resource, status: 'fail', detail: `not allowed: ${missing.join(', ')} ${resource}${where}`,
+      add({check: 'rbac', target: label, status: onlyFor ? 'warn' : 'fail',
+        detail: `not allowed: ${missing.join(', ')} ${name}${where}${onlyFor ? ` (needed only for ${onlyFor})` : ''}`,
         hint: `kubectl apply -f ${RBAC_MANIFEST}, then bind the ClusterRole "sideload" to this user (kubectl create clusterrolebinding sideload --clusterrole=sideload --user=USER)`})
     }
   }
