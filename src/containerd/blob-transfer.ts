@@ -4,6 +4,7 @@
 import type {Descriptor, Digest, ImageSource, ResolvedImage} from '../image/index.js'
 import {gcLabelsFor} from '../image/index.js'
 import type {ContainerdClient} from './client.js'
+import {type DistributionSource, distributionSourceLabels} from './labels.js'
 
 /** Blobs up to this size (manifests, configs, tiny layers) may travel alongside a large one. */
 const SMALL_BLOB = 1024 * 1024
@@ -16,6 +17,8 @@ export type BlobEvent =
 export interface BlobTransferOptions {
   image: ResolvedImage
   source: ImageSource
+  /** the image's distribution source (labels.ts): every blob sent carries it, as a pull writes it */
+  distributionSource?: DistributionSource
   lease: string
   /** the ingest ref of a blob (stable, so a re-run resumes) */
   ingestRef: (digest: Digest) => string
@@ -107,7 +110,7 @@ export class BlobTransfer {
         ref: this.options.ingestRef(blob.digest),
         desc: blob,
         lease,
-        labels: gcLabelsFor(image, blob.digest),
+        labels: {...gcLabelsFor(image, blob.digest), ...distributionSourceLabels(undefined, this.options.distributionSource)},
         open: async () => (await source.openBlob(blob)) as NodeJS.ReadableStream,
         chunkSize: this.options.chunkSize,
         window: this.options.window,
@@ -121,9 +124,10 @@ export class BlobTransfer {
       })
       this.sentBytes += res.sentBytes
       if (res.status === 'exists') {
-        // Someone else committed it meanwhile: make sure it carries our GC labels.
+        // Someone else committed it meanwhile: make sure it carries our GC and source labels.
         await client.leaseAddResource(lease, {id: blob.digest, type: 'content'})
-        const labels = gcLabelsFor(image, blob.digest)
+        const have = (await client.contentInfo(blob.digest))?.labels
+        const labels = {...gcLabelsFor(image, blob.digest), ...distributionSourceLabels(have, this.options.distributionSource)}
         if (Object.keys(labels).length) await client.contentSetLabels(blob.digest, labels)
       }
       emit({type: 'blob-done', digest: blob.digest, size: blob.size, sentBytes: res.sentBytes})

@@ -21,7 +21,7 @@ import type {ContainerdClient, ContentInfo, ImageRecord} from './client.js'
 import {SourceInterruptedError} from './content-writer.js'
 import {mapLimit} from '../util/async.js'
 import {grpcCode, isAlreadyExists} from './errors.js'
-import {hasRecordLabels, imageRecordLabels, type Provenance} from './labels.js'
+import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, type Provenance} from './labels.js'
 import {LEASE_IMAGE_LABEL} from './leases.js'
 import {snapshotGcLabel, type UnpackEvent, unpackImage} from './unpack.js'
 
@@ -151,12 +151,16 @@ async function alreadyThere(client: ContainerdClient, plan: ImportPlan): Promise
   return (await client.snapshotStat(snapshotter, topChain)) !== undefined
 }
 
-/** Parents the node already has must carry our GC labels, or the image would not keep its children. */
+/**
+ * Parents the node already has must carry our GC labels, or the image would not keep its
+ * children; and every blob the distribution-source label of this name, as a pull leaves it.
+ */
 async function labelExistingBlobs(client: ContainerdClient, plan: ImportPlan): Promise<void> {
+  const source = distributionSource(plan.name)
   for (const blob of plan.blobs) {
     const info = plan.existing.get(blob.digest)
     if (!info) continue
-    const want = gcLabelsFor(plan.image, blob.digest)
+    const want = {...gcLabelsFor(plan.image, blob.digest), ...distributionSourceLabels(info.labels, source)}
     const labels: Record<string, string> = {}
     for (const [k, v] of Object.entries(want)) if (info.labels[k] !== v) labels[k] = v
     if (Object.keys(labels).length) plan.existing.set(blob.digest, await client.contentSetLabels(blob.digest, labels))
@@ -251,7 +255,7 @@ export async function importImage(client: ContainerdClient, options: ImportImage
       emit({type: 'blob-skipped', digest: blob.digest, mediaType: blob.mediaType, size: blob.size})
     }
 
-    const transfer = new BlobTransfer(client, missing, {image, source: options.source, lease, ingestRef, chunkSize: options.chunkSize, window: options.window, emit})
+    const transfer = new BlobTransfer(client, missing, {image, source: options.source, distributionSource: distributionSource(plan.name), lease, ingestRef, chunkSize: options.chunkSize, window: options.window, emit})
     const onAbort = (): void => transfer.fail(new ImportCancelledError(client.displayName))
     if (options.signal?.aborted) onAbort()
     options.signal?.addEventListener('abort', onAbort, {once: true})

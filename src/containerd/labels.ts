@@ -1,6 +1,9 @@
 // The labels sideload puts on the image records it writes on a node: what the CRI expects (managed,
 // pinned against kubelet GC) and what says the record is ours (when, from where). Both import paths
 // (native and `sudo ctr`) take them from here, and `images`, `rm` and `prune` read them back.
+// Also the distribution-source label a registry pull writes on every blob, which node-to-node
+// mirrors (Spegel) need to serve a blob.
+import {parseReference} from '../image/index.js'
 
 export const CRI_MANAGED_LABEL = 'io.cri-containerd.image'
 export const CRI_PINNED_LABEL = 'io.cri-containerd.pinned'
@@ -70,4 +73,49 @@ export function pushedFrom(labels: Record<string, string>): string | undefined {
 /** Whether a record already carries `want` (imageRecordLabels); any pushed-at will do: an up-to-date push keeps the first one's. */
 export function hasRecordLabels(have: Record<string, string>, want: Record<string, string>): boolean {
   return Object.entries(want).every(([k, v]) => (k === PUSHED_AT_LABEL ? have[k] !== undefined : have[k] === v))
+}
+
+/**
+ * containerd's label of where a blob came from, as a pull writes it on every blob it fetches
+ * (index, manifest, config, layers): `containerd.io/distribution.source.<registry host>` =
+ * `<repository>[,<repository>…]`. Spegel advertises a blob to its peers only when it carries one,
+ * so an imported image without it resolves on other nodes and then fails on its layers.
+ */
+export const DISTRIBUTION_SOURCE_LABEL = 'containerd.io/distribution.source'
+
+/** A blob's registry (the label key's suffix) and repository (one entry of its value). */
+export interface DistributionSource {
+  key: string
+  repository: string
+}
+
+/**
+ * The distribution source of the image named `name` (a fully-qualified name, as recorded), as
+ * containerd's pull computes it: the registry's host name without its port (`docker.io`,
+ * `localhost` for `localhost:5000`, brackets dropped from an IPv6 address), the repository path
+ * below it (`library/busybox`). Undefined for a name that does not parse.
+ */
+export function distributionSource(name: string): DistributionSource | undefined {
+  let ref
+  try {
+    ref = parseReference(name)
+  } catch {
+    return undefined
+  }
+  const host = ref.domain.startsWith('[') ? ref.domain.slice(1, ref.domain.indexOf(']')) : ref.domain.replace(/:\d+$/, '')
+  return {key: `${DISTRIBUTION_SOURCE_LABEL}.${host}`, repository: ref.path}
+}
+
+/**
+ * The label to set on a blob that carries `have` so that it names `source` too, or {} when it
+ * does already: containerd's value is the set of repositories, sorted and comma-separated, and
+ * a pull skips a value that would pass containerd's 4096-byte limit for key and value (so do we).
+ */
+export function distributionSourceLabels(have: Record<string, string> | undefined, source: DistributionSource | undefined): Record<string, string> {
+  if (!source) return {}
+  const repos = (have?.[source.key] ?? '').split(',').filter(Boolean)
+  if (repos.includes(source.repository)) return {}
+  const value = [...new Set([...repos, source.repository])].sort().join(',')
+  if (source.key.length + value.length > 4096) return {}
+  return {[source.key]: value}
 }

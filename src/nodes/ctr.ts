@@ -1,7 +1,7 @@
 import {randomBytes} from 'node:crypto'
 import {Transform} from 'node:stream'
-import {hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
-import {type Digest, formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
+import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
+import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {ctrMajor} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
@@ -56,6 +56,20 @@ export class CtrNode implements ImageNode {
 
   private async label(name: string, labels: Record<string, string>): Promise<void> {
     await this.run(['images', 'label', name, ...Object.entries(labels).map(([k, v]) => `${k}=${v}`)], 'labelling the image (ctr images label)')
+  }
+
+  /**
+   * Every blob of the image carries its name's distribution-source label (labels.ts), as a pull
+   * leaves it: node-to-node mirrors (Spegel) serve only labelled blobs. ctr import writes none.
+   */
+  private async labelSources(name: string, blobs: Descriptor[]): Promise<void> {
+    const source = distributionSource(name)
+    if (!source) return
+    const out = await this.run(['content', 'ls', ...blobs.map((b) => `digest==${validateDigest(b.digest)}`)], 'listing the image\'s blobs (ctr content ls)')
+    for (const {digest, labels} of ctrContentTable(out)) {
+      const add = Object.entries(distributionSourceLabels(labels, source)).map(([k, v]) => `${k}=${v}`)
+      if (add.length) await this.run(['content', 'label', validateDigest(digest), ...add], 'labelling a blob with its source (ctr content label)')
+    }
   }
 
   /**
@@ -141,6 +155,7 @@ export class CtrNode implements ImageNode {
     const existing = missing.length === 0 ? await this.record(name) : undefined
     if (existing?.target.digest === image.target.digest) {
       if (!hasRecordLabels(existing.labels, labels)) await this.label(name, labels)
+      await this.labelSources(name, blobs)
       return {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
     }
 
@@ -222,6 +237,7 @@ export class CtrNode implements ImageNode {
     }
     await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
     await this.label(name, labels)
+    await this.labelSources(name, blobs)
     emit({type: 'image-record', name, action: 'updated'})
     return {...base, upToDate: false, sentBytes: written.bytesWritten, blobsSent: written.blobsWritten, blobsSkipped: blobs.length - missing.length, unpacked: options.unpack}
   }
@@ -291,6 +307,12 @@ export function ctrTable(out: string): {first: string[]; labels: Record<string, 
     }
     return {first, labels}
   })
+}
+
+/** The rows of `ctr content ls` (its columns are padded with tabs, not spaces): each blob's digest and labels. */
+export function ctrContentTable(out: string): {digest: string; labels: Record<string, string>}[] {
+  return out.split('\n').slice(1).map((row) => row.split('\t').filter(Boolean)).filter((cells) => cells.length >= 2)
+    .map((cells) => ({digest: cells[0], labels: ctrTable(`LABELS\n${cells.at(-1)}`)[0].labels}))
 }
 
 /** ctr's stderr without its log-level warnings (2.x warns about cgroup v1 on every call): what went wrong. */
