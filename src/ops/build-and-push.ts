@@ -147,6 +147,13 @@ export function buildPlatforms(asked: string[] | undefined, node: Platform | und
   return [formatPlatform(node)]
 }
 
+/** The pod (when it exists), its container and the image name; all checked before anything is built. */
+interface Subject {
+  pod?: V1Pod
+  container?: PodContainer
+  image: string
+}
+
 /** Build the pod's image, push it to the pod's node from the build output, wait for the pod. */
 export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndPushResult> {
   const config = opts.config ?? {defaults: {}, nodes: {}}
@@ -154,8 +161,32 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
   const needKube = opts.pod !== undefined || opts.node !== undefined
   const client = opts.client ?? (needKube ? KubeClient.load(opts) : undefined)
   const namespace = opts.namespace ?? client?.namespace ?? 'default'
+  // 1. the pod, its container, the image name; 2. where it goes
+  const {pod, container, image} = await subjectOf(opts, client, namespace, warnings)
+  const target = await pushTarget(opts, config, client, namespace, pod, warnings)
+  // 3. build; a failed build throws here and nothing reaches any node
+  const built: BuildResult = await build({...opts.build, tags: [image], platforms: buildPlatforms(opts.build.platforms, target.platform), signal: opts.signal})
+  // 4. push straight from the build output (and --restart)
+  const {pushed, restart} = await pushBuilt(opts, config, client, built, image, target)
+  const result: BuildAndPushResult = {
+    image: normalizeImageName(image), node: target.name,
+    build: {digest: built.digest, durationMs: built.durationMs, builder: built.builder},
+    push: pushed, warnings, ok: pushed.ok && (restart?.ok ?? true), ...(restart ? {restart} : {}),
+  }
+  if (!pushed.ok || !pod || !container || !opts.pod) return result
+  // 5. the pod: restarted, or waited for
+  const outcome = await podOutcome(opts, client, namespace, container, target, pushed, restart, warnings)
+  result.pod = {namespace, name: opts.pod, container: container.spec.name, outcome}
+  result.ok = (outcome.state === 'running' || outcome.state === 'not-waited') && (restart?.ok ?? true)
+  // 6. expose
+  if (result.ok && opts.exposePort !== undefined && client) {
+    result.expose = await expose({client, namespace, pod: opts.pod, port: opts.exposePort})
+  }
+  return result
+}
 
-  // 1. the pod, its container, the image name; all checked before anything is built
+/** Step 1: the pod (a missing one is fine with --node/--host), its container and the image name. */
+async function subjectOf(opts: BuildAndPushOptions, client: KubeClient | undefined, namespace: string, warnings: string[]): Promise<Subject> {
   let pod: V1Pod | undefined
   let container: PodContainer | undefined
   if (opts.pod !== undefined && client) {
@@ -179,30 +210,30 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
   if (container?.spec.image && normalizeImageName(container.spec.image) !== normalizeImageName(image)) {
     warnings.push(`container "${container.spec.name}" runs ${container.spec.image}, not ${image}: the pod will not use the image built`)
   }
+  return {pod, container, image}
+}
 
-  // 2. where it goes: --host, --node, else the pod's node
-  let target: NodeTarget
-  if (opts.host) target = hostTarget(opts.host, config, opts.nodeFlags)
-  else {
-    if (!client) throw new BuildAndPushError('no node to push to', 'name the pod (--pod), a node (--node) or an SSH target (--host)')
-    if (!opts.node && !pod?.spec?.nodeName) {
-      throw new BuildAndPushError(`pod ${namespace}/${opts.pod} is not scheduled to a node yet, so there is no node to push to`,
-        'wait until it is (kubectl get pod -o wide), or name the node with --node / --host')
-    }
-    const nodes = await selectNodes(client, opts.node ? {nodes: [opts.node]} : {pods: [opts.pod ?? ''], namespace})
-    target = targetsFor(nodes, config, opts.nodeFlags).targets[0]
-    if (pod?.spec?.nodeName && target.name !== pod.spec.nodeName) {
-      warnings.push(`pod ${namespace}/${opts.pod} runs on ${pod.spec.nodeName}, not on ${target.name}`)
-    }
+/** Step 2: where the image goes: --host, --node, else the pod's node. */
+async function pushTarget(opts: BuildAndPushOptions, config: SideloadConfig, client: KubeClient | undefined, namespace: string, pod: V1Pod | undefined, warnings: string[]): Promise<NodeTarget> {
+  if (opts.host) return hostTarget(opts.host, config, opts.nodeFlags)
+  if (!client) throw new BuildAndPushError('no node to push to', 'name the pod (--pod), a node (--node) or an SSH target (--host)')
+  if (!opts.node && !pod?.spec?.nodeName) {
+    throw new BuildAndPushError(`pod ${namespace}/${opts.pod} is not scheduled to a node yet, so there is no node to push to`,
+      'wait until it is (kubectl get pod -o wide), or name the node with --node / --host')
   }
+  const nodes = await selectNodes(client, opts.node ? {nodes: [opts.node]} : {pods: [opts.pod ?? ''], namespace})
+  const target = targetsFor(nodes, config, opts.nodeFlags).targets[0]
+  if (pod?.spec?.nodeName && target.name !== pod.spec.nodeName) {
+    warnings.push(`pod ${namespace}/${opts.pod} runs on ${pod.spec.nodeName}, not on ${target.name}`)
+  }
+  return target
+}
 
-  // 3. build; a failed build throws here and nothing reaches any node
-  const built: BuildResult = await build({...opts.build, tags: [image], platforms: buildPlatforms(opts.build.platforms, target.platform), signal: opts.signal})
-
-  // 4. push straight from the build output; with --restart, the pods that run an older digest restarted
-  //    while the build output is still open (an owner's other nodes get it from there too)
-  let pushed: PushResult
-  let restart: RestartReport | undefined
+/**
+ * Step 4: push straight from the build output; with --restart, the pods that run an older digest
+ * restarted while the build output is still open (an owner's other nodes get it from there too).
+ */
+async function pushBuilt(opts: BuildAndPushOptions, config: SideloadConfig, client: KubeClient | undefined, built: BuildResult, image: string, target: NodeTarget): Promise<{pushed: PushResult; restart?: RestartReport}> {
   const temporaryArchive = built.location.kind === 'archive' && !opts.build.output ? built.location.path : undefined
   try {
     let source: SourceSpec
@@ -216,12 +247,12 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
       closeSource = () => src.close()
     }
     try {
-      pushed = await push({images: [image], source, nodes: [target], ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
-      if (opts.restart && client && pushed.ok) {
-        const digests = pushedDigests(pushed.results, await nodeNamesOf(client, [target]))
-        restart = await restartStalePods({client, pushed: digests, pushMore: pushMoreWith(client, {source, ssh: opts.ssh, signal: opts.signal}, config, opts.nodeFlags),
-          timeoutMs: opts.waitTimeoutMs || 120_000, signal: opts.signal})
-      }
+      const pushed = await push({images: [image], source, nodes: [target], ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
+      if (!(opts.restart && client && pushed.ok)) return {pushed}
+      const digests = pushedDigests(pushed.results, await nodeNamesOf(client, [target]))
+      const restart = await restartStalePods({client, pushed: digests, pushMore: pushMoreWith(client, {source, ssh: opts.ssh, signal: opts.signal}, config, opts.nodeFlags),
+        timeoutMs: opts.waitTimeoutMs || 120_000, signal: opts.signal})
+      return {pushed, restart}
     } finally {
       await closeSource()
     }
@@ -230,37 +261,30 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
       await fs.promises.rm(temporaryArchive, {force: true})
     }
   }
-  const result: BuildAndPushResult = {
-    image: normalizeImageName(image), node: target.name,
-    build: {digest: built.digest, durationMs: built.durationMs, builder: built.builder},
-    push: pushed, warnings, ok: pushed.ok && (restart?.ok ?? true), ...(restart ? {restart} : {}),
-  }
-  if (!pushed.ok || !pod || !container || !opts.pod) return result
+}
 
-  // 5. the pod: restarted above (its row says how it went), or waited for
+/**
+ * Step 5: how the pod came out: its --restart row, else waited for; without --restart, the pods on
+ * that node that keep running the old digest are named in a warning, with the command that restarts them.
+ */
+async function podOutcome(opts: BuildAndPushOptions, client: KubeClient | undefined, namespace: string, container: PodContainer, target: NodeTarget,
+  pushed: PushResult, restart: RestartReport | undefined, warnings: string[]): Promise<PodOutcome> {
+  const podName = opts.pod ?? ''
   const timeout = opts.waitTimeoutMs ?? 120_000
-  const restarted = restart?.rows.find((r) => r.namespace === namespace && r.pods.includes(opts.pod!))
+  const restarted = restart?.rows.find((r) => r.namespace === namespace && r.pods.includes(podName))
   let outcome: PodOutcome
   if (restarted) {
     outcome = restarted.ok ? {state: 'running'} : {state: 'waiting', reason: restarted.action, message: restarted.error?.message ?? restarted.result}
   } else {
-    outcome = timeout > 0 && client ? await waitForPod(client, namespace, opts.pod, container, timeout, opts.signal) : {state: 'not-waited'}
+    outcome = timeout > 0 && client ? await waitForPod(client, namespace, podName, container, timeout, opts.signal) : {state: 'not-waited'}
   }
   if (!opts.restart && client) {
-    // the pods on that node that keep running the old digest, and the command that restarts them
     const stale = await stalePods(client, pushedDigests(pushed.results, await nodeNamesOf(client, [target]))).catch(() => [])
     const warning = staleWarning(stale, opts.rerunWithRestart ?? 'the same command with --restart')
     if (warning) {
-      if (outcome.state === 'running' && stale.some((s) => s.namespace === namespace && s.pod === opts.pod)) outcome.restartNeeded = true
+      if (outcome.state === 'running' && stale.some((s) => s.namespace === namespace && s.pod === podName)) outcome.restartNeeded = true
       warnings.push(warning)
     }
   }
-  result.pod = {namespace, name: opts.pod, container: container.spec.name, outcome}
-  result.ok = (outcome.state === 'running' || outcome.state === 'not-waited') && (restart?.ok ?? true)
-
-  // 6. expose
-  if (result.ok && opts.exposePort !== undefined && client) {
-    result.expose = await expose({client, namespace, pod: opts.pod, port: opts.exposePort})
-  }
-  return result
+  return outcome
 }
