@@ -21,13 +21,13 @@ fi
 scripts/fetch-debian-kubectl.sh >/dev/null
 
 # The upstream daemons the tests and the sandbox run (containerd 2.x, buildkitd + buildctl, nerdctl,
-# etcd + kube-apiserver), built from their Go modules at the versions pinned in
+# etcd + kube-apiserver, Spegel for test/spegel), built from their Go modules at the versions pinned in
 # test/daemons/versions.env into .cache/daemons/; skipped when built. Needs Go and the Go module proxy.
 if ! command -v go >/dev/null 2>&1; then
   echo "setup: Go is needed to build the test daemons from their Go modules (install Go ≥ 1.26.8)" >&2
   exit 1
 fi
-scripts/build-daemons.sh containerd buildkit nerdctl etcd kube
+scripts/build-daemons.sh containerd buildkit nerdctl etcd kube spegel
 
 npm ci --no-audit --no-fund --loglevel=error
 npm run build --silent

@@ -55,6 +55,12 @@ export interface NodeOptions {
   containerd?: ContainerdLine
   /** The CRI snapshotter (default: overlayfs where overlay mounts, else native). */
   snapshotter?: 'overlayfs' | 'native'
+  /**
+   * The CRI reads registry hosts from /etc/containerd/certs.d (`config_path`; the node's own
+   * folder: write `<registry>/hosts.toml` there) and keeps layers after unpacking
+   * (`discard_unpacked_layers = false`): what a node-to-node mirror (Spegel) needs. Default off.
+   */
+  registryConfigPath?: boolean
 }
 
 export interface StartBedOptions {
@@ -465,7 +471,7 @@ async function setupNode(bedName: string, k: number, i: number, bedPub: string, 
   await must(`mounting the node dirs of node ${name}`, 'nsenter', [`--mount=${p.mntNs}`, '--', 'sh', '-c', script])
 
   const snapshotter = opts.snapshotter ?? (await detectSnapshotter(bedName, i))
-  await fsp.writeFile(path.join(p.etcContainerd, 'config.toml'), containerdConfig(p, snapshotter, line))
+  await fsp.writeFile(path.join(p.etcContainerd, 'config.toml'), containerdConfig(p, snapshotter, line, {registryConfigPath: opts.registryConfigPath}))
   await fsp.writeFile(path.join(p.etcSsh, 'sshd_config'), sshdConfig(ip, snapshotter))
   return {
     name,

@@ -11,7 +11,15 @@ export const NODE_CNI_CONF_DIR = '/etc/containerd/cni/net.d'
 /** The binaries a 2.x node runs, bind-mounted over Debian's in the node's mount namespace. */
 export const CONTAINERD2_BINARIES = ['containerd', 'ctr', 'containerd-shim-runc-v2']
 
-export function containerdConfig(p: NodePaths, snapshotter: string, line: ContainerdLine): string {
+/** Where a node's registry host config is (`<dir>/<registry>/hosts.toml`) when NodeOptions.registryConfigPath is on. */
+export const NODE_REGISTRY_CONFIG_PATH = '/etc/containerd/certs.d'
+
+/**
+ * `registryConfigPath`: the CRI reads registry hosts from NODE_REGISTRY_CONFIG_PATH (`config_path`)
+ * and keeps layers after unpacking (`discard_unpacked_layers = false`), as a node-to-node mirror
+ * such as Spegel needs.
+ */
+export function containerdConfig(p: NodePaths, snapshotter: string, line: ContainerdLine, opts: {registryConfigPath?: boolean} = {}): string {
   // containerd 2.3 reads a version 4 config (its own; no migration at start), 1.6 version 2
   // (2.3's version 4 config names its servers as plugins; version 2 has [grpc] and [ttrpc])
   const servers = line === '2'
@@ -36,7 +44,10 @@ ${servers}`
     // the CRI image settings live in their own plugin on 2.x (io.containerd.cri.v1.images)
     return `${head}
   [plugins.'io.containerd.cri.v1.images']
-    snapshotter = "${snapshotter}"
+    snapshotter = "${snapshotter}"${opts.registryConfigPath ? `
+    discard_unpacked_layers = false
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = "${NODE_REGISTRY_CONFIG_PATH}"` : ''}
     [plugins.'io.containerd.cri.v1.images'.pinned_images]
       sandbox = "registry.k8s.io/pause:3.10"
   [plugins.'io.containerd.cri.v1.runtime']
@@ -53,11 +64,14 @@ ${servers}`
   return `${head}
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = "registry.k8s.io/pause:3.6"
-    netns_mounts_under_state_dir = true
+    netns_mounts_under_state_dir = true${opts.registryConfigPath ? `
+    [plugins."io.containerd.grpc.v1.cri".registry]
+      config_path = "${NODE_REGISTRY_CONFIG_PATH}"` : ''}
     [plugins."io.containerd.grpc.v1.cri".cni]
       conf_dir = "${NODE_CNI_CONF_DIR}"
     [plugins."io.containerd.grpc.v1.cri".containerd]
-      snapshotter = "${snapshotter}"
+      snapshotter = "${snapshotter}"${opts.registryConfigPath ? `
+      discard_unpacked_layers = false` : ''}
   [plugins."io.containerd.internal.v1.opt"]
     path = "/var/lib/containerd/opt"
 # node dir on the host: ${p.dir}

@@ -5,7 +5,7 @@ import * as path from 'node:path'
 
 export const REPO_ROOT = path.resolve(import.meta.dirname, '..', '..')
 
-export type DaemonName = 'containerd' | 'buildkit' | 'nerdctl' | 'etcd' | 'kube'
+export type DaemonName = 'containerd' | 'buildkit' | 'nerdctl' | 'etcd' | 'kube' | 'spegel'
 
 const VERSION_KEYS: Record<DaemonName, [folder: string, key: string]> = {
   containerd: ['containerd', 'CONTAINERD_VERSION'],
@@ -13,6 +13,7 @@ const VERSION_KEYS: Record<DaemonName, [folder: string, key: string]> = {
   nerdctl: ['nerdctl', 'NERDCTL_VERSION'],
   etcd: ['etcd', 'ETCD_VERSION'],
   kube: ['kubernetes', 'KUBERNETES_VERSION'],
+  spegel: ['spegel', 'SPEGEL_VERSION'],
 }
 
 /** The pinned versions (versions.env is shell syntax: KEY=VALUE lines). */
