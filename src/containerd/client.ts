@@ -6,7 +6,7 @@ import type {Descriptor, Digest} from '../image/index.js'
 import {describeError, isAlreadyExists, isNotFound} from './errors.js'
 import {writeContent, type WriteContentOptions, type WriteContentResult} from './content-writer.js'
 import {rfc3339} from './labels.js'
-import {LEASE_EXPIRE_LABEL} from './leases.js'
+import {LEASE_EXPIRE_LABEL} from './labels.js'
 
 const PROTO_FILES = [
   'containerd/services/version/v1/version.proto',

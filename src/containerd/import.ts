@@ -22,7 +22,7 @@ import {SourceInterruptedError} from './content-writer.js'
 import {mapLimit} from '../util/async.js'
 import {grpcCode, isAlreadyExists} from './errors.js'
 import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, type Provenance} from './labels.js'
-import {LEASE_IMAGE_LABEL} from './leases.js'
+import {LEASE_IMAGE_LABEL} from './labels.js'
 import {snapshotGcLabel, type UnpackEvent, unpackImage} from './unpack.js'
 
 export {UNCOMPRESSED_LABEL, snapshotGcLabel, unpackImage, type UnpackEvent} from './unpack.js'

@@ -119,3 +119,8 @@ export function distributionSourceLabels(have: Record<string, string> | undefine
   if (source.key.length + value.length > 4096) return {}
   return {[source.key]: value}
 }
+
+/** Label of a push's lease: the image record it is for. */
+export const LEASE_IMAGE_LABEL = 'sideload/image'
+/** containerd's own expiry label of a lease (RFC 3339). */
+export const LEASE_EXPIRE_LABEL = 'containerd.io/gc.expire'

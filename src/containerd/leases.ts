@@ -2,11 +2,8 @@
 // (a re-run resumes what arrived) and expires by itself; `doctor` shows such leftovers and `prune`
 // clears them.
 
-/** Label of a push's lease: the image record it is for. */
 import type {ContainerdClient} from './client.js'
-export const LEASE_IMAGE_LABEL = 'sideload/image'
-/** containerd's own expiry label of a lease (RFC 3339). */
-export const LEASE_EXPIRE_LABEL = 'containerd.io/gc.expire'
+import {LEASE_EXPIRE_LABEL, LEASE_IMAGE_LABEL} from './labels.js'
 
 export interface LeaseInfo {
   id: string
