@@ -1,7 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {localContainerdFlag, nodeAccessFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom, targetFlags} from '../config/flags.js'
-import {requireTargets, targetsFromFlags} from '../ops/host-targets.js'
+import {localContainerdFlag, nodeAccessFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
 import {push, type PushOptions, type PushResult} from '../ops/push.js'
 import {type RestartReport, type StalePod, describeRestart, nodeNamesOf, restartErrors, pushMoreWith, pushedDigests, rerunWithRestart, restartStalePods, staleWarning, stalePods} from '../ops/restart.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
