@@ -181,12 +181,7 @@ describe('sideload expose', () => {
 
   it('says which right is missing and where the RBAC manifest is', async () => {
     // a client-certificate user bound by a Role to pods only, created as the admin with kubectl
-    const role = await server.kubectl(server.adminKubeconfigPath, ['create', 'role', 'pods-only', '-n', 'default', '--verb=get,list,patch', '--resource=pods'])
-    expect(role.code, role.stderr).toBe(0)
-    const binding = await server.kubectl(server.adminKubeconfigPath, ['create', 'rolebinding', 'pods-only', '-n', 'default', '--role=pods-only', '--user=pods-only'])
-    expect(binding.code, binding.stderr).toBe(0)
-    const cert = server.clientCert('pods-only')
-    const kubeconfigPath = server.kubeconfigFor('pods-only.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath}, {namespace: 'default'})
+    const kubeconfigPath = await server.userWithRole('pods-only', {verbs: ['get', 'list', 'patch'], resources: ['pods']})
     const err = await expose({kubeconfig: kubeconfigPath, pod: 'centos-stream-8', port: 22}).catch((e: unknown) => e)
     expect(err).toBeInstanceOf(KubeError)
     expect((err as Error).message).toContain('not allowed to get service "centos-stream-8" in namespace "default": services "centos-stream-8" is forbidden: User "pods-only" cannot get resource "services"')

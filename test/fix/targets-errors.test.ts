@@ -81,12 +81,7 @@ describe('node targets and API errors', () => {
 
   it('forbidden with a restricted token: names the resource and the RBAC manifest', async () => {
     // a user whose Role lets it get pods and nothing more
-    const created = await server.kubectl(server.adminKubeconfigPath, ['create', 'role', 'pod-getter', '--verb=get', '--resource=pods'])
-    expect(created.code, created.stderr).toBe(0)
-    const bound = await server.kubectl(server.adminKubeconfigPath, ['create', 'rolebinding', 'viewer-gets', '--role=pod-getter', '--user=viewer'])
-    expect(bound.code, bound.stderr).toBe(0)
-    const cert = server.clientCert('viewer')
-    const restricted = server.kubeconfigFor('viewer.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath}, {namespace: 'default'})
+    const restricted = await server.userWithRole('viewer', {verbs: ['get'], resources: ['pods']})
     const client = KubeClient.load({kubeconfig: restricted})
     const err = await fix({client, source: {kind: 'archive', path: '/nonexistent.tar'}}).catch((e: unknown) => e)
     expect(isKubeError(err, 'forbidden')).toBe(true)

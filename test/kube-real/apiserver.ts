@@ -92,6 +92,11 @@ export interface RealApiServer {
   writeKubeconfig(file: string, config: object): string
   /** a one-context kubeconfig for this server: CA, the given user, optional namespace */
   kubeconfigFor(file: string, user: KubeconfigUser, opts?: {namespace?: string; context?: string}): string
+  /**
+   * A kubeconfig for a client-certificate user `user` bound (kubectl create role/rolebinding, as the
+   * admin) to a Role in `namespace` that grants `verbs` on `resources` and nothing else.
+   */
+  userWithRole(user: string, rule: {verbs: string[]; resources: string[]; namespace?: string}): Promise<string>
   /** runs the real kubectl (1.20) with a kubeconfig */
   kubectl(kubeconfigPath: string, args: string[]): Promise<KubectlResult>
   /** `kubectl proxy` on a free loopback port against a kubeconfig; the server is plain http */
@@ -465,6 +470,17 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
       ensureNamespace,
       writeKubeconfig,
       kubeconfigFor,
+      async userWithRole(user, rule) {
+        const ns = rule.namespace ?? 'default'
+        const run = async (args: string[]): Promise<void> => {
+          const r = await kubectl(adminKubeconfigPath, args)
+          if (r.code !== 0) throw new Error(`kubectl ${args.join(' ')} failed (${r.code}): ${r.stderr}`)
+        }
+        await run(['create', 'role', `${user}-role`, '-n', ns, `--verb=${rule.verbs.join(',')}`, `--resource=${rule.resources.join(',')}`])
+        await run(['create', 'rolebinding', `${user}-binding`, '-n', ns, `--role=${user}-role`, `--user=${user}`])
+        const cert = createClientCert(pki, user)
+        return kubeconfigFor(`${user}.kubeconfig`, {'client-certificate': cert.certPath, 'client-key': cert.keyPath}, {namespace: ns})
+      },
       kubectl: (kubeconfigPath, args) => kubectl(kubeconfigPath, args),
       async startKubectlProxy(kubeconfigPath) {
         const proxyPort = await freePort()

@@ -79,12 +79,7 @@ describe('src/kube on the real API server', () => {
   })
 
   it('a watch that is forbidden from the start ends with a KubeError naming the RBAC manifest', async () => {
-    const created = await server.kubectl(server.adminKubeconfigPath, ['create', 'role', 'list-only', '-n', 'team-a', '--verb=list', '--resource=pods'])
-    expect(created.code, created.stderr).toBe(0)
-    const bound = await server.kubectl(server.adminKubeconfigPath, ['create', 'rolebinding', 'no-watch', '-n', 'team-a', '--role=list-only', '--user=no-watch'])
-    expect(bound.code, bound.stderr).toBe(0)
-    const cert = server.clientCert('no-watch')
-    const kubeconfig = server.kubeconfigFor('no-watch.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath})
+    const kubeconfig = await server.userWithRole('no-watch', {verbs: ['list'], resources: ['pods'], namespace: 'team-a'})
     const client = KubeClient.load({kubeconfig})
     const started = Date.now()
     const err = await new Promise<Error>(resolve => {

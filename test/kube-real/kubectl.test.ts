@@ -127,10 +127,7 @@ describe('the field commands with the real kubectl', () => {
   })
 
   it('a token without rights gets the real Forbidden message', async () => {
-    expect((await kubectl(kc, ['create', 'role', 'pod-reader', '--verb=get,list', '--resource=pods'])).code).toBe(0)
-    expect((await kubectl(kc, ['create', 'rolebinding', 'viewer-reads', '--role=pod-reader', '--user=viewer'])).code).toBe(0)
-    const cert = server.clientCert('viewer')
-    const kubeconfigPath = server.kubeconfigFor('viewer.kubeconfig', {'client-certificate': cert.certPath, 'client-key': cert.keyPath})
+    const kubeconfigPath = await server.userWithRole('viewer', {verbs: ['get', 'list'], resources: ['pods']})
     const ok = await kubectl(kubeconfigPath, ['get', 'pods'])
     expect(ok.code).toBe(0)
     const r = await kubectl(kubeconfigPath, ['label', 'pods', 'centos-stream-8', 'team=a'])
