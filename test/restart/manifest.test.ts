@@ -1,7 +1,7 @@
 // What --restart creates again for a bare pod, and how it names the pods it leaves alone.
 import {describe, expect, it} from 'vitest'
 import type {V1Pod} from '@kubernetes/client-node'
-import {imageIdDigest, recreatableManifest, rerunWithRestart, staleWarning} from '../../src/ops/restart.js'
+import {imageIdDigest, recreatableManifest, rerunWithRestart, staleWarning} from '../../src/ops/restart/index.js'
 
 describe('restart helpers', () => {
   it('a bare pod is created again from its own spec: nodeName kept, server-set fields and the token volume left out', () => {

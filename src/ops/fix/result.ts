@@ -1,7 +1,7 @@
 // What `sideload fix` reports: one row per container (POD NODE IMAGE ACTION RESULT), the transfers
 // as push() reported them, and what pushing cannot fix.
 import type {NodeImageResult} from '../push.js'
-import type {RestartReport, StalePod} from '../restart.js'
+import type {RestartReport, StalePod} from '../restart/index.js'
 import type {Diagnosis, StuckContainer} from './plan.js'
 
 export type FixAction = 'would push' | 'pushed' | 'up to date' | 'push failed' | 'not pushed' | 'cancelled'
