@@ -2,7 +2,7 @@
 // verbs, each node's SSH, host key, containerd, sudo ctr, a local builder) and say how to fix
 // what fails. Every check is a row; nothing here changes the cluster or the nodes.
 import {AuthorizationV1Api, VersionApi, type V1Node} from '@kubernetes/client-node'
-import {resolveBuilder, type BuilderChoice} from './build.js'
+import {resolveBuilder, type BuilderChoice} from './build/index.js'
 import {BuildkitClient, describeBuilder} from '../buildkit/client.js'
 import {accessFor, type NodeAccess, type SideloadConfig} from '../config/config.js'
 import {ContainerdClient, CriClient, criSnapshotter, ctrActiveIngests, describeIngest, describeLeftover, LEASE_IMAGE_LABEL, type LeftoverIngest, type LeftoverLease, leftoverLeases, nativeIngests, nativeLeftovers, PS_IMPORTS_ARGV, runningImports} from '../containerd/index.js'

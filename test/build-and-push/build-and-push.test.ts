@@ -12,7 +12,7 @@ import {type TestDockerd, startDockerd, writeBusyboxArchive} from '../build/dock
 import {type Cluster, startCluster} from '../kube-real/cluster.js'
 import {corePath} from '../kube-real/rest.js'
 import {CriClient} from '../../src/containerd/index.js'
-import {BuildFailedError} from '../../src/ops/build.js'
+import {BuildFailedError} from '../../src/ops/build/index.js'
 import {BuildAndPushError, type BuildAndPushOptions, buildAndPush} from '../../src/ops/build-and-push.js'
 
 const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')

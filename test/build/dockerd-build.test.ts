@@ -11,7 +11,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {BuildkitClient} from '../../src/buildkit/client.js'
 import {parseDockerHost} from '../../src/docker/endpoint.js'
 import {resolveImage} from '../../src/image/model.js'
-import {BuildFailedError, build} from '../../src/ops/build.js'
+import {BuildFailedError, build} from '../../src/ops/build/index.js'
 import {type TestDockerd, startDockerd, writeBusyboxArchive} from './dockerd.js'
 import {writeContext} from './context.js'
 

@@ -5,7 +5,7 @@ import type * as grpc from '@grpc/grpc-js'
 import {describe, expect, it} from 'vitest'
 import {buildkitDefinitions} from '../../src/buildkit/protos.js'
 import type {SolveRequest, WorkerRecord} from '../../src/buildkit/protos.js'
-import {chooseExporter, frontendAttrs, resolveBuilder, solveRequest, workerSharesContainerd} from '../../src/ops/build.js'
+import {chooseExporter, frontendAttrs, resolveBuilder, solveRequest, workerSharesContainerd} from '../../src/ops/build/index.js'
 
 function serialize(req: SolveRequest): Buffer {
   const method = (buildkitDefinitions()['moby.buildkit.v1.Control'] as grpc.ServiceDefinition).Solve

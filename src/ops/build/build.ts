@@ -1,0 +1,142 @@
+import * as crypto from 'node:crypto'
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {BuildkitClient, type BuilderEndpoint, describeBuilder} from '../../buildkit/client.js'
+import {BuildFailedError, locateStep} from '../../buildkit/errors.js'
+import {BuildProgressModel} from '../../buildkit/progress.js'
+import type {ExporterSpec, SolveResponse, WorkerRecord} from '../../buildkit/protos.js'
+import {BuildSession, sharedKeyFor} from '../../buildkit/session.js'
+import {DEFAULT_CONTAINERD_ADDRESS} from '../../containerd/index.js'
+import {dialUpgrade} from '../../grpc/hijack.js'
+import {chooseExporter, inspectLocalContainerd, resolveBuilder, WORKER_EXECUTOR} from './builder.js'
+import {locateImage, openImageSource, openImageStream} from './image.js'
+import type {BuildOptions, BuildOutput, BuildResult} from './options.js'
+import {frontendAttrs, solveRequest} from './request.js'
+
+/** Build an image from a Dockerfile with BuildKit and say where it is. */
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const started = Date.now()
+  const context = path.resolve(opts.context)
+  const dockerfile = path.resolve(opts.dockerfile ?? path.join(context, 'Dockerfile'))
+  await checkInputs(context, dockerfile)
+  const endpoint = resolveBuilder(opts.builder, process.env, opts.namespace ?? 'k8s.io')
+  const client = await BuildkitClient.connect(endpoint)
+  let session: BuildSession | undefined
+  let tempArchive: string | undefined
+  const model = new BuildProgressModel()
+  try {
+    const {worker, exporter, streamed} = await planExport(client, endpoint, opts)
+    const archivePath = streamed ? archivePathFor(opts) : undefined
+    if (archivePath && !opts.output?.path) tempArchive = archivePath
+    session = new BuildSession({
+      dirs: {context, dockerfile: path.dirname(dockerfile)},
+      sharedKey: sharedKeyFor(context),
+      name: path.basename(context),
+      secrets: opts.secrets,
+      exportSink: archivePath ? {open: () => fs.createWriteStream(archivePath)} : undefined,
+    })
+    await attachSession(session, client, endpoint, opts)
+
+    const {response, status} = await solve(client, session, model, opts, dockerfile, exporter)
+    await session.exportsDone()
+    if (archivePath && !fs.existsSync(archivePath)) {
+      throw new Error(`the ${describeBuilder(endpoint)} finished without sending the ${streamed} archive back over the session (FileSend); is it older than BuildKit v0.8?`)
+    }
+    await Promise.race([status.done, delay(5000)])
+    status.cancel()
+
+    const exporterResponse = response.ExporterResponse
+    const location = await locateImage(endpoint, opts, exporterResponse, streamed, archivePath)
+    const dockerEndpoint = endpoint.kind === 'docker' ? endpoint.docker : undefined
+    return {
+      location,
+      digest: exporterResponse['containerimage.digest'],
+      exporterResponse,
+      builder: describeBuilder(endpoint),
+      worker,
+      fileSync: session.fileSync,
+      healthChecks: session.healthChecks,
+      steps: [...model.steps.values()],
+      durationMs: Date.now() - started,
+      openImageStream: () => openImageStream(location, dockerEndpoint),
+      openImageSource: () => openImageSource(location, dockerEndpoint, opts.workDir),
+    }
+  } catch (err) {
+    // A half-written archive in our temp dir is useless; one the user named is left to them.
+    if (tempArchive) await fs.promises.rm(tempArchive, {force: true})
+    throw err
+  } finally {
+    session?.close()
+    await client.close()
+  }
+}
+
+/** The build context must be a directory and the Dockerfile a file. */
+async function checkInputs(context: string, dockerfile: string): Promise<void> {
+  for (const [what, p, dir] of [
+    ['build context', context, true],
+    ['Dockerfile', dockerfile, false],
+  ] as const) {
+    const st = await fs.promises.stat(p).catch(() => undefined)
+    if (!st || st.isDirectory() !== dir) throw new Error(`${what} ${p} not found${dir ? ' (or not a directory)' : ''}`)
+  }
+}
+
+/** The daemon's worker and the exporter for it (into the containerd it shares with this machine, or streamed back). */
+async function planExport(client: BuildkitClient, endpoint: BuilderEndpoint, opts: BuildOptions): Promise<{worker: WorkerRecord | undefined; exporter: ExporterSpec; streamed?: BuildOutput['type']}> {
+  const workers = await client.listWorkers()
+  const worker = workers[0]
+  const local = endpoint.kind === 'buildkitd' && !opts.output && worker?.Labels[WORKER_EXECUTOR] === 'containerd'
+    ? await inspectLocalContainerd(opts.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS)
+    : undefined
+  return {worker, ...chooseExporter(endpoint, opts, worker, local)}
+}
+
+/** Where a streamed archive goes: the output asked for, else a temporary file in workDir. */
+function archivePathFor(opts: BuildOptions): string {
+  return opts.output?.path
+    ? path.resolve(opts.output.path)
+    : path.join(opts.workDir ?? os.tmpdir(), `sideload-build-${crypto.randomBytes(6).toString('hex')}.tar`)
+}
+
+/** The session reaches dockerd through its `/session` endpoint (like buildx) unless Control.Session is asked for. */
+async function attachSession(session: BuildSession, client: BuildkitClient, endpoint: BuilderEndpoint, opts: BuildOptions): Promise<void> {
+  if (endpoint.kind === 'docker' && opts.dockerSessionTransport !== 'control') {
+    session.attach(await dialUpgrade(endpoint.docker, '/session', session.headers()))
+  } else {
+    session.attach(client.openSession(session.headers()))
+  }
+}
+
+/**
+ * Runs the solve with its progress followed; a failed build says which step failed and where it
+ * is in the Dockerfile. The status stream is left open for the caller to drain.
+ */
+async function solve(client: BuildkitClient, session: BuildSession, model: BuildProgressModel, opts: BuildOptions, dockerfile: string, exporter: ExporterSpec): Promise<{response: SolveResponse; status: ReturnType<BuildkitClient['status']>}> {
+  const ref = crypto.randomBytes(12).toString('hex')
+  const status = client.status(ref, (update) => {
+    model.apply(update)
+    opts.onStatus?.(update)
+  })
+  const entitlements = opts.network === 'host' ? ['network.host'] : []
+  const request = solveRequest(ref, session.id, frontendAttrs(opts, path.basename(dockerfile)), exporter, entitlements)
+  try {
+    return {response: await client.solve(request, opts.signal), status}
+  } catch (err) {
+    await Promise.race([status.done, delay(2000)])
+    status.cancel()
+    if (err instanceof BuildFailedError) {
+      err.step = model.failedStep()
+      if (!err.source && err.step) {
+        const text = await fs.promises.readFile(dockerfile, 'utf8').catch(() => '')
+        err.source = locateStep(text, path.relative(process.cwd(), dockerfile) || path.basename(dockerfile), err.step.name)
+      }
+    }
+    throw err
+  }
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
+}
