@@ -187,106 +187,153 @@ export async function expose(opts: ExposeOptions): Promise<ExposeResult> {
     throw new ExposeError(`--name ${serviceName} is not a valid service name: lower case letters, digits and '-', starting with a letter, at most 63 characters`)
   }
 
-  let pod = await client.getPod(opts.pod, namespace)
+  const found = await exposablePod(client, opts, namespace)
+  const targetPort = resolveTargetPort(found, opts, protocol)
+  const existing = await client.findService(serviceName, namespace)
+  checkServiceOwner(existing, opts.pod, namespace, serviceName)
+  const {pod, selector, addedLabel} = await choosePodSelector(client, found, opts.pod, namespace, existing)
+
+  const plan: ServicePlan = {namespace, name: serviceName, pod: opts.pod, selector, addedLabel, port: servicePort(opts, targetPort, protocol, existing)}
+  let written: {service: V1Service; action: ExposeResult['action']}
+  try {
+    written = await writeService(client, existing, plan, opts.nodePort)
+  } catch (err) {
+    throw await serviceFailure(client, err, opts, namespace, addedLabel, existing)
+  }
+
+  const nodePort = written.service.spec?.ports?.[0]?.nodePort
+  if (!nodePort) throw new ExposeError(`service ${namespace}/${serviceName} got no node port from the API server`)
+  const endpoints = await endpointsFor(client, pod.spec?.nodeName, nodePort, opts.sshUser)
+  return {
+    namespace, pod: opts.pod, service: serviceName, action: written.action, selector, addedLabel,
+    port: opts.port, targetPort, nodePort, protocol, endpoints, warnings: exposeWarnings(pod, opts.pod, selector),
+  }
+}
+
+/** The pod, when it can be exposed: Running (unless allowNotRunning) and not being deleted. */
+async function exposablePod(client: KubeClient, opts: ExposeOptions, namespace: string): Promise<V1Pod> {
+  const pod = await client.getPod(opts.pod, namespace)
   if (pod.status?.phase !== 'Running' && !opts.allowNotRunning) throw new ExposeError(notRunningMessage(pod))
   if (pod.metadata?.deletionTimestamp) throw new ExposeError(`pod ${opts.pod} is being deleted`)
-  const targetPort = resolveTargetPort(pod, opts, protocol)
+  return pod
+}
 
-  const existing = await client.findService(serviceName, namespace)
+/** A service of that name may only be one sideload made for this pod. */
+function checkServiceOwner(existing: V1Service | undefined, pod: string, namespace: string, serviceName: string): void {
   const owner = existing?.metadata?.annotations?.[EXPOSED_POD_ANNOTATION]
   if (existing && owner === undefined) {
     throw new ExposeError(`service ${namespace}/${serviceName} already exists and was not created by sideload; ` +
       'pass --name to use another service name (or delete it: kubectl delete svc ' + serviceName + ` -n ${namespace})`)
   }
-  if (existing && owner !== opts.pod) {
+  if (existing && owner !== pod) {
     throw new ExposeError(`service ${namespace}/${serviceName} already exposes pod ${owner}; pass --name to use another service name`)
   }
+}
 
-  // Which selector picks this pod and no other?
+/**
+ * Which selector picks this pod and no other: its own labels when they match it alone, else the
+ * expose label, put on the pod when it does not have it yet (the pod as it is then).
+ */
+async function choosePodSelector(client: KubeClient, pod: V1Pod, name: string, namespace: string, existing: V1Service | undefined): Promise<{pod: V1Pod; selector: Record<string, string>; addedLabel?: {key: string; value: string}}> {
   const labels = pod.metadata?.labels ?? {}
   const previouslyAdded = existing?.metadata?.annotations?.[ADDED_LABEL_ANNOTATION]
-  let selector: Record<string, string>
-  let addedLabel: {key: string; value: string} | undefined
   const ownLabels = Object.fromEntries(Object.entries(labels).filter(([k]) => k !== EXPOSE_LABEL))
   let unique = false
   if (Object.keys(ownLabels).length > 0 && previouslyAdded === undefined) {
     const matching = await client.listPods({namespace, labelSelector: selectorString(ownLabels)})
-    unique = matching.items.every(p => p.metadata?.name === opts.pod)
+    unique = matching.items.every(p => p.metadata?.name === name)
   }
-  if (unique) selector = ownLabels
-  else {
-    const value = exposeLabelValue(opts.pod)
-    selector = {[EXPOSE_LABEL]: value}
-    if (labels[EXPOSE_LABEL] !== value) {
-      pod = await client.patchPod(opts.pod, namespace, {metadata: {labels: {[EXPOSE_LABEL]: value}}})
-    }
-    if (labels[EXPOSE_LABEL] !== value || previouslyAdded === EXPOSE_LABEL) addedLabel = {key: EXPOSE_LABEL, value}
-  }
+  if (unique) return {pod, selector: ownLabels, addedLabel: undefined}
+  const value = exposeLabelValue(name)
+  const labelled = labels[EXPOSE_LABEL] !== value ? await client.patchPod(name, namespace, {metadata: {labels: {[EXPOSE_LABEL]: value}}}) : pod
+  const addedLabel = labels[EXPOSE_LABEL] !== value || previouslyAdded === EXPOSE_LABEL ? {key: EXPOSE_LABEL, value} : undefined
+  return {pod: labelled, selector: {[EXPOSE_LABEL]: value}, addedLabel}
+}
 
+/** The service's one port: the node port asked for, else the one the service already has. */
+function servicePort(opts: ExposeOptions, targetPort: number | string, protocol: Protocol, existing: V1Service | undefined): V1ServicePort {
   const wantedPort: V1ServicePort = {port: opts.port, targetPort, protocol}
   const oldPort = existing?.spec?.ports?.find(p => p.port === opts.port && (p.protocol ?? 'TCP') === protocol)
   if (opts.nodePort !== undefined) wantedPort.nodePort = opts.nodePort
   else if (oldPort?.nodePort) wantedPort.nodePort = oldPort.nodePort
-  const annotations: Record<string, string> = {[EXPOSED_POD_ANNOTATION]: opts.pod}
-  if (addedLabel) annotations[ADDED_LABEL_ANNOTATION] = addedLabel.key
+  return wantedPort
+}
 
-  let service: V1Service
-  let action: ExposeResult['action']
-  try {
-    if (!existing) {
-      service = await client.createService(namespace, {
-        apiVersion: 'v1', kind: 'Service',
-        metadata: {name: serviceName, namespace, labels: {[MANAGED_BY.key]: MANAGED_BY.value}, annotations},
-        spec: {type: 'NodePort', selector, ports: [wantedPort]},
-      })
-      action = 'created'
-    } else {
-      const ports = existing.spec?.ports ?? []
-      const sameSpec = existing.spec?.type === 'NodePort' && sameSelector(existing.spec?.selector, selector) && ports.length === 1 &&
-        ports[0].port === opts.port && (ports[0].protocol ?? 'TCP') === protocol &&
-        String(ports[0].targetPort) === String(targetPort) && (opts.nodePort === undefined || ports[0].nodePort === opts.nodePort)
-      const sameAnnotations = Object.entries(annotations).every(([k, v]) => existing.metadata?.annotations?.[k] === v) &&
-        (addedLabel !== undefined || existing.metadata?.annotations?.[ADDED_LABEL_ANNOTATION] === undefined)
-      if (sameSpec && sameAnnotations) {
-        service = existing
-        action = 'unchanged'
-      } else {
-        const selectorPatch: Record<string, string | null> = {...selector}
-        for (const k of Object.keys(existing.spec?.selector ?? {})) if (!(k in selector)) selectorPatch[k] = null
-        service = await client.patchService(serviceName, namespace, {
-          metadata: {annotations: {...annotations, [ADDED_LABEL_ANNOTATION]: addedLabel ? addedLabel.key : null}},
-          spec: {type: 'NodePort', selector: selectorPatch, ports: [wantedPort]},
-        })
-        action = 'updated'
-      }
-    }
-  } catch (err) {
-    if (addedLabel && !existing) {
-      // leave the pod as it was
-      await client.patchPod(opts.pod, namespace, {metadata: {labels: {[addedLabel.key]: null}}}).catch(() => undefined)
-    }
-    if (isKubeError(err, 'invalid')) {
-      if (opts.nodePort !== undefined && /already allocated/.test(err.serverMessage)) {
-        throw await explainNodePortTaken(client, err, opts.nodePort, namespace)
-      }
-      throw explainInvalid(err, opts)
-    }
-    throw err
+/** The NodePort service expose wants: it exposes `pod`; `addedLabel` when sideload put a label on the pod for the selector. */
+interface ServicePlan {
+  namespace: string
+  name: string
+  pod: string
+  selector: Record<string, string>
+  addedLabel?: {key: string; value: string}
+  port: V1ServicePort
+}
+
+/** Which pod the service exposes, and which label sideload added to it (to remove on --delete). */
+function serviceAnnotations(plan: ServicePlan): Record<string, string> {
+  const annotations: Record<string, string> = {[EXPOSED_POD_ANNOTATION]: plan.pod}
+  if (plan.addedLabel) annotations[ADDED_LABEL_ANNOTATION] = plan.addedLabel.key
+  return annotations
+}
+
+/** Creates the service, or brings an existing sideload service in line (left alone when it already is). */
+async function writeService(client: KubeClient, existing: V1Service | undefined, plan: ServicePlan, requestedNodePort: number | undefined): Promise<{service: V1Service; action: ExposeResult['action']}> {
+  const annotations = serviceAnnotations(plan)
+  if (!existing) {
+    const service = await client.createService(plan.namespace, {
+      apiVersion: 'v1', kind: 'Service',
+      metadata: {name: plan.name, namespace: plan.namespace, labels: {[MANAGED_BY.key]: MANAGED_BY.value}, annotations},
+      spec: {type: 'NodePort', selector: plan.selector, ports: [plan.port]},
+    })
+    return {service, action: 'created'}
   }
+  if (serviceUpToDate(existing, plan, annotations, requestedNodePort)) return {service: existing, action: 'unchanged'}
+  const selectorPatch: Record<string, string | null> = {...plan.selector}
+  for (const k of Object.keys(existing.spec?.selector ?? {})) if (!(k in plan.selector)) selectorPatch[k] = null
+  const service = await client.patchService(plan.name, plan.namespace, {
+    metadata: {annotations: {...annotations, [ADDED_LABEL_ANNOTATION]: plan.addedLabel ? plan.addedLabel.key : null}},
+    spec: {type: 'NodePort', selector: selectorPatch, ports: [plan.port]},
+  })
+  return {service, action: 'updated'}
+}
 
-  const nodePort = service.spec?.ports?.[0]?.nodePort
-  if (!nodePort) throw new ExposeError(`service ${namespace}/${serviceName} got no node port from the API server`)
-  const endpoints = await endpointsFor(client, pod.spec?.nodeName, nodePort, opts.sshUser)
+/** The existing service already is the plan: same type, selector, port (and node port, when one was asked for), annotations. */
+function serviceUpToDate(existing: V1Service, plan: ServicePlan, annotations: Record<string, string>, requestedNodePort: number | undefined): boolean {
+  const ports = existing.spec?.ports ?? []
+  const sameSpec = existing.spec?.type === 'NodePort' && sameSelector(existing.spec?.selector, plan.selector) && ports.length === 1 &&
+    ports[0].port === plan.port.port && (ports[0].protocol ?? 'TCP') === plan.port.protocol &&
+    String(ports[0].targetPort) === String(plan.port.targetPort) && (requestedNodePort === undefined || ports[0].nodePort === requestedNodePort)
+  const sameAnnotations = Object.entries(annotations).every(([k, v]) => existing.metadata?.annotations?.[k] === v) &&
+    (plan.addedLabel !== undefined || existing.metadata?.annotations?.[ADDED_LABEL_ANNOTATION] === undefined)
+  return sameSpec && sameAnnotations
+}
+
+/**
+ * Writing the service failed: a label added to the pod for a new service goes again (the pod is
+ * left as it was), and the API server's refusal is explained. The error to throw.
+ */
+async function serviceFailure(client: KubeClient, err: unknown, opts: ExposeOptions, namespace: string, addedLabel: {key: string} | undefined, existing: V1Service | undefined): Promise<unknown> {
+  if (addedLabel && !existing) {
+    await client.patchPod(opts.pod, namespace, {metadata: {labels: {[addedLabel.key]: null}}}).catch(() => undefined)
+  }
+  if (isKubeError(err, 'invalid')) {
+    if (opts.nodePort !== undefined && /already allocated/.test(err.serverMessage)) {
+      return explainNodePortTaken(client, err, opts.nodePort, namespace)
+    }
+    return explainInvalid(err, opts)
+  }
+  return err
+}
+
+/** A pod a controller replaces loses the expose label with it. */
+function exposeWarnings(pod: V1Pod, name: string, selector: Record<string, string>): string[] {
   const warnings: string[] = []
   const controller = pod.metadata?.ownerReferences?.find(o => o.controller)
   if (controller && selector[EXPOSE_LABEL] !== undefined) {
-    warnings.push(`pod ${opts.pod} is managed by ${controller.kind} ${controller.name}: a replacement pod will not carry ` +
+    warnings.push(`pod ${name} is managed by ${controller.kind} ${controller.name}: a replacement pod will not carry ` +
       `${EXPOSE_LABEL}=${selector[EXPOSE_LABEL]}, so run expose again for the new pod`)
   }
-  return {
-    namespace, pod: opts.pod, service: serviceName, action, selector, addedLabel,
-    port: opts.port, targetPort, nodePort, protocol, endpoints, warnings,
-  }
+  return warnings
 }
 
 async function endpointsFor(client: KubeClient, podNode: string | undefined, nodePort: number, sshUser?: string): Promise<ExposeEndpoint[]> {
