@@ -17,7 +17,7 @@ import {BuildCancelledError, describeSolveError} from './errors.js'
 
 export const DEFAULT_BUILDKIT_HOST = 'unix:///run/buildkit/buildkitd.sock'
 
-/** Which builder runs the build, as the user chose it (ops/build.ts resolveBuilder makes it a BuilderEndpoint). */
+/** Which builder runs the build, as the user chose it (ops/build/ resolveBuilder makes it a BuilderEndpoint). */
 export type BuilderChoice =
   /** A standalone BuildKit daemon (default address: $BUILDKIT_HOST or unix:///run/buildkit/buildkitd.sock). */
   | {kind: 'buildkitd'; address?: string}

@@ -72,7 +72,7 @@ export const pushFlags = {
   retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
 }
 
-/** --restart, as push, fix and build-and-push take it (src/ops/restart.ts). */
+/** --restart, as push, fix and build-and-push take it (src/ops/restart/). */
 export const restartFlag = {
   restart: Flags.boolean({description: 'restart the running pods on those nodes whose image is now older than the one pushed: owners rolled out as `kubectl rollout restart` does, a bare pod created again from its own spec on its node'}),
 }

@@ -43,7 +43,7 @@ export interface BuildAndPushOptions extends KubeTargetOptions {
   waitTimeoutMs?: number
   /** Expose the pod on a NodePort once it runs (service port). */
   exposePort?: number
-  /** --restart: restart the running pods on the node that run an older digest of the image (ops/restart.ts) */
+  /** --restart: restart the running pods on the node that run an older digest of the image (ops/restart/) */
   restart?: boolean
   /** the command that restarts them, for the warning without --restart (the same command with --restart) */
   rerunWithRestart?: string

@@ -31,7 +31,7 @@ export interface FixOptions extends KubeTargetOptions {
   platform?: string
   /** patch PUSHED_AT_ANNOTATION on the repaired pods (default true) */
   annotate?: boolean
-  /** --restart: restart the running pods on the nodes pushed to that run an older digest (ops/restart.ts) */
+  /** --restart: restart the running pods on the nodes pushed to that run an older digest (ops/restart/) */
   restart?: boolean
   reporter?: Reporter
   signal?: AbortSignal
