@@ -47,7 +47,7 @@ It refuses an image a pod on that node uses (naming the pod; --force removes it 
         rows: result.rows.map(({error, ...r}) => ({...r, ...(error ? errorJson(error) : {})})), freed: result.freed, ...(nowhere.length ? errorJson(nowhere[0]) : {})}) + '\n')
     } else {
       const freed = new Map(result.freed.map((f) => [f.node, f.bytes]))
-      process.stdout.write(renderTable(['node', 'image', 'result'], result.rows.map((r) => [r.node, r.image, r.status === 'failed' || r.status === 'refused' ? `${r.status}: ${r.error?.message}` : r.status])))
+      process.stdout.write(renderTable(['node', 'image', 'result'], result.rows.map((r) => [r.node, r.image, r.status])))
       for (const [node, bytes] of freed) process.stdout.write(`${node}: freed ${formatBytes(bytes)}\n`)
       for (const r of result.rows) if (r.error) this.logToStderr(renderError(r.error))
       for (const info of nowhere) this.logToStderr(renderError(info))
