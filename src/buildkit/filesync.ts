@@ -2,7 +2,7 @@ import type * as grpc from '@grpc/grpc-js'
 import {status as grpcStatus} from '@grpc/grpc-js'
 import * as fs from 'node:fs'
 import {firstEvent} from '../util/async.js'
-import type {Packet} from './protos.js'
+import type {FsStat, Packet} from './protos.js'
 import {type WalkEntry, type WalkFilter, walkDir} from './fswalk.js'
 
 /** What the daemon pulled through FileSync, per local directory name. */
@@ -60,112 +60,140 @@ export async function serveDiffCopy(
     call.emit('error', {code: grpcStatus.NOT_FOUND, details: `no access allowed to dir "${dirName}"`})
     return
   }
-  const stats = statsFor(dirName)
-  const queue: number[] = []
-  let entries: WalkEntry[] = []
-  let listed = false
-  let finRequested = false
-  let failed = false
-  let active = 0
-  let finished = false
+  const sender = new DiffCopySender(call, dirName, dir, statsFor(dirName))
+  sender.listen()
+  await sender.sendListing(filterFromMetadata(call.metadata))
+}
 
-  const send = async (packet: Partial<Packet>): Promise<void> => {
-    if (failed) return
+/**
+ * The sending side of one DiffCopy call: the listing first, then the files the daemon asks for,
+ * READERS at a time, then FIN once the daemon sent its own and nothing is left to send.
+ */
+class DiffCopySender {
+  private readonly queue: number[] = []
+  private entries: WalkEntry[] = []
+  private listed = false
+  private finRequested = false
+  private failed = false
+  private active = 0
+  private finished = false
+
+  constructor(
+    private readonly call: grpc.ServerDuplexStream<Packet, Packet>,
+    private readonly dirName: string,
+    private readonly dir: string,
+    private readonly stats: FileSyncStats,
+  ) {}
+
+  /** Follow the daemon: a REQ queues a file, its FIN asks for ours, an ERR or a gone call stops sending. */
+  listen(): void {
+    this.call.on('data', (p: Packet) => this.receive(p))
+    this.call.on('error', () => {
+      this.failed = true
+    })
+    this.call.on('cancelled', () => {
+      this.failed = true
+    })
+  }
+
+  private receive(p: Packet): void {
+    if (p.type === 'PACKET_REQ') {
+      this.stats.requests++
+      this.queue.push(p.ID)
+      this.pump()
+    } else if (p.type === 'PACKET_FIN') {
+      this.finRequested = true
+      void this.finishIfDone()
+    } else if (p.type === 'PACKET_ERR') {
+      this.failed = true
+      this.call.end()
+    }
+  }
+
+  /** Walk the directory and send one STAT per entry, then the empty STAT; then serve the requests. */
+  async sendListing(filter: WalkFilter): Promise<void> {
+    try {
+      this.entries = await walkDir(this.dir, filter)
+    } catch (err) {
+      this.fail(`cannot read the directory: ${(err as Error).message}`)
+      return
+    }
+    this.stats.entries += this.entries.length
+    for (const e of this.entries) {
+      if (this.failed) return
+      await this.send({type: 'PACKET_STAT', stat: statOf(e)})
+    }
+    await this.send({type: 'PACKET_STAT'})
+    this.listed = true
+    this.pump()
+    await this.finishIfDone()
+  }
+
+  private async send(packet: Partial<Packet>): Promise<void> {
+    if (this.failed) return
     try {
       // one set of listeners per wait, all removed when it ends (a large context waits thousands of times)
-      if (!call.write(packet as Packet) && (await firstEvent(call, ['drain', 'close', 'cancelled', 'error'])) === 'error') failed = true
+      if (!this.call.write(packet as Packet) && (await firstEvent(this.call, ['drain', 'close', 'cancelled', 'error'])) === 'error') this.failed = true
     } catch {
       // The daemon went away (cancelled build, dropped session): stop sending.
-      failed = true
+      this.failed = true
     }
   }
 
-  const fail = (message: string): void => {
-    if (failed) return
-    failed = true
-    call.emit('error', {code: grpcStatus.INTERNAL, details: `sending ${dirName} from ${dir}: ${message}`})
+  private fail(message: string): void {
+    if (this.failed) return
+    this.failed = true
+    this.call.emit('error', {code: grpcStatus.INTERNAL, details: `sending ${this.dirName} from ${this.dir}: ${message}`})
   }
 
-  const finishIfDone = async (): Promise<void> => {
-    if (finished || !finRequested || !listed || queue.length > 0 || active > 0 || failed) return
-    finished = true
-    await send({type: 'PACKET_FIN'})
-    call.end()
+  private async finishIfDone(): Promise<void> {
+    if (this.finished || !this.finRequested || !this.listed || this.queue.length > 0 || this.active > 0 || this.failed) return
+    this.finished = true
+    await this.send({type: 'PACKET_FIN'})
+    this.call.end()
   }
 
-  const sendFile = async (id: number): Promise<void> => {
-    const entry = entries[id]
-    if (!entry || !entry.isRegular) throw new Error(`daemon requested entry ${id}, which is not a regular file`)
-    const stream = fs.createReadStream(entry.absPath, {highWaterMark: CHUNK})
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      stats.dataPackets++
-      stats.bytes += chunk.length
-      await send({type: 'PACKET_DATA', ID: id, data: chunk})
-    }
-    await send({type: 'PACKET_DATA', ID: id, data: Buffer.alloc(0)})
-  }
-
-  const pump = (): void => {
-    while (listed && active < READERS && queue.length > 0 && !failed) {
-      const id = queue.shift() as number
-      active++
-      sendFile(id)
-        .catch((err: Error) => fail(err.message))
+  /** Start sending queued files, up to READERS at once, once the listing is out. */
+  private pump(): void {
+    while (this.listed && this.active < READERS && this.queue.length > 0 && !this.failed) {
+      const id = this.queue.shift() as number
+      this.active++
+      this.sendFile(id)
+        .catch((err: Error) => this.fail(err.message))
         .finally(() => {
-          active--
-          pump()
-          void finishIfDone()
+          this.active--
+          this.pump()
+          void this.finishIfDone()
         })
     }
   }
 
-  call.on('data', (p: Packet) => {
-    if (p.type === 'PACKET_REQ') {
-      stats.requests++
-      queue.push(p.ID)
-      pump()
-    } else if (p.type === 'PACKET_FIN') {
-      finRequested = true
-      void finishIfDone()
-    } else if (p.type === 'PACKET_ERR') {
-      failed = true
-      call.end()
+  /** The file's bytes as DATA chunks, then an empty DATA. */
+  private async sendFile(id: number): Promise<void> {
+    const entry = this.entries[id]
+    if (!entry || !entry.isRegular) throw new Error(`daemon requested entry ${id}, which is not a regular file`)
+    const stream = fs.createReadStream(entry.absPath, {highWaterMark: CHUNK})
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      this.stats.dataPackets++
+      this.stats.bytes += chunk.length
+      await this.send({type: 'PACKET_DATA', ID: id, data: chunk})
     }
-  })
-  call.on('error', () => {
-    failed = true
-  })
-  call.on('cancelled', () => {
-    failed = true
-  })
+    await this.send({type: 'PACKET_DATA', ID: id, data: Buffer.alloc(0)})
+  }
+}
 
-  try {
-    entries = await walkDir(dir, filterFromMetadata(call.metadata))
-  } catch (err) {
-    fail(`cannot read the directory: ${(err as Error).message}`)
-    return
+/** A listing entry as fsutil's Stat on the wire (no xattrs). */
+function statOf(e: WalkEntry): FsStat {
+  return {
+    path: e.path,
+    mode: e.mode,
+    uid: e.uid,
+    gid: e.gid,
+    size: e.size,
+    modTime: e.modTime,
+    linkname: e.linkname,
+    devmajor: e.devmajor,
+    devminor: e.devminor,
+    xattrs: {},
   }
-  stats.entries += entries.length
-  for (const e of entries) {
-    if (failed) return
-    await send({
-      type: 'PACKET_STAT',
-      stat: {
-        path: e.path,
-        mode: e.mode,
-        uid: e.uid,
-        gid: e.gid,
-        size: e.size,
-        modTime: e.modTime,
-        linkname: e.linkname,
-        devmajor: e.devmajor,
-        devminor: e.devminor,
-        xattrs: {},
-      },
-    })
-  }
-  await send({type: 'PACKET_STAT'})
-  listed = true
-  pump()
-  await finishIfDone()
 }

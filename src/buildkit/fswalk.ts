@@ -151,89 +151,145 @@ function byteCompare(a: string, b: string): number {
 /** List `dir` as fsutil would send it, applying the daemon's filters. */
 export async function walkDir(dir: string, filter: WalkFilter = {}): Promise<WalkEntry[]> {
   const root = await fs.promises.realpath(dir)
+  const walk: Walk = {
+    root,
+    includes: await includePaths(root, filter),
+    excludes: excludeRules(filter.excludePatterns),
+    lastIncludedDir: undefined,
+    entries: [],
+    seenInodes: new Map(),
+  }
+  await walkInto(walk, '')
+  return walk.entries
+}
+
+/** What one walk carries from entry to entry: its filters, what it listed, the hard links it met. */
+interface Walk {
+  root: string
+  includes: string[] | undefined
+  excludes: ExcludeRules
+  /** The last directory an include pattern named whole: everything below it is included. */
+  lastIncludedDir: string | undefined
+  entries: WalkEntry[]
+  /** Inodes with several links, and the path each was first listed at. */
+  seenInodes: Map<string, string>
+}
+
+/** What becomes of a visited path: skipped with what lies below it, descended into, or neither. */
+type Visit = 'skip' | 'descend' | 'none'
+
+interface ExcludeRules {
+  matcher: ReturnType<typeof ignore> | undefined
+  /** The `!` exceptions, cleaned: an excluded directory with one of these below it is still walked. */
+  exceptions: string[]
+}
+
+/** The include patterns, plus every hop of the follow paths (fsutil includes those too). */
+async function includePaths(root: string, filter: WalkFilter): Promise<string[] | undefined> {
   let includes: string[] | undefined = filter.includePatterns?.map(cleanPath)
   if (filter.followPaths && filter.followPaths.length > 0) {
     includes = [...new Set([...(includes ?? []), ...(await followLinks(root, filter.followPaths))])]
   }
-  const excludes = (filter.excludePatterns ?? []).filter((p) => p.trim() !== '')
-  const matcher = excludes.length > 0 ? ignore().add(excludes) : undefined
-  const exceptions = excludes
-    .filter((p) => p.trim().startsWith('!'))
-    .map((p) => cleanPath(p.trim().slice(1).trim()).replace(/^\//, ''))
+  return includes
+}
 
-  const entries: WalkEntry[] = []
-  const seenInodes = new Map<string, string>()
-  let lastIncludedDir: string | undefined
-
-  const visit = async (rel: string, st: WalkStats): Promise<'skip' | 'descend' | 'none'> => {
-    const isDir = st.type === fs.constants.S_IFDIR
-    if (includes) {
-      const inside = lastIncludedDir !== undefined && rel.startsWith(`${lastIncludedDir}/`)
-      if (!inside) {
-        let matched = false
-        let partial = true
-        for (const pattern of includes) {
-          const m = matchPrefix(pattern, rel)
-          if (m.matched) {
-            matched = true
-            if (!m.partial) {
-              partial = false
-              break
-            }
-          }
-        }
-        if (!matched) return isDir ? 'skip' : 'none'
-        if (!partial && isDir) lastIncludedDir = rel
-      }
-    }
-    if (matcher?.ignores(rel)) {
-      if (!isDir) return 'none'
-      if (!exceptions.some((e) => `${e}/`.startsWith(`${rel}/`))) return 'skip'
-    }
-    if (st.type === fs.constants.S_IFSOCK) return 'none'
-    const entry: WalkEntry = {
-      path: rel,
-      mode: goFileMode(st.mode),
-      uid: st.uid,
-      gid: st.gid,
-      size: '0',
-      modTime: st.mtimeNs.toString(),
-      linkname: '',
-      devmajor: '0',
-      devminor: '0',
-      absPath: path.join(root, rel),
-      isRegular: st.type === fs.constants.S_IFREG,
-    }
-    if (st.type === fs.constants.S_IFBLK || st.type === fs.constants.S_IFCHR) {
-      const rdev = st.rdev
-      entry.devmajor = String(Math.floor(rdev / 256) & 0xfff)
-      entry.devminor = String((rdev & 0xff) | (Math.floor(rdev / 2 ** 12) & 0xfff00))
-    }
-    if (!isDir) {
-      if (st.type === fs.constants.S_IFLNK) entry.linkname = await fs.promises.readlink(entry.absPath)
-      else if (entry.isRegular) entry.size = String(st.size)
-      const inode = st.inode
-      const first = st.nlink > 1 ? seenInodes.get(inode) : undefined
-      if (first !== undefined) {
-        entry.linkname = first
-        entry.size = '0'
-      } else seenInodes.set(inode, rel)
-    }
-    entries.push(entry)
-    return isDir ? 'descend' : 'none'
+function excludeRules(patterns: string[] = []): ExcludeRules {
+  const excludes = patterns.filter((p) => p.trim() !== '')
+  return {
+    matcher: excludes.length > 0 ? ignore().add(excludes) : undefined,
+    exceptions: excludes
+      .filter((p) => p.trim().startsWith('!'))
+      .map((p) => cleanPath(p.trim().slice(1).trim()).replace(/^\//, '')),
   }
+}
 
-  const walk = async (relDir: string): Promise<void> => {
-    const names = (await fs.promises.readdir(relDir === '' ? root : path.join(root, relDir))).sort(byteCompare)
-    for (const name of names) {
-      const rel = relDir === '' ? name : `${relDir}/${name}`
-      const st = await fs.promises.lstat(path.join(root, rel), {bigint: true})
-      const result = await visit(rel, toStats(st))
-      if (result === 'descend') await walk(rel)
+/** List the entries of `relDir` (root: ''), sorted byte-wise, descending into directories as it goes. */
+async function walkInto(walk: Walk, relDir: string): Promise<void> {
+  const names = (await fs.promises.readdir(relDir === '' ? walk.root : path.join(walk.root, relDir))).sort(byteCompare)
+  for (const name of names) {
+    const rel = relDir === '' ? name : `${relDir}/${name}`
+    const st = await fs.promises.lstat(path.join(walk.root, rel), {bigint: true})
+    const result = await visit(walk, rel, toStats(st))
+    if (result === 'descend') await walkInto(walk, rel)
+  }
+}
+
+/** Filter one path, and list it unless filtered out (sockets are never listed). */
+async function visit(walk: Walk, rel: string, st: WalkStats): Promise<Visit> {
+  const isDir = st.type === fs.constants.S_IFDIR
+  const refused = includeVerdict(walk, rel, isDir) ?? excludeVerdict(walk.excludes, rel, isDir)
+  if (refused) return refused
+  if (st.type === fs.constants.S_IFSOCK) return 'none'
+  walk.entries.push(await entryFor(walk, rel, st))
+  return isDir ? 'descend' : 'none'
+}
+
+/**
+ * Undefined when the include patterns let `rel` in (or there are none); a directory a pattern
+ * names whole is remembered, so what lies below it needs no matching.
+ */
+function includeVerdict(walk: Walk, rel: string, isDir: boolean): Visit | undefined {
+  if (!walk.includes) return undefined
+  if (walk.lastIncludedDir !== undefined && rel.startsWith(`${walk.lastIncludedDir}/`)) return undefined
+  const {matched, partial} = matchIncludes(walk.includes, rel)
+  if (!matched) return isDir ? 'skip' : 'none'
+  if (!partial && isDir) walk.lastIncludedDir = rel
+  return undefined
+}
+
+/** Whether any pattern matches `rel`, and whether only as a parent of what it names (partial). */
+function matchIncludes(includes: string[], rel: string): {matched: boolean; partial: boolean} {
+  let matched = false
+  for (const pattern of includes) {
+    const m = matchPrefix(pattern, rel)
+    if (m.matched) {
+      matched = true
+      if (!m.partial) return {matched, partial: false}
     }
   }
-  await walk('')
-  return entries
+  return {matched, partial: true}
+}
+
+/** Undefined unless the exclude patterns drop `rel` (a directory is still walked when an exception lies below it). */
+function excludeVerdict(rules: ExcludeRules, rel: string, isDir: boolean): Visit | undefined {
+  if (!rules.matcher?.ignores(rel)) return undefined
+  if (!isDir) return 'none'
+  if (!rules.exceptions.some((e) => `${e}/`.startsWith(`${rel}/`))) return 'skip'
+  return undefined
+}
+
+/** fsutil's Stat of one path: Go mode bits, device numbers, a symlink's target, a hard link's first path. */
+async function entryFor(walk: Walk, rel: string, st: WalkStats): Promise<WalkEntry> {
+  const entry: WalkEntry = {
+    path: rel,
+    mode: goFileMode(st.mode),
+    uid: st.uid,
+    gid: st.gid,
+    size: '0',
+    modTime: st.mtimeNs.toString(),
+    linkname: '',
+    devmajor: '0',
+    devminor: '0',
+    absPath: path.join(walk.root, rel),
+    isRegular: st.type === fs.constants.S_IFREG,
+  }
+  if (st.type === fs.constants.S_IFBLK || st.type === fs.constants.S_IFCHR) {
+    entry.devmajor = String(Math.floor(st.rdev / 256) & 0xfff)
+    entry.devminor = String((st.rdev & 0xff) | (Math.floor(st.rdev / 2 ** 12) & 0xfff00))
+  }
+  if (st.type !== fs.constants.S_IFDIR) await setSizeOrLink(walk, entry, st)
+  return entry
+}
+
+/** A file's size, a symlink's target, or (a hard link after the first) the first path with size 0. */
+async function setSizeOrLink(walk: Walk, entry: WalkEntry, st: WalkStats): Promise<void> {
+  if (st.type === fs.constants.S_IFLNK) entry.linkname = await fs.promises.readlink(entry.absPath)
+  else if (entry.isRegular) entry.size = String(st.size)
+  const first = st.nlink > 1 ? walk.seenInodes.get(st.inode) : undefined
+  if (first !== undefined) {
+    entry.linkname = first
+    entry.size = '0'
+  } else walk.seenInodes.set(st.inode, entry.path)
 }
 
 /** The parts of an lstat the walk needs, with the exact nanosecond mtime. */
