@@ -1,32 +1,13 @@
 import {
-  AppsV1Api, CoreV1Api, PatchStrategy, Watch, setHeaderOptions,
+  AppsV1Api, CoreV1Api, PatchStrategy, setHeaderOptions,
   type CoreV1Event, type V1Node, type V1Pod, type V1ReplicaSet, type V1Service,
 } from '@kubernetes/client-node'
 import {API_ACCESS, RESTART_ACCESS, type ApiResource, type ApiVerb, type RestartGroup, type RestartResource} from './access.js'
 import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from './config.js'
-import {KubeError, describeKubeError, isKubeError} from './errors.js'
+import {describeKubeError, isKubeError} from './errors.js'
+import {type PodWatch, type PodWatchOptions, watchPods} from './pod-watch.js'
 
-export type PodEventType = 'ADDED' | 'MODIFIED' | 'DELETED'
-
-export interface PodWatchOptions {
-  /** a namespace, or undefined for all namespaces */
-  namespace?: string
-  labelSelector?: string
-  fieldSelector?: string
-  /**
-   * called for every pod that exists when the watch starts (ADDED), then for every change; after a
-   * re-list (410 Expired) every current pod comes again as ADDED and pods gone meanwhile as DELETED
-   */
-  onEvent(type: PodEventType, pod: V1Pod): void
-  /** called when the watch cannot continue (e.g. forbidden); the watch is over */
-  onError?(err: KubeError): void
-  /** called each time the watch had to list again (start, 410 Expired, dropped connection) */
-  onRelist?(resourceVersion: string): void
-}
-
-export interface PodWatch {
-  stop(): void
-}
+export {type PodEventType, type PodWatch, type PodWatchOptions, REFUSAL_GRACE_MS} from './pod-watch.js'
 
 const MERGE_PATCH = setHeaderOptions('Content-Type', PatchStrategy.MergePatch)
 
@@ -175,118 +156,10 @@ export class KubeClient {
     await this.call('services', 'delete', name, namespace, () => this.core.deleteNamespacedService({name, namespace}))
   }
 
-  /**
-   * Lists, then watches pods from the list's resourceVersion. When the server says the version is
-   * too old (410 Expired) or the connection drops, it lists again and goes on, reporting every
-   * current pod as ADDED so the caller's view is complete again.
-   */
+  /** Lists, then watches pods, listing again when it must (pod-watch.ts). */
   watchPods(opts: PodWatchOptions): PodWatch {
-    let stopped = false
-    let generation = 0
-    const known = new Map<string, V1Pod>()
-    let abort: (() => void) | undefined
-    let retry: NodeJS.Timeout | undefined
-    const action = {verb: 'watch', resource: 'pods', namespace: opts.namespace}
-    const path = opts.namespace === undefined ? '/api/v1/pods' : `/api/v1/namespaces/${encodeURIComponent(opts.namespace)}/pods`
-    // Once a watch has been accepted, a refusal can be the API server's own restart (its authorizer serves
-    // before its caches are filled; seen here on kube-apiserver 1.36): try again for a while, as
-    // client-go's reflectors do, before giving up. A refusal at the start is final at once.
-    let established = false
-    let deniedSince: number | undefined
-    const deniedForNow = (e: KubeError): boolean => {
-      if (!established || (e.kind !== 'forbidden' && e.kind !== 'unauthorized')) return false
-      deniedSince ??= Date.now()
-      return Date.now() - deniedSince < REFUSAL_GRACE_MS
-    }
-    const fail = (err: KubeError): void => {
-      if (stopped) return
-      stopped = true
-      abort?.()
-      opts.onError?.(err)
-    }
-    /** runs `next` after `delayMs`, abandoning the current connection */
-    const later = (delayMs: number, next: () => Promise<void>): void => {
-      generation++
-      abort?.()
-      if (stopped) return
-      retry = setTimeout(() => void next(), delayMs)
-    }
-    const relist = async (): Promise<void> => {
-      const gen = ++generation
-      try {
-        const list = await this.listPods(opts)
-        if (stopped || gen !== generation) return
-        deniedSince = undefined
-        opts.onRelist?.(list.resourceVersion)
-        // like an informer's Replace: pods that went away while we were not watching are DELETED
-        const now = new Map(list.items.map(p => [podKey(p), p]))
-        for (const [key, p] of known) if (!now.has(key)) opts.onEvent('DELETED', p)
-        known.clear()
-        for (const [key, p] of now) {
-          known.set(key, p)
-          opts.onEvent('ADDED', p)
-        }
-        await watchFrom(list.resourceVersion)
-      } catch (err) {
-        const e = describeKubeError(err, {...action, verb: 'list'}, this.server)
-        if (e.kind === 'unreachable' || deniedForNow(e)) return later(2000, relist)
-        fail(e)
-      }
-    }
-    const watchFrom = async (from: string): Promise<void> => {
-      const gen = ++generation
-      let rv = from
-      let refused = false
-      const current = (): boolean => !stopped && gen === generation
-      const req = await new Watch(this.target.config).watch(path,
-        {resourceVersion: rv, allowWatchBookmarks: true, labelSelector: opts.labelSelector, fieldSelector: opts.fieldSelector},
-        (type: string, obj: unknown) => {
-          if (!current()) return
-          if (type === 'ERROR') {
-            const status = obj as {code?: number; message?: string}
-            // 410 Expired: the version left the server's window; only a new list can catch up
-            if (status.code === 410) return later(0, relist)
-            return fail(new KubeError(`watch of pods failed: ${status.message ?? 'unknown error'}`, 'other', action,
-              status.code ?? 0, status.message ?? ''))
-          }
-          const pod = obj as V1Pod
-          if (pod.metadata?.resourceVersion) rv = pod.metadata.resourceVersion
-          if (type === 'ADDED' || type === 'MODIFIED') known.set(podKey(pod), pod)
-          if (type === 'DELETED') known.delete(podKey(pod))
-          if (type === 'ADDED' || type === 'MODIFIED' || type === 'DELETED') opts.onEvent(type, pod)
-        },
-        (err: unknown) => {
-          if (!current()) return
-          const e = err ? describeKubeError(err, action, this.server) : undefined
-          if (e && (e.kind === 'forbidden' || e.kind === 'unauthorized')) refused = true
-          if (e && deniedForNow(e)) return later(2000, relist)
-          if (e && ['forbidden', 'unauthorized', 'not-found'].includes(e.kind)) return fail(e)
-          // the server ended the watch (timeout, restart) or the connection dropped: resume where we were
-          later(e?.kind === 'unreachable' ? 2000 : 100, () => watchFrom(rv))
-        })
-      if (!current()) req.abort()
-      else {
-        abort = () => req.abort()
-        // the server accepted the watch (200): refusals from now on may be its restart
-        if (!refused) established = true
-      }
-    }
-    void relist()
-    return {
-      stop() {
-        stopped = true
-        if (retry) clearTimeout(retry)
-        abort?.()
-      },
-    }
+    return watchPods(this, opts)
   }
-}
-
-/** How long a watch that was working goes on trying when the API server suddenly refuses it. */
-export const REFUSAL_GRACE_MS = 60_000
-
-function podKey(p: V1Pod): string {
-  return `${p.metadata?.namespace ?? ''}/${p.metadata?.name ?? ''}`
 }
 
 /** What sideload needs to know about a node to reach it and pick the image's platform. */
