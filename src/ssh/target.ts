@@ -244,6 +244,9 @@ export function resolveTarget(target: string | NodeTargetSpec, opts: ResolveOpti
   return resolveWith(spec, config, opts, 0, undefined)
 }
 
+/** The options ssh_config gives one host (keys lower-cased). */
+type HostOptions = Record<string, string | string[]>
+
 function resolveWith(
   spec: NodeTargetSpec,
   config: SSHConfig | undefined,
@@ -251,74 +254,25 @@ function resolveWith(
   depth: number,
   explicitVia: ResolvedTarget | null | undefined,
 ): ResolvedTarget {
-  if (depth > MAX_JUMP_DEPTH) {
-    throw new SshError('target', `ProxyJump chain for ${spec.host} is longer than ${MAX_JUMP_DEPTH} hops (a loop?)`, {
-      hint: 'check the ProxyJump lines of your ssh config',
-      target: spec.host,
-    })
-  }
+  checkJumpDepth(spec, depth)
   const home = opts.home ?? os.homedir()
   const localUser = opts.localUser ?? localUserName()
-  // matchExec: false — we never run shell commands from a config file (Match exec is skipped).
-  const c: Record<string, string | string[]> = config
-    ? config.compute(spec.user ? {Host: spec.host, User: spec.user} : {Host: spec.host}, {ignoreCase: true, matchExec: false})
-    : {}
-  const rawHostName = first(c.hostname)
-  const host = rawHostName ? rawHostName.replace(/%(.)/g, (w, ch: string) => (ch === 'h' ? spec.host : ch === '%' ? '%' : w)) : spec.host
-  const port = spec.port ?? (first(c.port) ? Number(first(c.port)) : 22)
-  if (!Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new SshError('target', `ssh config gives ${spec.host} an invalid Port ${first(c.port)}`, {target: spec.host})
-  }
+  const c = hostOptions(config, spec)
+  const host = hostNameOf(spec, c)
+  const port = portOf(spec, c)
   const user = spec.user ?? first(c.user) ?? localUser
   const tokens: Record<string, string> = {d: home, u: localUser, h: host, r: user, p: String(port), n: spec.host}
   const identityFiles = list(c.identityfile)
     .filter((f) => f.toLowerCase() !== 'none')
     .map((f) => expandPath(f, tokens, home))
-  const identityAgentRaw = first(c.identityagent)
-  const identityAgent =
-    identityAgentRaw === undefined
-      ? undefined
-      : identityAgentRaw.toLowerCase() === 'none' || identityAgentRaw === 'SSH_AUTH_SOCK'
-        ? identityAgentRaw
-        : expandPath(identityAgentRaw.replace(/^\$SSH_AUTH_SOCK$/, 'SSH_AUTH_SOCK'), tokens, home)
+  const identityAgent = identityAgentOf(first(c.identityagent), tokens, home)
   const knownHostsFiles = c.userknownhostsfile ? list(c.userknownhostsfile).map((f) => expandPath(f, tokens, home)) : undefined
-  const strictRaw = first(c.stricthostkeychecking)?.toLowerCase()
-  const strictHostKeyChecking: StrictHostKeyChecking | undefined =
-    strictRaw === undefined
-      ? undefined
-      : strictRaw === 'yes' || strictRaw === 'no' || strictRaw === 'accept-new' || strictRaw === 'ask'
-        ? strictRaw
-        : strictRaw === 'off'
-          ? 'no'
-          : 'yes'
+  const via = explicitVia !== undefined ? (explicitVia ?? undefined) : jumpHostOf(spec, c, config, opts, depth)
   const timeout = first(c.connecttimeout)
-  let via: ResolvedTarget | undefined
-  if (explicitVia !== undefined) {
-    via = explicitVia ?? undefined
-  } else {
-    const jump = first(c.proxyjump)
-    if (jump) {
-      let hops: NodeTargetSpec[]
-      try {
-        hops = parseProxyJump(jump)
-      } catch (err) {
-        throw new SshError('target', `ProxyJump ${JSON.stringify(jump)} for ${spec.host} is not valid: ${(err as Error).message}`, {
-          target: spec.host,
-          cause: err,
-        })
-      }
-      via = resolveChain(hops, config, opts, depth + 1)
-    }
-  }
-  const proxyCommandRaw = c.proxycommand
-  const proxyCommandText = Array.isArray(proxyCommandRaw)
-    ? proxyCommandRaw.map((w) => (/\s/.test(w) ? `"${w}"` : w)).join(' ')
-    : proxyCommandRaw
-  const proxyCommand = via || !proxyCommandText || proxyCommandText.toLowerCase() === 'none' ? undefined : proxyCommandText
   return {
     alias: spec.host,
     host,
-    proxyCommand,
+    proxyCommand: proxyCommandOf(c, via),
     port,
     user,
     identityFiles,
@@ -326,11 +280,81 @@ function resolveWith(
     identityAgent,
     via,
     knownHostsFiles,
-    strictHostKeyChecking,
+    strictHostKeyChecking: strictHostKeyCheckingOf(first(c.stricthostkeychecking)),
     hashKnownHosts: yes(first(c.hashknownhosts)),
     hostKeyAlias: first(c.hostkeyalias),
     connectTimeoutMs: timeout && /^[0-9]+$/.test(timeout) ? Number(timeout) * 1000 : undefined,
   }
+}
+
+function checkJumpDepth(spec: NodeTargetSpec, depth: number): void {
+  if (depth > MAX_JUMP_DEPTH) {
+    throw new SshError('target', `ProxyJump chain for ${spec.host} is longer than ${MAX_JUMP_DEPTH} hops (a loop?)`, {
+      hint: 'check the ProxyJump lines of your ssh config',
+      target: spec.host,
+    })
+  }
+}
+
+/** What the config says for this host (and user); nothing without a config. */
+function hostOptions(config: SSHConfig | undefined, spec: NodeTargetSpec): HostOptions {
+  // matchExec: false — we never run shell commands from a config file (Match exec is skipped).
+  return config
+    ? config.compute(spec.user ? {Host: spec.host, User: spec.user} : {Host: spec.host}, {ignoreCase: true, matchExec: false})
+    : {}
+}
+
+/** HostName (%h: the alias), else the alias itself. */
+function hostNameOf(spec: NodeTargetSpec, c: HostOptions): string {
+  const raw = first(c.hostname)
+  return raw ? raw.replace(/%(.)/g, (w, ch: string) => (ch === 'h' ? spec.host : ch === '%' ? '%' : w)) : spec.host
+}
+
+/** The explicit port, else the config's, else 22. */
+function portOf(spec: NodeTargetSpec, c: HostOptions): number {
+  const port = spec.port ?? (first(c.port) ? Number(first(c.port)) : 22)
+  if (!Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new SshError('target', `ssh config gives ${spec.host} an invalid Port ${first(c.port)}`, {target: spec.host})
+  }
+  return port
+}
+
+/** IdentityAgent as a socket path; `none` and `SSH_AUTH_SOCK` (also `$SSH_AUTH_SOCK`) stay words. */
+function identityAgentOf(raw: string | undefined, tokens: Record<string, string>, home: string): string | undefined {
+  if (raw === undefined) return undefined
+  if (raw.toLowerCase() === 'none' || raw === 'SSH_AUTH_SOCK') return raw
+  return expandPath(raw.replace(/^\$SSH_AUTH_SOCK$/, 'SSH_AUTH_SOCK'), tokens, home)
+}
+
+/** StrictHostKeyChecking as one of ssh's four answers (`off` is `no`, anything unknown `yes`). */
+function strictHostKeyCheckingOf(value: string | undefined): StrictHostKeyChecking | undefined {
+  const v = value?.toLowerCase()
+  if (v === undefined) return undefined
+  if (v === 'yes' || v === 'no' || v === 'accept-new' || v === 'ask') return v
+  return v === 'off' ? 'no' : 'yes'
+}
+
+/** The last hop of the host's ProxyJump chain, resolved through the config; undefined without one. */
+function jumpHostOf(spec: NodeTargetSpec, c: HostOptions, config: SSHConfig | undefined, opts: ResolveOptions, depth: number): ResolvedTarget | undefined {
+  const jump = first(c.proxyjump)
+  if (!jump) return undefined
+  let hops: NodeTargetSpec[]
+  try {
+    hops = parseProxyJump(jump)
+  } catch (err) {
+    throw new SshError('target', `ProxyJump ${JSON.stringify(jump)} for ${spec.host} is not valid: ${(err as Error).message}`, {
+      target: spec.host,
+      cause: err,
+    })
+  }
+  return resolveChain(hops, config, opts, depth + 1)
+}
+
+/** ProxyCommand as one line, unless a ProxyJump applies or it is `none`. */
+function proxyCommandOf(c: HostOptions, via: ResolvedTarget | undefined): string | undefined {
+  const raw = c.proxycommand
+  const text = Array.isArray(raw) ? raw.map((w) => (/\s/.test(w) ? `"${w}"` : w)).join(' ') : raw
+  return via || !text || text.toLowerCase() === 'none' ? undefined : text
 }
 
 /** Resolve `a,b,c`: a with its own config (incl. its ProxyJump), b via a, c via b. Returns c. */
