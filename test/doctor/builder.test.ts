@@ -5,7 +5,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type TestDockerd, startDockerd} from '../build/dockerd.js'
-import {doctor} from '../../src/ops/doctor.js'
+import {doctor} from '../../src/ops/doctor/index.js'
 
 describe('doctor: the builder', () => {
   let dockerd: TestDockerd

@@ -11,7 +11,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, containerdVersionPattern, startBed} from '../bed/bed.js'
 import {type Cluster, startCluster} from '../kube-real/cluster.js'
 import {type JsonObject, arr} from '../kube-real/rest.js'
-import {type DoctorCheck, type DoctorOptions, doctor} from '../../src/ops/doctor.js'
+import {type DoctorCheck, type DoctorOptions, doctor} from '../../src/ops/doctor/index.js'
 
 const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
 
