@@ -93,6 +93,19 @@ describe('sideload doctor on the bed', () => {
     expect(r.ok).toBe(true)
   })
 
+  it('opens the node as push does: --import-mode ctr is checked through ctr, a configured snapshotter against the CRI\'s', async () => {
+    const n = bed.nodes[0]
+    const other = n.snapshotter === 'native' ? 'overlayfs' : 'native'
+    const r = await doctor({...base(), nodes: [n.name], nodeFlags: {importMode: 'ctr', snapshotter: other}})
+    // root, asked for ctr: no "cannot open" warning, ctr without sudo
+    expect(rows(r.checks, 'containerd', n.name).map((c) => c.status)).toEqual(['ok'])
+    expect(row(r.checks, 'containerd', n.name).detail).toMatch(new RegExp(`^${containerdVersionPattern(n.containerdLine)} at /run/containerd/containerd\\.sock \\(ctr import, linux/amd64\\)$`))
+    expect(row(r.checks, 'snapshotter', n.name)).toMatchObject({status: 'warn', detail: `configured ${other}, but the CRI uses ${n.snapshotter}`})
+    expect(row(r.checks, 'sudo-ctr', n.name)).toMatchObject({status: 'ok', detail: 'not needed (root)'})
+    expect(row(r.checks, 'leftovers', n.name).status).toBe('ok')
+    expect(r.ok).toBe(true)
+  })
+
   it('turns red when a node\'s sshd is stopped, and when its containerd is stopped', async () => {
     const [n1, n2] = bed.nodes
     await bed.stopSshd(n1)

@@ -1,13 +1,37 @@
-import {ContainerdClient, CriClient, criSnapshotter, ctrActiveIngests, LEASE_IMAGE_LABEL, type LeftoverLease, leftoverLeases, nativeIngests, nativeLeftovers} from '../../containerd/index.js'
+import {ContainerdClient, ctrActiveIngests, type LeftoverIngest, nativeIngests} from '../../containerd/index.js'
+import {duplexChannel} from '../../grpc/duplex-credentials.js'
 import {formatPlatform} from '../../image/index.js'
-import {type NodeTarget, probeNode, SOCKET_CANDIDATES} from '../../nodes/index.js'
-import {ctrTable} from '../../nodes/ctr.js'
+import {type ImageNode, type NodeTarget, openNode} from '../../nodes/index.js'
 import {type SshConnection, type SshPool, isSshError} from '../../ssh/index.js'
+import {errorInfo} from '../../ui/errors.js'
 import {type AddCheck, CheckTimeout, hintOf, message, withTimeout} from './check.js'
-import {checkLeftovers} from './leftovers.js'
+import {checkLeftovers, type LeftoverSource} from './leftovers.js'
 
-/** SSH (reachability, host key, login), containerd socket, version, snapshotter, sudo ctr. */
+const START_CONTAINERD = 'start containerd on the node (systemctl start containerd) and check its log (journalctl -u containerd)'
+
+/**
+ * SSH (reachability, host key, login), then the node opened as push opens it (openNode): its
+ * containerd, snapshotter and leftovers as that node reports them, and whether sudo ctr is needed.
+ */
 export async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number, add: AddCheck): Promise<void> {
+  const conn = await checkSsh(t, pool, timeoutMs, add)
+  if (!conn) return
+  const node = await checkOpen(t, pool, timeoutMs, add)
+  if (node) {
+    try {
+      if (await checkContainerd(t, node, conn, timeoutMs, add)) {
+        await checkSnapshotter(t, node, pool, timeoutMs, add)
+        await checkLeftovers(t, leftoverSource(node, conn), conn, timeoutMs, add)
+      }
+    } finally {
+      await node.close()
+    }
+  }
+  checkSudoCtr(t, conn, node, add)
+}
+
+/** The SSH connection (from the pool push uses too) and the host key it was made with. */
+async function checkSsh(t: NodeTarget, pool: SshPool, timeoutMs: number, add: AddCheck): Promise<SshConnection | undefined> {
   let conn: SshConnection
   try {
     conn = await withTimeout(pool.get(t.sshTarget), timeoutMs + 5000, `SSH to ${t.sshTarget}`)
@@ -16,7 +40,7 @@ export async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number,
     add({check: hostKey ? 'host-key' : 'ssh', target: t.name, status: 'fail', detail: message(err),
       hint: hintOf(err) ?? (isSshError(err, 'unreachable') || err instanceof CheckTimeout
         ? `is sshd running on ${t.sshTarget} and reachable from here? (ssh ${t.sshTarget} true)` : undefined)})
-    return
+    return undefined
   }
   const hk = conn.hostKey
   add({check: 'ssh', target: t.name, status: 'ok', detail: `${conn.target.user}@${conn.target.host}:${conn.target.port}`})
@@ -24,100 +48,130 @@ export async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number,
     add({check: 'host-key', target: t.name, status: 'ok',
       detail: `${hk.type} ${hk.fingerprint} ${hk.recorded ? `recorded now in ${hk.file ?? 'known_hosts'}` : `known (${hk.file ?? 'known_hosts'})`}`})
   }
+  return conn
+}
 
-  let probe
+/** openNode within the time limit; a node that opens after it is closed. */
+async function openWithin(t: NodeTarget, pool: SshPool, timeoutMs: number): Promise<ImageNode> {
+  const opening = openNode(t, pool)
   try {
-    probe = await withTimeout(probeNode(conn, t.containerdSocket), timeoutMs, 'probe')
+    return await withTimeout(opening, timeoutMs, `containerd on ${t.name}`)
   } catch (err) {
-    add({check: 'containerd', target: t.name, status: 'fail', detail: `cannot inspect the node: ${message(err)}`, hint: hintOf(err)})
-    return
-  }
-  const asRoot = probe.user === 'root'
-  const socket = probe.sockets.find((s) => s.accessible) ?? probe.sockets[0]
-  const platform = probe.platform ? formatPlatform(probe.platform) : 'unknown platform'
-  if (!socket) {
-    const searched = t.containerdSocket ? [t.containerdSocket] : [...SOCKET_CANDIDATES]
-    add({check: 'containerd', target: t.name, status: 'fail', detail: `no containerd socket (looked at ${searched.join(', ')})`,
-      hint: `is containerd running on the node (systemctl status containerd)? If its socket is elsewhere, pass --containerd-socket or set containerdSocket for ${t.name} in the config file`})
-  } else if (socket.accessible) {
-    await checkNativeContainerd(t, conn, socket.path, platform, timeoutMs, add)
-  } else {
-    add({check: 'containerd', target: t.name, status: probe.sudoCtr ? 'warn' : 'fail',
-      detail: `${probe.user} cannot open ${socket.path} (permission denied)${probe.sudoCtr ? '; imports go through sudo -n ctr (slower: no resume)' : ''}`,
-      hint: `connect as root or add ${probe.user} to the socket's group for the native import`})
-    if (probe.sudoCtr) await checkCtrContainerd(t, conn, socket.path, platform, timeoutMs, add)
-  }
-
-  if (asRoot) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: 'not needed (root)'})
-  else if (probe.sudoCtr) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: `${probe.user} may run sudo -n ctr`})
-  else if (socket?.accessible) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: `not needed: ${probe.user} can open the socket`})
-  else {
-    add({check: 'sudo-ctr', target: t.name, status: 'fail', detail: `${probe.user} may not run sudo -n ctr`,
-      hint: `connect as root, or allow it in sudoers: "${probe.user} ALL=(root) NOPASSWD: /usr/bin/ctr"`})
+    if (err instanceof CheckTimeout) void opening.then((node) => node.close(), () => undefined)
+    throw err
   }
 }
 
-async function checkNativeContainerd(t: NodeTarget, conn: SshConnection, socket: string, platform: string, timeoutMs: number, add: AddCheck): Promise<void> {
-  let local: string
+/** The node opened as push opens it; undefined, with a failed containerd row, when push could not open it either. */
+async function checkOpen(t: NodeTarget, pool: SshPool, timeoutMs: number, add: AddCheck): Promise<ImageNode | undefined> {
   try {
-    local = await withTimeout(conn.forwardUnixSocket(socket), timeoutMs, `forwarding ${socket}`)
+    return await openWithin(t, pool, timeoutMs)
   } catch (err) {
-    add({check: 'containerd', target: t.name, status: 'fail', detail: `cannot reach ${socket} through SSH: ${message(err)}`,
-      hint: hintOf(err) ?? 'the node\'s sshd must allow stream-local forwarding (AllowStreamLocalForwarding yes), or use --import-mode ctr'})
+    const info = errorInfo(err, t.name)
+    add({check: 'containerd', target: t.name, status: 'fail', detail: info.message, hint: info.hint ?? START_CONTAINERD})
+    return undefined
+  }
+}
+
+/** containerd's version, the socket and the import push uses; whether containerd answers. */
+async function checkContainerd(t: NodeTarget, node: ImageNode, conn: SshConnection, timeoutMs: number, add: AddCheck): Promise<boolean> {
+  const {facts} = node
+  if (facts.mode === 'ctr') return checkCtrContainerd(t, node, conn, timeoutMs, add)
+  // NativeNode.open asked containerd its version: it answers
+  add({check: 'containerd', target: t.name, status: 'ok', detail: `${facts.containerdVersion} at ${facts.socket} (native import, ${formatPlatform(facts.platform)})`})
+  return true
+}
+
+/** The ctr import: why not native (unless --import-mode ctr asked for it), and whether containerd answers ctr. */
+async function checkCtrContainerd(t: NodeTarget, node: ImageNode, conn: SshConnection, timeoutMs: number, add: AddCheck): Promise<boolean> {
+  const {socket, platform} = node.facts
+  const user = conn.target.user
+  const ctr = ctrCommand(conn, socket)
+  if (t.importMode !== 'ctr') {
+    add({check: 'containerd', target: t.name, status: 'warn',
+      detail: `${user} cannot open ${socket} (permission denied); imports go through ${ctr.shown} (slower: no resume)`,
+      hint: `connect as root or add ${user} to the socket's group for the native import`})
+  }
+  try {
+    const out = await withTimeout(conn.execCapture([...ctr.argv, 'version']), timeoutMs, `${ctr.shown} version`)
+    const server = /Server:[\s\S]*?Version:\s*(\S+)/.exec(out.stdout)?.[1]
+    if (out.code !== 0 || !server) {
+      add({check: 'containerd', target: t.name, status: 'fail', detail: `${ctr.shown} version failed: ${out.stderr.trim().split('\n').slice(-2).join('; ') || `exit ${out.code}`}`,
+        hint: START_CONTAINERD})
+      return false
+    }
+    add({check: 'containerd', target: t.name, status: 'ok', detail: `${server} at ${socket} (ctr import, ${formatPlatform(platform)})`})
+    return true
+  } catch (err) {
+    add({check: 'containerd', target: t.name, status: 'fail', detail: message(err), hint: hintOf(err)})
+    return false
+  }
+}
+
+/** ctr at the node's socket, as the ctr import runs it: through sudo -n unless root. */
+function ctrCommand(conn: SshConnection, socket: string): {argv: string[]; shown: string} {
+  const sudo = conn.target.user === 'root' ? [] : ['sudo', '-n']
+  return {argv: [...sudo, 'ctr', '--address', socket], shown: [...sudo, 'ctr'].join(' ')}
+}
+
+/**
+ * The snapshotter push unpacks into. When one is configured, the node is opened again without it,
+ * to hear which one its CRI uses: images unpacked into another are unpacked again at first start.
+ */
+async function checkSnapshotter(t: NodeTarget, node: ImageNode, pool: SshPool, timeoutMs: number, add: AddCheck): Promise<void> {
+  if (!t.snapshotter) {
+    add({check: 'snapshotter', target: t.name, status: 'ok', detail: `${node.facts.snapshotter} (CRI)`})
     return
   }
-  const client = new ContainerdClient(`unix://${local}`, {namespace: 'k8s.io', displayName: `node ${t.name}`})
-  const cri = new CriClient(`unix://${local}`, `node ${t.name}`)
+  let cri: string | undefined
   try {
-    try {
-      const v = await withTimeout(client.version(), timeoutMs, `containerd at ${socket}`)
-      add({check: 'containerd', target: t.name, status: 'ok', detail: `${v.version} at ${socket} (native import, ${platform})`})
-    } catch (err) {
-      add({check: 'containerd', target: t.name, status: 'fail', detail: `containerd at ${socket} does not answer: ${message(err)}`,
-        hint: 'start containerd on the node (systemctl start containerd) and check its log (journalctl -u containerd)'})
-      return
-    }
-    try {
-      const s = await withTimeout(criSnapshotter(client, cri), timeoutMs, 'CRI status')
-      if (t.snapshotter && t.snapshotter !== s) {
-        add({check: 'snapshotter', target: t.name, status: 'warn', detail: `configured ${t.snapshotter}, but the CRI uses ${s}`,
-          hint: 'images unpacked into another snapshotter are unpacked again at first start; drop the snapshotter setting'})
-      } else add({check: 'snapshotter', target: t.name, status: 'ok', detail: `${s} (CRI)`})
-    } catch (err) {
-      add({check: 'snapshotter', target: t.name, status: t.snapshotter ? 'warn' : 'fail', detail: `the CRI plugin did not say: ${message(err)}`,
-        hint: t.snapshotter ? `pushes unpack into ${t.snapshotter}, as configured` : (hintOf(err) ?? 'pass --snapshotter NAME')})
-    }
-    await checkLeftovers(t, {leases: () => nativeLeftovers(client), ingests: () => nativeIngests(client)}, conn, timeoutMs, add)
+    const asFound = await openWithin({...t, snapshotter: undefined}, pool, timeoutMs)
+    cri = asFound.facts.snapshotter
+    await asFound.close()
+  } catch (err) {
+    add({check: 'snapshotter', target: t.name, status: 'warn', detail: `the CRI plugin did not say: ${message(err)}`,
+      hint: `pushes unpack into ${t.snapshotter}, as configured`})
+    return
+  }
+  if (t.snapshotter !== cri) {
+    add({check: 'snapshotter', target: t.name, status: 'warn', detail: `configured ${t.snapshotter}, but the CRI uses ${cri}`,
+      hint: 'images unpacked into another snapshotter are unpacked again at first start; drop the snapshotter setting'})
+  } else add({check: 'snapshotter', target: t.name, status: 'ok', detail: `${cri} (CRI)`})
+}
+
+/** Leases through the node itself; ingests (not part of ImageNode) over the same way in: the socket's SSH channel, or ctr. */
+function leftoverSource(node: ImageNode, conn: SshConnection): LeftoverSource {
+  const {socket, mode} = node.facts
+  return {
+    leases: () => node.leftoverLeases(),
+    ingests: () => (mode === 'native' ? nativeNodeIngests(conn, node.name, socket) : ctrIngests(conn, socket)),
+  }
+}
+
+/** The node's ingests through its containerd API, over SSH channels to its socket as NativeNode reaches it. */
+async function nativeNodeIngests(conn: SshConnection, name: string, socket: string): Promise<LeftoverIngest[]> {
+  const {target, credentials} = await duplexChannel(() => conn.openUnixSocket(socket), () => conn.transportSocket())
+  const client = new ContainerdClient(target, {namespace: 'k8s.io', displayName: `node ${name}`, credentials})
+  try {
+    return await nativeIngests(client)
   } finally {
-    cri.close()
     client.close()
   }
 }
 
-async function checkCtrContainerd(t: NodeTarget, conn: SshConnection, socket: string, platform: string, timeoutMs: number, add: AddCheck): Promise<void> {
-  try {
-    const out = await withTimeout(conn.execCapture(['sudo', '-n', 'ctr', '--address', socket, 'version']), timeoutMs, 'sudo -n ctr version')
-    const server = /Server:[\s\S]*?Version:\s*(\S+)/.exec(out.stdout)?.[1]
-    if (out.code !== 0 || !server) {
-      add({check: 'containerd', target: t.name, status: 'fail', detail: `sudo -n ctr version failed: ${out.stderr.trim().split('\n').slice(-2).join('; ') || `exit ${out.code}`}`,
-        hint: 'start containerd on the node (systemctl start containerd) and check its log (journalctl -u containerd)'})
-      return
-    }
-    add({check: 'containerd', target: t.name, status: 'ok', detail: `${server} at ${socket} (ctr import, ${platform})`})
-  } catch (err) {
-    add({check: 'containerd', target: t.name, status: 'fail', detail: message(err), hint: hintOf(err)})
-    return
-  }
-  const ctr = async (args: string[]): Promise<string> => {
-    const out = await conn.execCapture(['sudo', '-n', 'ctr', '--address', socket, '--namespace', 'k8s.io', ...args])
-    if (out.code !== 0) throw new Error(`sudo -n ctr ${args.join(' ')}: ${out.stderr.trim().split('\n').slice(-2).join('; ') || `exit ${out.code}`}`)
-    return out.stdout
-  }
-  const leases = async (): Promise<LeftoverLease[]> => {
-    const ours = ctrTable(await ctr(['leases', 'ls'])).map(({first, labels}) => ({id: first[0], labels})).filter((l) => l.labels[LEASE_IMAGE_LABEL])
-    if (ours.length === 0) return []
-    const recorded = new Set(ctrTable(await ctr(['images', 'ls'])).map(({first}) => first[0]))
-    return leftoverLeases(ours, (image) => recorded.has(image))
-  }
-  await checkLeftovers(t, {leases, ingests: async () => ctrActiveIngests(await ctr(['content', 'active']))}, conn, timeoutMs, add)
+async function ctrIngests(conn: SshConnection, socket: string): Promise<LeftoverIngest[]> {
+  const ctr = ctrCommand(conn, socket)
+  const args = ['--namespace', 'k8s.io', 'content', 'active']
+  const out = await conn.execCapture([...ctr.argv, ...args])
+  if (out.code !== 0) throw new Error(`${ctr.shown} ${args.join(' ')}: ${out.stderr.trim().split('\n').slice(-2).join('; ') || `exit ${out.code}`}`)
+  return ctrActiveIngests(out.stdout)
+}
+
+/** Whether the import needs sudo ctr, and may use it. */
+function checkSudoCtr(t: NodeTarget, conn: SshConnection, node: ImageNode | undefined, add: AddCheck): void {
+  const user = conn.target.user
+  if (user === 'root') add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: 'not needed (root)'})
+  else if (node?.facts.mode === 'ctr') add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: `${user} may run sudo -n ctr`})
+  else if (node) add({check: 'sudo-ctr', target: t.name, status: 'ok', detail: `not needed: ${user} can open the socket`})
+  // not opened: the containerd row says why (openNode names sudo ctr when that is what is missing)
 }
