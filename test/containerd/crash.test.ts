@@ -3,8 +3,9 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {ContainerdClient, ImportCancelledError, importImage, ingestRef, type ImportEvent} from '../../src/containerd/index.js'
-import {readArchive, type ImageSource} from '../../src/image/index.js'
+import {readArchive} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
+import {faultyBlob} from './blob-faults.js'
 import {startContainerd, type TestContainerd} from './fixture.js'
 
 const MIB = 1024 * 1024
@@ -32,25 +33,11 @@ describe('importImage when the node goes away or is busy', () => {
     const client = new ContainerdClient(ctd.address, {displayName: 'crash-node'})
     try {
       let killed = false
-      const dying: ImageSource = {
-        ...source,
-        async openBlob(desc) {
-          const stream = await source.openBlob(desc)
-          if (desc.digest !== layer) return stream
-          let seen = 0
-          return (async function* () {
-            for await (const c of stream as AsyncIterable<Buffer>) {
-              seen += c.length
-              if (seen > 4 * MIB && !killed) {
-                killed = true
-                await new Promise((r) => setTimeout(r, 300)) // let the node write what it got
-                await ctd.kill()
-              }
-              yield c
-            }
-          })() as unknown as NodeJS.ReadableStream
-        },
-      }
+      const dying = faultyBlob(source, layer, 4 * MIB, async () => {
+        killed = true
+        await new Promise((r) => setTimeout(r, 300)) // let the node write what it got
+        await ctd.kill()
+      })
       await expect(importImage(client, {source: dying, name: 'sl-crash/app:1', chunkSize: MIB})).rejects.toThrow(/crash-node/)
       expect(killed).toBe(true)
       await ctd.restart()

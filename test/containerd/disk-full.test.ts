@@ -1,11 +1,10 @@
 import * as fsp from 'node:fs/promises'
-import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {ContainerdClient, importImage} from '../../src/containerd/index.js'
 import {readArchive} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
-import {startContainerd, type TestContainerd} from './fixture.js'
+import {startContainerdWithClient, stopContainerdWithClient, type TestContainerd} from './fixture.js'
 
 const MIB = 1024 * 1024
 
@@ -14,16 +13,10 @@ let client: ContainerdClient
 let work: string
 
 beforeAll(async () => {
-  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'sl-diskfull-test-'))
-  ctd = await startContainerd('diskfull', {rootSizeMb: 24})
-  client = new ContainerdClient(ctd.address, {displayName: 'tiny-node'})
+  ;({ctd, client, work} = await startContainerdWithClient('diskfull', {displayName: 'tiny-node', rootSizeMb: 24}))
 })
 
-afterAll(async () => {
-  client?.close()
-  await ctd?.stop()
-  await fsp.rm(work, {recursive: true, force: true})
-})
+afterAll(() => stopContainerdWithClient({ctd, client, work}))
 
 describe('importImage onto a node whose disk fills up', () => {
   it('fails with "no space left on" the node, leaves no image record and no lease', async () => {

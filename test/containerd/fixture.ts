@@ -11,6 +11,7 @@ import * as path from 'node:path'
 import {promisify} from 'node:util'
 import {bedContainerdDefault, type ContainerdLine} from '../bed/bed.js'
 import {daemonBinary} from '../daemons/daemons.js'
+import {ContainerdClient} from '../../src/containerd/index.js'
 
 const run = promisify(execFile)
 
@@ -134,4 +135,30 @@ export async function startContainerd(name: string, opts: {rootSizeMb?: number; 
       await launch()
     },
   }
+}
+
+/** What most tests of this folder start from: a test containerd, a client of it, a work directory. */
+export interface ContainerdWithClient {
+  ctd: TestContainerd
+  client: ContainerdClient
+  work: string
+}
+
+/** Starts them (work directory `sl-<name>-test-*`); on failure nothing is left behind. */
+export async function startContainerdWithClient(name: string, opts: {displayName: string; rootSizeMb?: number}): Promise<ContainerdWithClient> {
+  const work = await fsp.mkdtemp(path.join(os.tmpdir(), `sl-${name}-test-`))
+  try {
+    const ctd = await startContainerd(name, {rootSizeMb: opts.rootSizeMb})
+    return {ctd, client: new ContainerdClient(ctd.address, {displayName: opts.displayName}), work}
+  } catch (err) {
+    await fsp.rm(work, {recursive: true, force: true})
+    throw err
+  }
+}
+
+/** Closes the client, stops containerd, removes the work directory (whatever of them was started). */
+export async function stopContainerdWithClient(s: Partial<ContainerdWithClient>): Promise<void> {
+  s.client?.close()
+  await s.ctd?.stop()
+  if (s.work) await fsp.rm(s.work, {recursive: true, force: true})
 }

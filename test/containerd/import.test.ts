@@ -1,11 +1,11 @@
 import * as fsp from 'node:fs/promises'
-import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {ContainerdClient, importImage, ingestRef, type ImportEvent} from '../../src/containerd/index.js'
 import {readArchive, resolveImage, type ImageSource} from '../../src/image/index.js'
 import {makeImage, changeLastLayer, type MakeImageOptions} from '../bed/images.js'
-import {startContainerd, type TestContainerd} from './fixture.js'
+import {faultyBlob} from './blob-faults.js'
+import {startContainerdWithClient, stopContainerdWithClient, type TestContainerd} from './fixture.js'
 
 const KIB = 1024
 const MIB = 1024 * 1024
@@ -15,16 +15,10 @@ let client: ContainerdClient
 let work: string
 
 beforeAll(async () => {
-  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'sl-import-test-'))
-  ctd = await startContainerd('import')
-  client = new ContainerdClient(ctd.address, {displayName: 'test-node'})
+  ;({ctd, client, work} = await startContainerdWithClient('import', {displayName: 'test-node'}))
 })
 
-afterAll(async () => {
-  client?.close()
-  await ctd?.stop()
-  await fsp.rm(work, {recursive: true, force: true})
-})
+afterAll(() => stopContainerdWithClient({ctd, client, work}))
 
 async function withArchive<T>(file: string, fn: (source: ImageSource) => Promise<T>): Promise<T> {
   const source = await readArchive(file)
@@ -199,24 +193,7 @@ describe('importImage into a real containerd 1.6', () => {
     const cutAt = 3 * MIB + 1000
     const source = await readArchive(opts.out)
     try {
-      const flaky: ImageSource = {
-        ...source,
-        async openBlob(desc) {
-          const stream = await source.openBlob(desc)
-          if (desc.digest !== layer) return stream
-          let seen = 0
-          return (async function* () {
-            for await (const c of stream as AsyncIterable<Buffer>) {
-              seen += c.length
-              if (seen > cutAt) {
-                yield c.subarray(0, c.length - (seen - cutAt))
-                throw new Error('link cut')
-              }
-              yield c
-            }
-          })() as unknown as NodeJS.ReadableStream
-        },
-      }
+      const flaky = faultyBlob(source, layer, cutAt, 'cut')
       await expect(importImage(client, {source: flaky, name: 'sl-imp/resume:1', chunkSize: chunk, window: 1})).rejects.toThrow(/link cut/)
       expect(await client.imageGet('docker.io/sl-imp/resume:1')).toBeUndefined()
       const status = await client.contentStatus(ingestRef(layer))

@@ -1,5 +1,3 @@
-import * as fsp from 'node:fs/promises'
-import * as os from 'node:os'
 import * as path from 'node:path'
 import {Readable} from 'node:stream'
 import * as tar from 'tar-stream'
@@ -7,7 +5,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {ContainerdClient, importImage, type ImportEvent} from '../../src/containerd/index.js'
 import {MediaType, readArchive, sha256Digest, type Descriptor, type ImageSource} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
-import {startContainerd, type TestContainerd} from './fixture.js'
+import {startContainerdWithClient, stopContainerdWithClient, type TestContainerd} from './fixture.js'
 
 const KIB = 1024
 const MIB = 1024 * 1024
@@ -16,16 +14,10 @@ let client: ContainerdClient
 let work: string
 
 beforeAll(async () => {
-  work = await fsp.mkdtemp(path.join(os.tmpdir(), 'sl-unpack-test-'))
-  ctd = await startContainerd('unpack')
-  client = new ContainerdClient(ctd.address, {displayName: 'unpack-node'})
+  ;({ctd, client, work} = await startContainerdWithClient('unpack', {displayName: 'unpack-node'}))
 })
 
-afterAll(async () => {
-  client?.close()
-  await ctd?.stop()
-  await fsp.rm(work, {recursive: true, force: true})
-})
+afterAll(() => stopContainerdWithClient({ctd, client, work}))
 
 async function layerTar(files: Record<string, string>): Promise<Buffer> {
   const pack = tar.pack()
