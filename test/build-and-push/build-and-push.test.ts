@@ -2,7 +2,6 @@
 // for, the image goes from the build output to the pod's bed node over SSH, the kubelet stand-in
 // (a client of the real kube-apiserver with the node's identity) really runs the container there,
 // the pod is Running; a failed build leaves nothing on any node. sideload has rbac.yaml's service account.
-import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -13,25 +12,10 @@ import {type Cluster, startCluster} from '../kube-real/cluster.js'
 import {corePath} from '../kube-real/rest.js'
 import {CriClient} from '../../src/containerd/index.js'
 import {BuildFailedError} from '../../src/ops/build/index.js'
+import {type CliRun, runCli} from '../push/cli.js'
 import {BuildAndPushError, type BuildAndPushOptions, buildAndPush} from '../../src/ops/build-and-push.js'
 
-const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
-
-function cli(args: string[]): Promise<{code: number | null; stdout: string; stderr: string}> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], {stdio: ['ignore', 'pipe', 'pipe']})
-    let stdout = ''
-    let stderr = ''
-    child.stdout.on('data', (b) => (stdout += b))
-    child.stderr.on('data', (b) => (stderr += b))
-    const timer = setTimeout(() => child.kill('SIGKILL'), 90_000)
-    child.on('error', reject)
-    child.on('close', (code) => {
-      clearTimeout(timer)
-      resolve({code, stdout, stderr})
-    })
-  })
-}
+const cli = (args: string[]): Promise<CliRun> => runCli(args, {timeoutMs: 90_000})
 
 describe('build-and-push with dockerd, bed nodes, the real API server and the kubelet stand-in', () => {
   let dockerd: TestDockerd

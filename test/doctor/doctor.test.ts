@@ -3,7 +3,6 @@
 // nodes registered by the kubelet stand-in with each bed node's address): all green when healthy;
 // red with the right hint when sshd or containerd stop, a host key is unknown or changed, or the
 // user lacks a verb.
-import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -11,17 +10,11 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, containerdVersionPattern, startBed} from '../bed/bed.js'
 import {type Cluster, startCluster} from '../kube-real/cluster.js'
 import {type JsonObject, arr} from '../kube-real/rest.js'
+import {type CliRun, runCli} from '../push/cli.js'
 import {type DoctorCheck, type DoctorOptions, doctor} from '../../src/ops/doctor/index.js'
 
-const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
-
-function cli(args: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, ...args], {timeout: 60_000, env: {...process.env, HOME: os.tmpdir(), DOCKER_HOST: '', BUILDKIT_HOST: ''}}, (err, stdout, stderr) => {
-      resolve({code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr})
-    })
-  })
-}
+/** The built CLI, without this machine's home, builder or Docker settings. */
+const cli = (args: string[]): Promise<CliRun> => runCli(args, {env: {HOME: os.tmpdir(), DOCKER_HOST: '', BUILDKIT_HOST: ''}, timeoutMs: 60_000})
 
 function rows(checks: DoctorCheck[], check: string, target: string): DoctorCheck[] {
   return checks.filter((c) => c.check === check && c.target === target)

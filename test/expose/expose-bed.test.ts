@@ -3,7 +3,6 @@
 // built CLI, and the printed NODE_IP:NODE_PORT addresses answer — on every node; --delete closes them.
 // The API server is the real kube-apiserver (it allocates the node port); the kubelet and kube-proxy
 // stand-ins are its clients with their own identities; sideload has rbac.yaml's service account.
-import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -12,17 +11,11 @@ import {type Bed, startBed} from '../bed/bed.js'
 import {makeImage} from '../bed/images.js'
 import {type Cluster, startCluster} from '../kube-real/cluster.js'
 import {corePath} from '../kube-real/rest.js'
+import {type CliRun, runCli} from '../push/cli.js'
 
-const BIN = path.resolve(import.meta.dirname, '..', '..', 'bin', 'run.js')
 const IMAGE = 'local/expose-web:1.0'
 
-function cli(args: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  return new Promise(resolve => {
-    execFile(process.execPath, [BIN, ...args], {timeout: 60_000}, (err, stdout, stderr) => {
-      resolve({code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr})
-    })
-  })
-}
+const cli = (args: string[]): Promise<CliRun> => runCli(args, {timeoutMs: 60_000})
 
 async function get(url: string): Promise<string> {
   const res = await fetch(url, {signal: AbortSignal.timeout(3000)})

@@ -1,7 +1,6 @@
 // The whole story with the REAL kubelet (v1.36.3) on a bed node: the field pod (hostNetwork, no CNI
 // here) is reported ErrImageNeverPull by the kubelet itself, `sideload fix` (the built CLI) sends
 // the image over SSH into that node's containerd, and the kubelet runs the container under runc.
-import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
@@ -9,6 +8,7 @@ import YAML from 'yaml'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {type Bed, startBed} from '../bed/bed.js'
 import {makeImage} from '../bed/images.js'
+import {type CliRun, runCli} from '../push/cli.js'
 import {type RealApiServer, startRealApiServer} from './apiserver.js'
 import {bindPod} from './kubelet.js'
 import {REPO_ROOT, kubectl} from './kubectl.js'
@@ -16,7 +16,6 @@ import {type RealKubelet, SANDBOX_IMAGE, nodeSummary, startRealKubelet} from './
 import {type JsonObject, Rest, arr, corePath, obj, str} from './rest.js'
 
 const IMAGE = 'local/centos-stream-8-systemd:latest'
-const BIN = path.join(REPO_ROOT, 'bin', 'run.js')
 
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms: number, log?: () => string): Promise<T> {
   const end = Date.now() + ms
@@ -28,13 +27,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, ms:
   }
 }
 
-function cli(args: string[]): Promise<{code: number; stdout: string; stderr: string}> {
-  return new Promise(resolve => {
-    execFile(process.execPath, [BIN, ...args], {env: {...process.env, NO_COLOR: '1'}, timeout: 120_000}, (err, stdout, stderr) => {
-      resolve({code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr})
-    })
-  })
-}
+const cli = (args: string[]): Promise<CliRun> => runCli(args, {env: {NO_COLOR: '1'}})
 
 /** cgroup dirs under /sys/fs/cgroup/<controller>/ whose names a kubelet or the CRI would create */
 function kubeCgroups(): string[] {
