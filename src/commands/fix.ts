@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {kubeFlags, localContainerdFlag, nodeAccessFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {kubeFlags, localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix/index.js'
 import {describeRestart, rerunWithRestart, restartErrors, staleWarning} from '../ops/restart/index.js'
 import {durationMs, formatBytes, renderTable} from '../ui/format.js'
@@ -43,6 +43,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     'ssh-user': Flags.string({description: 'SSH user for every node (the config file can set one per node; default: root or ~/.ssh/config)'}),
     'ssh-port': Flags.integer({description: 'SSH port for every node (default 22 or ~/.ssh/config)'}),
     ...pushFlags,
+    ...p2pFlags,
     ...restartFlag,
     ...sshFlags,
   }
@@ -64,7 +65,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       config,
       access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], ...nodeAccessFrom(flags)},
       ssh: sshOptionsFrom(flags, config),
-      platform: flags.platform, jobs: flags.jobs, retries: flags.retries, pin: flags.pin, unpack: flags.unpack, restart: flags.restart,
+      platform: flags.platform, jobs: flags.jobs, retries: flags.retries, p2p: p2pFrom(flags), pin: flags.pin, unpack: flags.unpack, restart: flags.restart,
       reporter: createReporter(flags.json ? 'quiet' : 'auto'),
       signal: this.signal,
     }

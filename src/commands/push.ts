@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {localContainerdFlag, nodeAccessFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
+import {localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
 import {push, type PushOptions, type PushResult} from '../ops/push.js'
 import {type RestartReport, type StalePod, describeRestart, nodeNamesOf, restartErrors, pushMoreWith, pushedDigests, rerunWithRestart, restartStalePods, staleWarning, stalePods} from '../ops/restart/index.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
@@ -24,6 +24,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     {description: 'Stream an archive from another command', command: 'nerdctl save myapp:1.0 | <%= config.bin %> push --archive - --host root@10.0.0.12'},
     {description: 'Machine-readable events and result', command: '<%= config.bin %> push myapp:1.0 --host root@10.0.0.12 --json'},
     {description: 'A new build of a tag pods already run: push it to their nodes and restart them', command: '<%= config.bin %> push myapp:1.0 --node worker-2 --restart'},
+    {description: 'Every node of a cluster that runs Spegel: send to 2 nodes, the others pull from them', command: '<%= config.bin %> push registry.lab/myapp:1.0 --all-nodes --p2p spegel --seeds 2'},
   ]
 
   static override strict = false
@@ -37,6 +38,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     'containerd-address': localContainerdFlag('local containerd to read images from'),
     'containerd-namespace': Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
     ...pushFlags,
+    ...p2pFlags,
     json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
     ...restartFlag,
@@ -70,6 +72,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       pin: flags.pin,
       unpack: flags.unpack,
       retries: flags.retries,
+      p2p: p2pFrom(flags),
       ssh: sshOptionsFrom(flags, config),
       signal: this.signal,
     }
@@ -93,6 +96,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     } else {
       process.stdout.write(renderPushTable(result))
       for (const line of restart ? describeRestart(restart) : []) process.stdout.write(line + '\n')
+      for (const line of p2pFallbacks(result)) this.logToStderr(line)
       for (const line of pushFailures(result)) this.logToStderr(line)
       for (const line of restart ? restartErrors(restart) : []) this.logToStderr(line)
       if (warning) this.logToStderr(`warning: ${warning}`)
@@ -112,8 +116,17 @@ export function pushFailures(result: PushResult): string[] {
 }
 
 export function renderPushTable(result: PushResult): string {
+  // with --p2p: how each node got it (seed, p2p, direct)
+  const via = result.results.some((r) => r.via)
   return renderTable(
-    ['node', 'image', 'result', 'sent', 'skipped', 'time'],
-    result.results.map((r) => [r.node, r.image, r.status, formatBytes(r.sentBytes), formatBytes(r.skippedBytes), formatDuration(r.durationMs)]),
+    ['node', 'image', 'result', ...(via ? ['via'] : []), 'sent', 'skipped', 'time'],
+    result.results.map((r) => [r.node, r.image, r.status, ...(via ? [r.via ?? ''] : []), formatBytes(r.sentBytes), formatBytes(r.skippedBytes), formatDuration(r.durationMs)]),
   )
+}
+
+/** With --p2p: one warning per node that was pushed directly because its pull from its peers failed. */
+export function p2pFallbacks(result: PushResult): string[] {
+  return result.results.filter((r) => r.via === 'direct' && r.status !== 'failed' && r.p2pError)
+    .map((r) => renderError({subject: r.node, message: `pushed directly, the pull from peers failed: ${r.p2pError}`,
+      hint: 'sideload doctor shows whether the node\'s containerd uses its Spegel (hosts.toml, config_path)'}, 'warning'))
 }

@@ -6,6 +6,7 @@ import type {PoolOptions} from '../ssh/index.js'
 import type {KubeClient} from '../kube/client.js'
 import type {NodeTarget} from '../nodes/index.js'
 import {hostTarget} from '../ops/host-targets.js'
+import {DEFAULT_SEEDS, type P2pOptions} from '../ops/p2p.js'
 import {UsageError} from '../ui/command.js'
 import type {NodeAccess, SideloadConfig} from './config.js'
 import {expandHome} from './config.js'
@@ -70,6 +71,21 @@ export const pushFlags = {
   pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
   unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
   retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
+}
+
+/** --p2p and --seeds, as push and fix take them (src/ops/p2p.ts). */
+export const p2pFlags = {
+  p2p: Flags.string({description: 'send the image to --seeds nodes only; every other node pulls it from them, node to node, through its registry mirror (Spegel on each node); a node whose pull fails gets a direct push', options: ['spegel']}),
+  seeds: Flags.integer({description: `with --p2p: how many nodes sideload sends to itself (default ${DEFAULT_SEEDS})`, min: 1}),
+}
+
+/** --p2p/--seeds as options; --seeds alone is a usage error. */
+export function p2pFrom(flags: {p2p?: string; seeds?: number}): P2pOptions | undefined {
+  if (!flags.p2p) {
+    if (flags.seeds !== undefined) throw new UsageError('--seeds needs --p2p', 'add --p2p spegel (the nodes run Spegel), or drop --seeds to push to every node directly')
+    return undefined
+  }
+  return {via: 'spegel', seeds: flags.seeds ?? DEFAULT_SEEDS}
 }
 
 /** --restart, as push, fix and build-and-push take it (src/ops/restart/). */

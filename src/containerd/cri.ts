@@ -73,6 +73,25 @@ export class CriClient {
     })
   }
 
+  /**
+   * Ask the CRI to pull `reference` (`repo@sha256:…`) the way the kubelet would: through the
+   * registry host config of the node's containerd (hosts.toml: its mirrors, e.g. Spegel, first),
+   * unpacked for the CRI's snapshotter. Resolves with the image ID (config digest) it reports.
+   */
+  pullImage(reference: string, options: CriPullOptions): Promise<string> {
+    const svc = this.client as unknown as Record<string, (req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall>
+    return new Promise((resolve, reject) => {
+      if (options.signal?.aborted) return reject(options.signal.reason)
+      const onAbort = (): void => call.cancel()
+      const call = svc.PullImage.call(svc, {image: {image: reference}}, {deadline: Date.now() + options.timeoutMs}, (err, res) => {
+        options.signal?.removeEventListener('abort', onAbort)
+        if (err) return reject(describeError(err, 'cri.PullImage', this.displayName))
+        resolve((res as {image_ref: string}).image_ref)
+      })
+      options.signal?.addEventListener('abort', onAbort, {once: true})
+    })
+  }
+
   /** The image as CRI resolves `name`, or undefined when CRI does not know it. */
   imageStatus(name: string): Promise<CriImage | undefined> {
     const svc = this.client as unknown as Record<string, UnaryFn>
@@ -84,6 +103,12 @@ export class CriClient {
       })
     })
   }
+}
+
+export interface CriPullOptions {
+  /** Give up after this long (the CRI keeps pulling while bytes arrive; this bounds a stalled mirror too). */
+  timeoutMs: number
+  signal?: AbortSignal
 }
 
 /** Why the CRI snapshotter could not be told; carries the hint (`--snapshotter`). */

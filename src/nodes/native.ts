@@ -4,7 +4,8 @@ import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportRes
 import type {Digest} from '../image/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
 import {inventory, type NodeImage} from './inventory.js'
-import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
+import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
+import {mapLimit} from '../util/async.js'
 
 /**
  * A node reached through its containerd API: our gRPC client runs over SSH channels to the
@@ -15,6 +16,7 @@ export class NativeNode implements ImageNode {
     readonly name: string,
     readonly facts: NodeFacts,
     private readonly client: ContainerdClient,
+    private readonly address: string,
   ) {}
 
   /**
@@ -42,7 +44,7 @@ export class NativeNode implements ImageNode {
       if (!platform) {
         throw new SshError('command', `containerd did not report its platform`, {hint: 'pass --platform (e.g. linux/amd64)'})
       }
-      return new NativeNode(name, {...facts, platform, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client)
+      return new NativeNode(name, {...facts, platform, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client, target)
     } catch (err) {
       client.close()
       throw err
@@ -65,6 +67,19 @@ export class NativeNode implements ImageNode {
       onProgress: options.onProgress,
       signal: options.signal,
     })
+  }
+
+  /** Through the CRI on the same channel: the kubelet's own way to pull, with the node's mirrors. */
+  readonly pullImage = async (options: NodePullOptions): Promise<NodePullResult> => {
+    const have = await mapLimit(options.blobs, 8, (b) => this.client.contentInfo(b.digest))
+    if (have.every((info) => info !== undefined)) return {pulled: false}
+    options.onPulling?.()
+    const cri = new CriClient(this.address, `node ${this.name}`, this.client.channel())
+    try {
+      return {pulled: true, imageId: await cri.pullImage(options.reference, {timeoutMs: options.timeoutMs, signal: options.signal})}
+    } finally {
+      cri.close()
+    }
   }
 
   async listImages(): Promise<NodeImage[]> {

@@ -1,5 +1,5 @@
 import type {ImportEvent, ImportResult, LeftoverLease, Provenance} from '../containerd/index.js'
-import type {ImageSource, Platform, ResolvedImage} from '../image/index.js'
+import type {Descriptor, ImageSource, Platform, ResolvedImage} from '../image/index.js'
 import type {NodeImage} from './inventory.js'
 
 /** How the image gets into the node's containerd. */
@@ -51,6 +51,24 @@ export interface NodeImportOptions {
   signal?: AbortSignal
 }
 
+export interface NodePullOptions {
+  /** `repo@sha256:…`: the image's digest, under a name whose registry the node's mirrors serve */
+  reference: string
+  /** The image's blobs for the node's platform: nothing is pulled when the node has them all. */
+  blobs: Descriptor[]
+  timeoutMs: number
+  signal?: AbortSignal
+  /** called when the node lacks a blob and the pull is asked for */
+  onPulling?: () => void
+}
+
+export interface NodePullResult {
+  /** false: the node had every blob already, nothing was asked of its mirrors */
+  pulled: boolean
+  /** the CRI's image ID (config digest), when it pulled */
+  imageId?: string
+}
+
 /**
  * The one seam the push path talks to (kind's nodes.Node): whatever reaches the node — the
  * containerd API over a forwarded socket, or `sudo ctr` over an SSH exec — looks the same.
@@ -59,6 +77,11 @@ export interface ImageNode {
   readonly name: string
   readonly facts: NodeFacts
   importImage(options: NodeImportOptions): Promise<ImportResult>
+  /**
+   * Have the node's containerd pull the image itself, through its registry host config (its
+   * mirrors: `--p2p spegel`); resolves with the image ID. Absent where the node cannot be asked.
+   */
+  readonly pullImage?: (options: NodePullOptions) => Promise<NodePullResult>
   /** Every image in the node's k8s.io namespace (inventory.ts). */
   listImages(): Promise<NodeImage[]>
   /** Delete these image records; containerd's GC then takes what nothing else references (synchronously). */

@@ -7,6 +7,7 @@ import {errorInfo} from '../ui/errors.js'
 import type {Reporter} from '../ui/progress.js'
 import {openSources, sourceLabel, type SourceSpec} from '../sources/index.js'
 import {mapLimit, sleep} from '../util/async.js'
+import {inWaves, pullFromPeers, splitSeeds, type P2pOptions, type Route} from './p2p.js'
 
 
 export interface PushOptions {
@@ -26,6 +27,8 @@ export interface PushOptions {
   unpack?: boolean
   /** Reconnect and resume this many times when a node's connection drops (default 3). */
   retries?: number
+  /** Send to a few seed nodes only; the others pull from them through their registry mirror (p2p.ts). */
+  p2p?: P2pOptions
   ssh?: PoolOptions
   /** Share SSH connections with the caller; otherwise push opens and closes its own. */
   pool?: SshPool
@@ -53,6 +56,10 @@ export interface NodeImageResult {
   hint?: string
   /** for programs: the error's code (e.g. host-key-unknown, unavailable, no-space) */
   reason?: string
+  /** with --p2p: sent as a seed, pulled from peers, or sent directly after the pull failed */
+  via?: Route
+  /** with --p2p, via direct: why the node's pull from its peers failed */
+  p2pError?: string
 }
 
 export interface PushResult {
@@ -112,13 +119,34 @@ export async function push(options: PushOptions): Promise<PushResult> {
     platform: options.platform ? parsePlatform(options.platform) : undefined,
     namesImages: options.images.length > 1 || images.length > 1,
   }
-  try {
-    await mapLimit(options.nodes, options.jobs ?? 4, async (target) => {
+  const fanOut = async (targets: NodeTarget[], route?: Route): Promise<void> => {
+    await mapLimit(targets, options.jobs ?? 4, async (target) => {
       for (const image of images) {
         if (options.signal?.aborted) break
-        results.push(await pushToNode(ctx, target, image))
+        results.push(await pushToNode(ctx, target, image, route))
       }
     })
+  }
+  try {
+    if (options.p2p) {
+      // the seeds first, as a push; then the others pull each image some seed has
+      const {seeds, peers} = splitSeeds(options.nodes, options.p2p.seeds)
+      await fanOut(seeds, 'seed')
+      const seeded = new Set(results.filter((r) => r.status !== 'failed').map((r) => r.image))
+      const sources = new Set(results.filter((r) => r.status !== 'failed').map((r) => r.node)).size
+      await inWaves(peers, sources, options.jobs ?? 4, async (target) => {
+        let serves = true
+        for (const image of images) {
+          if (options.signal?.aborted) return false
+          const r = await pushToNode(ctx, target, image, seeded.has(image.name) ? 'p2p' : 'direct')
+          results.push(r)
+          serves &&= r.status !== 'failed'
+        }
+        return serves
+      })
+    } else {
+      await fanOut(options.nodes)
+    }
   } finally {
     await opened.close()
     if (!options.pool) await pool.closeAll()
@@ -141,13 +169,17 @@ interface PushContext {
   namesImages: boolean
 }
 
-/** One image to one node; a dropped connection is retried (with back-off) and resumes where it stopped. */
-async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedImage): Promise<NodeImageResult> {
+/**
+ * One image to one node; a dropped connection is retried (with back-off) and resumes where it
+ * stopped. `route` p2p: the node pulls from its peers first, and gets only what that left missing.
+ */
+async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedImage, route?: Route): Promise<NodeImageResult> {
   const {options, retries} = ctx
   const reporter = options.reporter
   const label = ctx.namesImages ? `${target.name} ${image.name}` : target.name
   const started = Date.now()
-  const result: NodeImageResult = {node: target.name, image: image.name, status: 'failed', sentBytes: 0, skippedBytes: 0, durationMs: 0, attempts: 0}
+  const result: NodeImageResult = {node: target.name, image: image.name, status: 'failed', sentBytes: 0, skippedBytes: 0, durationMs: 0, attempts: 0, ...(route ? {via: route} : {})}
+  if (route === 'direct') result.p2pError = 'no seed node got the image'
   // the line is already labelled with the node: name where it is reached only when that differs
   reporter?.event({type: 'start', target: label, message: target.sshTarget === target.name ? 'connecting' : `connecting to ${target.sshTarget}`})
   let earlierAttemptsBytes = 0
@@ -159,6 +191,7 @@ async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedIma
       if (target.unavailable) throw target.unavailable
       node = await openNode({...target, platform: ctx.platform ?? target.platform}, ctx.pool)
       result.mode = node.facts.mode
+      if (route === 'p2p' && !result.p2pError) await pullInto(ctx, node, image, label, result)
       const r = await importInto(ctx, node, image, label, (bytes) => { attemptBytes = bytes })
       recordImported(result, r, earlierAttemptsBytes)
       reporter?.event({type: 'done', target: label, message: r.upToDate ? 'up to date' : `pushed ${r.blobsSent} blob(s)`})
@@ -188,6 +221,27 @@ async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedIma
   }
   result.durationMs = Date.now() - started
   return result
+}
+
+/**
+ * The node pulls the image from its peers (p2p.ts); when that fails, the result says so and the
+ * import that follows sends the image directly.
+ */
+async function pullInto(ctx: PushContext, node: ImageNode, image: OpenedImage, label: string, result: NodeImageResult): Promise<void> {
+  const reporter = ctx.options.reporter
+  const resolved = await image.resolveFor(node.facts.platform)
+  const outcome = await pullFromPeers(node, image.name, resolved, {
+    signal: ctx.options.signal,
+    onPulling: () => reporter?.event({type: 'info', target: label, message: 'pulling from peers through the node\'s registry mirror (Spegel)'}),
+    onRetry: () => reporter?.event({type: 'info', target: label, message: 'no peer has the image yet; waiting for the seeds to advertise it'}),
+  })
+  if ('error' in outcome) {
+    result.via = 'direct'
+    result.p2pError = errorInfo(outcome.error, node.name).message
+    reporter?.event({type: 'info', target: label, message: `pull from peers failed (${result.p2pError}); pushing directly`})
+  } else if (outcome.pulled) {
+    reporter?.event({type: 'info', target: label, message: 'pulled from peers'})
+  }
 }
 
 /** One attempt on an open node: the image resolved for its platform, its missing blobs sent; progress to the reporter. */

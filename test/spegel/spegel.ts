@@ -113,3 +113,22 @@ export async function spegelMetrics(node: BedNode): Promise<Map<string, number>>
   }
   return out
 }
+
+/**
+ * Waits until the node's Spegel finds a peer for `digest` (HEAD of the manifest by digest through
+ * its mirror answers 200). Returns the milliseconds it took.
+ */
+export async function waitFindable(node: BedNode, repository: string, digest: string, timeoutMs = 60_000): Promise<number> {
+  const url = `http://${node.ip}:${REGISTRY_PORT}/v2/${repository}/manifests/${digest}?ns=docker.io`
+  const start = Date.now()
+  for (;;) {
+    try {
+      const res = await fetch(url, {method: 'HEAD', signal: AbortSignal.timeout(5000)})
+      if (res.status === 200) return Date.now() - start
+    } catch {
+      // not answering yet
+    }
+    if (Date.now() - start > timeoutMs) throw new Error(`${node.name}'s Spegel found no peer with ${repository}@${digest} within ${timeoutMs} ms`)
+    await new Promise((r) => setTimeout(r, 250))
+  }
+}

@@ -4,6 +4,7 @@ import type {KubeTargetOptions} from '../../kube/config.js'
 import type {SourceSpec} from '../../sources/index.js'
 import type {PoolOptions, SshPool} from '../../ssh/index.js'
 import type {Reporter} from '../../ui/progress.js'
+import type {P2pOptions} from '../p2p.js'
 
 export interface FixOptions extends KubeTargetOptions {
   /** an already loaded client (tests, the watch); otherwise one is made from the kubeconfig options */
@@ -28,6 +29,8 @@ export interface FixOptions extends KubeTargetOptions {
   pin?: boolean
   unpack?: boolean
   retries?: number
+  /** --p2p spegel: seeds get the push, the other nodes pull from them (ops/p2p.ts) */
+  p2p?: P2pOptions
   platform?: string
   /** patch PUSHED_AT_ANNOTATION on the repaired pods (default true) */
   annotate?: boolean

@@ -49,7 +49,7 @@ export async function pushOnce(opts: FixOptions, pool: SshPool, image: string, n
   try {
     const r = await push({
       images: [image], source: opts.source, nodes, pool, platform: opts.platform, jobs: opts.jobs, pin: opts.pin,
-      unpack: opts.unpack, retries: opts.retries, reporter: opts.reporter && keepOpen(opts.reporter), signal: opts.signal,
+      unpack: opts.unpack, retries: opts.retries, p2p: opts.p2p, reporter: opts.reporter && keepOpen(opts.reporter), signal: opts.signal,
     })
     return r.results
   } catch (err) {

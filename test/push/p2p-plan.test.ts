@@ -1,0 +1,65 @@
+// --p2p's planning, without nodes: which nodes are seeds, how many peers pull at once, the flags.
+import {describe, expect, it} from 'vitest'
+import {p2pFrom} from '../../src/config/flags.js'
+import {inWaves, pullReference, splitSeeds} from '../../src/ops/p2p.js'
+import {renderPushTable, p2pFallbacks} from '../../src/commands/push.js'
+import type {ResolvedImage} from '../../src/image/index.js'
+
+describe('--p2p planning', () => {
+  it('the first K reachable nodes are the seeds; an unreachable one is never a seed', () => {
+    const nodes = [{name: 'a', unavailable: new Error('no such node')}, {name: 'b'}, {name: 'c'}, {name: 'd'}]
+    const {seeds, peers} = splitSeeds(nodes, 2)
+    expect(seeds.map((n) => n.name)).toEqual(['b', 'c'])
+    expect(peers.map((n) => n.name)).toEqual(['a', 'd'])
+    expect(splitSeeds(nodes.slice(1), 5).peers).toEqual([])
+  })
+
+  it('peers pull with as many at once as there are nodes that have the image, up to --jobs', async () => {
+    let running = 0
+    const seen: number[] = []
+    const pull = async (ok: boolean): Promise<boolean> => {
+      running++
+      seen.push(running)
+      await new Promise((r) => setTimeout(r, 20))
+      running--
+      return ok
+    }
+    await inWaves([true, true, true, true, true, true, true], 1, 3, pull)
+    // 1 source: one pull; then 2; then 3 (the cap)
+    expect(seen.slice(0, 3)).toEqual([1, 1, 2])
+    expect(Math.max(...seen)).toBe(3)
+    // peers that fail do not become sources
+    seen.length = 0
+    await inWaves([false, false, false], 1, 4, pull)
+    expect(seen).toEqual([1, 1, 1])
+    await expect(inWaves([], 2, 4, pull)).resolves.toBeUndefined()
+  })
+
+  it('pulls by digest under the image\'s repository', () => {
+    const resolved = {target: {digest: 'sha256:' + 'a'.repeat(64)}} as ResolvedImage
+    expect(pullReference('app:1', resolved)).toBe(`docker.io/library/app@sha256:${'a'.repeat(64)}`)
+    expect(pullReference('registry.lab:5000/team/app:1', resolved)).toBe(`registry.lab:5000/team/app@sha256:${'a'.repeat(64)}`)
+  })
+
+  it('--seeds without --p2p is a usage error that says what to add', () => {
+    expect(p2pFrom({})).toBeUndefined()
+    expect(p2pFrom({p2p: 'spegel'})).toEqual({via: 'spegel', seeds: 2})
+    expect(p2pFrom({p2p: 'spegel', seeds: 3})).toEqual({via: 'spegel', seeds: 3})
+    expect(() => p2pFrom({seeds: 3})).toThrow(/--seeds needs --p2p/)
+  })
+
+  it('the table shows how each node got the image, and each fallback is said once', () => {
+    const base = {image: 'docker.io/library/app:1', status: 'pushed' as const, skippedBytes: 0, durationMs: 1000, attempts: 1}
+    const result = {ok: true, results: [
+      {...base, node: 'n1', via: 'seed' as const, sentBytes: 5 << 20},
+      {...base, node: 'n2', via: 'p2p' as const, sentBytes: 0},
+      {...base, node: 'n3', via: 'direct' as const, sentBytes: 5 << 20, p2pError: 'containerd cri.PullImage on node n3 failed: not found'},
+    ]}
+    const table = renderPushTable(result)
+    expect(table.split('\n')[0]).toMatch(/NODE\s+IMAGE\s+RESULT\s+VIA\s+SENT/)
+    expect(table).toMatch(/n2\s+\S+\s+pushed\s+p2p\s+0 B/)
+    // the node named once (the message names it already)
+    expect(p2pFallbacks(result)).toEqual([expect.stringMatching(/^warning: pushed directly, the pull from peers failed: containerd cri.PullImage on node n3 failed: not found; hint: sideload doctor/)])
+    expect(renderPushTable({ok: true, results: [{...base, node: 'n1', sentBytes: 1}]})).not.toMatch(/VIA/)
+  })
+})
