@@ -15,6 +15,7 @@ export default class Doctor extends SideloadCommand {
 - for each node (--node, --host, or every node of the cluster): SSH reachability and login, the host key
   (unknown: its fingerprint and --trust-new-host-keys; changed: refused, with the ssh-keygen -R line),
   the containerd socket, containerd's version, the CRI snapshotter, and sudo -n ctr for non-root users;
+- with --p2p spegel, whether each node can pull from its peers: its registry mirror set up and answering;
 - a local BuildKit or Docker daemon (only a warning when absent: needed for build only).
 
 Exits 1 when any check FAILs (warnings do not count).`
@@ -31,6 +32,7 @@ Exits 1 when any check FAILs (warnings do not count).`
     ...kubeFlags,
     namespace: Flags.string({char: 'n', description: 'namespace whose rights are checked (default: the context\'s)'}),
     builder: Flags.string({description: 'which builder to look for', options: ['auto', 'buildkit', 'docker'], default: 'auto'}),
+    p2p: Flags.string({description: 'also check that each node can pull from its peers as push --p2p asks it to: containerd\'s registry config_path, a hosts.toml mirror that may pull and resolve, that mirror answering /readyz from the node, layers kept after unpacking', options: ['spegel']}),
     json: Flags.boolean({description: 'print the checks as JSON'}),
     ...sshFlags,
   }
@@ -49,6 +51,7 @@ Exits 1 when any check FAILs (warnings do not count).`
       nodeFlags: nodeAccessFrom(flags),
       ssh: sshOptionsFrom(flags, config),
       builder: builderChoice(flags.builder),
+      p2p: flags.p2p === 'spegel' ? 'spegel' : undefined,
     })
     this.log(flags.json ? JSON.stringify(result, null, 2) : renderDoctor(result))
     if (!result.ok) this.exit(1)

@@ -2,7 +2,7 @@ export type CheckStatus = 'ok' | 'warn' | 'fail'
 
 /** One line of the doctor's report. */
 export interface DoctorCheck {
-  /** What was checked: kubeconfig, api-server, rbac, node, ssh, host-key, containerd, snapshotter, leftovers (sideload's leases), ingests, imports, sudo-ctr, builder. */
+  /** What was checked: kubeconfig, api-server, rbac, node, ssh, host-key, containerd, snapshotter, leftovers (sideload's leases), ingests, imports, sudo-ctr, p2p, builder. */
   check: string
   /** What it was checked on: a context, a resource, a node, "local". */
   target: string

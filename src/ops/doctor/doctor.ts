@@ -62,7 +62,7 @@ async function checkNodes(targets: NodeTarget[], opts: DoctorOptions, timeoutMs:
     const perNode: DoctorCheck[][] = targets.map(() => [])
     let next = 0
     await Promise.all(Array.from({length: Math.min(NODE_JOBS, targets.length)}, async () => {
-      for (let i = next++; i < targets.length; i = next++) await checkNode(targets[i], pool, timeoutMs, (c) => perNode[i].push(c))
+      for (let i = next++; i < targets.length; i = next++) await checkNode(targets[i], pool, timeoutMs, (c) => perNode[i].push(c), opts.p2p)
     }))
     for (const rows of perNode) for (const r of rows) add(r)
   } finally {

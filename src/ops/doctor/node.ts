@@ -6,14 +6,17 @@ import {type SshConnection, type SshPool, isSshError} from '../../ssh/index.js'
 import {errorInfo} from '../../ui/errors.js'
 import {type AddCheck, CheckTimeout, hintOf, message, withTimeout} from './check.js'
 import {checkLeftovers, type LeftoverSource} from './leftovers.js'
+import type {P2pOptions} from '../p2p.js'
+import {checkP2p} from './p2p.js'
 
 const START_CONTAINERD = 'start containerd on the node (systemctl start containerd) and check its log (journalctl -u containerd)'
 
 /**
  * SSH (reachability, host key, login), then the node opened as push opens it (openNode): its
- * containerd, snapshotter and leftovers as that node reports them, and whether sudo ctr is needed.
+ * containerd, snapshotter and leftovers as that node reports them, and whether sudo ctr is needed;
+ * with p2p, whether it can pull from its peers (its registry mirror).
  */
-export async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number, add: AddCheck): Promise<void> {
+export async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number, add: AddCheck, p2p?: P2pOptions['via']): Promise<void> {
   const conn = await checkSsh(t, pool, timeoutMs, add)
   if (!conn) return
   const node = await checkOpen(t, pool, timeoutMs, add)
@@ -28,6 +31,7 @@ export async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number,
     }
   }
   checkSudoCtr(t, conn, node, add)
+  if (p2p) await checkP2p(t, conn, timeoutMs, add)
 }
 
 /** The SSH connection (from the pool push uses too) and the host key it was made with. */

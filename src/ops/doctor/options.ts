@@ -2,6 +2,7 @@ import type {BuilderChoice} from '../build/index.js'
 import type {NodeAccess, SideloadConfig} from '../../config/config.js'
 import type {KubeTargetOptions} from '../../kube/config.js'
 import type {PoolOptions} from '../../ssh/index.js'
+import type {P2pOptions} from '../p2p.js'
 import type {DoctorCheck} from './check.js'
 
 export interface DoctorOptions extends KubeTargetOptions {
@@ -15,6 +16,8 @@ export interface DoctorOptions extends KubeTargetOptions {
   ssh?: PoolOptions
   /** Which builder to look for (default auto: BuildKit daemon, else dockerd). */
   builder?: BuilderChoice
+  /** Also check each node can pull from its peers through this node-to-node layer (push --p2p). */
+  p2p?: P2pOptions['via']
   /** Limit for each network check (default 15 s). */
   timeoutMs?: number
   /** Called for each check as soon as it is known (live output). */

@@ -1,0 +1,96 @@
+// `sideload doctor --p2p spegel` on containerd 2.x bed nodes: node 1 has everything (config_path,
+// its own hosts.toml mirror, Spegel answering) → ok naming the mirror; node 2 has no registry
+// config_path → fail with the config_path hint; node 3 is set up like node 1 but its Spegel is
+// stopped → fail saying the mirror at its address does not answer. The built CLI, over --host.
+import * as fs from 'node:fs'
+import * as os from 'node:os'
+import * as path from 'node:path'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {startBed, type Bed, type BedNode} from '../bed/bed.js'
+import {type CliRun, runCli} from '../push/cli.js'
+import type {DoctorCheck} from '../../src/ops/doctor/index.js'
+import {mirrorsOf} from '../../src/ops/doctor/p2p.js'
+import {readToml} from '../../src/ops/doctor/toml.js'
+import {mirrorToOwnSpegel, REGISTRY_PORT, startSpegel} from './spegel.js'
+
+const cli = (args: string[]): Promise<CliRun> => runCli(args, {env: {HOME: os.tmpdir(), DOCKER_HOST: '', BUILDKIT_HOST: '', KUBECONFIG: '/nonexistent'}, timeoutMs: 90_000})
+
+function p2pRow(checks: DoctorCheck[], node: BedNode): DoctorCheck {
+  const r = checks.filter((c) => c.check === 'p2p' && c.target.includes(node.ip))
+  expect(r, `one p2p row for ${node.ip} in ${JSON.stringify(checks, null, 1)}`).toHaveLength(1)
+  return r[0]
+}
+
+describe('doctor --p2p spegel (containerd 2.x)', () => {
+  let bed: Bed
+  let ok: BedNode
+  let noConfigPath: BedNode
+  let stopped: BedNode
+  let flags: string[]
+  beforeAll(async () => {
+    bed = await startBed({name: 'slbt-doctor-p2p', nodes: 3, containerd: '2', nodeOptions: {1: {registryConfigPath: true}, 3: {registryConfigPath: true}}})
+    ;[ok, noConfigPath, stopped] = bed.nodes
+    for (const node of [ok, stopped]) await mirrorToOwnSpegel(bed, node, 'docker.io', `http://${bed.hostIp}:9`)
+    await startSpegel(bed, [ok, stopped])
+    flags = ['doctor', '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--builder', 'docker', '--p2p', 'spegel']
+  }, 180_000)
+  afterAll(async () => {
+    await bed?.down()
+  })
+
+  it('ok where the mirror is set up and Spegel answers; the config_path hint where containerd asks no mirror', async () => {
+    const run = await cli([...flags, '--host', `root@${ok.ip}`, '--host', `root@${noConfigPath.ip}`, '--json'])
+    const result = JSON.parse(run.stdout) as {ok: boolean; checks: DoctorCheck[]}
+    expect(p2pRow(result.checks, ok)).toMatchObject({status: 'ok', detail: `Spegel at http://${ok.ip}:${REGISTRY_PORT} ready; mirrors docker.io`})
+    const missing = p2pRow(result.checks, noConfigPath)
+    expect(missing).toMatchObject({status: 'fail', detail: 'containerd has no registry config_path: pulls never ask a mirror'})
+    expect(missing.hint).toContain('set config_path = "/etc/containerd/certs.d" under the CRI registry section')
+    expect(missing.hint).toContain('restart containerd')
+    expect(result.ok).toBe(false)
+    expect(run.code).toBe(1)
+  })
+
+  it('without --p2p there is no p2p row', async () => {
+    const run = await cli([...flags.slice(0, -2), '--host', `root@${noConfigPath.ip}`, '--json'])
+    const result = JSON.parse(run.stdout) as {checks: DoctorCheck[]}
+    expect(result.checks.filter((c) => c.check === 'p2p')).toEqual([])
+  })
+
+  it('fails, naming the address, where Spegel is stopped; the table shows it with its hint', async () => {
+    const pid = Number(fs.readFileSync(path.join(bed.nodeDir(stopped), 'spegel.pid'), 'utf8'))
+    process.kill(pid, 'SIGKILL')
+    const url = `http://${stopped.ip}:${REGISTRY_PORT}`
+    const run = await cli([...flags, '--host', `root@${stopped.ip}`, '--json'])
+    const down = p2pRow((JSON.parse(run.stdout) as {checks: DoctorCheck[]}).checks, stopped)
+    expect(down.status).toBe('fail')
+    expect(down.detail).toMatch(new RegExp(`^the mirror at ${url.replace(/\./g, '\\.')} \\(docker\\.io\\) does not answer \\(Connection refused\\)`))
+    expect(down.hint).toContain(`start Spegel on the node (it must listen on ${url}`)
+    const table = await cli([...flags, '--host', `root@${stopped.ip}`])
+    expect(table.code).toBe(1)
+    expect(table.stdout).toMatch(/p2p\s+\S+\s+FAIL\s+the mirror at/)
+  })
+})
+
+describe('the TOML doctor reads', () => {
+  it('finds config_path and discard_unpacked_layers in containerd 2.x and 1.6 layouts, dotted keys and comments included', () => {
+    const v2 = readToml(`version = 3
+[plugins]
+  [plugins.'io.containerd.cri.v1.images']
+    discard_unpacked_layers = false # kept for peers
+    [plugins.'io.containerd.cri.v1.images'.registry]
+      config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"
+`)
+    expect(v2.get(['plugins', 'io.containerd.cri.v1.images', 'registry', 'config_path'])).toBe('/etc/containerd/certs.d:/etc/docker/certs.d')
+    expect(v2.get(['plugins', 'io.containerd.cri.v1.images', 'discard_unpacked_layers'])).toBe(false)
+    const v1 = readToml('[plugins."io.containerd.grpc.v1.cri"]\n  registry.config_path = \'/etc/containerd/certs.d\'\n')
+    expect(v1.get(['plugins', 'io.containerd.grpc.v1.cri', 'registry', 'config_path'])).toBe('/etc/containerd/certs.d')
+  })
+
+  it('a mirror is a host that may pull and resolve (or says nothing), across registries', () => {
+    const mirrors = mirrorsOf(new Map([
+      ['docker.io', 'server = "https://registry-1.docker.io"\n[host."http://10.0.0.5:5000"]\n  capabilities = [\n    "pull",\n    "resolve",\n  ]\n[host."https://push.example"]\n  capabilities = ["push"]\n'],
+      ['_default', '[host."http://10.0.0.5:5000/"]\n'],
+    ]))
+    expect(mirrors).toEqual([{url: 'http://10.0.0.5:5000', registries: ['docker.io', '_default']}])
+  })
+})
