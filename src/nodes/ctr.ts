@@ -5,7 +5,7 @@ import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordNam
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {ctrMajor} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
-import type {ImageNode, NodeFacts, NodeImportOptions} from './node.js'
+import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 
 /**
  * A node whose containerd socket this SSH user cannot open (a non-root user): images go in
@@ -240,6 +240,48 @@ export class CtrNode implements ImageNode {
     await this.labelSources(name, blobs)
     emit({type: 'image-record', name, action: 'updated'})
     return {...base, upToDate: false, sentBytes: written.bytesWritten, blobsSent: written.blobsWritten, blobsSkipped: blobs.length - missing.length, unpacked: options.unpack}
+  }
+
+  /**
+   * `ctr images pull --hosts-dir <the CRI's config_path>`: the node's own registry host config (its
+   * mirrors, e.g. Spegel), as the CRI would pull, unpacked for the CRI's snapshotter; the record it
+   * writes is the `repo@digest` name asked for.
+   */
+  readonly pullImage = async (options: NodePullOptions): Promise<NodePullResult> => {
+    const present = await this.presentBlobs()
+    if (options.blobs.every((b) => present.has(b.digest))) return {pulled: false}
+    const hostsDir = this.facts.registryConfigPath
+    if (!hostsDir) {
+      throw new SshError('command', 'containerd has no registry config_path (containerd config dump): its pulls ask no mirror', {
+        hint: 'set config_path = "/etc/containerd/certs.d" in the CRI registry section of the node\'s containerd config, with a hosts.toml per registry pointing at its mirror (`spegel configuration` writes them)',
+      })
+    }
+    options.onPulling?.()
+    const args = ['images', 'pull', '--hosts-dir', validateRemotePath(hostsDir), '--platform', formatPlatform(this.facts.platform)]
+    if ((ctrMajor(this.facts.ctrVersion) ?? 1) >= 2) args.push('--local') // as for import: unpack for the CRI's snapshotter
+    if (this.facts.snapshotter) args.push('--snapshotter', this.facts.snapshotter)
+    args.push(validateImageReference(options.reference))
+    const proc = await this.conn.exec([...this.ctr, ...args])
+    const stderr: Buffer[] = []
+    proc.stderr.on('data', (b: Buffer) => stderr.push(b))
+    proc.stdout.resume()
+    const stop = (): void => void proc.stop()
+    options.signal?.addEventListener('abort', stop, {once: true})
+    try {
+      const exit = await within(proc.wait(), options.timeoutMs)
+      options.signal?.throwIfAborted()
+      if (!exit) {
+        await proc.stop()
+        throw new SshError('timeout', `ctr images pull ${options.reference} did not finish within ${Math.round(options.timeoutMs / 1000)} s`)
+      }
+      if (exit.code !== 0) {
+        const text = Buffer.concat(stderr).toString()
+        throw new SshError('command', `ctr images pull failed: ${ctrErrorLines(text).slice(-2).join('; ') || `exit ${exit.code ?? exit.signal}`}`)
+      }
+      return {pulled: true}
+    } finally {
+      options.signal?.removeEventListener('abort', stop)
+    }
   }
 
   async listImages(): Promise<NodeImage[]> {

@@ -25,6 +25,8 @@ export interface NodeProbe {
   ctrVersion?: string
   /** The CRI snapshotter as `containerd config dump` shows it (kind's way), when it could be read. */
   criSnapshotter?: string
+  /** The CRI's registry host config directory (`config_path`), when the dump names one. */
+  registryConfigPath?: string
 }
 
 /** uname -m → GOARCH-style architecture (what OCI platforms and kubelet's nodeInfo use). */
@@ -69,7 +71,11 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
   const probe: NodeProbe = {sockets: [], user: '', sudoCtr: false}
   const dumpAt = out.stdout.indexOf('\nconfig-dump\n')
   const head = dumpAt < 0 ? out.stdout : out.stdout.slice(0, dumpAt)
-  if (dumpAt >= 0) probe.criSnapshotter = criSnapshotterFromConfigDump(out.stdout.slice(dumpAt + '\nconfig-dump\n'.length))
+  if (dumpAt >= 0) {
+    const dump = out.stdout.slice(dumpAt + '\nconfig-dump\n'.length)
+    probe.criSnapshotter = criSnapshotterFromConfigDump(dump)
+    probe.registryConfigPath = criRegistryConfigPathFromConfigDump(dump)
+  }
   for (const line of head.split('\n')) {
     const [key, a, b] = line.split(' ')
     if (key === 'ctr-version') probe.ctrVersion = /\bv?(\d+\.\d+\.\d+\S*)\s*$/.exec(line)?.[1]
@@ -87,8 +93,22 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
  * `[plugins."io.containerd.grpc.v1.cri".containerd] snapshotter` on 1.6/1.7.
  */
 export function criSnapshotterFromConfigDump(dump: string): string | undefined {
-  const tables = new Set(['plugins.io.containerd.cri.v1.images', 'plugins.io.containerd.grpc.v1.cri.containerd'])
+  return configDumpString(dump, ['plugins.io.containerd.cri.v1.images', 'plugins.io.containerd.grpc.v1.cri.containerd'], 'snapshotter')
+}
+
+/**
+ * Where the CRI reads registry host config (`<dir>/<registry>/hosts.toml`: mirrors), from
+ * `containerd config dump`: `[plugins.'io.containerd.cri.v1.images'.registry] config_path` on
+ * 2.x, `[plugins."io.containerd.grpc.v1.cri".registry] config_path` on 1.6/1.7.
+ */
+export function criRegistryConfigPathFromConfigDump(dump: string): string | undefined {
+  return configDumpString(dump, ['plugins.io.containerd.cri.v1.images.registry', 'plugins.io.containerd.grpc.v1.cri.registry'], 'config_path')
+}
+
+/** A non-empty string `key = "…"` in one of these tables of a TOML dump (table names without quotes). */
+function configDumpString(dump: string, tables: string[], key: string): string | undefined {
   let table = ''
+  const kv = new RegExp(`^${key}\\s*=\\s*["']([^"']*)["']`)
   for (const raw of dump.split('\n')) {
     const line = raw.trim()
     const header = /^\[([^[\]]+)\]$/.exec(line)
@@ -96,8 +116,8 @@ export function criSnapshotterFromConfigDump(dump: string): string | undefined {
       table = header[1].replace(/["'\s]/g, '')
       continue
     }
-    const kv = /^snapshotter\s*=\s*["']([^"']*)["']/.exec(line)
-    if (kv && tables.has(table) && kv[1]) return kv[1]
+    const m = kv.exec(line)
+    if (m && tables.includes(table) && m[1]) return m[1]
   }
   return undefined
 }

@@ -34,6 +34,8 @@ export interface NodeFacts {
   containerdVersion?: string
   /** The node's ctr version (fallback only): 2.x imports through the transfer service unless told `--local`. */
   ctrVersion?: string
+  /** The CRI's registry host config directory (fallback only: `ctr images pull --hosts-dir`), from `containerd config dump`. */
+  registryConfigPath?: string
 }
 
 export interface NodeImportOptions {

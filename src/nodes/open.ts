@@ -52,7 +52,8 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
       hint: 'pass --snapshotter NAME (or set snapshotter for this node in the config file)',
     })
   }
-  return new CtrNode(target.name, {...facts, platform, snapshotter, socket: socket.path, mode: 'ctr', ctrVersion: probe.ctrVersion}, conn, asRoot)
+  return new CtrNode(target.name, {...facts, platform, snapshotter, socket: socket.path, mode: 'ctr', ctrVersion: probe.ctrVersion,
+    registryConfigPath: probe.registryConfigPath}, conn, asRoot)
 }
 
 export function describeNode(node: ImageNode): string {

@@ -93,7 +93,7 @@ export function isNotFoundYet(err: Error): boolean {
  */
 export async function pullFromPeers(node: ImageNode, name: string, resolved: ResolvedImage, opts: {signal?: AbortSignal; onPulling?: () => void; onRetry?: (err: Error) => void} = {}): Promise<PeerPullOutcome> {
   if (!node.pullImage) {
-    return {error: new Error('the node is reached through `sudo ctr`, and sideload asks only the containerd API to pull'), attempts: 0}
+    return {error: new Error('sideload cannot ask this node to pull'), attempts: 0}
   }
   let asked = false
   const onPulling = (): void => {
