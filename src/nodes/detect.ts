@@ -1,6 +1,7 @@
 import type {SshConnection} from '../ssh/index.js'
 import {validateRemotePath} from '../ssh/index.js'
 import {parsePlatform, type Platform} from '../image/index.js'
+import {criConfig} from '../containerd/index.js'
 
 /** Where distributions put containerd's socket (field-notes.md), most common first. */
 export const SOCKET_CANDIDATES = [
@@ -73,8 +74,9 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
   const head = dumpAt < 0 ? out.stdout : out.stdout.slice(0, dumpAt)
   if (dumpAt >= 0) {
     const dump = out.stdout.slice(dumpAt + '\nconfig-dump\n'.length)
-    probe.criSnapshotter = criSnapshotterFromConfigDump(dump)
-    probe.registryConfigPath = criRegistryConfigPathFromConfigDump(dump)
+    const cri = criConfig(dump)
+    probe.criSnapshotter = cri.snapshotter
+    probe.registryConfigPath = cri.registryConfigPath
   }
   for (const line of head.split('\n')) {
     const [key, a, b] = line.split(' ')
@@ -87,39 +89,9 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
   return probe
 }
 
-/**
- * The snapshotter the CRI plugin unpacks images into, from `containerd config dump`:
- * `[plugins.'io.containerd.cri.v1.images'] snapshotter` on 2.x,
- * `[plugins."io.containerd.grpc.v1.cri".containerd] snapshotter` on 1.6/1.7.
- */
+/** The CRI snapshotter, from `containerd config dump` (kind's way). */
 export function criSnapshotterFromConfigDump(dump: string): string | undefined {
-  return configDumpString(dump, ['plugins.io.containerd.cri.v1.images', 'plugins.io.containerd.grpc.v1.cri.containerd'], 'snapshotter')
-}
-
-/**
- * Where the CRI reads registry host config (`<dir>/<registry>/hosts.toml`: mirrors), from
- * `containerd config dump`: `[plugins.'io.containerd.cri.v1.images'.registry] config_path` on
- * 2.x, `[plugins."io.containerd.grpc.v1.cri".registry] config_path` on 1.6/1.7.
- */
-export function criRegistryConfigPathFromConfigDump(dump: string): string | undefined {
-  return configDumpString(dump, ['plugins.io.containerd.cri.v1.images.registry', 'plugins.io.containerd.grpc.v1.cri.registry'], 'config_path')
-}
-
-/** A non-empty string `key = "…"` in one of these tables of a TOML dump (table names without quotes). */
-function configDumpString(dump: string, tables: string[], key: string): string | undefined {
-  let table = ''
-  const kv = new RegExp(`^${key}\\s*=\\s*["']([^"']*)["']`)
-  for (const raw of dump.split('\n')) {
-    const line = raw.trim()
-    const header = /^\[([^[\]]+)\]$/.exec(line)
-    if (header) {
-      table = header[1].replace(/["'\s]/g, '')
-      continue
-    }
-    const m = kv.exec(line)
-    if (m && tables.includes(table) && m[1]) return m[1]
-  }
-  return undefined
+  return criConfig(dump).snapshotter
 }
 
 /** The major version of a ctr version string (`2.3.7` → 2), or undefined. */

@@ -87,6 +87,22 @@ export class SshConnection {
     return SshConnection.connect(this.options)
   }
 
+  /** A TCP stream from the node to `host:port` (direct-tcpip): what the node itself reaches there. */
+  openTcp(host: string, port: number): Promise<Duplex> {
+    this.assertOpen(`a TCP stream to ${host}:${port}`)
+    return new Promise<Duplex>((resolve, reject) => {
+      this.client.forwardOut('127.0.0.1', 0, host, port, (err, ch) => {
+        if (err) {
+          reject(new SshError('unreachable', `${describeTarget(this.target)} cannot open a TCP stream to ${host}:${port}: ${err.message}`, {
+            hint: 'is something listening there, and does the node\'s sshd allow TCP forwarding (AllowTcpForwarding)?',
+            target: this.target.alias,
+            cause: err,
+          }))
+        } else resolve(ch)
+      })
+    })
+  }
+
   /** A TCP stream from this (jump) host to the next hop `to`. */
   private forwardTcp(to: ResolvedTarget): Promise<Duplex> {
     return new Promise<Duplex>((resolve, reject) => {

@@ -10,7 +10,7 @@ import {startBed, type Bed, type BedNode} from '../bed/bed.js'
 import {type CliRun, runCli} from '../push/cli.js'
 import type {DoctorCheck} from '../../src/ops/doctor/index.js'
 import {mirrorsOf} from '../../src/ops/doctor/p2p.js'
-import {readToml} from '../../src/ops/doctor/toml.js'
+import {readToml} from '../../src/util/toml.js'
 import {mirrorToOwnSpegel, REGISTRY_PORT, startSpegel} from './spegel.js'
 
 const cli = (args: string[]): Promise<CliRun> => runCli(args, {env: {HOME: os.tmpdir(), DOCKER_HOST: '', BUILDKIT_HOST: '', KUBECONFIG: '/nonexistent'}, timeoutMs: 90_000})

@@ -4,23 +4,15 @@
 // the node must keep layers after unpacking, or it has nothing to serve its peers.
 import type {Duplex} from 'node:stream'
 import type {NodeTarget} from '../../nodes/index.js'
-import type {ResolvedTarget, SshConnection} from '../../ssh/index.js'
+import type {SshConnection} from '../../ssh/index.js'
 import {type AddCheck, type CheckStatus, message, withTimeout} from './check.js'
-import {readToml, type TomlEntries} from './toml.js'
+import {criConfig} from '../../containerd/index.js'
+import {readToml} from '../../util/toml.js'
 
 export const CONTAINERD_CONFIG = '/etc/containerd/config.toml'
 const DEFAULT_CONFIG_PATH = '/etc/containerd/certs.d'
 
 /** Where containerd 2.x (io.containerd.cri.v1.images) and 1.6/1.7 (io.containerd.grpc.v1.cri) keep these settings. */
-const CONFIG_PATH_KEYS = [
-  ['plugins', 'io.containerd.cri.v1.images', 'registry', 'config_path'],
-  ['plugins', 'io.containerd.grpc.v1.cri', 'registry', 'config_path'],
-]
-const DISCARD_KEYS = [
-  ['plugins', 'io.containerd.cri.v1.images', 'discard_unpacked_layers'],
-  ['plugins', 'io.containerd.grpc.v1.cri', 'containerd', 'discard_unpacked_layers'],
-]
-
 /** A mirror a node's containerd pulls through: its address, and the registries (hosts.toml dirs) it serves. */
 export interface Mirror {
   url: string
@@ -47,14 +39,14 @@ export async function checkP2p(t: NodeTarget, conn: SshConnection, timeoutMs: nu
 async function inspect(conn: SshConnection, timeoutMs: number): Promise<Finding> {
   const config = await readNodeFile(conn, CONTAINERD_CONFIG)
   if (config.unreadable) return config.unreadable
-  const toml = readToml(config.text ?? '')
-  const configPath = firstString(toml, CONFIG_PATH_KEYS)
+  const cri = criConfig(config.text ?? '')
+  const configPath = cri.registryConfigPath
   if (!configPath) {
     return {status: 'fail',
       detail: `containerd has no registry config_path${config.text === undefined ? ` (no ${CONTAINERD_CONFIG})` : ''}: pulls never ask a mirror`,
       hint: `set config_path = "${DEFAULT_CONFIG_PATH}" under the CRI registry section ([plugins.'io.containerd.cri.v1.images'.registry] on containerd 2.x, [plugins."io.containerd.grpc.v1.cri".registry] on 1.6/1.7) of ${CONTAINERD_CONFIG} and restart containerd (or run \`spegel configuration\`)`}
   }
-  if (DISCARD_KEYS.some((k) => toml.get(k) === true)) {
+  if (cri.discardUnpackedLayers) {
     return {status: 'fail', detail: 'containerd discards layers after unpacking (discard_unpacked_layers = true): this node cannot serve an image to its peers',
       hint: `set discard_unpacked_layers = false in ${CONTAINERD_CONFIG} ([plugins.'io.containerd.cri.v1.images'] on containerd 2.x, [plugins."io.containerd.grpc.v1.cri".containerd] on 1.6/1.7) and restart containerd`}
   }
@@ -77,14 +69,6 @@ async function inspect(conn: SshConnection, timeoutMs: number): Promise<Finding>
 
 function registriesText(registries: string[]): string {
   return registries.map((r) => (r === '_default' ? 'every registry (_default)' : r)).join(', ')
-}
-
-function firstString(toml: TomlEntries, keys: string[][]): string | undefined {
-  for (const k of keys) {
-    const v = toml.get(k)
-    if (typeof v === 'string' && v) return v
-  }
-  return undefined
 }
 
 /** A file's text as the SSH user reads it; undefined text when it does not exist. */
@@ -151,7 +135,7 @@ async function readyz(conn: SshConnection, url: string, timeoutMs: number): Prom
   const port = Number(u.port || 80)
   let stream: Duplex | undefined
   try {
-    stream = await withTimeout(forwardFromNode(conn, u.hostname, port), timeoutMs, `TCP to ${u.host} from the node`)
+    stream = await withTimeout(conn.openTcp(u.hostname, port), timeoutMs, `TCP to ${u.host} from the node`)
     return await withTimeout(statusOf(stream, u.host), timeoutMs, `GET ${url}/readyz`)
   } catch (err) {
     // the SSH channel's refusal is what the node's TCP connect met
@@ -160,15 +144,6 @@ async function readyz(conn: SshConnection, url: string, timeoutMs: number): Prom
   } finally {
     stream?.destroy()
   }
-}
-
-/**
- * A TCP stream from the node to host:port. SshConnection's forward to a next hop (forwardTcp,
- * ssh2 forwardOut) is the one way it has and is not exported yet; used here as it is.
- */
-function forwardFromNode(conn: SshConnection, host: string, port: number): Promise<Duplex> {
-  const forwarder = conn as unknown as {forwardTcp(to: ResolvedTarget): Promise<Duplex>}
-  return forwarder.forwardTcp({...conn.target, via: undefined, alias: `${host}:${port}`, host, port})
 }
 
 /** The status of `GET /readyz` sent on the stream (HTTP/1.0: the server closes after its answer). */
