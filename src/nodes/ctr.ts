@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {Transform} from 'node:stream'
-import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
+import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, ctrActiveIngests, type LeftoverIngest, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
 import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {ctrMajor} from './detect.js'
@@ -141,44 +141,113 @@ export class CtrNode implements ImageNode {
   }
 
   async importImage(options: NodeImportOptions): Promise<ImportResult> {
+    const plan = await this.planImport(options)
+    const {blobs, missing, base} = plan
+    ;(options.onProgress ?? (() => undefined))({type: 'resolved', target: base.digest, manifest: base.manifest, platform: base.platform, blobs: blobs.length,
+      totalBytes: plan.missingBytes + base.skippedBytes, missingBlobs: missing.length, missingBytes: plan.missingBytes})
+    if (await this.upToDate(plan)) {
+      return {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
+    }
+    const temporary = `sideload.invalid/import/${base.digest.slice(7, 19)}:${randomBytes(6).toString('hex')}`
+    const written = await this.importUnder(temporary, plan, options)
+    await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
+    await this.label(plan.name, plan.labels)
+    await this.labelSources(plan.name, blobs)
+    options.onProgress?.({type: 'image-record', name: plan.name, action: 'updated'})
+    return {...base, upToDate: false, sentBytes: written.bytesWritten, blobsSent: written.blobsWritten, blobsSkipped: blobs.length - missing.length, unpacked: options.unpack}
+  }
+
+  /** What the node has of the image (`ctr content ls`), and the record's labels. */
+  private async planImport(options: NodeImportOptions): Promise<CtrImportPlan> {
     const name = validateImageReference(imageRecordName(options.name))
     const image = options.resolved
-    const emit = options.onProgress ?? ((): void => undefined)
     const blobs = imageBlobs(image)
     const present = await this.presentBlobs()
     const missing = blobs.filter((b) => !present.has(b.digest))
     const skippedBytes = blobs.filter((b) => present.has(b.digest)).reduce((n, b) => n + b.size, 0)
-    const missingBytes = missing.reduce((n, b) => n + b.size, 0)
-    const base = {name, digest: image.target.digest, manifest: image.manifest.digest, platform: formatPlatform(image.platform), skippedBytes}
-    emit({type: 'resolved', target: image.target.digest, manifest: image.manifest.digest, platform: base.platform, blobs: blobs.length, totalBytes: missingBytes + skippedBytes, missingBlobs: missing.length, missingBytes})
-    const labels = imageRecordLabels({pin: options.pin, provenance: options.provenance})
-    const existing = missing.length === 0 ? await this.record(name) : undefined
-    if (existing?.target.digest === image.target.digest) {
-      if (!hasRecordLabels(existing.labels, labels)) await this.label(name, labels)
-      await this.labelSources(name, blobs)
-      return {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
+    return {
+      name, image, blobs, present, missing, missingBytes: missing.reduce((n, b) => n + b.size, 0),
+      labels: imageRecordLabels({pin: options.pin, provenance: options.provenance}),
+      base: {name, digest: image.target.digest, manifest: image.manifest.digest, platform: formatPlatform(image.platform), skippedBytes},
     }
+  }
 
-    const temporary = `sideload.invalid/import/${image.target.digest.slice(7, 19)}:${randomBytes(6).toString('hex')}`
-    const args = ['images', 'import', '--platform', base.platform]
+  /** The node has every blob and the record points at this image: only labels it lacks are added. */
+  private async upToDate(plan: CtrImportPlan): Promise<boolean> {
+    const existing = plan.missing.length === 0 ? await this.record(plan.name) : undefined
+    if (existing?.target.digest !== plan.image.target.digest) return false
+    if (!hasRecordLabels(existing.labels, plan.labels)) await this.label(plan.name, plan.labels)
+    await this.labelSources(plan.name, plan.blobs)
+    return true
+  }
+
+  /** `ctr images import` with what the node should do with the tar (platform, --local on 2.x, snapshotter, unpack). */
+  private importArgs(plan: CtrImportPlan, unpack: boolean): string[] {
+    const args = ['images', 'import', '--platform', plan.base.platform]
     // ctr 2.x imports through containerd's transfer service by default, which refuses to unpack
     // for a snapshotter its unpack config does not list; --local imports as 1.x always did.
     if ((ctrMajor(this.facts.ctrVersion) ?? 1) >= 2) args.push('--local')
     if (this.facts.snapshotter) args.push('--snapshotter', this.facts.snapshotter)
-    if (!options.unpack) args.push('--no-unpack')
+    if (!unpack) args.push('--no-unpack')
     args.push('-')
+    return args
+  }
+
+  /**
+   * The OCI tar of what the node lacks, streamed into `ctr images import` under `temporary`, checked
+   * unpacked and tagged with the real name. On any failure (Ctrl-C too) ctr is stopped and waited
+   * for, and the temporary names are removed — also over a new connection when this one was lost.
+   */
+  private async importUnder(temporary: string, plan: CtrImportPlan, options: NodeImportOptions): Promise<{blobsWritten: number; bytesWritten: number}> {
+    const cancelled = (): ImportCancelledError => new ImportCancelledError(`node ${this.name}`)
+    if (options.signal?.aborted) throw cancelled()
+    const run = await this.startImport(this.importArgs(plan, options.unpack), plan, options.onProgress)
+    let onAbort = (): void => undefined
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(cancelled())
+    })
+    aborted.catch(() => undefined)
+    options.signal?.addEventListener('abort', onAbort, {once: true})
+    try {
+      const writing = writeOciArchive(run.input, options.source, plan.image, {name: temporary, omitBlobs: new Set(plan.present)})
+      writing.catch(() => undefined)
+      // Either ends first: the archive fails (missing blob), or ctr exits, having read it all or
+      // not (a layer it rejects, containerd gone: then the bytes it did not read go nowhere and
+      // the writer would wait for them forever).
+      const exit = await Promise.race([run.proc.wait(), writing.then(() => new Promise<never>(() => undefined)), aborted])
+      if (options.signal?.aborted) throw cancelled()
+      if (exit.code !== 0) throw importFailed(run.stderrText(), exit)
+      // it read the whole archive: the writer is done, or its last padding is going nowhere
+      const written = (await within(writing, 5000)) ?? {blobsWritten: plan.missing.length, bytesWritten: run.sent()}
+      if (options.unpack) await this.checkUnpacked(temporary)
+      await this.run(['images', 'tag', '--force', temporary, plan.name], 'naming the image (ctr images tag)')
+      return written
+    } catch (err) {
+      await run.stop()
+      const pid = run.remotePid()
+      if (this.conn.isOpen) await this.removeFailedImport(this.conn, temporary, plan.image.target.digest)
+      else if (pid) await this.endLostImport(pid, temporary, plan.image.target.digest)
+      throw err
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort)
+    }
+  }
+
+  /**
+   * `ctr images import` under a shell that says its PID (first line of stdout), then becomes the
+   * import (exec, sudo keeps that PID): should the connection be lost, a new one can tell when it
+   * has ended. `input` counts the bytes into it (progress); `stop` ends the input and waits for ctr
+   * (which then removes its own lease and ingests).
+   */
+  private async startImport(args: string[], plan: CtrImportPlan, onProgress: NodeImportOptions['onProgress']): Promise<RunningImport> {
     let sent = 0
-    const counter = new Transform({
+    const input = new Transform({
       transform(chunk: Buffer, _enc, cb) {
         sent += chunk.length
-        emit({type: 'blob-bytes', digest: image.target.digest, bytes: chunk.length, sent, size: missingBytes})
+        onProgress?.({type: 'blob-bytes', digest: plan.image.target.digest, bytes: chunk.length, sent, size: plan.missingBytes})
         cb(null, chunk)
       },
     })
-    const cancelled = (): ImportCancelledError => new ImportCancelledError(`node ${this.name}`)
-    if (options.signal?.aborted) throw cancelled()
-    // Under a shell that says its PID (first line of stdout), then becomes the import (exec,
-    // sudo keeps that PID): should the connection be lost, a new one can tell when it has ended.
     const proc = await this.conn.exec(['sh', '-c', 'echo "$$"; exec "$@"', 'sideload-import', ...this.ctr, ...args], {stdin: 'pipe'})
     const stderr: Buffer[] = []
     proc.stderr.on('data', (b: Buffer) => stderr.push(b))
@@ -186,60 +255,21 @@ export class CtrNode implements ImageNode {
     proc.stdout.on('data', (b: Buffer) => {
       if (stdout.length < 64) stdout += b.toString()
     })
-    const remotePid = (): number | undefined => {
-      const pid = Number(/^(\d+)\n/.exec(stdout)?.[1])
-      return pid > 1 ? pid : undefined
+    input.pipe(proc.stdin)
+    return {
+      proc, input,
+      sent: () => sent,
+      stderrText: () => Buffer.concat(stderr).toString().trim(),
+      remotePid: () => {
+        const pid = Number(/^(\d+)\n/.exec(stdout)?.[1])
+        return pid > 1 ? pid : undefined
+      },
+      stop: async () => {
+        input.unpipe(proc.stdin)
+        input.destroy()
+        await proc.stop()
+      },
     }
-    counter.pipe(proc.stdin)
-    // Ctrl-C: stop sending, stop ctr, and leave no image behind (the temporary name is removed below).
-    // Giving up (a failure here, Ctrl-C): no more bytes, EOF to ctr, and wait until it has ended
-    // (it then removes its own lease and ingests) before anything is reported or cleaned up.
-    const stopImport = async (): Promise<void> => {
-      counter.unpipe(proc.stdin)
-      counter.destroy()
-      await proc.stop()
-    }
-    let onAbort = (): void => undefined
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(cancelled())
-    })
-    aborted.catch(() => undefined)
-    options.signal?.addEventListener('abort', onAbort, {once: true})
-    let written: {blobsWritten: number; bytesWritten: number}
-    try {
-      const writing = writeOciArchive(counter, options.source, image, {name: temporary, omitBlobs: new Set(present)})
-      writing.catch(() => undefined)
-      // Either ends first: the archive fails (missing blob), or ctr exits, having read it all or
-      // not (a layer it rejects, containerd gone: then the bytes it did not read go nowhere and
-      // the writer would wait for them forever).
-      const exit = await Promise.race([proc.wait(), writing.then(() => new Promise<never>(() => undefined)), aborted])
-      if (options.signal?.aborted) throw cancelled()
-      if (exit.code !== 0) {
-        const text = Buffer.concat(stderr).toString().trim()
-        throw new SshError('command', `ctr images import failed: ${ctrErrorLines(text).slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
-          hint: /no space left/i.test(text) ? 'free disk space on the node and retry'
-            : CONTAINERD_GONE.test(text) ? 'the node\'s containerd stopped or restarted during the import: check it (systemctl status containerd) and push again; if it was down when ctr gave up, ctr\'s lease and partial blob stay there (24 h): `sideload doctor` shows them'
-            : 'check `ctr --namespace k8s.io images import` on the node by hand',
-        })
-      }
-      // it read the whole archive: the writer is done, or its last padding is going nowhere
-      written = (await within(writing, 5000)) ?? {blobsWritten: missing.length, bytesWritten: sent}
-      if (options.unpack) await this.checkUnpacked(temporary)
-      await this.run(['images', 'tag', '--force', temporary, name], 'naming the image (ctr images tag)')
-    } catch (err) {
-      await stopImport()
-      const pid = remotePid()
-      if (this.conn.isOpen) await this.removeFailedImport(this.conn, temporary, image.target.digest)
-      else if (pid) await this.endLostImport(pid, temporary, image.target.digest)
-      throw err
-    } finally {
-      options.signal?.removeEventListener('abort', onAbort)
-    }
-    await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
-    await this.label(name, labels)
-    await this.labelSources(name, blobs)
-    emit({type: 'image-record', name, action: 'updated'})
-    return {...base, upToDate: false, sentBytes: written.bytesWritten, blobsSent: written.blobsWritten, blobsSkipped: blobs.length - missing.length, unpacked: options.unpack}
   }
 
   /**
@@ -304,6 +334,10 @@ export class CtrNode implements ImageNode {
     return leftoverLeases(leases, (image) => recorded.has(image))
   }
 
+  async leftoverIngests(): Promise<LeftoverIngest[]> {
+    return ctrActiveIngests(await this.run(['content', 'active'], 'listing partial blobs (ctr content active)'))
+  }
+
   async removeLeases(ids: string[]): Promise<void> {
     if (ids.length === 0) return
     for (const id of ids) {
@@ -313,6 +347,38 @@ export class CtrNode implements ImageNode {
   }
 
   async close(): Promise<void> {}
+}
+
+/** One import into a ctr node: the image, what the node has and lacks, what the record gets. */
+interface CtrImportPlan {
+  name: string
+  image: NodeImportOptions['resolved']
+  blobs: Descriptor[]
+  present: Set<string>
+  missing: Descriptor[]
+  missingBytes: number
+  labels: Record<string, string>
+  base: Pick<ImportResult, 'name' | 'digest' | 'manifest' | 'platform' | 'skippedBytes'>
+}
+
+/** A `ctr images import` running on the node (CtrNode.startImport). */
+interface RunningImport {
+  proc: Awaited<ReturnType<SshConnection['exec']>>
+  /** the tar goes in here */
+  input: Transform
+  sent(): number
+  stderrText(): string
+  remotePid(): number | undefined
+  stop(): Promise<void>
+}
+
+/** ctr exited non-zero: what it said, and what to do (disk full, containerd gone, else try by hand). */
+function importFailed(text: string, exit: {code: number | null; signal?: string | null}): SshError {
+  return new SshError('command', `ctr images import failed: ${ctrErrorLines(text).slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
+    hint: /no space left/i.test(text) ? 'free disk space on the node and retry'
+      : CONTAINERD_GONE.test(text) ? 'the node\'s containerd stopped or restarted during the import: check it (systemctl status containerd) and push again; if it was down when ctr gave up, ctr\'s lease and partial blob stay there (24 h): `sideload doctor` shows them'
+      : 'check `ctr --namespace k8s.io images import` on the node by hand',
+  })
 }
 
 /** What p gives within ms, else undefined. */

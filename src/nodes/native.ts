@@ -1,6 +1,6 @@
 import type {Duplex} from 'node:stream'
 import {duplexChannel} from '../grpc/duplex-credentials.js'
-import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, type LeftoverLease, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
+import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, type LeftoverIngest, type LeftoverLease, nativeIngests, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
 import type {Digest} from '../image/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
 import {inventory, type NodeImage} from './inventory.js'
@@ -109,6 +109,10 @@ export class NativeNode implements ImageNode {
 
   leftoverLeases(): Promise<LeftoverLease[]> {
     return nativeLeftovers(this.client)
+  }
+
+  leftoverIngests(): Promise<LeftoverIngest[]> {
+    return nativeIngests(this.client)
   }
 
   async removeLeases(ids: string[]): Promise<void> {

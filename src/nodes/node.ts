@@ -1,4 +1,4 @@
-import type {ImportEvent, ImportResult, LeftoverLease, Provenance} from '../containerd/index.js'
+import type {ImportEvent, ImportResult, LeftoverIngest, LeftoverLease, Provenance} from '../containerd/index.js'
 import type {Descriptor, ImageSource, Platform, ResolvedImage} from '../image/index.js'
 import type {NodeImage} from './inventory.js'
 
@@ -90,6 +90,8 @@ export interface ImageNode {
   removeImages(names: string[]): Promise<void>
   /** What interrupted pushes of sideload left: their leases. */
   leftoverLeases(): Promise<LeftoverLease[]>
+  /** Partial blobs (ingests) in the node's k8s.io namespace: sideload's, and those of a `ctr images import` that ended without its lease. */
+  leftoverIngests(): Promise<LeftoverIngest[]>
   /** Delete these leases; GC takes what they held (synchronously). */
   removeLeases(ids: string[]): Promise<void>
   close(): Promise<void>

@@ -1,5 +1,3 @@
-import {ContainerdClient, ctrActiveIngests, type LeftoverIngest, nativeIngests} from '../../containerd/index.js'
-import {duplexChannel} from '../../grpc/duplex-credentials.js'
 import {formatPlatform} from '../../image/index.js'
 import {type ImageNode, type NodeTarget, openNode} from '../../nodes/index.js'
 import {type SshConnection, type SshPool, isSshError} from '../../ssh/index.js'
@@ -24,7 +22,7 @@ export async function checkNode(t: NodeTarget, pool: SshPool, timeoutMs: number,
     try {
       if (await checkContainerd(t, node, conn, timeoutMs, add)) {
         await checkSnapshotter(t, node, pool, timeoutMs, add)
-        await checkLeftovers(t, leftoverSource(node, conn), conn, timeoutMs, add)
+        await checkLeftovers(t, leftoverSource(node), conn, timeoutMs, add)
       }
     } finally {
       await node.close()
@@ -143,32 +141,9 @@ async function checkSnapshotter(t: NodeTarget, node: ImageNode, pool: SshPool, t
   } else add({check: 'snapshotter', target: t.name, status: 'ok', detail: `${cri} (CRI)`})
 }
 
-/** Leases through the node itself; ingests (not part of ImageNode) over the same way in: the socket's SSH channel, or ctr. */
-function leftoverSource(node: ImageNode, conn: SshConnection): LeftoverSource {
-  const {socket, mode} = node.facts
-  return {
-    leases: () => node.leftoverLeases(),
-    ingests: () => (mode === 'native' ? nativeNodeIngests(conn, node.name, socket) : ctrIngests(conn, socket)),
-  }
-}
-
-/** The node's ingests through its containerd API, over SSH channels to its socket as NativeNode reaches it. */
-async function nativeNodeIngests(conn: SshConnection, name: string, socket: string): Promise<LeftoverIngest[]> {
-  const {target, credentials} = await duplexChannel(() => conn.openUnixSocket(socket), () => conn.transportSocket())
-  const client = new ContainerdClient(target, {namespace: 'k8s.io', displayName: `node ${name}`, credentials})
-  try {
-    return await nativeIngests(client)
-  } finally {
-    client.close()
-  }
-}
-
-async function ctrIngests(conn: SshConnection, socket: string): Promise<LeftoverIngest[]> {
-  const ctr = ctrCommand(conn, socket)
-  const args = ['--namespace', 'k8s.io', 'content', 'active']
-  const out = await conn.execCapture([...ctr.argv, ...args])
-  if (out.code !== 0) throw new Error(`${ctr.shown} ${args.join(' ')}: ${out.stderr.trim().split('\n').slice(-2).join('; ') || `exit ${out.code}`}`)
-  return ctrActiveIngests(out.stdout)
+/** Leases and ingests through the node itself, the way push reaches it. */
+function leftoverSource(node: ImageNode): LeftoverSource {
+  return {leases: () => node.leftoverLeases(), ingests: () => node.leftoverIngests()}
 }
 
 /** Whether the import needs sudo ctr, and may use it. */
