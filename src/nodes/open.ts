@@ -1,5 +1,5 @@
 import {formatPlatform} from '../image/index.js'
-import {SshError, type SshPool} from '../ssh/index.js'
+import {type ResolvedTarget, SshError, type SshPool} from '../ssh/index.js'
 import {CtrNode} from './ctr.js'
 import {probeNode, SOCKET_CANDIDATES} from './detect.js'
 import {NativeNode} from './native.js'
@@ -10,8 +10,7 @@ import type {ImageNode, NodeTarget} from './node.js'
  * containerd socket, else `sudo -n ctr` (chosen automatically; `importMode` forces one).
  */
 export async function openNode(target: NodeTarget, pool: SshPool): Promise<ImageNode> {
-  const resolved = pool.resolve(target.sshTarget)
-  const conn = await pool.get(target.sshKey ? {...resolved, identityFiles: [target.sshKey, ...resolved.identityFiles]} : resolved)
+  const conn = await pool.get(sshTargetOf(target, pool))
   const mode = target.importMode ?? 'auto'
   if (mode !== 'ctr') {
     // Fast path (no probe shell on the node): the first socket sshd lets us open is the one. The
@@ -54,6 +53,12 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
   }
   return new CtrNode(target.name, {...facts, platform, snapshotter, socket: socket.path, mode: 'ctr', ctrVersion: probe.ctrVersion,
     registryConfigPath: probe.registryConfigPath}, conn, asRoot)
+}
+
+/** Where the node's SSH connection goes: its target as ssh_config resolves it, its own key first. */
+export function sshTargetOf(target: NodeTarget, pool: SshPool): ResolvedTarget {
+  const resolved = pool.resolve(target.sshTarget)
+  return target.sshKey ? {...resolved, identityFiles: [target.sshKey, ...resolved.identityFiles]} : resolved
 }
 
 export function describeNode(node: ImageNode): string {
