@@ -1,4 +1,4 @@
-// npm run bench [-- --quick] [-- --runs N] [-- --runs-1.6 N] [-- --out FILE] [-- --keep-bed]
+// npm run bench [-- --quick] [-- --runs N] [-- --runs-1.6 N] [-- --runs-p2p N] [-- --only p2p] [-- --out FILE] [-- --keep-bed]
 //
 // Benchmarks sideload against the limits of this machine and the tools people use today, all
 // measured in the same run on test beds this script starts itself (issues 9 and 13). Every push
@@ -8,12 +8,15 @@
 // measured ÷ a baseline from the same run; absolute times are for context only. Medians over
 // --runs (default 3; 1 with --quick); the 1.6 block gets --runs-1.6 (default 2; 1 with --quick)
 // to keep the full run under 10 minutes. Prints markdown tables and writes JSON (bench-results/).
+// Last, the p2p block (p2p.ts): `push --p2p spegel` against a direct fan-out and kind-style on six
+// 2.x nodes with Spegel, from a client behind a 1 Gbit/s link; it gets --runs-p2p (default 1 in
+// the full run, six nodes only, to stay near 10 minutes; `--only p2p` runs that block alone, with
+// --runs rounds and the same on three nodes too, to say from how many nodes the hand-off pays).
 import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as os from 'node:os'
 import * as path from 'node:path'
-import {fileURLToPath} from 'node:url'
 import {promisify} from 'node:util'
 import {startBed, type Bed, type BedNode, type ContainerdLine} from '../bed/bed.js'
 import {changeLastLayer, type ImageInfo, type MakeImageOptions} from '../bed/images.js'
@@ -21,14 +24,12 @@ import {startBuildMachine, type BuildMachine} from '../build/buildkitd.js'
 import {daemonBinary, daemonVersion} from '../daemons/daemons.js'
 import {startFixCluster} from './fix-cluster.js'
 import {cachedImage} from './images.js'
-import {median, run, runParallel, timed, type RunResult} from './measure.js'
+import {run, runParallel, timed} from './measure.js'
 import {renderMarkdown, type BenchReport, type ReportBlock, type Row} from './report.js'
+import {P2P_BLOCK, p2pReportBlock, p2pRows, paysFrom, runP2pBlock, type P2pOutcome} from './p2p.js'
+import {CIPHER, CLI, MB, NODE_ARCHIVE, Nodes, REPO, Samples, sideloadPush} from './steps.js'
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
-const CLI = path.join(REPO, 'bin/run.js')
-const CIPHER = 'aes128-gcm@openssh.com'
 const SSH2_CAT = path.join(REPO, 'test/bench/ssh2-cat.ts')
-const MB = 1024 * 1024
 const SHAPED_MBIT = 1000
 
 interface Args {
@@ -40,12 +41,17 @@ interface Args {
   keepBed: boolean
   /** Only the limits and today's tools (no sideload): for checking the bed and the baselines. */
   baselinesOnly: boolean
+  /** Run one block alone (`p2p`). */
+  only?: 'p2p'
+  /** Rounds of the p2p block. */
+  runsP2p: number
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = {quick: false, runs: 3, runs16: 0, out: '', keepBed: false, baselinesOnly: false}
+  const args: Args = {quick: false, runs: 3, runs16: 0, out: '', keepBed: false, baselinesOnly: false, runsP2p: 0}
   let runsGiven = false
   let runs16Given = false
+  let runsP2pGiven = false
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]
     if (a === '--quick') args.quick = true
@@ -58,8 +64,14 @@ function parseArgs(argv: string[]): Args {
     } else if (a === '--runs-1.6') {
       args.runs16 = Number(argv[++i])
       runs16Given = true
+    } else if (a === '--runs-p2p') {
+      args.runsP2p = Number(argv[++i])
+      runsP2pGiven = true
+    } else if (a === '--only' && argv[i + 1] === 'p2p') {
+      args.only = 'p2p'
+      i++
     } else {
-      process.stderr.write(`unknown argument ${a}\nusage: npm run bench [-- --quick] [-- --runs N] [-- --runs-1.6 N] [-- --out FILE] [-- --keep-bed] [-- --baselines-only]\n`)
+      process.stderr.write(`unknown argument ${a}\nusage: npm run bench [-- --quick] [-- --runs N] [-- --runs-1.6 N] [-- --runs-p2p N] [-- --only p2p] [-- --out FILE] [-- --keep-bed] [-- --baselines-only]\n`)
       process.exit(2)
     }
   }
@@ -69,6 +81,10 @@ function parseArgs(argv: string[]): Args {
   if (!runs16Given) args.runs16 = Math.max(1, args.runs - 1)
   if (!Number.isInteger(args.runs16) || args.runs16 < 1) throw new Error('--runs-1.6 needs a positive integer')
   args.runs16 = Math.min(args.runs16, args.runs)
+  // the p2p block: one round in the full run (it stays near 10 minutes), --runs when run alone
+  if (!runsP2pGiven) args.runsP2p = args.only === 'p2p' ? args.runs : 1
+  if (!Number.isInteger(args.runsP2p) || args.runsP2p < 1) throw new Error('--runs-p2p needs a positive integer')
+  if (args.only && args.baselinesOnly) throw new Error('--only p2p has no baselines-only form')
   if (!args.out) args.out = path.join(REPO, 'bench-results', `bench-${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
   return args
 }
@@ -76,87 +92,6 @@ function parseArgs(argv: string[]): Args {
 const log = (msg: string): void => {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`)
 }
-
-/** Samples per metric, in the order measured. */
-class Samples {
-  readonly values = new Map<string, number[]>()
-  add(key: string, value: number): void {
-    const list = this.values.get(key) ?? []
-    list.push(value)
-    this.values.set(key, list)
-  }
-  median(key: string): number | undefined {
-    const list = this.values.get(key)
-    return list && list.length > 0 ? median(list) : undefined
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// the bed: commands on the nodes
-
-/** nerdctl's own state on a node: its default (/var/lib/nerdctl) is a host path all nodes share. */
-const NODE_NERDCTL_ROOT = '/var/lib/containerd/nerdctl'
-
-class Nodes {
-  constructor(
-    readonly bed: Bed,
-    /** nerdctl for this bed's nodes (absolute host path, visible inside them); undefined: none works here. */
-    readonly nerdctl?: string,
-    readonly nerdctlVersion?: string,
-  ) {}
-
-  ssh(node: BedNode, command: string): string[] {
-    return ['ssh', '-c', CIPHER, ...this.bed.sshArgs(node), command]
-  }
-
-  scp(node: BedNode, file: string, dest: string): string[] {
-    return [
-      'scp', '-q', '-c', CIPHER, '-i', this.bed.keyPath,
-      '-o', `UserKnownHostsFile=${this.bed.knownHostsPath}`, '-o', 'StrictHostKeyChecking=yes', '-o', 'IdentitiesOnly=yes', '-o', 'BatchMode=yes',
-      '-P', String(node.sshPort), file, `root@${node.ip}:${dest}`,
-    ]
-  }
-
-  /** What `kind load image-archive` runs on each node (pkg/cluster/nodeutils LoadImageArchive). */
-  ctrImport(node: BedNode, from: string): string {
-    return `ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=${node.snapshotter} ${from}`
-  }
-
-  /** The seed's last step, `nerdctl -n k8s.io load`, run on the node (its snapshotter from CONTAINERD_SNAPSHOTTER, set by the node's sshd). */
-  nerdctlLoad(node: BedNode, from: string): string {
-    if (!this.nerdctl) throw new Error(`no nerdctl for the containerd ${node.containerdLine} nodes`)
-    return `${this.nerdctl} --data-root ${NODE_NERDCTL_ROOT} --namespace k8s.io load -i ${from}`
-  }
-
-  /** Removes every image, blob, snapshot and lease from the node's k8s.io namespace; verifies it. */
-  async reset(node: BedNode): Promise<void> {
-    const ctr = (args: string[]) => this.bed.ctr(node, args)
-    const images = (await ctr(['images', 'ls', '-q'])).split('\n').filter(Boolean)
-    if (images.length > 0) await ctr(['images', 'rm', '--sync', ...images])
-    const leases = (await ctr(['leases', 'ls', '-q'])).split('\n').filter(Boolean)
-    for (const lease of leases) await ctr(['leases', 'rm', '--sync', lease])
-    const content = (await ctr(['content', 'ls', '-q'])).split('\n').filter(Boolean)
-    if (content.length > 0) await ctr(['content', 'rm', ...content])
-    const left = (await ctr(['content', 'ls', '-q'])).trim()
-    if (left) throw new Error(`could not empty the content store of node ${node.name}: ${left.split('\n').length} blob(s) left`)
-    await this.bed.exec(node, ['rm', '-f', NODE_ARCHIVE])
-  }
-
-  async resetAll(nodes: BedNode[]): Promise<void> {
-    await Promise.all(nodes.map((n) => this.reset(n)))
-  }
-
-  async shapeAll(nodes: BedNode[], rateMbit: number): Promise<void> {
-    for (const n of nodes) await this.bed.shape(n, {rateMbit})
-  }
-
-  async unshapeAll(nodes: BedNode[]): Promise<void> {
-    for (const n of nodes) await this.bed.unshape(n)
-  }
-}
-
-/** Where the manual workflow and the node-side import keep the archive: the node's own disk. */
-const NODE_ARCHIVE = '/var/lib/containerd/slbench-archive.tar'
 
 /**
  * Waits (≤ 10 s) until no shell is left in the beds' nodes. Every SSH session on a node starts
@@ -218,96 +153,6 @@ async function nerdctlFor16(): Promise<{path?: string; error?: string}> {
     const e = err as {stderr?: string; message?: string}
     return {error: (e.stderr || e.message || String(err)).trim().split('\n').slice(-3).join(' ')}
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// sideload
-
-interface PushOutcome {
-  ms: number
-  sentBytes: number
-  maxRssBytes?: number
-  /** Where the time went, from the NDJSON event timestamps (ms). */
-  phases?: PushPhases
-  statuses: string[]
-}
-
-interface PushFlags {
-  image: string
-  /** Read the image from this archive, or else from this containerd (namespace k8s.io). */
-  archive?: string
-  containerdAddress?: string
-  nodes: BedNode[]
-  extra?: string[]
-}
-
-function parsePushResult(r: RunResult, argv: string[]): {sentBytes: number; statuses: string[]} {
-  const lines = r.stdout.trim().split('\n')
-  for (let i = lines.length - 1; i >= 0; i--) {
-    let parsed: unknown
-    try {
-      parsed = JSON.parse(lines[i])
-    } catch {
-      continue
-    }
-    const obj = parsed as {type?: string; results?: Array<{status?: string; sentBytes?: number}>}
-    if (obj.type === 'result' && Array.isArray(obj.results)) {
-      return {sentBytes: obj.results.reduce((s, x) => s + (x.sentBytes ?? 0), 0), statuses: obj.results.map((x) => String(x.status))}
-    }
-  }
-  throw new Error(`sideload push printed no {"type":"result"} line: ${argv.join(' ')}\n${r.stdout.slice(-1000)}\n${r.stderr.slice(-1000)}`)
-}
-
-/**
- * startup: spawn → first event (node start-up, CLI load, archive index read); connect: → first
- * byte sent (SSH, probe, which blobs are missing); transfer: first → last byte event; finish:
- * → node done (last unpack, image record); exit: → process exit (closing connections).
- */
-export interface PushPhases {
-  startup: number
-  connect: number
-  transfer: number
-  finish: number
-  exit: number
-}
-
-function phasesOf(stdout: string, spawnedAt: number, exitedAt: number): PushPhases | undefined {
-  const events: Array<{t: number; type: string}> = []
-  for (const line of stdout.split('\n')) {
-    try {
-      const e = JSON.parse(line) as {time?: string; type?: string}
-      if (e.time && e.type) events.push({t: Date.parse(e.time), type: e.type})
-    } catch {
-      // not an event line
-    }
-  }
-  const bytes = events.filter((e) => e.type === 'bytes')
-  const done = events.filter((e) => e.type === 'done').at(-1)
-  if (events.length === 0 || bytes.length === 0 || !done) return undefined
-  const first = events[0].t
-  return {
-    startup: first - spawnedAt,
-    connect: bytes[0].t - first,
-    transfer: bytes[bytes.length - 1].t - bytes[0].t,
-    finish: done.t - bytes[bytes.length - 1].t,
-    exit: exitedAt - done.t,
-  }
-}
-
-async function sideloadPush(bed: Bed, flags: PushFlags, rss = false): Promise<PushOutcome> {
-  const source = flags.archive ? ['--archive', flags.archive] : ['--containerd-address', flags.containerdAddress ?? '', '--containerd-namespace', 'k8s.io']
-  const argv = [
-    process.execPath, CLI, 'push', flags.image, ...source,
-    ...flags.nodes.flatMap((n) => ['--host', `root@${n.ip}`]),
-    '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--json', ...(flags.extra ?? []),
-  ]
-  const spawnedAt = Date.now()
-  const r = await run(argv, {rss})
-  const exitedAt = Date.now()
-  const {sentBytes, statuses} = parsePushResult(r, argv)
-  const bad = statuses.filter((s) => s !== 'pushed' && s !== 'up to date')
-  if (bad.length > 0 || statuses.length !== flags.nodes.length) throw new Error(`sideload push did not succeed on every node (${statuses.join(', ')}): ${argv.join(' ')}`)
-  return {ms: r.ms, sentBytes, maxRssBytes: r.maxRssBytes, statuses, phases: phasesOf(r.stdout, spawnedAt, exitedAt)}
 }
 
 const FIX_PODS = 20
@@ -666,18 +511,17 @@ async function main(): Promise<void> {
   if (!args.baselinesOnly && !fs.existsSync(path.join(REPO, 'dist/commands/push.js'))) {
     throw new Error('dist/commands/push.js is missing: run `npm run build` first (the bench runs the built CLI, start-up included)')
   }
-  const img = await prepareImages(!args.quick)
-  const nerdctl2 = daemonBinary('nerdctl', 'nerdctl')
-  const nerdctl16 = await nerdctlFor16()
-  if (nerdctl16.error) log(`nerdctl ${NERDCTL_16_VERSION} could not be built (${nerdctl16.error}); the 1.6 nodes' manual baseline loads with ctr import instead`)
+  const onlyP2p = args.only === 'p2p'
+  const withP2p = !args.baselinesOnly
+  const img = await prepareImages(!args.quick && !onlyP2p)
   const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'slbench-'))
   const bedName = (suffix: string) => `slbench-${process.pid}-${suffix}`
-  log(`starting beds ${bedName('c2')} (3 nodes, containerd 2.x), ${bedName('c16')} (3 nodes, containerd 1.6) and build machine ${bedName('bm')}`)
+  const suffixes = [...(onlyP2p ? [] : ['c2', 'c16', 'bm']), ...(withP2p ? ['p2p'] : [])]
   const beds: Array<{down(): Promise<void>}> = []
   let interrupted = false
   const downAll = async () => {
-    await settle(['c2', 'c16', 'bm'].map(bedName))
-    await Promise.all(beds.map((b) => b.down().catch(() => undefined)))
+    await settle(suffixes.map(bedName))
+    await Promise.all(beds.splice(0).map((b) => b.down().catch(() => undefined)))
     await fsp.rm(workDir, {recursive: true, force: true})
   }
   const onSignal = () => {
@@ -687,68 +531,104 @@ async function main(): Promise<void> {
   }
   process.once('SIGINT', onSignal)
   process.once('SIGTERM', onSignal)
-  const starting = await Promise.allSettled([
-    startBed({name: bedName('c2'), nodes: 3, containerd: '2'}),
-    startBed({name: bedName('c16'), nodes: 3, containerd: '1.6'}),
-    startBuildMachine(bedName('bm'), workDir),
-  ])
-  for (const r of starting) if (r.status === 'fulfilled') beds.push(r.value)
-  const failed = starting.find((r) => r.status === 'rejected')
-  if (failed) {
-    await downAll()
-    throw (failed as PromiseRejectedResult).reason
-  }
-  const [bed2, bed16, bm] = starting.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [Bed, Bed, BuildMachine]
 
-  const withFix = !args.baselinesOnly && (await fixLanded())
+  const withFix = !args.baselinesOnly && !onlyP2p && (await fixLanded())
   const common = new Samples()
   const blocks: Block[] = []
-  let src: Source | undefined
-  try {
-    const lines = [
-      [bed2, '2', nerdctl2, daemonVersion('nerdctl'), args.runs],
-      [bed16, '1.6', nerdctl16.path, NERDCTL_16_VERSION, args.runs16],
-    ] as const
-    for (const [bed, line, nerdctl, nerdctlVersion, runs] of lines) {
-      const version = await containerdVersionOf(bed, bed.nodes[0])
-      blocks.push({
-        id: `containerd-${version}`, line, version, bed, n: new Nodes(bed, nerdctl, nerdctlVersion), runs, s: new Samples(),
-        skip: {shaped: args.quick && line === '1.6', fix: args.quick && line === '1.6', noUnpack: args.quick && line === '1.6'},
-        ...(nerdctl ? {} : {manualNote: `load step: ctr import; nerdctl ${NERDCTL_16_VERSION} could not be built`}),
-      })
+  let snapshotter = ''
+  let nerdctl16: {path?: string; error?: string} = {}
+  if (!onlyP2p) {
+    const nerdctl2 = daemonBinary('nerdctl', 'nerdctl')
+    nerdctl16 = await nerdctlFor16()
+    if (nerdctl16.error) log(`nerdctl ${NERDCTL_16_VERSION} could not be built (${nerdctl16.error}); the 1.6 nodes' manual baseline loads with ctr import instead`)
+    log(`starting beds ${bedName('c2')} (3 nodes, containerd 2.x), ${bedName('c16')} (3 nodes, containerd 1.6) and build machine ${bedName('bm')}`)
+    const starting = await Promise.allSettled([
+      startBed({name: bedName('c2'), nodes: 3, containerd: '2'}),
+      startBed({name: bedName('c16'), nodes: 3, containerd: '1.6'}),
+      startBuildMachine(bedName('bm'), workDir),
+    ])
+    for (const r of starting) if (r.status === 'fulfilled') beds.push(r.value)
+    const failed = starting.find((r) => r.status === 'rejected')
+    if (failed) {
+      await downAll()
+      throw (failed as PromiseRejectedResult).reason
     }
-    // the image sits in the build machine's k8s.io as `nerdctl build` leaves it (named, unpacked); not timed
-    const loaded = await bm.nerdctl(['load', '-i', img.base.path])
-    if (loaded.code !== 0) throw new Error(`nerdctl load into the build machine failed: ${loaded.stderr}`)
-    src = {bm, savePath: path.join(workDir, 'app.tar')}
-    for (let round = 1; round <= args.runs; round++) {
-      await commonRound(round, blocks[0], img, common, args.quick)
-      for (const block of blocks) {
-        if (round <= block.runs) await blockRound(round, block, img, src, {baselinesOnly: args.baselinesOnly, quick: args.quick, withFix})
+    const [bed2, bed16, bm] = starting.map((r) => (r as PromiseFulfilledResult<unknown>).value) as [Bed, Bed, BuildMachine]
+    snapshotter = bed2.nodes[0].snapshotter
+    try {
+      const lines = [
+        [bed2, '2', nerdctl2, daemonVersion('nerdctl'), args.runs],
+        [bed16, '1.6', nerdctl16.path, NERDCTL_16_VERSION, args.runs16],
+      ] as const
+      for (const [bed, line, nerdctl, nerdctlVersion, runs] of lines) {
+        const version = await containerdVersionOf(bed, bed.nodes[0])
+        blocks.push({
+          id: `containerd-${version}`, line, version, bed, n: new Nodes(bed, nerdctl, nerdctlVersion), runs, s: new Samples(),
+          skip: {shaped: args.quick && line === '1.6', fix: args.quick && line === '1.6', noUnpack: args.quick && line === '1.6'},
+          ...(nerdctl ? {} : {manualNote: `load step: ctr import; nerdctl ${NERDCTL_16_VERSION} could not be built`}),
+        })
       }
+      // the image sits in the build machine's k8s.io as `nerdctl build` leaves it (named, unpacked); not timed
+      const loaded = await bm.nerdctl(['load', '-i', img.base.path])
+      if (loaded.code !== 0) throw new Error(`nerdctl load into the build machine failed: ${loaded.stderr}`)
+      const src: Source = {bm, savePath: path.join(workDir, 'app.tar')}
+      for (let round = 1; round <= args.runs; round++) {
+        await commonRound(round, blocks[0], img, common, args.quick)
+        for (const block of blocks) {
+          if (round <= block.runs) await blockRound(round, block, img, src, {baselinesOnly: args.baselinesOnly, quick: args.quick, withFix})
+        }
+      }
+      if (!args.baselinesOnly) for (const block of blocks) await bigRun(block, img)
+    } finally {
+      if (!args.keepBed && !interrupted) await downAll()
+      else if (args.keepBed) log(`beds kept (npm run bed -- down --name NAME for ${bedName('c2')}, ${bedName('c16')}, ${bedName('bm')})`)
     }
-    if (!args.baselinesOnly) for (const block of blocks) await bigRun(block, img)
-  } finally {
-    if (!args.keepBed && !interrupted) await downAll()
-    else if (args.keepBed) log(`beds kept (npm run bed -- down --name NAME for ${bedName('c2')}, ${bedName('c16')}, ${bedName('bm')})`)
   }
-  const rows = [...blocks.flatMap((b) => blockRows(b, common, img, {quick: args.quick, fix: withFix})), ...commonRows(common)]
+
+  // the p2p block: its own bed, started once the others are gone (six nodes with Spegel share the 2 cores)
+  let p2p: P2pOutcome | undefined
+  // the 3-node rows (from how many nodes the hand-off pays) only when the block runs alone: the full run stays near 10 minutes
+  const p2pWithThree = onlyP2p
+  if (withP2p && !interrupted) {
+    try {
+      p2p = await runP2pBlock({
+        bedName: bedName('p2p'), image: img.base, runs: args.runsP2p, withThree: p2pWithThree, keepBed: args.keepBed, log,
+        started: (bed) => beds.push(bed),
+      })
+      snapshotter ||= p2p.bed.nodes[0].snapshotter
+    } finally {
+      if (!args.keepBed && !interrupted) await downAll()
+    }
+  }
+  if (!args.keepBed) await fsp.rm(workDir, {recursive: true, force: true})
+
+  const rows = [
+    ...blocks.flatMap((b) => blockRows(b, common, img, {quick: args.quick, fix: withFix})),
+    ...(onlyP2p ? [] : commonRows(common)),
+    ...(p2p ? p2pRows(p2p.s, img.base, {withThree: p2pWithThree}) : []),
+  ]
+  const p2pNotes = [
+    !onlyP2p && args.runsP2p < args.runs ? `${args.runsP2p} round(s) of ${args.runs} (--runs-p2p): the full run stays near 10 minutes` : '',
+    p2pWithThree ? '' : 'six nodes only (the 3-node rows: `npm run bench -- --only p2p`)',
+  ].filter(Boolean).join('; ')
   const reportBlocks: ReportBlock[] = [
     ...blocks.map((b) => {
       const note = blockNote(b, args)
       return {id: b.id, title: `containerd ${b.version} nodes (3)`, runs: b.runs, ...(note ? {note} : {})}
     }),
-    {id: COMMON_BLOCK, title: 'the client alone (no node containerd involved)', runs: args.runs},
+    ...(onlyP2p ? [] : [{id: COMMON_BLOCK, title: 'the client alone (no node containerd involved)', runs: args.runs}]),
+    ...(p2p ? [p2pReportBlock(p2p, args.runsP2p, p2pNotes || undefined)] : []),
   ]
   const samples: Record<string, number[]> = Object.fromEntries(common.values)
   for (const b of blocks) for (const [k, v] of b.s.values) samples[`${b.id}/${k}`] = v
+  if (p2p) for (const [k, v] of p2p.s.values) samples[`${P2P_BLOCK}/${k}`] = v
   const report: BenchReport = {
     date: new Date().toISOString(),
     machine: {cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model ?? '', memMb: Math.round(os.totalmem() / MB), kernel: os.release(), node: process.version},
-    runs: args.runs,
+    runs: onlyP2p ? args.runsP2p : args.runs,
     quick: args.quick,
     durationS: (Date.now() - started) / 1000,
-    snapshotter: bed2.nodes[0].snapshotter,
+    snapshotter,
     images: {
       base: {name: img.base.name, archiveMb: img.base.archiveBytes / MB, layers: img.base.platforms[0].layerSizes.length},
       ...(img.big ? {big: {name: img.big.name, archiveMb: img.big.archiveBytes / MB, layers: img.big.platforms[0].layerSizes.length}} : {}),
@@ -760,7 +640,8 @@ async function main(): Promise<void> {
   await fsp.mkdir(path.dirname(args.out), {recursive: true})
   await fsp.writeFile(args.out, `${JSON.stringify(report, null, 2)}\n`)
   process.stdout.write(renderMarkdown(report))
-  log(`manual baseline: nerdctl ${daemonVersion('nerdctl')} save on the build machine (containerd 2.x); scp -c ${CIPHER}; load with nerdctl ${daemonVersion('nerdctl')} on 2.x nodes, ${nerdctl16.path ? `nerdctl ${NERDCTL_16_VERSION}` : 'ctr import'} on 1.6 nodes`)
+  if (!onlyP2p) log(`manual baseline: nerdctl ${daemonVersion('nerdctl')} save on the build machine (containerd 2.x); scp -c ${CIPHER}; load with nerdctl ${daemonVersion('nerdctl')} on 2.x nodes, ${nerdctl16.path ? `nerdctl ${NERDCTL_16_VERSION}` : 'ctr import'} on 1.6 nodes`)
+  if (p2p) log(`p2p: ${paysFrom(p2p.s)}`)
   log(`wrote ${args.out} (${report.durationS.toFixed(0)} s)`)
 }
 

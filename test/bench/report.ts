@@ -113,7 +113,7 @@ export function renderMarkdown(report: BenchReport): string {
   lines.push('|---|---|---|')
   for (const [key, values] of Object.entries(report.samples)) {
     const bytes = /bytes|rss/.test(key)
-    const count = /transfers/.test(key)
+    const count = /transfers|fallbacks|retries/.test(key)
     const show = (x: number) => (count ? String(x) : bytes ? `${(x / (1024 * 1024)).toFixed(1)} MB` : `${(x / 1000).toFixed(3)} s`)
     const sorted = [...values].sort((a, b) => a - b)
     const mid = Math.floor(sorted.length / 2)
