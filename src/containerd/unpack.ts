@@ -27,6 +27,9 @@ export async function unpackImage(
     const layer = image.layers[i]
     const chainId = chain[i]
     const event = {type: 'unpack-layer' as const, digest: layer.digest, chainId, index: i, count: image.layers.length}
+    // A snapshot found here may belong to nothing (a pull that failed after unpacking it): held in
+    // our lease first, so a GC before the next layer is built on it cannot take it.
+    if (lease) await client.leaseAddResource(lease, {id: chainId, type: `snapshots/${snapshotter}`})
     if (await client.snapshotStat(snapshotter, chainId)) {
       options.emit?.({...event, skipped: true})
       continue

@@ -2,8 +2,8 @@ import * as path from 'node:path'
 import {Readable} from 'node:stream'
 import * as tar from 'tar-stream'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {ContainerdClient, importImage, type ImportEvent} from '../../src/containerd/index.js'
-import {MediaType, readArchive, sha256Digest, type Descriptor, type ImageSource} from '../../src/image/index.js'
+import {ContainerdClient, importImage, type ImportEvent, snapshotGcLabel, unpackImage} from '../../src/containerd/index.js'
+import {chainIds, imageBlobs, MediaType, readArchive, resolveImage, sha256Digest, type Descriptor, type ImageSource} from '../../src/image/index.js'
 import {makeImage} from '../bed/images.js'
 import {startContainerdWithClient, stopContainerdWithClient, type TestContainerd} from './fixture.js'
 
@@ -100,5 +100,37 @@ describe('unpacking during and after the transfer', () => {
     // without unpack the same image imports (CRI would fail later, at container start)
     const res = await importImage(client, {source, name: 'sl-unp/liar:1', unpack: false})
     expect(res.upToDate).toBe(false)
+  })
+})
+
+describe('unpacking over what another pull left', () => {
+  it('holds a snapshot it builds on in its own lease: a GC between that layer and the next cannot take it', async () => {
+    const out = path.join(work, 'left.tar')
+    await makeImage({name: 'sl-unp/left:1', format: 'oci', out, layers: [{sizeBytes: 32 * KIB, seed: 'left-1'}, {sizeBytes: 32 * KIB, seed: 'left-2'}]})
+    const source = await readArchive(out)
+    const image = await resolveImage(source, {os: 'linux', architecture: 'amd64'})
+    const chain = chainIds(image.diffIds)
+    // the blobs on the node, under a lease of their own (as a pull holds them)
+    const held = await client.leaseCreate({expiresInMs: 3_600_000})
+    for (const blob of imageBlobs(image)) await client.writeContent({ref: `left-${blob.digest}`, desc: blob, open: () => source.openBlob(blob), lease: held})
+    // a pull that unpacked the first layer, then failed: its lease is gone, GC has not run yet
+    const pull = await client.leaseCreate({expiresInMs: 3_600_000})
+    await unpackImage(client, {...image, layers: image.layers.slice(0, 1), diffIds: image.diffIds.slice(0, 1)}, {snapshotter: 'overlayfs', lease: pull})
+    await client.leaseDelete(pull)
+    // …and before it could label the config with its top snapshot (the GC reference that would hold it)
+    await client.contentSetLabels(image.config.digest, {[snapshotGcLabel('overlayfs')]: 'sha256:none'})
+    expect(await client.snapshotStat('overlayfs', chain[0])).toBeDefined()
+    // our unpack finds that snapshot, and GC runs just before it builds the second layer on it
+    const ours = await client.leaseCreate({expiresInMs: 3_600_000})
+    const gcNow = async (): Promise<void> => client.leaseDelete(await client.leaseCreate({expiresInMs: 60_000}), true)
+    const events: string[] = []
+    await unpackImage(client, image, {snapshotter: 'overlayfs', lease: ours, emit: (e) => events.push(`${e.index}:${e.skipped}`), whenArrived: async (d) => {
+      if (d === image.layers[1].digest) await gcNow()
+    }})
+    expect(events).toEqual(['0:true', '1:false'])
+    expect(await client.snapshotStat('overlayfs', chain[1])).toBeDefined()
+    await client.leaseDelete(ours, true)
+    await client.leaseDelete(held, true)
+    await source.close()
   })
 })
