@@ -4,7 +4,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {cleanAll, destroyBed, startBed, type Bed, type BedNode} from './bed.js'
-import {ctrErrorLines} from '../../src/nodes/ctr.js'
+import {ctrErrorLines} from '../../src/nodes/ctr-output.js'
 import {makeImage, type ImageInfo} from './images.js'
 
 interface Run {

@@ -5,7 +5,7 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {extract} from 'tar-stream'
 import {startBed, type Bed} from './bed.js'
-import {ctrErrorLines} from '../../src/nodes/ctr.js'
+import {ctrErrorLines} from '../../src/nodes/ctr-output.js'
 import {changeLastLayer, makeImage, normalizeImageName, type MakeImageOptions} from './images.js'
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'slbt-images-'))
