@@ -6,6 +6,8 @@ import type {Descriptor, Digest} from '../image/index.js'
 import {describeError, isAlreadyExists, isNotFound} from './errors.js'
 import {writeContent, type WriteContentOptions, type WriteContentResult} from './content-writer.js'
 import {rfc3339} from './labels.js'
+import type {ReadContentResponse__Output} from '../grpc/generated/containerd/services/content/v1/ReadContentResponse.js'
+import {type ContainerdServices, type ContentClient, type Rpc, type RpcMethod, SERVICE_NAMES, type UnaryReply, type UnaryRequest} from './services.js'
 import {LEASE_EXPIRE_LABEL} from './labels.js'
 
 const PROTO_FILES = [
@@ -80,7 +82,6 @@ type ProtoDescriptor = {media_type: string; digest: string; size: number; annota
 type Timestamp = {seconds: number; nanos: number} | null
 type ProtoImage = {name: string; labels: Record<string, string>; target: ProtoDescriptor | null; created_at: Timestamp; updated_at: Timestamp}
 type ServiceCtor = new (address: string, creds: grpc.ChannelCredentials, options: grpc.ClientOptions) => grpc.Client
-type UnaryFn = (req: object, md: grpc.Metadata, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall
 
 export function toProtoDescriptor(d: Descriptor): ProtoDescriptor {
   return {media_type: d.mediaType, digest: d.digest, size: d.size, annotations: d.annotations ?? {}}
@@ -113,7 +114,7 @@ export class ContainerdClient {
   readonly address: string
   readonly namespace: string
   readonly displayName: string
-  private readonly services: Record<'version' | 'introspection' | 'content' | 'images' | 'leases' | 'snapshots' | 'diff', grpc.Client>
+  private readonly services: ContainerdServices
 
   constructor(address: string, options: ContainerdClientOptions = {}) {
     this.address = normalizeAddress(address)
@@ -121,16 +122,21 @@ export class ContainerdClient {
     this.displayName = options.displayName ?? this.address
     const pkg = loadProtos(PROTO_FILES)
     const creds = options.credentials ?? grpc.credentials.createInsecure()
-    const first = new (lookup<ServiceCtor>(pkg, 'containerd.services.version.v1.Version'))(this.address, creds, CONTAINERD_CHANNEL_OPTIONS)
-    const make = (name: string): grpc.Client => new (lookup<ServiceCtor>(pkg, name))(this.address, creds, {...CONTAINERD_CHANNEL_OPTIONS, channelOverride: first.getChannel()})
+    let first: grpc.Client | undefined
+    const make = <K extends keyof ContainerdServices>(service: K): ContainerdServices[K] => {
+      const client = new (lookup<ServiceCtor>(pkg, SERVICE_NAMES[service]))(this.address, creds,
+        first ? {...CONTAINERD_CHANNEL_OPTIONS, channelOverride: first.getChannel()} : CONTAINERD_CHANNEL_OPTIONS)
+      first ??= client
+      return client as ContainerdServices[K]
+    }
     this.services = {
-      version: first,
-      introspection: make('containerd.services.introspection.v1.Introspection'),
-      content: make('containerd.services.content.v1.Content'),
-      images: make('containerd.services.images.v1.Images'),
-      leases: make('containerd.services.leases.v1.Leases'),
-      snapshots: make('containerd.services.snapshots.v1.Snapshots'),
-      diff: make('containerd.services.diff.v1.Diff'),
+      version: make('version'),
+      introspection: make('introspection'),
+      content: make('content'),
+      images: make('images'),
+      leases: make('leases'),
+      snapshots: make('snapshots'),
+      diff: make('diff'),
     }
   }
 
@@ -150,28 +156,38 @@ export class ContainerdClient {
     return md
   }
 
-  private unary<Res>(service: keyof ContainerdClient['services'], method: string, request: object, options: CallOptions = {}): Promise<Res> {
-    const svc = this.services[service] as unknown as Record<string, UnaryFn>
-    const fullName = `${service}.${method}`
-    return new Promise<Res>((resolve, reject) => {
-      svc[method].call(svc, request, this.metadata(options), (err, res) => (err ? reject(describeError(err, fullName, this.displayName)) : resolve(res as Res)))
+  /** One unary call, typed by the generated client: `unary('content.Info', {digest})`. */
+  private unary<R extends Rpc>(rpc: R, request: NoInfer<UnaryRequest<RpcMethod<R>>>, options: CallOptions = {}): Promise<UnaryReply<RpcMethod<R>>> {
+    const [service, method] = rpc.split('.') as [keyof ContainerdServices, string]
+    const client = this.services[service]
+    // the one dynamic call: the method picked by name, with (argument, metadata, callback)
+    const call = (client as unknown as Record<string, (argument: unknown, metadata: grpc.Metadata, callback: grpc.requestCallback<UnaryReply<RpcMethod<R>>>) => grpc.ClientUnaryCall>)[method]
+    return new Promise((resolve, reject) => {
+      call.call(client, request, this.metadata(options), (err, res) => (err || res === undefined ? reject(describeError(err ?? new Error('no reply'), rpc, this.displayName)) : resolve(res)))
     })
   }
 
-  /** The raw grpc-js Content client, for the streaming writer. */
-  contentService(): grpc.Client {
+  /** A message field of a reply that the proto allows to be absent, where containerd always sends it. */
+  private field<T, K extends keyof T>(reply: T, key: K, rpc: Rpc): NonNullable<T[K]> {
+    const value = reply[key]
+    if (value === null || value === undefined) throw new Error(`containerd ${rpc} on ${this.displayName} replied without ${String(key)}`)
+    return value as NonNullable<T[K]>
+  }
+
+  /** The Content client, for the streaming writer. */
+  contentService(): ContentClient {
     return this.services.content
   }
 
   // --- version / introspection -------------------------------------------------------------
 
   version(): Promise<{version: string; revision: string}> {
-    return this.unary('version', 'Version', {})
+    return this.unary('version.Version', {})
   }
 
   /** The daemon's UUID (stable per containerd root); tells whether two addresses are one daemon. */
   async serverUuid(): Promise<string> {
-    const res = await this.unary<{uuid: string}>('introspection', 'Server', {})
+    const res = await this.unary('introspection.Server', {})
     return res.uuid
   }
 
@@ -181,14 +197,14 @@ export class ContainerdClient {
    */
   async platform(): Promise<{os: string; architecture: string; variant?: string} | undefined> {
     type P = {os: string; architecture: string; variant: string}
-    const res = await this.unary<{plugins: {type: string; id: string; platforms: P[]}[]}>('introspection', 'Plugins', {filters: ['type==io.containerd.snapshotter.v1', 'type==io.containerd.runtime.v2']})
+    const res = await this.unary('introspection.Plugins', {filters: ['type==io.containerd.snapshotter.v1', 'type==io.containerd.runtime.v2']})
     const p = res.plugins.flatMap((x) => x.platforms).find((x) => x.os && x.architecture)
     return p ? {os: p.os, architecture: p.architecture, ...(p.variant ? {variant: p.variant} : {})} : undefined
   }
 
   /** Each snapshotter plugin's exported root directory → its id (e.g. …/io.containerd.snapshotter.v1.overlayfs → overlayfs). */
   async snapshotterRoots(): Promise<Map<string, string>> {
-    const res = await this.unary<{plugins: {id: string; exports: Record<string, string>}[]}>('introspection', 'Plugins', {filters: ['type==io.containerd.snapshotter.v1']})
+    const res = await this.unary('introspection.Plugins', {filters: ['type==io.containerd.snapshotter.v1']})
     const roots = new Map<string, string>()
     for (const p of res.plugins) if (p.exports?.root) roots.set(p.exports.root, p.id)
     return roots
@@ -199,8 +215,8 @@ export class ContainerdClient {
   /** Content info, or undefined when the blob is not in the store. */
   async contentInfo(digest: Digest): Promise<ContentInfo | undefined> {
     try {
-      const res = await this.unary<{info: {digest: string; size: number; labels: Record<string, string>}}>('content', 'Info', {digest})
-      return {digest: res.info.digest, size: Number(res.info.size), labels: {...res.info.labels}}
+      const info = this.field(await this.unary('content.Info', {digest}), 'info', 'content.Info')
+      return {digest: info.digest, size: Number(info.size), labels: {...info.labels}}
     } catch (err) {
       if (isNotFound(err)) return undefined
       throw err
@@ -209,23 +225,22 @@ export class ContainerdClient {
 
   /** Set labels on a blob (only the keys given; other labels stay). */
   async contentSetLabels(digest: Digest, labels: Record<string, string>, options: CallOptions = {}): Promise<ContentInfo> {
-    const res = await this.unary<{info: {digest: string; size: number; labels: Record<string, string>}}>(
-      'content',
-      'Update',
+    const res = await this.unary(
+      'content.Update',
       {info: {digest, labels}, update_mask: {paths: Object.keys(labels).map((k) => `labels.${k}`)}},
       options,
     )
-    return {digest: res.info.digest, size: Number(res.info.size), labels: {...res.info.labels}}
+    const info = this.field(res, 'info', 'content.Update')
+    return {digest: info.digest, size: Number(info.size), labels: {...info.labels}}
   }
 
   /** A blob as a byte stream (from `offset`), with backpressure. */
   contentRead(digest: Digest, offset = 0): Readable {
-    const svc = this.services.content as unknown as Record<string, (req: object, md: grpc.Metadata) => grpc.ClientReadableStream<{data: Buffer}>>
-    const call = svc.Read.call(svc, {digest, offset, size: 0}, this.metadata())
+    const call = this.services.content.Read({digest, offset, size: 0}, this.metadata())
     const where = this.displayName
     async function* chunks(): AsyncGenerator<Buffer> {
       try {
-        for await (const msg of call) yield (msg as {data: Buffer}).data
+        for await (const msg of call) yield (msg as ReadContentResponse__Output).data
       } catch (err) {
         throw describeError(err, 'content.Read', where)
       } finally {
@@ -237,8 +252,8 @@ export class ContainerdClient {
 
   async contentStatus(ref: string): Promise<{offset: number; total: number} | undefined> {
     try {
-      const res = await this.unary<{status: {offset: number; total: number}}>('content', 'Status', {ref})
-      return {offset: Number(res.status.offset), total: Number(res.status.total)}
+      const status = this.field(await this.unary('content.Status', {ref}), 'status', 'content.Status')
+      return {offset: Number(status.offset), total: Number(status.total)}
     } catch (err) {
       if (isNotFound(err)) return undefined
       throw err
@@ -247,7 +262,7 @@ export class ContainerdClient {
 
   async contentAbort(ref: string): Promise<void> {
     try {
-      await this.unary('content', 'Abort', {ref})
+      await this.unary('content.Abort', {ref})
     } catch (err) {
       if (!isNotFound(err)) throw err
     }
@@ -255,7 +270,7 @@ export class ContainerdClient {
 
   async contentDelete(digest: Digest): Promise<void> {
     try {
-      await this.unary('content', 'Delete', {digest})
+      await this.unary('content.Delete', {digest})
     } catch (err) {
       if (!isNotFound(err)) throw err
     }
@@ -270,8 +285,7 @@ export class ContainerdClient {
 
   async imageGet(name: string): Promise<ImageRecord | undefined> {
     try {
-      const res = await this.unary<{image: ProtoImage}>('images', 'Get', {name})
-      return fromProtoImage(res.image)
+      return fromProtoImage(this.field(await this.unary('images.Get', {name}), 'image', 'images.Get'))
     } catch (err) {
       if (isNotFound(err)) return undefined
       throw err
@@ -279,13 +293,13 @@ export class ContainerdClient {
   }
 
   async imageList(filters: string[] = []): Promise<ImageRecord[]> {
-    const res = await this.unary<{images: ProtoImage[]}>('images', 'List', {filters})
+    const res = await this.unary('images.List', {filters})
     return res.images.map(fromProtoImage)
   }
 
   async imageCreate(image: {name: string; labels?: Record<string, string>; target: Descriptor}, options: CallOptions = {}): Promise<ImageRecord> {
-    const res = await this.unary<{image: ProtoImage}>('images', 'Create', {image: {name: image.name, labels: image.labels ?? {}, target: toProtoDescriptor(image.target)}}, options)
-    return fromProtoImage(res.image)
+    const res = await this.unary('images.Create', {image: {name: image.name, labels: image.labels ?? {}, target: toProtoDescriptor(image.target)}}, options)
+    return fromProtoImage(this.field(res, 'image', 'images.Create'))
   }
 
   /**
@@ -295,13 +309,13 @@ export class ContainerdClient {
    */
   async imageUpdate(image: {name: string; labels?: Record<string, string>; target: Descriptor}, paths: string[], options: CallOptions = {}): Promise<ImageRecord> {
     const proto = {name: image.name, labels: image.labels ?? {}, target: toProtoDescriptor(image.target)}
-    const res = await this.unary<{image: ProtoImage}>('images', 'Update', {image: proto, update_mask: {paths}}, options)
-    return fromProtoImage(res.image)
+    const res = await this.unary('images.Update', {image: proto, update_mask: {paths}}, options)
+    return fromProtoImage(this.field(res, 'image', 'images.Update'))
   }
 
   async imageDelete(name: string, sync = false): Promise<void> {
     try {
-      await this.unary('images', 'Delete', {name, sync})
+      await this.unary('images.Delete', {name, sync})
     } catch (err) {
       if (!isNotFound(err)) throw err
     }
@@ -313,13 +327,13 @@ export class ContainerdClient {
   async leaseCreate(options: {id?: string; expiresInMs: number; labels?: Record<string, string>}): Promise<string> {
     const id = options.id ?? `sideload-${Date.now()}-${randomBytes(4).toString('hex')}`
     const expire = rfc3339(new Date(Date.now() + options.expiresInMs))
-    const res = await this.unary<{lease: {id: string}}>('leases', 'Create', {id, labels: {[LEASE_EXPIRE_LABEL]: expire, ...(options.labels ?? {})}})
-    return res.lease.id
+    const res = await this.unary('leases.Create', {id, labels: {[LEASE_EXPIRE_LABEL]: expire, ...(options.labels ?? {})}})
+    return this.field(res, 'lease', 'leases.Create').id
   }
 
   async leaseDelete(id: string, sync = false): Promise<void> {
     try {
-      await this.unary('leases', 'Delete', {id, sync})
+      await this.unary('leases.Delete', {id, sync})
     } catch (err) {
       if (!isNotFound(err)) throw err
     }
@@ -327,11 +341,11 @@ export class ContainerdClient {
 
   /** Protect an existing resource (type "content" with a digest id, or "snapshots/<snapshotter>") with a lease. */
   async leaseAddResource(id: string, resource: {id: string; type: string}): Promise<void> {
-    await this.unary('leases', 'AddResource', {id, resource})
+    await this.unary('leases.AddResource', {id, resource})
   }
 
   async leaseList(filters: string[] = []): Promise<{id: string; labels: Record<string, string>}[]> {
-    const res = await this.unary<{leases: {id: string; labels: Record<string, string>}[]}>('leases', 'List', {filters})
+    const res = await this.unary('leases.List', {filters})
     return res.leases.map((l) => ({id: l.id, labels: {...l.labels}}))
   }
 
@@ -339,8 +353,8 @@ export class ContainerdClient {
 
   async snapshotStat(snapshotter: string, key: string): Promise<SnapshotInfo | undefined> {
     try {
-      const res = await this.unary<{info: SnapshotInfo}>('snapshots', 'Stat', {snapshotter, key})
-      return {...res.info, labels: {...res.info.labels}}
+      const info = this.field(await this.unary('snapshots.Stat', {snapshotter, key}), 'info', 'snapshots.Stat')
+      return {name: info.name, parent: info.parent, kind: info.kind, labels: {...info.labels}}
     } catch (err) {
       if (isNotFound(err)) return undefined
       throw err
@@ -348,17 +362,17 @@ export class ContainerdClient {
   }
 
   async snapshotPrepare(snapshotter: string, key: string, parent: string, options: CallOptions & {labels?: Record<string, string>} = {}): Promise<Mount[]> {
-    const res = await this.unary<{mounts: Mount[]}>('snapshots', 'Prepare', {snapshotter, key, parent, labels: options.labels ?? {}}, options)
+    const res = await this.unary('snapshots.Prepare', {snapshotter, key, parent, labels: options.labels ?? {}}, options)
     return res.mounts
   }
 
   async snapshotCommit(snapshotter: string, name: string, key: string, options: CallOptions & {labels?: Record<string, string>} = {}): Promise<void> {
-    await this.unary('snapshots', 'Commit', {snapshotter, name, key, labels: options.labels ?? {}}, options)
+    await this.unary('snapshots.Commit', {snapshotter, name, key, labels: options.labels ?? {}}, options)
   }
 
   async snapshotRemove(snapshotter: string, key: string, options: CallOptions = {}): Promise<void> {
     try {
-      await this.unary('snapshots', 'Remove', {snapshotter, key}, options)
+      await this.unary('snapshots.Remove', {snapshotter, key}, options)
     } catch (err) {
       if (!isNotFound(err)) throw err
     }
@@ -366,7 +380,7 @@ export class ContainerdClient {
 
   /** Apply a layer blob (from the node's content store) onto prepared mounts; returns the applied (uncompressed) descriptor. */
   async diffApply(layer: Descriptor, mounts: Mount[], options: CallOptions = {}): Promise<Descriptor> {
-    const res = await this.unary<{applied: ProtoDescriptor}>('diff', 'Apply', {diff: toProtoDescriptor(layer), mounts, payloads: {}}, options)
+    const res = await this.unary('diff.Apply', {diff: toProtoDescriptor(layer), mounts, payloads: {}}, options)
     return fromProtoDescriptor(res.applied)
   }
 }

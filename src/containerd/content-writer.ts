@@ -1,11 +1,14 @@
 import * as grpc from '@grpc/grpc-js'
 import type {Descriptor} from '../image/index.js'
 import {ContainerdError, describeError, grpcCode} from './errors.js'
+import type {ContentClient} from './services.js'
+import type {WriteContentRequest} from '../grpc/generated/containerd/services/content/v1/WriteContentRequest.js'
+import type {WriteContentResponse__Output} from '../grpc/generated/containerd/services/content/v1/WriteContentResponse.js'
 
 /** What a blob writer needs of a containerd client (ContainerdClient is one): the content service, call metadata, aborting an ingest. */
 export interface ContentIngester {
   readonly displayName: string
-  contentService(): grpc.Client
+  contentService(): ContentClient
   metadata(options?: {lease?: string}): grpc.Metadata
   contentAbort(ref: string): Promise<void>
 }
@@ -60,8 +63,8 @@ export class CorruptSourceError extends Error {
   }
 }
 
-type WriteRequest = {action: 'STAT' | 'WRITE' | 'COMMIT'; ref?: string; total?: number; expected?: string; offset?: number; data?: Buffer; labels?: Record<string, string>}
-type WriteResponse = {action: string; offset: number; total: number; digest: string}
+type WriteRequest = WriteContentRequest & {action: 'STAT' | 'WRITE' | 'COMMIT'}
+type WriteResponse = WriteContentResponse__Output
 
 /**
  * One Content.Write session: requests and replies in order (every request gets exactly one
@@ -77,8 +80,7 @@ class WriteSession {
     private readonly client: ContentIngester,
     lease: string | undefined,
   ) {
-    const svc = client.contentService() as unknown as Record<string, (md: grpc.Metadata) => grpc.ClientDuplexStream<WriteRequest, WriteResponse>>
-    this.call = svc.Write.call(svc, client.metadata({lease}))
+    this.call = client.contentService().Write(client.metadata({lease}))
     this.call.on('data', (res: WriteResponse) => this.waiting.shift()?.resolve(res))
     this.call.on('error', (err) => this.fail(describeError(err, 'content.Write', client.displayName)))
     this.call.on('end', () => {

@@ -2,6 +2,8 @@ import * as grpc from '@grpc/grpc-js'
 import {loadProtos, lookup} from '../grpc/load.js'
 import {CONTAINERD_CHANNEL_OPTIONS, type ContainerdClient, normalizeAddress} from './client.js'
 import {describeError} from './errors.js'
+import type {ImageServiceClient} from '../grpc/generated/runtime/v1/ImageService.js'
+import type {RuntimeServiceClient} from '../grpc/generated/runtime/v1/RuntimeService.js'
 
 /** An image as the kubelet's runtime (containerd's CRI plugin) reports it. */
 export interface CriImage {
@@ -13,17 +15,15 @@ export interface CriImage {
   pinned: boolean
 }
 
-type ProtoCriImage = {id: string; repo_tags: string[]; repo_digests: string[]; size: number; pinned: boolean}
-type ServiceCtor = new (address: string, creds: grpc.ChannelCredentials, options: grpc.ClientOptions) => grpc.Client
-type UnaryFn = (req: object, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall
+type ServiceCtor<C> = new (address: string, creds: grpc.ChannelCredentials, options: grpc.ClientOptions) => C
 
 /**
  * The CRI services on a containerd socket: what the kubelet would see. The CRI plugin
  * normalises names itself (`app:1` → docker.io/library/app:1).
  */
 export class CriClient {
-  private readonly client: grpc.Client
-  private readonly runtime: grpc.Client
+  private readonly client: ImageServiceClient
+  private readonly runtime: RuntimeServiceClient
   private readonly sharedChannel: boolean
   /** `channel`: share a ContainerdClient's channel (the CRI plugin serves on containerd's socket). */
   constructor(
@@ -34,8 +34,8 @@ export class CriClient {
     this.sharedChannel = channel !== undefined
     const pkg = loadProtos(['containerd/cri/runtime/v1/api.proto'])
     const options = channel ? {...CONTAINERD_CHANNEL_OPTIONS, channelOverride: channel} : CONTAINERD_CHANNEL_OPTIONS
-    this.client = new (lookup<ServiceCtor>(pkg, 'runtime.v1.ImageService'))(normalizeAddress(address), grpc.credentials.createInsecure(), options)
-    this.runtime = new (lookup<ServiceCtor>(pkg, 'runtime.v1.RuntimeService'))(normalizeAddress(address), grpc.credentials.createInsecure(), {
+    this.client = new (lookup<ServiceCtor<ImageServiceClient>>(pkg, 'runtime.v1.ImageService'))(normalizeAddress(address), grpc.credentials.createInsecure(), options)
+    this.runtime = new (lookup<ServiceCtor<RuntimeServiceClient>>(pkg, 'runtime.v1.RuntimeService'))(normalizeAddress(address), grpc.credentials.createInsecure(), {
       ...CONTAINERD_CHANNEL_OPTIONS,
       channelOverride: this.client.getChannel(),
     })
@@ -52,23 +52,20 @@ export class CriClient {
    * on containerd 1.6/1.7; undefined on 2.x, whose status no longer shows the image settings.
    */
   configuredSnapshotter(): Promise<string | undefined> {
-    const svc = this.runtime as unknown as Record<string, UnaryFn>
     return new Promise((resolve, reject) => {
-      svc.Status.call(svc, {verbose: true}, (err, res) => {
-        if (err) return reject(describeError(err, 'cri.Status', this.displayName))
-        resolve(snapshotterFromConfig((res as {info: Record<string, string>}).info.config))
+      this.runtime.Status({verbose: true}, (err, res) => {
+        if (err || !res) return reject(describeError(err ?? new Error('no reply'), 'cri.Status', this.displayName))
+        resolve(snapshotterFromConfig(res.info.config))
       })
     })
   }
 
   /** Mount points of the CRI's image filesystems (ImageFsInfo): the root of the snapshotter images are unpacked into. */
   imageFilesystems(): Promise<string[]> {
-    const svc = this.client as unknown as Record<string, UnaryFn>
     return new Promise((resolve, reject) => {
-      svc.ImageFsInfo.call(svc, {}, (err, res) => {
-        if (err) return reject(describeError(err, 'cri.ImageFsInfo', this.displayName))
-        const fs = (res as {image_filesystems: {fs_id: {mountpoint: string} | null}[]}).image_filesystems
-        resolve(fs.map((f) => f.fs_id?.mountpoint ?? '').filter(Boolean))
+      this.client.ImageFsInfo({}, (err, res) => {
+        if (err || !res) return reject(describeError(err ?? new Error('no reply'), 'cri.ImageFsInfo', this.displayName))
+        resolve(res.image_filesystems.map((f) => f.fs_id?.mountpoint ?? '').filter(Boolean))
       })
     })
   }
@@ -79,14 +76,13 @@ export class CriClient {
    * unpacked for the CRI's snapshotter. Resolves with the image ID (config digest) it reports.
    */
   pullImage(reference: string, options: CriPullOptions): Promise<string> {
-    const svc = this.client as unknown as Record<string, (req: object, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res: unknown) => void) => grpc.ClientUnaryCall>
     return new Promise((resolve, reject) => {
       if (options.signal?.aborted) return reject(options.signal.reason)
       const onAbort = (): void => call.cancel()
-      const call = svc.PullImage.call(svc, {image: {image: reference}}, {deadline: Date.now() + options.timeoutMs}, (err, res) => {
+      const call = this.client.PullImage({image: {image: reference}}, {deadline: Date.now() + options.timeoutMs}, (err, res) => {
         options.signal?.removeEventListener('abort', onAbort)
-        if (err) return reject(describeError(err, 'cri.PullImage', this.displayName))
-        resolve((res as {image_ref: string}).image_ref)
+        if (err || !res) return reject(describeError(err ?? new Error('no reply'), 'cri.PullImage', this.displayName))
+        resolve(res.image_ref)
       })
       options.signal?.addEventListener('abort', onAbort, {once: true})
     })
@@ -94,11 +90,10 @@ export class CriClient {
 
   /** The image as CRI resolves `name`, or undefined when CRI does not know it. */
   imageStatus(name: string): Promise<CriImage | undefined> {
-    const svc = this.client as unknown as Record<string, UnaryFn>
     return new Promise((resolve, reject) => {
-      svc.ImageStatus.call(svc, {image: {image: name}, verbose: false}, (err, res) => {
-        if (err) return reject(describeError(err, 'cri.ImageStatus', this.displayName))
-        const image = (res as {image: ProtoCriImage | null}).image
+      this.client.ImageStatus({image: {image: name}, verbose: false}, (err, res) => {
+        if (err || !res) return reject(describeError(err ?? new Error('no reply'), 'cri.ImageStatus', this.displayName))
+        const image = res.image
         resolve(image && image.id ? {id: image.id, repoTags: image.repo_tags, repoDigests: image.repo_digests, size: Number(image.size), pinned: image.pinned} : undefined)
       })
     })
