@@ -3,6 +3,7 @@ import {loadConfig} from '../config/config.js'
 import {kubeFlags, localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix/index.js'
 import {describeRestart, rerunWithRestart, restartErrors, staleWarning} from '../ops/restart/index.js'
+import {p2pFallbacks} from '../ops/push.js'
 import {durationMs, formatBytes, renderTable} from '../ui/format.js'
 import {createReporter} from '../ui/progress.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
@@ -78,6 +79,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
     this.log(flags.json ? JSON.stringify(fixJson(result, this.stopped)) : describeFix(result, Boolean(flags['dry-run'])))
     if (!flags.json) {
       for (const line of result.restart ? restartErrors(result.restart) : []) this.logToStderr(line)
+      for (const line of p2pFallbacks(result.transfers.flatMap((t) => (t.push ? [t.push] : [])))) this.logToStderr(line)
       const warning = staleWarning(result.stale ?? [], rerunWithRestart(this.id ?? 'fix', this.argv))
       if (warning) this.logToStderr(`warning: ${warning}`)
     }
@@ -137,7 +139,7 @@ export function describeFix(result: FixResult, dryRun: boolean): string {
   if (!dryRun) {
     const sent = result.transfers.filter((t) => t.push && t.push.status !== 'failed')
     if (sent.length > 0) {
-      lines.push(`${sent.length} transfer(s): ${sent.map((t) => `${t.image} → ${t.node} (${formatBytes(t.push?.sentBytes ?? 0)})`).join(', ')}`)
+      lines.push(`${sent.length} transfer(s): ${sent.map((t) => `${t.image} → ${t.node} (${formatBytes(t.push?.sentBytes ?? 0)}${t.push?.via ? `, ${t.push.via}` : ''})`).join(', ')}`)
     }
   } else {
     lines.push(`${result.transfers.length} transfer(s) planned: ${result.transfers.map((t) => `${t.image} → ${t.node}`).join(', ') || 'none'}`)

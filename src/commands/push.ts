@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
-import {push, type PushOptions, type PushResult} from '../ops/push.js'
+import {p2pFallbacks, push, type PushOptions, type PushResult} from '../ops/push.js'
 import {type RestartReport, type StalePod, describeRestart, nodeNamesOf, restartErrors, pushMoreWith, pushedDigests, rerunWithRestart, restartStalePods, staleWarning, stalePods} from '../ops/restart/index.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
@@ -96,7 +96,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     } else {
       process.stdout.write(renderPushTable(result))
       for (const line of restart ? describeRestart(restart) : []) process.stdout.write(line + '\n')
-      for (const line of p2pFallbacks(result)) this.logToStderr(line)
+      for (const line of p2pFallbacks(result.results)) this.logToStderr(line)
       for (const line of pushFailures(result)) this.logToStderr(line)
       for (const line of restart ? restartErrors(restart) : []) this.logToStderr(line)
       if (warning) this.logToStderr(`warning: ${warning}`)
@@ -124,9 +124,3 @@ export function renderPushTable(result: PushResult): string {
   )
 }
 
-/** With --p2p: one warning per node that was pushed directly because its pull from its peers failed. */
-export function p2pFallbacks(result: PushResult): string[] {
-  return result.results.filter((r) => r.via === 'direct' && r.status !== 'failed' && r.p2pError)
-    .map((r) => renderError({subject: r.node, message: `pushed directly, the pull from peers failed: ${r.p2pError}`,
-      hint: 'sideload doctor shows whether the node\'s containerd uses its Spegel (hosts.toml, config_path)'}, 'warning'))
-}

@@ -3,7 +3,7 @@ import {ContainerdError, ImportCancelledError, type ImportEvent, type ImportResu
 import {formatPlatform, parsePlatform, type Platform, resolveImage, type ImageSource, type ResolvedImage} from '../image/index.js'
 import {describeNode, openNode, type ImageNode, type NodeTarget} from '../nodes/index.js'
 import {isSshError, SshPool, type PoolOptions} from '../ssh/index.js'
-import {errorInfo} from '../ui/errors.js'
+import {errorInfo, renderError} from '../ui/errors.js'
 import type {Reporter} from '../ui/progress.js'
 import {openSources, sourceLabel, type SourceSpec} from '../sources/index.js'
 import {mapLimit, sleep} from '../util/async.js'
@@ -65,6 +65,13 @@ export interface NodeImageResult {
 export interface PushResult {
   results: NodeImageResult[]
   ok: boolean
+}
+
+/** With --p2p: one warning per node that was pushed directly because its pull from its peers failed. */
+export function p2pFallbacks(results: NodeImageResult[]): string[] {
+  return results.filter((r) => r.via === 'direct' && r.status !== 'failed' && r.p2pError)
+    .map((r) => renderError({subject: r.node, message: `pushed directly, the pull from peers failed: ${r.p2pError}`,
+      hint: 'sideload doctor --p2p spegel shows whether the node\'s containerd uses its Spegel (config_path, hosts.toml, the mirror answering)'}, 'warning'))
 }
 
 /** Thrown when the signal stops a push; commands exit 130. */

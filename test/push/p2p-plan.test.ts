@@ -2,7 +2,8 @@
 import {describe, expect, it} from 'vitest'
 import {p2pFrom} from '../../src/config/flags.js'
 import {inWaves, pullReference, splitSeeds} from '../../src/ops/p2p.js'
-import {renderPushTable, p2pFallbacks} from '../../src/commands/push.js'
+import {renderPushTable} from '../../src/commands/push.js'
+import {p2pFallbacks} from '../../src/ops/push.js'
 import type {ResolvedImage} from '../../src/image/index.js'
 
 describe('--p2p planning', () => {
@@ -59,7 +60,7 @@ describe('--p2p planning', () => {
     expect(table.split('\n')[0]).toMatch(/NODE\s+IMAGE\s+RESULT\s+VIA\s+SENT/)
     expect(table).toMatch(/n2\s+\S+\s+pushed\s+p2p\s+0 B/)
     // the node named once (the message names it already)
-    expect(p2pFallbacks(result)).toEqual([expect.stringMatching(/^warning: pushed directly, the pull from peers failed: containerd cri.PullImage on node n3 failed: not found; hint: sideload doctor/)])
+    expect(p2pFallbacks(result.results)).toEqual([expect.stringMatching(/^warning: pushed directly, the pull from peers failed: containerd cri.PullImage on node n3 failed: not found; hint: sideload doctor/)])
     expect(renderPushTable({ok: true, results: [{...base, node: 'n1', sentBytes: 1}]})).not.toMatch(/VIA/)
   })
 })
