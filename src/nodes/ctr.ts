@@ -4,7 +4,7 @@ import {distributionSource, distributionSourceLabels, hasRecordLabels, imageReco
 import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {CONTAINERD_GONE, ctrContentTable, ctrErrorLines, ctrTable} from './ctr-output.js'
-import {ctrMajor} from './detect.js'
+import {ctrMajor, noMirrorConfigured} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
 import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 
@@ -282,11 +282,7 @@ export class CtrNode implements ImageNode {
     const present = await this.presentBlobs()
     if (options.blobs.every((b) => present.has(b.digest))) return {pulled: false}
     const hostsDir = this.facts.registryConfigPath
-    if (!hostsDir) {
-      throw new SshError('command', 'containerd has no registry config_path (containerd config dump): its pulls ask no mirror', {
-        hint: 'set config_path = "/etc/containerd/certs.d" in the CRI registry section of the node\'s containerd config, with a hosts.toml per registry pointing at its mirror (`spegel configuration` writes them)',
-      })
-    }
+    if (!hostsDir) throw noMirrorConfigured()
     options.onPulling?.()
     const args = ['images', 'pull', '--hosts-dir', validateRemotePath(hostsDir), '--platform', formatPlatform(this.facts.platform)]
     if ((ctrMajor(this.facts.ctrVersion) ?? 1) >= 2) args.push('--local') // as for import: unpack for the CRI's snapshotter
@@ -296,13 +292,14 @@ export class CtrNode implements ImageNode {
     const stderr: Buffer[] = []
     proc.stderr.on('data', (b: Buffer) => stderr.push(b))
     proc.stdout.resume()
-    const stop = (): void => void proc.stop()
+    // a pull reads no stdin: giving up signals it at once (TERM, sudo passes it on), no grace for EOF
+    const stop = (): void => void proc.stop(0)
     options.signal?.addEventListener('abort', stop, {once: true})
     try {
       const exit = await within(proc.wait(), options.timeoutMs)
       options.signal?.throwIfAborted()
       if (!exit) {
-        await proc.stop()
+        await proc.stop(0)
         throw new SshError('timeout', `ctr images pull ${options.reference} did not finish within ${Math.round(options.timeoutMs / 1000)} s`)
       }
       if (exit.code !== 0) {

@@ -141,7 +141,9 @@ export async function push(options: PushOptions): Promise<PushResult> {
       await fanOut(seeds, 'seed')
       const seeded = new Set(results.filter((r) => r.status !== 'failed').map((r) => r.image))
       const sources = new Set(results.filter((r) => r.status !== 'failed').map((r) => r.node)).size
-      await inWaves(peers, sources, options.jobs ?? 4, async (target) => {
+      // no seed got any image: nothing to pull from, the others are pushed directly at --jobs
+      if (sources === 0) await fanOut(peers, 'direct')
+      else await inWaves(peers, sources, options.jobs ?? 4, async (target) => {
         let serves = true
         for (const image of images) {
           if (options.signal?.aborted) return false

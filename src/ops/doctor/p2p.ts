@@ -12,7 +12,6 @@ import {readToml} from '../../util/toml.js'
 export const CONTAINERD_CONFIG = '/etc/containerd/config.toml'
 const DEFAULT_CONFIG_PATH = '/etc/containerd/certs.d'
 
-/** Where containerd 2.x (io.containerd.cri.v1.images) and 1.6/1.7 (io.containerd.grpc.v1.cri) keep these settings. */
 /** A mirror a node's containerd pulls through: its address, and the registries (hosts.toml dirs) it serves. */
 export interface Mirror {
   url: string
