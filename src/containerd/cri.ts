@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js'
 import {loadProtos, lookup} from '../grpc/load.js'
 import {CONTAINERD_CHANNEL_OPTIONS, type ContainerdClient, normalizeAddress} from './client.js'
-import {describeError} from './errors.js'
+import {ContainerdError, describeError} from './errors.js'
 import type {ImageServiceClient} from '../grpc/generated/runtime/v1/ImageService.js'
 import type {RuntimeServiceClient} from '../grpc/generated/runtime/v1/RuntimeService.js'
 
@@ -81,6 +81,9 @@ export class CriClient {
       const onAbort = (): void => call.cancel()
       const call = this.client.PullImage({image: {image: reference}}, {deadline: Date.now() + options.timeoutMs}, (err, res) => {
         options.signal?.removeEventListener('abort', onAbort)
+        if (err?.code === grpc.status.DEADLINE_EXCEEDED) {
+          return reject(new ContainerdError(`containerd cri.PullImage on ${this.displayName} did not finish within ${Math.round(options.timeoutMs / 1000)} s`, err.code, 'cri.PullImage', err.details))
+        }
         if (err || !res) return reject(describeError(err ?? new Error('no reply'), 'cri.PullImage', this.displayName))
         resolve(res.image_ref)
       })

@@ -1,7 +1,7 @@
 import type {SshConnection} from '../ssh/index.js'
-import {validateRemotePath} from '../ssh/index.js'
+import {SshError, validateRemotePath} from '../ssh/index.js'
 import {parsePlatform, type Platform} from '../image/index.js'
-import {criConfig} from '../containerd/index.js'
+import {criConfig, type CriConfig} from '../containerd/index.js'
 
 /** Where distributions put containerd's socket (field-notes.md), most common first. */
 export const SOCKET_CANDIDATES = [
@@ -87,6 +87,22 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
     else if (key === 'socket' && b) probe.sockets.push({path: b, accessible: a === 'rw'})
   }
   return probe
+}
+
+/**
+ * The node's CRI config as `containerd config dump` shows it to this SSH user; undefined when it
+ * cannot be read (no `containerd` binary on the PATH, e.g. k3s).
+ */
+export async function nodeCriConfig(conn: SshConnection): Promise<CriConfig | undefined> {
+  const out = await conn.execCapture(['containerd', 'config', 'dump']).catch(() => undefined)
+  return out && out.code === 0 && out.stdout.trim() ? criConfig(out.stdout) : undefined
+}
+
+/** A node whose containerd names no registry host config: a pull asks no mirror, so --p2p does not ask it to pull. */
+export function noMirrorConfigured(): SshError {
+  return new SshError('command', 'containerd has no registry config_path (containerd config dump): its pulls ask no mirror', {
+    hint: 'set config_path = "/etc/containerd/certs.d" in the CRI registry section of the node\'s containerd config, with a hosts.toml per registry pointing at its mirror (`spegel configuration` writes them)',
+  })
 }
 
 /** The CRI snapshotter, from `containerd config dump` (kind's way). */

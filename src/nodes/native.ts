@@ -3,6 +3,7 @@ import {duplexChannel} from '../grpc/duplex-credentials.js'
 import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, type LeftoverIngest, type LeftoverLease, nativeIngests, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
 import type {Digest} from '../image/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
+import {nodeCriConfig, noMirrorConfigured} from './detect.js'
 import {inventory, type NodeImage} from './inventory.js'
 import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 import {mapLimit} from '../util/async.js'
@@ -17,6 +18,7 @@ export class NativeNode implements ImageNode {
     readonly facts: NodeFacts,
     private readonly client: ContainerdClient,
     private readonly address: string,
+    private readonly conn: SshConnection,
   ) {}
 
   /**
@@ -44,7 +46,7 @@ export class NativeNode implements ImageNode {
       if (!platform) {
         throw new SshError('command', `containerd did not report its platform`, {hint: 'pass --platform (e.g. linux/amd64)'})
       }
-      return new NativeNode(name, {...facts, platform, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client, target)
+      return new NativeNode(name, {...facts, platform, snapshotter, containerdVersion: version.version, socket, mode: 'native'}, client, target, conn)
     } catch (err) {
       client.close()
       throw err
@@ -73,6 +75,9 @@ export class NativeNode implements ImageNode {
   readonly pullImage = async (options: NodePullOptions): Promise<NodePullResult> => {
     const have = await mapLimit(options.blobs, 8, (b) => this.client.contentInfo(b.digest))
     if (have.every((info) => info !== undefined)) return {pulled: false}
+    // a containerd with no registry host config would go to the registry itself (or hang offline)
+    const config = await nodeCriConfig(this.conn)
+    if (config && !config.registryConfigPath) throw noMirrorConfigured()
     options.onPulling?.()
     const cri = new CriClient(this.address, `node ${this.name}`, this.client.channel())
     try {

@@ -7,6 +7,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
+import {makeImage} from '../bed/images.js'
 import {type CliRun, runCli} from '../push/cli.js'
 import type {DoctorCheck} from '../../src/ops/doctor/index.js'
 import {mirrorsOf} from '../../src/ops/doctor/p2p.js'
@@ -48,6 +49,24 @@ describe('doctor --p2p spegel (containerd 2.x)', () => {
     expect(missing.hint).toContain('restart containerd')
     expect(result.ok).toBe(false)
     expect(run.code).toBe(1)
+  })
+
+  it('push --p2p: a node whose containerd asks no mirror is not asked to pull; it is pushed directly at once, saying why', async () => {
+    const out = path.join(os.tmpdir(), `sl-doctor-p2p-${process.pid}.tar`)
+    await makeImage({name: 'docker.io/sl-p2p/nomirror:1', layers: [{sizeBytes: 64 * 1024, seed: 'nomirror'}], format: 'oci', out})
+    try {
+      const run = await cli(['push', '--archive', out, '--host', `root@${ok.ip}`, '--host', `root@${noConfigPath.ip}`, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath,
+        '--p2p', 'spegel', '--seeds', '1', '--json'])
+      expect(run.code, run.stderr).toBe(0)
+      const line = run.stdout.trim().split('\n').reverse().find((l) => l.includes('"type":"result"'))!
+      const results = (JSON.parse(line) as {results: {node: string; status: string; via?: string; p2pError?: string}[]}).results
+      const peer = results.find((r) => r.node === `root@${noConfigPath.ip}`)
+      expect(peer).toMatchObject({status: 'pushed', via: 'direct', p2pError: 'containerd has no registry config_path (containerd config dump): its pulls ask no mirror'})
+      // never asked to pull (that pull would go to the registry itself, or wait out its timeout offline)
+      expect(run.stdout).not.toContain('pulling from peers')
+    } finally {
+      fs.rmSync(out, {force: true})
+    }
   })
 
   it('without --p2p there is no p2p row', async () => {
