@@ -1,6 +1,6 @@
 // Timing helpers for the benchmark: run a process (its stdin from a file descriptor, so no
-// JavaScript sits in the data path of a baseline), time it wall-clock, and read its peak RSS from
-// GNU time. Every helper throws with the command and its stderr when the command fails: a
+// JavaScript sits in the data path of a baseline), time it wall-clock, and read its peak RSS and
+// CPU time (user + sys) from GNU time. Every helper throws with the command and its stderr when the command fails: a
 // baseline that silently failed would make every ratio a lie.
 import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
@@ -14,15 +14,17 @@ export interface RunResult {
   code: number
   stdout: string
   stderr: string
-  /** Peak resident set size in bytes (only with `rss: true`). */
+  /** Peak resident set size in bytes (only with `usage: true`). */
   maxRssBytes?: number
+  /** CPU time of the process and the children it waited for, user + sys, in ms (only with `usage: true`). */
+  cpuMs?: number
 }
 
 export interface RunOptions {
   /** A file to connect to the process's stdin (opened read-only, passed as a descriptor). */
   stdinFile?: string
-  /** Wrap in /usr/bin/time to report the peak RSS of the process. */
-  rss?: boolean
+  /** Wrap in /usr/bin/time to report the peak RSS and the CPU time of the process. */
+  usage?: boolean
   /** Do not throw on a non-zero exit. */
   allowFailure?: boolean
   timeoutMs?: number
@@ -33,11 +35,11 @@ const TIME_BIN = '/usr/bin/time'
 
 /** Runs argv, returns its wall time (and peak RSS); throws when it fails, saying which command. */
 export async function run(argv: string[], opts: RunOptions = {}): Promise<RunResult> {
-  let rssFile: string | undefined
+  let usageFile: string | undefined
   let cmd = argv
-  if (opts.rss) {
-    rssFile = path.join(os.tmpdir(), `slbench-rss-${process.pid}-${Math.random().toString(36).slice(2)}`)
-    cmd = [TIME_BIN, '-f', '%M', '-o', rssFile, ...argv]
+  if (opts.usage) {
+    usageFile = path.join(os.tmpdir(), `slbench-usage-${process.pid}-${Math.random().toString(36).slice(2)}`)
+    cmd = [TIME_BIN, '-f', '%M %U %S', '-o', usageFile, ...argv]
   }
   const stdinFd = opts.stdinFile ? fs.openSync(opts.stdinFile, 'r') : undefined
   try {
@@ -56,18 +58,26 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
     const ms = performance.now() - started
     if (timer) clearTimeout(timer)
     const result: RunResult = {ms, code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString()}
-    if (rssFile) {
-      const kb = Number((await fsp.readFile(rssFile, 'utf8').catch(() => '')).trim().split('\n').pop())
-      if (Number.isFinite(kb) && kb > 0) result.maxRssBytes = kb * 1024
-    }
+    if (usageFile) Object.assign(result, parseUsage(await fsp.readFile(usageFile, 'utf8').catch(() => '')))
     if (code !== 0 && !opts.allowFailure) {
       throw new Error(`benchmark step failed (exit ${code}): ${argv.join(' ')}\n${(result.stderr || result.stdout).trim().slice(-2000)}`)
     }
     return result
   } finally {
     if (stdinFd !== undefined) fs.closeSync(stdinFd)
-    if (rssFile) await fsp.rm(rssFile, {force: true})
+    if (usageFile) await fsp.rm(usageFile, {force: true})
   }
+}
+
+/**
+ * GNU time's `%M %U %S` line (peak RSS in KiB, user and sys CPU seconds); it is the last line
+ * (a command that failed gets a "Command exited with non-zero status" line before it).
+ */
+export function parseUsage(text: string): {maxRssBytes?: number; cpuMs?: number} {
+  const m = /^(\d+) (\d+(?:\.\d+)?) (\d+(?:\.\d+)?)$/.exec(text.trim().split('\n').pop() ?? '')
+  if (!m) return {}
+  const kb = Number(m[1])
+  return {...(kb > 0 ? {maxRssBytes: kb * 1024} : {}), cpuMs: (Number(m[2]) + Number(m[3])) * 1000}
 }
 
 /** Runs several commands at once; the time is until the last one exits. */

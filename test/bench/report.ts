@@ -2,7 +2,8 @@
 
 export interface Row {
   scenario: string
-  unit: 's' | 'MB' | 'count'
+  /** `cpu-s`: CPU seconds (user + sys); `ms/MB`: CPU milliseconds per MB sent. */
+  unit: 's' | 'MB' | 'count' | 'cpu-s' | 'ms/MB'
   /** Median of the measured samples (undefined: not measured). */
   measured?: number
   /** The same-run baseline this row is compared to. */
@@ -72,6 +73,8 @@ export function verdict(row: Row): Verdict {
 function fmt(v: number | undefined, unit: Row['unit']): string {
   if (v === undefined || Number.isNaN(v)) return '—'
   if (unit === 's') return `${v.toFixed(2)} s`
+  if (unit === 'cpu-s') return `${v.toFixed(2)} CPU-s`
+  if (unit === 'ms/MB') return `${v.toFixed(2)} CPU-ms/MB`
   if (unit === 'count') return String(Math.round(v))
   return `${v.toFixed(v < 10 ? 2 : 1)} MB`
 }

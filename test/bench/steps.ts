@@ -55,6 +55,11 @@ export class Nodes {
     return `ctr --namespace=k8s.io images import --all-platforms --digests --snapshotter=${node.snapshotter} ${from}`
   }
 
+  /** The archive onto the node's disk from stdin: what `--no-unpack` does at the least (no import). */
+  catToDisk(): string {
+    return `cat > ${NODE_ARCHIVE}`
+  }
+
   /** The seed's last step, `nerdctl -n k8s.io load`, run on the node (its snapshotter from CONTAINERD_SNAPSHOTTER, set by the node's sshd). */
   nerdctlLoad(node: BedNode, from: string): string {
     if (!this.nerdctl) throw new Error(`no nerdctl for the containerd ${node.containerdLine} nodes`)
@@ -98,6 +103,8 @@ export interface PushOutcome {
   ms: number
   sentBytes: number
   maxRssBytes?: number
+  /** The sideload process's CPU time, user + sys (ms; with `usage`). */
+  cpuMs?: number
   /** Where the time went, from the NDJSON event timestamps (ms). */
   phases?: PushPhases
   statuses: string[]
@@ -185,7 +192,8 @@ function phasesOf(stdout: string, spawnedAt: number, exitedAt: number): PushPhas
   }
 }
 
-export async function sideloadPush(bed: Bed, flags: PushFlags, rss = false): Promise<PushOutcome> {
+/** `usage`: also the process's peak RSS and CPU time (GNU time around it). */
+export async function sideloadPush(bed: Bed, flags: PushFlags, usage = false): Promise<PushOutcome> {
   const source = flags.archive ? ['--archive', flags.archive] : ['--containerd-address', flags.containerdAddress ?? '', '--containerd-namespace', 'k8s.io']
   const argv = [
     ...(flags.prefix ?? []), process.execPath, CLI, 'push', flags.image, ...source,
@@ -193,11 +201,11 @@ export async function sideloadPush(bed: Bed, flags: PushFlags, rss = false): Pro
     '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--json', ...(flags.extra ?? []),
   ]
   const spawnedAt = Date.now()
-  const r = await run(argv, {rss})
+  const r = await run(argv, {usage})
   const exitedAt = Date.now()
   const {sentBytes, statuses, results} = parsePushResult(r, argv)
   const bad = statuses.filter((s) => s !== 'pushed' && s !== 'up to date')
   if (bad.length > 0 || statuses.length !== flags.nodes.length) throw new Error(`sideload push did not succeed on every node (${statuses.join(', ')}): ${argv.join(' ')}`)
-  return {ms: r.ms, sentBytes, maxRssBytes: r.maxRssBytes, statuses, results, stdout: r.stdout, phases: phasesOf(r.stdout, spawnedAt, exitedAt)}
+  return {ms: r.ms, sentBytes, maxRssBytes: r.maxRssBytes, cpuMs: r.cpuMs, statuses, results, stdout: r.stdout, phases: phasesOf(r.stdout, spawnedAt, exitedAt)}
 }
 
