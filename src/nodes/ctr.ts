@@ -1,11 +1,12 @@
 import {randomBytes} from 'node:crypto'
 import {Transform} from 'node:stream'
 import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, ctrActiveIngests, type LeftoverIngest, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
-import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, writeOciArchive} from '../image/index.js'
+import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, parseReference, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {CONTAINERD_GONE, ctrContentTable, ctrErrorLines, ctrTable} from './ctr-output.js'
 import {ctrMajor, noMirrorConfigured} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
+import {mirrorsLack, registryMirrors, type Mirror} from './mirror.js'
 import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 
 /**
@@ -17,6 +18,7 @@ import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullR
  */
 export class CtrNode implements ImageNode {
   private readonly ctr: string[]
+  private mirrors?: Promise<Mirror[]>
 
   constructor(
     readonly name: string,
@@ -283,6 +285,7 @@ export class CtrNode implements ImageNode {
     if (options.blobs.every((b) => present.has(b.digest))) return {pulled: false}
     const hostsDir = this.facts.registryConfigPath
     if (!hostsDir) throw noMirrorConfigured()
+    await options.ready?.()
     options.onPulling?.()
     const args = ['images', 'pull', '--hosts-dir', validateRemotePath(hostsDir), '--platform', formatPlatform(this.facts.platform)]
     if ((ctrMajor(this.facts.ctrVersion) ?? 1) >= 2) args.push('--local') // as for import: unpack for the CRI's snapshotter
@@ -310,6 +313,13 @@ export class CtrNode implements ImageNode {
     } finally {
       options.signal?.removeEventListener('abort', stop)
     }
+  }
+
+  readonly mirrorLacks = async (reference: string, blobs: Descriptor[]): Promise<string[] | undefined> => {
+    const configPath = this.facts.registryConfigPath
+    if (!configPath) return undefined
+    this.mirrors ??= registryMirrors(this.conn, configPath, parseReference(reference).domain)
+    return mirrorsLack(this.conn, await this.mirrors, reference, blobs)
   }
 
   async listImages(): Promise<NodeImage[]> {

@@ -1,9 +1,11 @@
 import type {Duplex} from 'node:stream'
 import {duplexChannel} from '../grpc/duplex-credentials.js'
 import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, type LeftoverIngest, type LeftoverLease, nativeIngests, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
-import type {Digest} from '../image/index.js'
+import {parseReference, type Descriptor, type Digest} from '../image/index.js'
+import type {CriConfig} from '../containerd/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
 import {nodeCriConfig, noMirrorConfigured} from './detect.js'
+import {mirrorsLack, registryMirrors, type Mirror} from './mirror.js'
 import {inventory, type NodeImage} from './inventory.js'
 import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 import {mapLimit} from '../util/async.js'
@@ -13,6 +15,9 @@ import {mapLimit} from '../util/async.js'
  * node's socket (direct-streamlocal, or socat where sshd forbids it), one per HTTP/2 connection.
  */
 export class NativeNode implements ImageNode {
+  private config?: Promise<CriConfig | undefined>
+  private mirrors?: Promise<Mirror[]>
+
   private constructor(
     readonly name: string,
     readonly facts: NodeFacts,
@@ -76,8 +81,9 @@ export class NativeNode implements ImageNode {
     const have = await mapLimit(options.blobs, 8, (b) => this.client.contentInfo(b.digest))
     if (have.every((info) => info !== undefined)) return {pulled: false}
     // a containerd with no registry host config would go to the registry itself (or hang offline)
-    const config = await nodeCriConfig(this.conn)
+    const config = await this.criConfig()
     if (config && !config.registryConfigPath) throw noMirrorConfigured()
+    await options.ready?.()
     options.onPulling?.()
     const cri = new CriClient(this.address, `node ${this.name}`, this.client.channel())
     try {
@@ -85,6 +91,19 @@ export class NativeNode implements ImageNode {
     } finally {
       cri.close()
     }
+  }
+
+  readonly mirrorLacks = async (reference: string, blobs: Descriptor[]): Promise<string[] | undefined> => {
+    const configPath = (await this.criConfig())?.registryConfigPath
+    if (!configPath) return undefined
+    this.mirrors ??= registryMirrors(this.conn, configPath, parseReference(reference).domain)
+    return mirrorsLack(this.conn, await this.mirrors, reference, blobs)
+  }
+
+  /** `containerd config dump`'s CRI part, read once. */
+  private criConfig(): Promise<CriConfig | undefined> {
+    this.config ??= nodeCriConfig(this.conn)
+    return this.config
   }
 
   async listImages(): Promise<NodeImage[]> {

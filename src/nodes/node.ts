@@ -62,6 +62,8 @@ export interface NodePullOptions {
   signal?: AbortSignal
   /** called when the node lacks a blob and the pull is asked for */
   onPulling?: () => void
+  /** when the node lacks a blob, awaited before the pull is asked (the node's mirror finds the image); a throw is the pull's error */
+  ready?: () => Promise<void>
 }
 
 export interface NodePullResult {
@@ -84,6 +86,13 @@ export interface ImageNode {
    * mirrors: `--p2p spegel`); resolves with the image ID. Absent where the node cannot be asked.
    */
   readonly pullImage?: (options: NodePullOptions) => Promise<NodePullResult>
+  /**
+   * Ask the node's registry mirrors (its hosts.toml for the image's registry), from the node, whether
+   * their peers serve the image (`repo@digest`) and these blobs now: the digests not found, empty
+   * when a pull would find them all; undefined when the node's registry config cannot be read.
+   * Throws when no mirror is configured for the registry or it does not answer.
+   */
+  readonly mirrorLacks?: (reference: string, blobs: Descriptor[]) => Promise<string[] | undefined>
   /** Every image in the node's k8s.io namespace (inventory.ts). */
   listImages(): Promise<NodeImage[]>
   /** Delete these image records; containerd's GC then takes what nothing else references (synchronously). */

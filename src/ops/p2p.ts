@@ -70,13 +70,19 @@ export function pullTimeoutMs(resolved: ResolvedImage): number {
 
 /**
  * A seed's Spegel advertises the image once containerd tells it of the new record, and the DHT
- * takes a moment to carry that. A node's Spegel keeps what a lookup found for 5 s, and drops a
- * peer from it after one failed request — so a lookup spoiled early (before the seeds advertised,
- * or by a slow answer on a busy node) says "not found" until it expires. A pull the mirror
- * answered "not found" is therefore asked again after RETRY_PULL_EVERY_MS (past that 5 s), for up
- * to SETTLE_MS; any other failure (no mirror there, a broken transfer) goes straight to the
- * direct push.
+ * takes a moment to carry that. A node's Spegel gives a lookup 20 ms (its default
+ * --mirror-resolve-timeout) and a peer's answer max(2 × its slow percentile, 100 ms) before it
+ * answers "not found"; it keeps what a lookup found for 5 s, looks again only after 2.5 s, and
+ * drops a peer after one failed request — so a pull asked too early, or on busy nodes, meets
+ * "not found" for a while. Before each pull the node's mirror is asked, from the node, for the
+ * image's manifest (`HEAD`, as containerd asks it) every POLL_PEERS_EVERY_MS until a peer serves
+ * it; a pull that still meets "not found" is asked again the same way, all within SETTLE_MS.
+ * (Waiting for every blob to answer at once was tried: on 2 busy cores it almost never happened,
+ * and the polling added load.) Where the node's mirrors cannot be read the pull itself is asked
+ * again every RETRY_PULL_EVERY_MS. A mirror that does not answer, or any failure but
+ * "not found", goes straight to the direct push.
  */
+export const POLL_PEERS_EVERY_MS = 500
 export const RETRY_PULL_EVERY_MS = 6000
 export const SETTLE_MS = 30_000
 
@@ -85,6 +91,36 @@ export type PeerPullOutcome = {pulled: boolean; attempts: number} | {error: Erro
 /** The mirror answered, and had no peer with the image (yet). */
 export function isNotFoundYet(err: Error): boolean {
   return /not found/i.test(err.message)
+}
+
+interface PullWait {
+  node: ImageNode
+  reference: string
+  deadline: number
+  signal?: AbortSignal
+  onWaiting: () => void
+}
+
+/**
+ * Until the node's mirrors find the image's manifest among its peers: true, or false where the
+ * node cannot tell. Throws when the mirror does not answer, or when the deadline passes (not found).
+ */
+export async function untilPeersServe(w: PullWait): Promise<boolean> {
+  if (!w.node.mirrorLacks) return false
+  for (;;) {
+    const lacking = await w.node.mirrorLacks(w.reference, [])
+    if (lacking === undefined) return false
+    if (lacking.length === 0) return true
+    if (Date.now() + POLL_PEERS_EVERY_MS > w.deadline) {
+      throw new Error(`the node's mirror found no peer with the image (${shortDigest(lacking[0])}) within ${Math.round(SETTLE_MS / 1000)} s: not found`)
+    }
+    w.onWaiting()
+    await sleep(POLL_PEERS_EVERY_MS, w.signal)
+  }
+}
+
+function shortDigest(d: string): string {
+  return d.replace(/^(sha256:[0-9a-f]{12})[0-9a-f]+$/, '$1…')
 }
 
 /**
@@ -100,17 +136,28 @@ export async function pullFromPeers(node: ImageNode, name: string, resolved: Res
     if (!asked) opts.onPulling?.()
     asked = true
   }
-  const request = {reference: pullReference(name, resolved), blobs: imageBlobs(resolved), timeoutMs: pullTimeoutMs(resolved), signal: opts.signal, onPulling}
-  const started = Date.now()
+  const blobs = imageBlobs(resolved)
+  const request = {reference: pullReference(name, resolved), blobs, timeoutMs: pullTimeoutMs(resolved), signal: opts.signal, onPulling}
+  const deadline = Date.now() + SETTLE_MS
+  let waited = false
+  const onWaiting = (): void => {
+    if (!waited) opts.onRetry?.(new Error('no peer has the image yet'))
+    waited = true
+  }
+  let polled = false
+  const ready = async (): Promise<void> => {
+    polled = await untilPeersServe({node, reference: request.reference, deadline, signal: opts.signal, onWaiting})
+  }
   for (let attempt = 1; ; attempt++) {
     try {
-      const r = await node.pullImage(request)
+      const r = await node.pullImage({...request, ready})
       return {pulled: r.pulled, attempts: attempt}
     } catch (err) {
       opts.signal?.throwIfAborted()
-      if (!isNotFoundYet(err as Error) || Date.now() - started + RETRY_PULL_EVERY_MS > SETTLE_MS) return {error: err as Error, attempts: attempt}
-      if (attempt === 1) opts.onRetry?.(err as Error)
-      await sleep(RETRY_PULL_EVERY_MS, opts.signal)
+      const again = polled ? POLL_PEERS_EVERY_MS : RETRY_PULL_EVERY_MS
+      if (!isNotFoundYet(err as Error) || Date.now() + again > deadline) return {error: err as Error, attempts: attempt}
+      onWaiting()
+      if (!polled) await sleep(RETRY_PULL_EVERY_MS, opts.signal)
     }
   }
 }

@@ -69,6 +69,24 @@ describe('doctor --p2p spegel (containerd 2.x)', () => {
     }
   })
 
+  it('push --p2p: a node whose hosts.toml names no mirror for the image\'s registry is pushed directly at once, saying so', async () => {
+    const out = path.join(os.tmpdir(), `sl-doctor-p2p-reg-${process.pid}.tar`)
+    // node 1 mirrors docker.io only: registry.lab:5000 has no hosts.toml there, and no _default
+    await makeImage({name: 'registry.lab:5000/sl-p2p/other:1', layers: [{sizeBytes: 64 * 1024, seed: 'otherreg'}], format: 'oci', out})
+    try {
+      const run = await cli(['push', '--archive', out, '--host', `root@${stopped.ip}`, '--host', `root@${ok.ip}`, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath,
+        '--p2p', 'spegel', '--seeds', '1', '--json'])
+      expect(run.code, run.stderr).toBe(0)
+      const line = run.stdout.trim().split('\n').reverse().find((l) => l.includes('"type":"result"'))!
+      const results = (JSON.parse(line) as {results: {node: string; status: string; via?: string; p2pError?: string; durationMs: number}[]}).results
+      expect(results.find((r) => r.node === `root@${ok.ip}`)).toMatchObject({status: 'pushed', via: 'direct',
+        p2pError: 'no hosts.toml in /etc/containerd/certs.d names a mirror for registry.lab:5000 that may pull and resolve: its pulls go to the registry itself'})
+      expect(run.stdout).not.toContain('pulling from peers')
+    } finally {
+      fs.rmSync(out, {force: true})
+    }
+  })
+
   it('without --p2p there is no p2p row', async () => {
     const run = await cli([...flags.slice(0, -2), '--host', `root@${noConfigPath.ip}`, '--json'])
     const result = JSON.parse(run.stdout) as {checks: DoctorCheck[]}

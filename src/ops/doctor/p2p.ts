@@ -2,21 +2,16 @@
 // Its containerd must ask a registry mirror (the CRI's registry config_path, a hosts.toml there
 // naming a mirror that may pull and resolve), that mirror (Spegel) must answer on the node, and
 // the node must keep layers after unpacking, or it has nothing to serve its peers.
-import type {Duplex} from 'node:stream'
 import type {NodeTarget} from '../../nodes/index.js'
 import type {SshConnection} from '../../ssh/index.js'
-import {type AddCheck, type CheckStatus, message, withTimeout} from './check.js'
+import {type AddCheck, type CheckStatus, hintOf, message, withTimeout} from './check.js'
 import {criConfig} from '../../containerd/index.js'
-import {readToml} from '../../util/toml.js'
+import {mirrorsOf, nodeFileText, statusFromNode} from '../../nodes/mirror.js'
+
+export {mirrorsOf}
 
 export const CONTAINERD_CONFIG = '/etc/containerd/config.toml'
 const DEFAULT_CONFIG_PATH = '/etc/containerd/certs.d'
-
-/** A mirror a node's containerd pulls through: its address, and the registries (hosts.toml dirs) it serves. */
-export interface Mirror {
-  url: string
-  registries: string[]
-}
 
 /** What the check found wrong: one row's worth. */
 interface Finding {
@@ -72,17 +67,11 @@ function registriesText(registries: string[]): string {
 
 /** A file's text as the SSH user reads it; undefined text when it does not exist. */
 async function readNodeFile(conn: SshConnection, file: string): Promise<{text?: string; unreadable?: Finding}> {
-  const out = await conn.execCapture(['cat', file])
-  if (out.code === 0) return {text: out.stdout}
-  if (/no such file/i.test(out.stderr)) return {}
-  return {unreadable: cannotRead(conn, file, out.stderr)}
-}
-
-function cannotRead(conn: SshConnection, file: string, stderr: string): Finding {
-  const user = conn.target.user
-  const denied = /permission denied/i.test(stderr)
-  return {status: 'fail', detail: `${user} cannot read ${file}: ${denied ? 'permission denied' : stderr.trim().split('\n').pop() || 'cat failed'}`,
-    hint: denied ? `connect as root, or let ${user} read ${file}` : undefined}
+  try {
+    return {text: await nodeFileText(conn, file)}
+  } catch (err) {
+    return {unreadable: {status: 'fail', detail: message(err), hint: hintOf(err)}}
+  }
 }
 
 /** Every `<configPath>/<registry>/hosts.toml`, by registry directory. */
@@ -93,7 +82,9 @@ async function readHostsFiles(conn: SshConnection, configPath: string, timeoutMs
       return {unreadable: {status: 'fail', detail: `the registry config_path ${configPath} does not exist: pulls never ask a mirror`,
         hint: `run \`spegel configuration\` on the node, or write ${configPath}/_default/hosts.toml naming the node's Spegel`}}
     }
-    return {unreadable: cannotRead(conn, configPath, list.stderr)}
+    const denied = /permission denied/i.test(list.stderr)
+    return {unreadable: {status: 'fail', detail: `${conn.target.user} cannot read ${configPath}: ${denied ? 'permission denied' : list.stderr.trim().split('\n').pop() || 'find failed'}`,
+      hint: denied ? `connect as root, or let ${conn.target.user} read ${configPath}` : undefined}}
   }
   const files = new Map<string, string>()
   for (const file of list.stdout.split('\n').filter(Boolean).sort()) {
@@ -104,59 +95,7 @@ async function readHostsFiles(conn: SshConnection, configPath: string, timeoutMs
   return {files}
 }
 
-/** The mirrors (`[host."…"]` that may pull and resolve; no capabilities means all) over every registry, in file order. */
-export function mirrorsOf(files: Map<string, string>): Mirror[] {
-  const byUrl = new Map<string, Mirror>()
-  for (const [registry, text] of files) {
-    const toml = readToml(text)
-    for (const table of toml.tables) {
-      if (table.length !== 2 || table[0] !== 'host') continue
-      const caps = toml.get([...table, 'capabilities'])
-      if (Array.isArray(caps) && !(caps.includes('pull') && caps.includes('resolve'))) continue
-      const url = table[1].replace(/\/+$/, '')
-      const m = byUrl.get(url) ?? {url, registries: []}
-      if (!m.registries.includes(registry)) m.registries.push(registry)
-      byUrl.set(url, m)
-    }
-  }
-  return [...byUrl.values()]
-}
-
-/** GET /readyz at the mirror, from the node (a TCP stream the node opens): the HTTP status, or why there is none. */
+/** GET /readyz at the mirror, from the node: the HTTP status, or why there is none. */
 async function readyz(conn: SshConnection, url: string, timeoutMs: number): Promise<number | string> {
-  let u: URL
-  try {
-    u = new URL(url)
-  } catch {
-    return 'not a URL'
-  }
-  if (u.protocol !== 'http:') return `${u.protocol.replace(':', '')} is not probed; Spegel serves http`
-  const port = Number(u.port || 80)
-  let stream: Duplex | undefined
-  try {
-    stream = await withTimeout(conn.openTcp(u.hostname, port), timeoutMs, `TCP to ${u.host} from the node`)
-    return await withTimeout(statusOf(stream, u.host), timeoutMs, `GET ${url}/readyz`)
-  } catch (err) {
-    // the SSH channel's refusal is what the node's TCP connect met
-    const cause = (err as {cause?: unknown}).cause
-    return message(cause ?? err).replace(/^\(SSH\) Channel open failure: /, '')
-  } finally {
-    stream?.destroy()
-  }
-}
-
-/** The status of `GET /readyz` sent on the stream (HTTP/1.0: the server closes after its answer). */
-function statusOf(stream: Duplex, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    let head = ''
-    stream.on('data', (b: Buffer) => {
-      head += b.toString('latin1')
-      const line = /^HTTP\/\d(?:\.\d)? (\d{3})/.exec(head)
-      if (line) resolve(Number(line[1]))
-      else if (head.includes('\n') || head.length > 1024) reject(new Error(`not an HTTP answer: ${head.split('\n')[0].slice(0, 80)}`))
-    })
-    stream.on('error', reject)
-    stream.on('close', () => reject(new Error('connection closed without an answer')))
-    stream.write(`GET /readyz HTTP/1.0\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
-  })
+  return statusFromNode(conn, url, 'GET', '/readyz', timeoutMs).catch((err: Error) => /does not answer \((.*)\)$/.exec(err.message)?.[1] ?? err.message.replace(/^the mirror (at )?\S+ /, ''))
 }

@@ -1,0 +1,142 @@
+// A node's registry mirrors as its containerd finds them, asked from the node itself.
+// containerd reads `<config_path>/<registry host>/hosts.toml`, else `<config_path>/_default/hosts.toml`,
+// and tries each `[host."…"]` that may pull (and resolve, for manifests) before the registry.
+// `--p2p spegel` asks the node's mirror (Spegel) with HEAD requests whether its peers serve an
+// image's manifest and blobs before asking containerd to pull it; doctor reads the same files.
+import type {Duplex} from 'node:stream'
+import {parseReference, type Descriptor, type ImageReference} from '../image/index.js'
+import {SshError, type SshConnection} from '../ssh/index.js'
+import {mapLimit} from '../util/async.js'
+import {readToml} from '../util/toml.js'
+
+/** A mirror a node's containerd pulls through: its address, and the registries (hosts.toml dirs) it serves. */
+export interface Mirror {
+  url: string
+  registries: string[]
+}
+
+/** The mirrors (`[host."…"]` that may pull and resolve; no capabilities means all) over every registry, in file order. */
+export function mirrorsOf(files: Map<string, string>): Mirror[] {
+  const byUrl = new Map<string, Mirror>()
+  for (const [registry, text] of files) {
+    const toml = readToml(text)
+    for (const table of toml.tables) {
+      if (table.length !== 2 || table[0] !== 'host') continue
+      const caps = toml.get([...table, 'capabilities'])
+      if (Array.isArray(caps) && !(caps.includes('pull') && caps.includes('resolve'))) continue
+      const url = table[1].replace(/\/+$/, '')
+      const m = byUrl.get(url) ?? {url, registries: []}
+      if (!m.registries.includes(registry)) m.registries.push(registry)
+      byUrl.set(url, m)
+    }
+  }
+  return [...byUrl.values()]
+}
+
+/** A file's text as the SSH user reads it: undefined when it does not exist; throws when it cannot be read. */
+export async function nodeFileText(conn: SshConnection, file: string): Promise<string | undefined> {
+  const out = await conn.execCapture(['cat', file])
+  if (out.code === 0) return out.stdout
+  if (/no such file/i.test(out.stderr)) return undefined
+  const denied = /permission denied/i.test(out.stderr)
+  throw new SshError('command', `${conn.target.user} cannot read ${file}: ${denied ? 'permission denied' : out.stderr.trim().split('\n').pop() || 'cat failed'}`,
+    {hint: denied ? `connect as root, or let ${conn.target.user} read ${file}` : undefined})
+}
+
+/**
+ * The mirrors containerd asks for `registry` (its own hosts.toml, else `_default`'s). Throws when
+ * there are none: its pulls would go to the registry itself.
+ */
+export async function registryMirrors(conn: SshConnection, configPath: string, registry: string): Promise<Mirror[]> {
+  for (const dir of [registry, '_default']) {
+    const text = await nodeFileText(conn, `${configPath}/${dir}/hosts.toml`)
+    if (text === undefined) continue
+    const mirrors = mirrorsOf(new Map([[dir, text]]))
+    if (mirrors.length) return mirrors
+    break // containerd reads one file: a registry's own file without mirrors does not fall back to _default
+  }
+  throw new SshError('command', `no hosts.toml in ${configPath} names a mirror for ${registry} that may pull and resolve: its pulls go to the registry itself`, {
+    hint: `run \`spegel configuration\` on the node, or write ${configPath}/${registry}/hosts.toml with [host."http://<node-ip>:5000"] and capabilities = ["pull", "resolve"]`,
+  })
+}
+
+/** How long one question to a mirror may take (Spegel gives a manifest or HEAD lookup 3 s). */
+const ASK_TIMEOUT_MS = 5000
+
+/**
+ * `method path` at the mirror, asked from the node (a TCP stream the node opens): the HTTP status.
+ * Throws, naming the mirror, when it cannot be reached or gives no HTTP answer.
+ */
+export async function statusFromNode(conn: SshConnection, url: string, method: 'GET' | 'HEAD', path: string, timeoutMs = ASK_TIMEOUT_MS): Promise<number> {
+  let u: URL
+  try {
+    u = new URL(url)
+  } catch {
+    throw new SshError('command', `the mirror address ${url} is not a URL`)
+  }
+  if (u.protocol !== 'http:') throw new SshError('command', `the mirror ${url} is not asked: ${u.protocol.replace(':', '')} is not probed (Spegel serves http)`)
+  const port = Number(u.port || 80)
+  let stream: Duplex | undefined
+  const timer = new Promise<never>((_, reject) => {
+    const t = setTimeout(() => reject(new SshError('timeout', `the mirror at ${url} did not answer ${method} ${path} within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs)
+    t.unref()
+  })
+  try {
+    stream = await Promise.race([conn.openTcp(u.hostname, port), timer]).catch((err) => {
+      // the SSH channel's refusal is what the node's TCP connect met
+      const cause = (err as {cause?: unknown}).cause
+      const why = (cause instanceof Error ? cause.message : (err as Error).message).replace(/^\(SSH\) Channel open failure: /, '')
+      throw new SshError('unreachable', `the mirror at ${url} does not answer (${why})`, {
+        hint: `start the node's mirror (Spegel) so that it listens on ${u.host}, or fix the address in the node's hosts.toml`,
+      })
+    })
+    return await Promise.race([statusOf(stream, method, `${u.pathname.replace(/\/+$/, '')}${path}`, u.host), timer])
+  } finally {
+    stream?.destroy()
+  }
+}
+
+/** The status line's code of a request sent on the stream (HTTP/1.0: the server closes after its answer). */
+function statusOf(stream: Duplex, method: string, path: string, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let head = ''
+    stream.on('data', (b: Buffer) => {
+      head += b.toString('latin1')
+      const line = /^HTTP\/\d(?:\.\d)? (\d{3})/.exec(head)
+      if (line) resolve(Number(line[1]))
+      else if (head.includes('\n') || head.length > 1024) reject(new Error(`not an HTTP answer: ${head.split('\n')[0].slice(0, 80)}`))
+    })
+    stream.on('error', reject)
+    stream.on('close', () => reject(new Error('connection closed without an answer')))
+    stream.write(`${method} ${path} HTTP/1.0\r\nHost: ${host}\r\nConnection: close\r\n\r\n`)
+  })
+}
+
+/**
+ * Which of the image's manifest and blobs the mirror finds no peer with right now, asking as
+ * containerd would (`HEAD /v2/<repository>/manifests|blobs/<digest>?ns=<registry>`). Empty: a
+ * pull through it finds everything. A 200 only counts; any other answer is "not yet".
+ */
+export async function digestsMirrorLacks(conn: SshConnection, mirror: Mirror, ref: ImageReference, manifest: string | undefined, blobs: Descriptor[]): Promise<string[]> {
+  const ns = `?ns=${encodeURIComponent(ref.domain)}`
+  const asks = [...(manifest ? [{digest: manifest, path: `/v2/${ref.path}/manifests/${manifest}${ns}`}] : []), ...blobs.filter((b) => b.digest !== manifest).map((b) => ({digest: b.digest, path: `/v2/${ref.path}/blobs/${b.digest}${ns}`}))]
+  const answers = await mapLimit(asks, 4, async (a) => ({digest: a.digest, status: await statusFromNode(conn, mirror.url, 'HEAD', a.path)}))
+  return answers.filter((a) => a.status !== 200).map((a) => a.digest)
+}
+
+/**
+ * What of the image (`repo@digest`) the node's mirrors find no peer with now: each mirror in the
+ * order containerd tries them is asked for what the ones before it lacked.
+ */
+export async function mirrorsLack(conn: SshConnection, mirrors: Mirror[], reference: string, blobs: Descriptor[]): Promise<string[]> {
+  const ref = parseReference(reference)
+  if (!ref.digest) throw new Error(`${reference} names no digest`)
+  let lacking: string[] | undefined
+  for (const mirror of mirrors) {
+    const asked = lacking === undefined ? blobs : blobs.filter((b) => lacking!.includes(b.digest))
+    const manifest = lacking === undefined || lacking.includes(ref.digest) ? ref.digest : undefined
+    lacking = await digestsMirrorLacks(conn, mirror, ref, manifest, asked)
+    if (lacking.length === 0) break
+  }
+  return lacking ?? []
+}
