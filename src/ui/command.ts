@@ -12,12 +12,12 @@ export class UsageError extends Error {
 }
 
 /**
- * What every command shares: exit codes (0 done, 1 failed, 2 a usage mistake, 130 stopped by Ctrl-C or
- * SIGTERM), one way to print an error (ui/errors.ts: a line on stderr, or with --json the result line
+ * What every command shares: exit codes (0 done, 1 failed, 2 a usage mistake, 130 stopped by Ctrl-C,
+ * 143 by SIGTERM: 128 + the signal, as a shell shows it), one way to print an error (ui/errors.ts: a line on stderr, or with --json the result line
  * on stdout), and SIGINT/SIGTERM.
  *
  * A command that passes `this.signal` on stops its own way at the first signal (cleanup, its result)
- * and exits 130 when its run then throws; a command that never reads it, or a second signal, ends at once.
+ * and exits 130 (143) when its run then throws; a command that never reads it, or a second signal, ends at once.
  * (It lives here, not in commands/: oclif takes every class with a `run` in that folder for a command.)
  */
 export abstract class SideloadCommand extends Command {
@@ -33,7 +33,12 @@ export abstract class SideloadCommand extends Command {
       return
     }
     this.report(this.cancelled(), '')
-    process.exit(130)
+    process.exit(this.stoppedExitCode())
+  }
+
+  /** 128 + the signal's number, as a shell reports a process the signal ended: 130 for Ctrl-C, 143 for SIGTERM. */
+  private stoppedExitCode(): number {
+    return this.stoppedBy === 'SIGTERM' ? 143 : 130
   }
 
   /** Aborted by the first Ctrl-C / SIGTERM. */
@@ -74,11 +79,11 @@ export abstract class SideloadCommand extends Command {
     }
   }
 
-  /** After a run that handled the signal and printed its (partial) result: stderr says so, exit 130. */
+  /** After a run that handled the signal and printed its (partial) result: stderr says so, exit 130 (143 for SIGTERM). */
   protected exitIfStopped(): void {
     if (!this.stoppedBy) return
     if (!this.jsonOutput) process.stderr.write(this.cancelledMessage() + '\n')
-    this.exit(130)
+    this.exit(this.stoppedExitCode())
   }
 
   private cancelled(): ErrorInfo {
@@ -95,7 +100,7 @@ export abstract class SideloadCommand extends Command {
     if (err instanceof Errors.ExitError) throw err
     if (this.stoppedBy) {
       this.report(this.cancelled(), '')
-      throw new Errors.ExitError(130)
+      throw new Errors.ExitError(this.stoppedExitCode())
     }
     const e = withFlagSuggestion(err, this)
     this.report(this.describe(e))

@@ -122,6 +122,23 @@ describe.each([
     await bed.ctr(node, ['images', 'rm', '--sync', ...state.images])
   })
 
+  it.each(['SIGINT', 'SIGTERM'] as const)('%s mid-transfer: exit 130/143 once ctr has ended; no process, lease, ingest or image of the import is left', async (signal) => {
+    const node = bed.nodes[index]
+    await bed.shape(node, {rateMbit: 200})
+    let sent = false
+    const run = await startPush(pushArgs(node), afterBytes(onNode(node), cutAt, (child) => {
+      sent = true
+      child.kill(signal)
+    })).done
+    const state = await nodeState(node)
+    await bed.unshape(node)
+    expect(sent, 'the signal came mid-transfer').toBe(true)
+    expect(run.code, run.stderr).toBe(signal === 'SIGINT' ? 130 : 143)
+    expect(run.result).toMatchObject({ok: false})
+    expect({...state, ingests: []}).toEqual({processes: '', leases: [], ingests: [], images: []})
+    expect(await ingestsGone(node)).toEqual([])
+  })
+
   it('containerd restarted mid-import: sideload reports it (no hang), ctr has ended and dropped its lease', async () => {
     const node = bed.nodes[index]
     await bed.shape(node, {rateMbit: 200})
