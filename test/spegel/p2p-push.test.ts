@@ -10,6 +10,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
 import {makeImage, type MakeImageOptions} from '../bed/images.js'
 import {runCli, type CliRun} from '../push/cli.js'
+import {startCluster} from '../kube-real/cluster.js'
 import {mirrorToOwnSpegel, startSpegel, waitFindable} from './spegel.js'
 
 const NODES = 6
@@ -118,5 +119,34 @@ describe('push --p2p spegel to six nodes (containerd 2.x, Spegel on each)', () =
     expect(byNode.get(`${bed.nonRootUser}@${fourth.ip}`)).toMatchObject({status: 'pushed', mode: 'ctr'})
     expectPeers([byNode.get(`${bed.nonRootUser}@${fourth.ip}`)!, ...bed.nodes.slice(4).map((n) => byNode.get(root(n))!)])
     for (const node of bed.nodes) await expectLanded(node, opts.name, info.targetDigest!)
+  }, 300_000)
+
+  it('fix --p2p spegel: pods stuck on four nodes (the real API server, the kubelet stand-in): the image goes to two seeds, the other two nodes pull it from them, and every pod runs', async () => {
+    const cluster = await startCluster(bed)
+    try {
+      const opts: MakeImageOptions = {name: 'docker.io/sl-p2p/fixed:1', layers: [{busybox: true}, {sizeBytes: 4 << 20, seed: 'fixed-a'}], format: 'oci', out: path.join(dir, 'fixed.tar')}
+      const info = await makeImage(opts)
+      // node 3's Spegel was stopped by the test above, node 4 is reached through sudo ctr there: these four run Spegel as root
+      const stuck = [bed.nodes[0], bed.nodes[1], bed.nodes[4], bed.nodes[5]]
+      await cluster.createNamespace('p2p')
+      for (const [i, node] of stuck.entries()) await cluster.createPod('p2p', `web-${i}`, node.name, 'sl-p2p/fixed:1')
+      await cluster.kubelet.syncNow()
+      expect((await cluster.podStatus('p2p', 'web-3')).waiting).toContain('ErrImageNeverPull')
+      const run = await runCli(['fix', '--kubeconfig', cluster.kubeconfig, '-n', 'p2p', '--archive', opts.out!, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath,
+        '--p2p', 'spegel', '--seeds', '2', '--json'], {timeoutMs: 300_000})
+      expect(run.code, run.stdout + run.stderr).toBe(0)
+      const result = JSON.parse(run.stdout.trim().split('\n').reverse().find((l) => l.includes('"transfers"'))!) as {transfers: {node: string; push?: P2pResult}[]}
+      const byNode = new Map(result.transfers.map((t) => [t.node, t.push!]))
+      expect([...byNode.keys()].sort()).toEqual(stuck.map((n) => n.name).sort())
+      const vias = stuck.map((n) => byNode.get(n.name)!.via)
+      expect(vias.filter((v) => v === 'seed')).toHaveLength(2)
+      expectPeers(stuck.map((n) => byNode.get(n.name)!).filter((r) => r.via !== 'seed'))
+      for (const [i, node] of stuck.entries()) {
+        expect((await cluster.podStatus('p2p', `web-${i}`)).phase).toBe('Running')
+        await expectLanded(node, opts.name, info.targetDigest!)
+      }
+    } finally {
+      await cluster.stop()
+    }
   }, 300_000)
 })
