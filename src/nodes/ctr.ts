@@ -6,7 +6,7 @@ import {type SshConnection, SshError, validateDigest, validateImageReference, va
 import {CONTAINERD_GONE, ctrContentTable, ctrErrorLines, ctrTable} from './ctr-output.js'
 import {ctrMajor, noMirrorConfigured} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
-import {mirrorsLack, registryMirrors, type Mirror} from './mirror.js'
+import {mirrorsServe, registryMirrors, type Mirror} from './mirror.js'
 import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 
 /**
@@ -315,11 +315,11 @@ export class CtrNode implements ImageNode {
     }
   }
 
-  readonly mirrorLacks = async (reference: string, blobs: Descriptor[]): Promise<string[] | undefined> => {
+  readonly mirrorServes = async (reference: string): Promise<boolean | undefined> => {
     const configPath = this.facts.registryConfigPath
     if (!configPath) return undefined
     this.mirrors ??= registryMirrors(this.conn, configPath, parseReference(reference).domain)
-    return mirrorsLack(this.conn, await this.mirrors, reference, blobs)
+    return mirrorsServe(this.conn, await this.mirrors, reference)
   }
 
   async listImages(): Promise<NodeImage[]> {

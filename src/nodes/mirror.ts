@@ -1,12 +1,11 @@
 // A node's registry mirrors as its containerd finds them, asked from the node itself.
 // containerd reads `<config_path>/<registry host>/hosts.toml`, else `<config_path>/_default/hosts.toml`,
 // and tries each `[host."…"]` that may pull (and resolve, for manifests) before the registry.
-// `--p2p spegel` asks the node's mirror (Spegel) with HEAD requests whether its peers serve an
-// image's manifest and blobs before asking containerd to pull it; doctor reads the same files.
+// `--p2p spegel` asks the node's mirror (Spegel) with a HEAD request whether its peers serve an
+// image before asking containerd to pull it; doctor reads the same files.
 import type {Duplex} from 'node:stream'
-import {parseReference, type Descriptor, type ImageReference} from '../image/index.js'
+import {parseReference} from '../image/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
-import {mapLimit} from '../util/async.js'
 import {readToml} from '../util/toml.js'
 
 /** A mirror a node's containerd pulls through: its address, and the registries (hosts.toml dirs) it serves. */
@@ -113,30 +112,15 @@ function statusOf(stream: Duplex, method: string, path: string, host: string): P
 }
 
 /**
- * Which of the image's manifest and blobs the mirror finds no peer with right now, asking as
- * containerd would (`HEAD /v2/<repository>/manifests|blobs/<digest>?ns=<registry>`). Empty: a
- * pull through it finds everything. A 200 only counts; any other answer is "not yet".
+ * Whether one of the node's mirrors (in the order containerd tries them) finds a peer that serves
+ * `reference` (`repo:tag` or `repo@digest`) now: `HEAD /v2/<repository>/manifests/<tag|digest>?ns=<registry>`,
+ * as containerd asks it. Only a 200 counts.
  */
-export async function digestsMirrorLacks(conn: SshConnection, mirror: Mirror, ref: ImageReference, manifest: string | undefined, blobs: Descriptor[]): Promise<string[]> {
-  const ns = `?ns=${encodeURIComponent(ref.domain)}`
-  const asks = [...(manifest ? [{digest: manifest, path: `/v2/${ref.path}/manifests/${manifest}${ns}`}] : []), ...blobs.filter((b) => b.digest !== manifest).map((b) => ({digest: b.digest, path: `/v2/${ref.path}/blobs/${b.digest}${ns}`}))]
-  const answers = await mapLimit(asks, 4, async (a) => ({digest: a.digest, status: await statusFromNode(conn, mirror.url, 'HEAD', a.path)}))
-  return answers.filter((a) => a.status !== 200).map((a) => a.digest)
-}
-
-/**
- * What of the image (`repo@digest`) the node's mirrors find no peer with now: each mirror in the
- * order containerd tries them is asked for what the ones before it lacked.
- */
-export async function mirrorsLack(conn: SshConnection, mirrors: Mirror[], reference: string, blobs: Descriptor[]): Promise<string[]> {
+export async function mirrorsServe(conn: SshConnection, mirrors: Mirror[], reference: string): Promise<boolean> {
   const ref = parseReference(reference)
-  if (!ref.digest) throw new Error(`${reference} names no digest`)
-  let lacking: string[] | undefined
+  const path = `/v2/${ref.path}/manifests/${ref.digest ?? ref.tag}?ns=${encodeURIComponent(ref.domain)}`
   for (const mirror of mirrors) {
-    const asked = lacking === undefined ? blobs : blobs.filter((b) => lacking!.includes(b.digest))
-    const manifest = lacking === undefined || lacking.includes(ref.digest) ? ref.digest : undefined
-    lacking = await digestsMirrorLacks(conn, mirror, ref, manifest, asked)
-    if (lacking.length === 0) break
+    if ((await statusFromNode(conn, mirror.url, 'HEAD', path)) === 200) return true
   }
-  return lacking ?? []
+  return false
 }

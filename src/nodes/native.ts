@@ -5,7 +5,7 @@ import {parseReference, type Descriptor, type Digest} from '../image/index.js'
 import type {CriConfig} from '../containerd/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
 import {nodeCriConfig, noMirrorConfigured} from './detect.js'
-import {mirrorsLack, registryMirrors, type Mirror} from './mirror.js'
+import {mirrorsServe, registryMirrors, type Mirror} from './mirror.js'
 import {inventory, type NodeImage} from './inventory.js'
 import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 import {mapLimit} from '../util/async.js'
@@ -93,11 +93,11 @@ export class NativeNode implements ImageNode {
     }
   }
 
-  readonly mirrorLacks = async (reference: string, blobs: Descriptor[]): Promise<string[] | undefined> => {
+  readonly mirrorServes = async (reference: string): Promise<boolean | undefined> => {
     const configPath = (await this.criConfig())?.registryConfigPath
     if (!configPath) return undefined
     this.mirrors ??= registryMirrors(this.conn, configPath, parseReference(reference).domain)
-    return mirrorsLack(this.conn, await this.mirrors, reference, blobs)
+    return mirrorsServe(this.conn, await this.mirrors, reference)
   }
 
   /** `containerd config dump`'s CRI part, read once. */

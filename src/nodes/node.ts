@@ -88,11 +88,10 @@ export interface ImageNode {
   readonly pullImage?: (options: NodePullOptions) => Promise<NodePullResult>
   /**
    * Ask the node's registry mirrors (its hosts.toml for the image's registry), from the node, whether
-   * their peers serve the image (`repo@digest`) and these blobs now: the digests not found, empty
-   * when a pull would find them all; undefined when the node's registry config cannot be read.
-   * Throws when no mirror is configured for the registry or it does not answer.
+   * a peer serves `reference` (`repo:tag` or `repo@digest`) now; undefined when the node's registry
+   * config cannot be read. Throws when no mirror is configured for the registry or it does not answer.
    */
-  readonly mirrorLacks?: (reference: string, blobs: Descriptor[]) => Promise<string[] | undefined>
+  readonly mirrorServes?: (reference: string) => Promise<boolean | undefined>
   /** Every image in the node's k8s.io namespace (inventory.ts). */
   listImages(): Promise<NodeImage[]>
   /** Delete these image records; containerd's GC then takes what nothing else references (synchronously). */

@@ -69,21 +69,35 @@ export function pullTimeoutMs(resolved: ResolvedImage): number {
 }
 
 /**
- * A seed's Spegel advertises the image once containerd tells it of the new record, and the DHT
- * takes a moment to carry that. A node's Spegel gives a lookup 20 ms (its default
- * --mirror-resolve-timeout) and a peer's answer max(2 × its slow percentile, 100 ms) before it
- * answers "not found"; it keeps what a lookup found for 5 s, looks again only after 2.5 s, and
- * drops a peer after one failed request — so a pull asked too early, or on busy nodes, meets
- * "not found" for a while. Before each pull the node's mirror is asked, from the node, for the
- * image's manifest (`HEAD`, as containerd asks it) every POLL_PEERS_EVERY_MS until a peer serves
- * it; a pull that still meets "not found" is asked again the same way, all within SETTLE_MS.
- * (Waiting for every blob to answer at once was tried: on 2 busy cores it almost never happened,
- * and the polling added load.) Where the node's mirrors cannot be read the pull itself is asked
- * again every RETRY_PULL_EVERY_MS. A mirror that does not answer, or any failure but
- * "not found", goes straight to the direct push.
+ * `repository:tag` when the image has a tag, else `repository@digest`: what the node's mirror is
+ * asked about before a pull. The tag, because containerd pulls by digest and never asks for it: a
+ * question about the digest would touch the very lookup the pull is about to use (see below).
+ */
+export function probeReference(name: string, resolved: ResolvedImage): string {
+  const ref = parseReference(name)
+  return ref.tag ? `${ref.repository}:${ref.tag}` : `${ref.repository}@${resolved.target.digest}`
+}
+
+/**
+ * A seed's Spegel advertises the image (its tag and every digest) once containerd tells it of the
+ * new record, and the DHT takes a moment to carry that. Before the first pull the node's mirror is
+ * asked, from the node, whether a peer serves the image's tag (`HEAD`, as containerd asks) every
+ * POLL_PEERS_EVERY_MS until one does: a mirror that does not answer, or none configured for the
+ * registry, is known at once, and the pull is not asked before the image can be found.
+ *
+ * A pull can still meet "not found" with peers that have it. Spegel v0.7.3 (pkg/routing/iterator.go)
+ * keeps the peers a lookup found for a key 5 s (LOOKUP_KEPT_MS) and hands them to one request at a
+ * time; a peer the lookup adds while every known peer is taken never makes the set "ready" again,
+ * so with two or more peers (the seeds) a request for the key can wait out the lookup timeout and
+ * answer 404 until those 5 s are over. containerd asks the manifest twice (HEAD, then GET), so the
+ * second can land on such a set. Seen here on 4 nodes: HEAD 200 in 13 ms, then the pull's manifest
+ * requests 404 "waited too long for new peer with no inflight fetches … attempts 0", four times in
+ * a row. A pull that meets "not found" is therefore asked again once LOOKUP_KEPT_MS have passed
+ * since it began (the set it met is gone by then), after the mirror answers for the tag again, all
+ * within SETTLE_MS; then the direct push. Any other failure goes straight to the direct push.
  */
 export const POLL_PEERS_EVERY_MS = 500
-export const RETRY_PULL_EVERY_MS = 6000
+export const LOOKUP_KEPT_MS = 5000
 export const SETTLE_MS = 30_000
 
 export type PeerPullOutcome = {pulled: boolean; attempts: number} | {error: Error; attempts: number}
@@ -102,25 +116,20 @@ interface PullWait {
 }
 
 /**
- * Until the node's mirrors find the image's manifest among its peers: true, or false where the
+ * Until one of the node's mirrors finds a peer that serves `reference`. Returns at once where the
  * node cannot tell. Throws when the mirror does not answer, or when the deadline passes (not found).
  */
-export async function untilPeersServe(w: PullWait): Promise<boolean> {
-  if (!w.node.mirrorLacks) return false
+export async function untilPeersServe(w: PullWait): Promise<void> {
+  if (!w.node.mirrorServes) return
   for (;;) {
-    const lacking = await w.node.mirrorLacks(w.reference, [])
-    if (lacking === undefined) return false
-    if (lacking.length === 0) return true
+    const serves = await w.node.mirrorServes(w.reference)
+    if (serves !== false) return
     if (Date.now() + POLL_PEERS_EVERY_MS > w.deadline) {
-      throw new Error(`the node's mirror found no peer with the image (${shortDigest(lacking[0])}) within ${Math.round(SETTLE_MS / 1000)} s: not found`)
+      throw new Error(`the node's mirror found no peer with ${w.reference} within ${Math.round(SETTLE_MS / 1000)} s: not found`)
     }
     w.onWaiting()
     await sleep(POLL_PEERS_EVERY_MS, w.signal)
   }
-}
-
-function shortDigest(d: string): string {
-  return d.replace(/^(sha256:[0-9a-f]{12})[0-9a-f]+$/, '$1…')
 }
 
 /**
@@ -136,17 +145,17 @@ export async function pullFromPeers(node: ImageNode, name: string, resolved: Res
     if (!asked) opts.onPulling?.()
     asked = true
   }
-  const blobs = imageBlobs(resolved)
-  const request = {reference: pullReference(name, resolved), blobs, timeoutMs: pullTimeoutMs(resolved), signal: opts.signal, onPulling}
+  const request = {reference: pullReference(name, resolved), blobs: imageBlobs(resolved), timeoutMs: pullTimeoutMs(resolved), signal: opts.signal, onPulling}
   const deadline = Date.now() + SETTLE_MS
   let waited = false
   const onWaiting = (): void => {
     if (!waited) opts.onRetry?.(new Error('no peer has the image yet'))
     waited = true
   }
-  let polled = false
+  let pullStarted = 0
   const ready = async (): Promise<void> => {
-    polled = await untilPeersServe({node, reference: request.reference, deadline, signal: opts.signal, onWaiting})
+    await untilPeersServe({node, reference: probeReference(name, resolved), deadline, signal: opts.signal, onWaiting})
+    pullStarted = Date.now()
   }
   for (let attempt = 1; ; attempt++) {
     try {
@@ -154,10 +163,10 @@ export async function pullFromPeers(node: ImageNode, name: string, resolved: Res
       return {pulled: r.pulled, attempts: attempt}
     } catch (err) {
       opts.signal?.throwIfAborted()
-      const again = polled ? POLL_PEERS_EVERY_MS : RETRY_PULL_EVERY_MS
-      if (!isNotFoundYet(err as Error) || Date.now() + again > deadline) return {error: err as Error, attempts: attempt}
+      const retryAt = Math.max(Date.now(), pullStarted + LOOKUP_KEPT_MS)
+      if (!isNotFoundYet(err as Error) || retryAt > deadline) return {error: err as Error, attempts: attempt}
       onWaiting()
-      if (!polled) await sleep(RETRY_PULL_EVERY_MS, opts.signal)
+      await sleep(retryAt - Date.now(), opts.signal)
     }
   }
 }

@@ -1,10 +1,10 @@
 // --p2p's planning, without nodes: which nodes are seeds, how many peers pull at once, the flags.
 import {describe, expect, it} from 'vitest'
 import {p2pFrom} from '../../src/config/flags.js'
-import {inWaves, pullFromPeers, pullReference, splitSeeds} from '../../src/ops/p2p.js'
+import {inWaves, LOOKUP_KEPT_MS, probeReference, pullFromPeers, pullReference, splitSeeds} from '../../src/ops/p2p.js'
 import {renderPushTable} from '../../src/commands/push.js'
 import {p2pFallbacks} from '../../src/ops/push.js'
-import type {Descriptor, ResolvedImage} from '../../src/image/index.js'
+import type {ResolvedImage} from '../../src/image/index.js'
 import type {ImageNode, NodePullOptions} from '../../src/nodes/index.js'
 
 describe('--p2p planning', () => {
@@ -70,59 +70,62 @@ describe('--p2p: asking the node\'s mirror before each pull', () => {
   const d = (c: string) => ({mediaType: 'x', digest: `sha256:${c.repeat(64)}`, size: 10})
   const manifest = d('a')
   const resolved = {target: manifest, indexes: [], manifest, config: d('b'), layers: [d('c'), d('e')]} as unknown as ResolvedImage
-  /** A node whose mirror answers `answers` in turn (the digests it lacks, or an error), and whose pull does what `pull` says. */
-  function fakeNode(answers: Array<string[] | Error | undefined>, pull: (call: number) => void = () => undefined) {
+  /** A node whose mirror answers `answers` in turn (serves the image or not, or an error), and whose pull does what `pull` says. */
+  function fakeNode(answers: Array<boolean | Error>, pull: (call: number) => void = () => undefined) {
     const calls: string[] = []
+    const pullTimes: number[] = []
     let asked = 0
     let pulls = 0
     const node = {
       name: 'n', facts: {} as ImageNode['facts'],
-      mirrorLacks: async (reference: string, blobs: Descriptor[]) => {
-        calls.push(`ask ${reference.split('@')[0]} ${blobs.length}`)
+      mirrorServes: async (reference: string) => {
+        calls.push(`ask ${reference}`)
         const a = answers[Math.min(asked++, answers.length - 1)]
         if (a instanceof Error) throw a
         return a
       },
       pullImage: async (o: NodePullOptions) => {
         await o.ready?.()
-        calls.push('pull')
+        calls.push(`pull ${o.reference.replace(/@sha256:a+$/, '@a…')}`)
+        pullTimes.push(Date.now())
         pull(++pulls)
         return {pulled: true}
       },
     } as unknown as ImageNode
-    return {node, calls}
+    return {node, calls, pullTimes}
   }
 
-  it('polls the mirror until a peer serves the image\'s manifest, then pulls once', async () => {
-    const {node, calls} = fakeNode([[manifest.digest], [manifest.digest], []])
+  it('asks about the image\'s tag (never the digest the pull uses) until a peer serves it, then pulls by digest once', async () => {
+    const {node, calls} = fakeNode([false, false, true])
     const out = await pullFromPeers(node, 'app:1', resolved)
     expect(out).toEqual({pulled: true, attempts: 1})
-    // the manifest (repo@digest, no blobs) is asked about three times, then one pull
-    expect(calls).toEqual(['ask docker.io/library/app 0', 'ask docker.io/library/app 0', 'ask docker.io/library/app 0', 'pull'])
+    expect(calls).toEqual(['ask docker.io/library/app:1', 'ask docker.io/library/app:1', 'ask docker.io/library/app:1', 'pull docker.io/library/app@a…'])
+    expect(probeReference('registry.lab:5000/team/app@sha256:' + 'a'.repeat(64), resolved)).toBe(`registry.lab:5000/team/app@sha256:${'a'.repeat(64)}`)
   })
 
   it('a mirror that does not answer ends the pull at once with its reason (no pull asked)', async () => {
     const {node, calls} = fakeNode([new Error('the mirror at http://10.0.0.1:5000 does not answer (Connection refused)')])
     const out = await pullFromPeers(node, 'app:1', resolved)
     expect(out).toMatchObject({attempts: 1, error: {message: expect.stringMatching(/does not answer \(Connection refused\)/)}})
-    expect(calls).not.toContain('pull')
+    expect(calls.some((c) => c.startsWith('pull'))).toBe(false)
   })
 
-  it('a pull the mirror still answers "not found" is asked again after the mirror is polled again', async () => {
-    const {node, calls} = fakeNode([[], []], (n) => {
+  it('a pull that meets "not found" is asked again once Spegel\'s lookup of that pull has expired', async () => {
+    const {node, calls, pullTimes} = fakeNode([true], (n) => {
       if (n === 1) throw new Error('failed to resolve reference: not found')
     })
     const out = await pullFromPeers(node, 'app:1', resolved)
     expect(out).toEqual({pulled: true, attempts: 2})
-    expect(calls.filter((c) => c === 'pull')).toHaveLength(2)
+    expect(calls.filter((c) => c.startsWith('pull'))).toHaveLength(2)
+    expect(pullTimes[1] - pullTimes[0]).toBeGreaterThanOrEqual(LOOKUP_KEPT_MS - 50)
   })
 
   it('any other pull failure is the outcome at once', async () => {
-    const {node, calls} = fakeNode([[]], () => {
+    const {node, calls} = fakeNode([true], () => {
       throw new Error('failed to unpack: no space left on device')
     })
     const out = await pullFromPeers(node, 'app:1', resolved)
     expect(out).toMatchObject({attempts: 1, error: {message: expect.stringMatching(/no space left/)}})
-    expect(calls.filter((c) => c === 'pull')).toHaveLength(1)
+    expect(calls.filter((c) => c.startsWith('pull'))).toHaveLength(1)
   })
 })
