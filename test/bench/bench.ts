@@ -30,8 +30,8 @@
 //   (one per pair, exact) and a time ratio with a wide goal (1.2×).
 // - the scaling block: one round (each push is wire-bound, ~7 s at 200 Mbit/s, so its spread is
 //   small); the re-push sizes of the plot (1 and 25 MB) on the 2.x block only.
-// - --quick: no p2p block (`--only p2p`), no `fix`; the 1.6 block only its 1-node rows; the
-//   scaling block at 1 and 6 nodes.
+// - --quick: no p2p block (`--only p2p`), no `fix`, no manual workflow (issue 13's rows, ~8 s);
+//   the 1.6 block only its 1-node rows; the scaling block at 1 and 6 nodes.
 import {execFile} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
@@ -594,11 +594,11 @@ async function runBlocks({bed2, bed16, bm, img, args, workDir, common, withFix, 
   ] as const
   for (const [bed, line, nerdctl, nerdctlVersion, runs] of lines) {
     const version = await containerdVersionOf(bed, bed.nodes[0])
-    // --quick: the 2.x block without `fix`; the 1.6 block only its 1-node rows
+    // --quick: the 2.x block without `fix` and the manual workflow; the 1.6 block only its 1-node rows
     const quick16 = args.quick && line === '1.6'
     blocks.push({
       id: `containerd-${version}`, line, version, bed, nodes: bed.nodes.slice(0, 3), n: new Nodes(bed, nerdctl, nerdctlVersion), runs, s: new Samples(),
-      skip: {shaped: quick16, fix: args.quick, noUnpack: quick16, manual: quick16, three: quick16},
+      skip: {shaped: quick16, fix: args.quick, noUnpack: quick16, manual: args.quick, three: quick16},
       plot: line === '2',
       big: line === '2',
       ...(nerdctl ? {} : {manualNote: `load step: ctr import; nerdctl ${NERDCTL_16_VERSION} could not be built`}),
@@ -788,7 +788,7 @@ async function main(): Promise<void> {
   const svgOut = args.out.replace(/\.json$/, '') + '.svg'
   if (charts.length > 0) await fsp.writeFile(svgOut, renderSvg(charts, `sideload bench ${report.date.slice(0, 10)}${args.quick ? ' (--quick, one round)' : ''}: medians; ${report.machine.cpus} CPUs shared by the client and every node`))
   process.stdout.write(renderMarkdown(report))
-  if (!onlyP2p) log(`manual baseline: nerdctl ${daemonVersion('nerdctl')} save on the build machine (containerd 2.x); scp -c ${CIPHER}; load with nerdctl ${daemonVersion('nerdctl')} on 2.x nodes, ${nerdctl16.path ? `nerdctl ${NERDCTL_16_VERSION}` : 'ctr import'} on 1.6 nodes`)
+  if (withBlocks) log(`manual baseline: nerdctl ${daemonVersion('nerdctl')} save on the build machine (containerd 2.x); scp -c ${CIPHER}; load with nerdctl ${daemonVersion('nerdctl')} on 2.x nodes, ${nerdctl16.path ? `nerdctl ${NERDCTL_16_VERSION}` : 'ctr import'} on 1.6 nodes`)
   if (p2p) log(`p2p: ${paysFrom(p2p.s)}`)
   log(`wrote ${args.out}${charts.length > 0 ? ` and ${svgOut}` : ''} (${report.durationS.toFixed(0)} s)`)
 }
