@@ -666,7 +666,7 @@ async function main(): Promise<void> {
   const onlyScaling = args.only === 'scaling'
   const withBlocks = !args.only
   const withScaling = !args.baselinesOnly && !onlyP2p
-  // --quick leaves the p2p block out (`--only p2p` runs it): with it the quick run took ~2.5 minutes
+  // --quick leaves the p2p block out (`--only p2p` runs it): its bed, Spegel and three 6-node pushes take 1–2 minutes alone
   const withP2p = !args.baselinesOnly && !onlyScaling && !args.quick
   const img = await prepareImages(!args.quick && withBlocks)
   const workDir = await fsp.mkdtemp(path.join(os.tmpdir(), 'slbench-'))
