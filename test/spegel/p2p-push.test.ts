@@ -10,6 +10,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
 import {makeImage, type MakeImageOptions} from '../bed/images.js'
 import {runCli, type CliRun} from '../push/cli.js'
+import {startPush} from '../faults/cli.js'
 import {startCluster} from '../kube-real/cluster.js'
 import {mirrorToOwnSpegel, startSpegel, waitFindable} from './spegel.js'
 
@@ -149,4 +150,41 @@ describe('push --p2p spegel to six nodes (containerd 2.x, Spegel on each)', () =
       await cluster.stop()
     }
   }, 300_000)
+
+  it('Ctrl-C while a sudo ctr node pulls from its peers: exit 130, and no ctr of ours, no lease and no record of the pull is left on it', async () => {
+    const opts: MakeImageOptions = {name: 'docker.io/sl-p2p/stopped:1', layers: [{busybox: true}, {sizeBytes: 24 << 20, seed: 'stopped-a'}], format: 'oci', out: path.join(dir, 'stopped.tar')}
+    await makeImage(opts)
+    const [first, second, , fourth] = bed.nodes
+    const ctrHost = `${bed.nonRootUser}@${fourth.ip}`
+    await bed.shape(fourth, {rateMbit: 16}) // the 24 MB layer takes ~12 s to come from the peers
+    let stoppedAt = 0
+    let watching = false
+    try {
+      const run = await startPush(['--archive', opts.out!, '--host', root(first), '--host', root(second), '--host', ctrHost, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath,
+        '--p2p', 'spegel', '--seeds', '2'], (e, child) => {
+        if (!watching && e.target === ctrHost && /pulling from peers/.test(e.message ?? '')) {
+          watching = true
+          // Ctrl-C once ctr is fetching a layer (an ingest on the node), not between two pull attempts
+          void (async () => {
+            for (let i = 0; i < 100 && !stoppedAt; i++) {
+              if ((await bed.ctr(fourth, ['content', 'active'])).split('\n').slice(1).some((l) => l.trim())) {
+                stoppedAt = Date.now()
+                child.kill('SIGINT')
+              } else await new Promise((r) => setTimeout(r, 200))
+            }
+          })()
+        }
+      }, 120_000).done
+      const left = bed.processes(fourth).filter((cmd) => /^(sudo -n )?ctr /.test(cmd))
+      expect(stoppedAt, 'ctr was fetching on the node when Ctrl-C came').toBeGreaterThan(0)
+      expect(run.code, run.stdout + run.stderr).toBe(130)
+      expect(left).toEqual([])
+      // ctr's own leases carry only its 24 h expiry label: none of the stopped pull is left
+      const leases = (await bed.ctr(fourth, ['leases', 'ls'])).split('\n').slice(1).filter((l) => l.trim() && !l.includes('sideload'))
+      expect(leases).toEqual([])
+      expect((await bed.ctr(fourth, ['images', 'ls', '-q'])).split('\n').filter((l) => l.includes('sl-p2p/stopped'))).toEqual([])
+    } finally {
+      await bed.unshape(fourth)
+    }
+  }, 180_000)
 })
