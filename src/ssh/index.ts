@@ -11,6 +11,7 @@ export {
   type RemoteProcess,
   SshConnection,
 } from './connection.js'
+export {copiesBeforeCallback} from './channel-writes.js'
 export {isSshError, SshError, type SshErrorCode} from './errors.js'
 export {appendKnownHost, checkHostKey, fingerprint, type HostKey, type HostKeyCheck, loadKnownHosts, parseKnownHosts} from './known-hosts.js'
 export {type PoolOptions, SshPool} from './pool.js'

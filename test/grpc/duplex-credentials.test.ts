@@ -28,6 +28,17 @@ describe('coalesceWrites', () => {
     r.write(Buffer.from('alone'))
     expect(r.writes.map(String)).toEqual(['head-body-tail', 'alone'])
   })
+
+  it('gives a stream that may keep what it was given (not an SSH channel) a buffer of its own per joined write', async () => {
+    const r = coalesceWrites(new Recorder())
+    for (const parts of [['a', 'b'], ['c', 'd']]) {
+      r.cork()
+      for (const p of parts) r.write(Buffer.from(p))
+      r.uncork()
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+    expect(r.writes.map(String)).toEqual(['ab', 'cd'])
+  })
 })
 
 describe('DuplexChannelCredentials', () => {
