@@ -51,6 +51,16 @@ describe('sideload push on the real bed', () => {
     expect(result.results.every((r) => r.mode === 'native')).toBe(true)
   })
 
+  it('a push by --host never loads the Kubernetes client (~70 MB of peak RSS and ~0.4 s of start-up)', async () => {
+    const log = path.join(dir, 'modules.log')
+    const run = await runCli(['push', '--archive', base.out, ...hosts(bed.nodes.slice(0, 1)), ...sshArgs(), '--json'],
+      {env: {NODE_OPTIONS: `--import ${path.join(__dirname, 'module-probe.mjs')}`, SL_MODULE_LOG: log}})
+    expect(run.code, run.stderr).toBe(0)
+    const loaded = fs.readFileSync(log, 'utf8').split('\n')
+    expect(loaded.some((u) => u.includes('/dist/ops/push.js')), 'the probe saw the push').toBe(true)
+    expect(loaded.filter((u) => u.includes('@kubernetes/client-node') || u.includes('/dist/kube/'))).toEqual([])
+  })
+
   it('re-push after changing only the last layer sends only that layer; an identical re-push sends nothing', async () => {
     const three = bed.nodes.slice(0, 3)
     const v2opts = changeLastLayer(base, 'c', path.join(dir, 'v2.tar'))
