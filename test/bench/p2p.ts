@@ -137,7 +137,7 @@ async function p2pRound(
   await through(`p2p-${k}`, async () => {
     const r = await sideloadPush(bed, {image: img.name, archive: img.path, nodes, prefix: client.prefix(), extra: ['--p2p', 'spegel', '--seeds', String(P2P_SEEDS)]})
     s.add(`p2p-${k}-fallbacks`, r.results.filter((x) => x.via === 'direct').length)
-    // a peer's first pull answered "not found" (the seeds' records not advertised yet): asked again 6 s later
+    // a peer that waited: the mirror found no peer with the image's tag yet, or its pull met "not found" (asked again once Spegel's lookup of it expired)
     const retries = r.stdout.split('\n').filter((l) => l.includes('no peer has the image yet')).length
     s.add(`p2p-${k}-pull-retries`, retries)
     const said = r.results.map((x) => `${x.node.replace(/^root@/, '')} ${x.via ?? '?'} ${((x.durationMs ?? 0) / 1000).toFixed(1)} s${x.p2pError ? ` (…${x.p2pError.slice(-240)})` : ''}`)
@@ -190,7 +190,7 @@ export function p2pRows(s: Samples, img: CachedImage, opts: {withThree: boolean}
     add({scenario: `direct fan-out, ${k} nodes: bytes through the client's link (context)`, unit: 'MB', measured: mb(`direct-${k}-bytes`), baseline: k * image, baselineLabel: `${k} × the archive`, goal: '—', context: true, ...notMeasured})
     add({scenario: `kind-style, ${k} nodes: bytes through the client's link (context)`, unit: 'MB', measured: mb(`kind-${k}-bytes`), baseline: k * image, baselineLabel: `${k} × the archive`, goal: '—', context: true, ...notMeasured})
     add({
-      scenario: `${p2p}, ${k} nodes: peers whose first pull found no peer yet, asked again 6 s later (context)`, unit: 'count', measured: s.median(`p2p-${k}-pull-retries`),
+      scenario: `${p2p}, ${k} nodes: peers that waited for their mirror, or asked a pull again after "not found" (context)`, unit: 'count', measured: s.median(`p2p-${k}-pull-retries`),
       baselineLabel: `of ${k - P2P_SEEDS} peers`, goal: '—', context: true, ...notMeasured,
     })
     const fallbacks = s.median(`p2p-${k}-fallbacks`)
