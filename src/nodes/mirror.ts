@@ -37,9 +37,15 @@ export async function nodeFileText(conn: SshConnection, file: string): Promise<s
   const out = await conn.execCapture(['cat', file])
   if (out.code === 0) return out.stdout
   if (/no such file/i.test(out.stderr)) return undefined
-  const denied = /permission denied/i.test(out.stderr)
-  throw new SshError('command', `${conn.target.user} cannot read ${file}: ${denied ? 'permission denied' : out.stderr.trim().split('\n').pop() || 'cat failed'}`,
-    {hint: denied ? `connect as root, or let ${conn.target.user} read ${file}` : undefined})
+  throw cannotRead(conn, file, out.stderr)
+}
+
+/** The SSH user could not read a file or folder on the node (`stderr`: what cat or find said). */
+export function cannotRead(conn: SshConnection, file: string, stderr: string): SshError {
+  const user = conn.target.user
+  const denied = /permission denied/i.test(stderr)
+  return new SshError('command', `${user} cannot read ${file}: ${denied ? 'permission denied' : stderr.trim().split('\n').pop() || 'reading it failed'}`,
+    {hint: denied ? `connect as root, or let ${user} read ${file}` : undefined})
 }
 
 /**
@@ -76,9 +82,9 @@ export async function statusFromNode(conn: SshConnection, url: string, method: '
   if (u.protocol !== 'http:') throw new SshError('command', `the mirror ${url} is not asked: ${u.protocol.replace(':', '')} is not probed (Spegel serves http)`)
   const port = Number(u.port || 80)
   let stream: Duplex | undefined
+  let t: ReturnType<typeof setTimeout> | undefined
   const timer = new Promise<never>((_, reject) => {
-    const t = setTimeout(() => reject(new SshError('timeout', `the mirror at ${url} did not answer ${method} ${path} within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs)
-    t.unref()
+    t = setTimeout(() => reject(new SshError('timeout', `the mirror at ${url} did not answer ${method} ${path} within ${Math.round(timeoutMs / 1000)} s`)), timeoutMs)
   })
   try {
     stream = await Promise.race([conn.openTcp(u.hostname, port), timer]).catch((err) => {
@@ -91,6 +97,7 @@ export async function statusFromNode(conn: SshConnection, url: string, method: '
     })
     return await Promise.race([statusOf(stream, method, `${u.pathname.replace(/\/+$/, '')}${path}`, u.host), timer])
   } finally {
+    clearTimeout(t)
     stream?.destroy()
   }
 }

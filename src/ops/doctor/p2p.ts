@@ -6,7 +6,7 @@ import type {NodeTarget} from '../../nodes/index.js'
 import type {SshConnection} from '../../ssh/index.js'
 import {type AddCheck, type CheckStatus, hintOf, message, withTimeout} from './check.js'
 import {criConfig} from '../../containerd/index.js'
-import {mirrorsOf, nodeFileText, statusFromNode} from '../../nodes/mirror.js'
+import {cannotRead, mirrorsOf, nodeFileText, statusFromNode} from '../../nodes/mirror.js'
 
 export {mirrorsOf}
 
@@ -82,9 +82,8 @@ async function readHostsFiles(conn: SshConnection, configPath: string, timeoutMs
       return {unreadable: {status: 'fail', detail: `the registry config_path ${configPath} does not exist: pulls never ask a mirror`,
         hint: `run \`spegel configuration\` on the node, or write ${configPath}/_default/hosts.toml naming the node's Spegel`}}
     }
-    const denied = /permission denied/i.test(list.stderr)
-    return {unreadable: {status: 'fail', detail: `${conn.target.user} cannot read ${configPath}: ${denied ? 'permission denied' : list.stderr.trim().split('\n').pop() || 'find failed'}`,
-      hint: denied ? `connect as root, or let ${conn.target.user} read ${configPath}` : undefined}}
+    const err = cannotRead(conn, configPath, list.stderr)
+    return {unreadable: {status: 'fail', detail: message(err), hint: hintOf(err)}}
   }
   const files = new Map<string, string>()
   for (const file of list.stdout.split('\n').filter(Boolean).sort()) {
