@@ -1,7 +1,8 @@
 import type {Duplex} from 'node:stream'
 import {duplexChannel} from '../grpc/duplex-credentials.js'
-import {ContainerdClient, CriClient, criSnapshotter, importImage, type ImportResult, type LeftoverIngest, type LeftoverLease, nativeIngests, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
-import {parseReference, type Descriptor, type Digest} from '../image/index.js'
+import {BlobTransfer} from '../containerd/blob-transfer.js'
+import {ContainerdClient, CriClient, criSnapshotter, distributionSource, importImage, ImportCancelledError, ingestRef, LEASE_IMAGE_LABEL, type ImportResult, type LeftoverIngest, type LeftoverLease, nativeIngests, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
+import {parseReference, type Descriptor, type Digest, type ImageSource, type ResolvedImage} from '../image/index.js'
 import type {CriConfig} from '../containerd/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
 import {nodeCriConfig, noMirrorConfigured} from './detect.js'
@@ -83,13 +84,52 @@ export class NativeNode implements ImageNode {
     // a containerd with no registry host config would go to the registry itself (or hang offline)
     const config = await this.criConfig()
     if (config && !config.registryConfigPath) throw noMirrorConfigured()
-    await options.ready?.()
-    options.onPulling?.()
-    const cri = new CriClient(this.address, `node ${this.name}`, this.client.channel())
+    const present = new Set(options.blobs.filter((_, i) => have[i]).map((b) => b.digest))
+    const lease = options.writeFirst && (await this.writeResolveChain(options.reference, options.writeFirst, present, options))
     try {
-      return {pulled: true, imageId: await cri.pullImage(options.reference, {timeoutMs: options.timeoutMs, signal: options.signal})}
+      await options.ready?.()
+      options.onPulling?.()
+      const cri = new CriClient(this.address, `node ${this.name}`, this.client.channel())
+      try {
+        const imageId = await cri.pullImage(options.reference, {timeoutMs: options.timeoutMs, signal: options.signal})
+        return {pulled: true, imageId}
+      } finally {
+        cri.close()
+      }
     } finally {
-      cri.close()
+      // the pull's record holds them now; after a failed pull the push that follows sends them again if GC took them
+      if (lease) await this.client.leaseDelete(lease).catch(() => undefined)
+    }
+  }
+
+  /**
+   * The image's indexes and manifest, written before the pull under a lease of ours that lasts
+   * until the pull has recorded them. containerd asks its mirror for the image's root twice (HEAD
+   * to resolve, then GET) and, when it has the blob already, skips the GET (remotes.Fetch finds it
+   * in the content store). Spegel v0.7.3 can answer the second request for one key within 5 s
+   * "not found" while peers have it (p2p.ts says why); for the layers and config, each asked
+   * once, it cannot. A few KB through the client's link instead of a 5 s wait.
+   */
+  private async writeResolveChain(reference: string, from: {source: ImageSource; image: ResolvedImage}, present: ReadonlySet<Digest>, options: {timeoutMs: number; signal?: AbortSignal; onSent?: (bytes: number) => void}): Promise<string | undefined> {
+    const {image, source} = from
+    const chain = [...image.indexes.map((step) => step.descriptor), image.manifest].filter((d) => !present.has(d.digest))
+    if (chain.length === 0) return undefined
+    const lease = await this.client.leaseCreate({expiresInMs: options.timeoutMs + 60_000, labels: {[LEASE_IMAGE_LABEL]: reference}})
+    const transfer = new BlobTransfer(this.client, chain, {image, source, distributionSource: distributionSource(reference), lease, ingestRef, emit: () => undefined})
+    const onAbort = (): void => transfer.fail(new ImportCancelledError(this.client.displayName))
+    options.signal?.addEventListener('abort', onAbort, {once: true})
+    try {
+      if (options.signal?.aborted) onAbort()
+      await transfer.run(chain.length)
+      if (transfer.failure !== undefined) throw transfer.failure
+      return lease
+    } catch (err) {
+      await mapLimit([...transfer.started], 8, (digest) => this.client.contentAbort(ingestRef(digest)).catch(() => undefined))
+      await this.client.leaseDelete(lease).catch(() => undefined)
+      throw err
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort)
+      options.onSent?.(transfer.sentBytes)
     }
   }
 

@@ -64,6 +64,13 @@ export interface NodePullOptions {
   onPulling?: () => void
   /** when the node lacks a blob, awaited before the pull is asked (the node's mirror finds the image); a throw is the pull's error */
   ready?: () => Promise<void>
+  /**
+   * The image's own bytes: where the node can take them, its index and manifest (a few KB) are
+   * written from here before the pull, so its mirror is asked for them once (see writeResolveChain).
+   */
+  writeFirst?: {source: ImageSource; image: ResolvedImage}
+  /** told the bytes sideload itself sent the node (writeFirst), failed pulls included */
+  onSent?: (bytes: number) => void
 }
 
 export interface NodePullResult {

@@ -2,7 +2,7 @@
 // containerd pulls it by digest through its own registry mirror (Spegel on each node serves what
 // its containerd holds to its peers), so the bytes move node to node instead of through this
 // machine's uplink N times. A node whose pull fails gets a direct push, and says so.
-import {imageBlobs, parseReference, type ResolvedImage} from '../image/index.js'
+import {imageBlobs, parseReference, type ImageSource, type ResolvedImage} from '../image/index.js'
 import type {ImageNode} from '../nodes/index.js'
 import {sleep} from '../util/async.js'
 
@@ -100,7 +100,8 @@ export const POLL_PEERS_EVERY_MS = 500
 export const LOOKUP_KEPT_MS = 5000
 export const SETTLE_MS = 30_000
 
-export type PeerPullOutcome = {pulled: boolean; attempts: number} | {error: Error; attempts: number}
+/** `sentBytes`: what sideload sent the node itself (its index and manifest, writeFirst), over every attempt. */
+export type PeerPullOutcome = {pulled: boolean; attempts: number; sentBytes: number} | {error: Error; attempts: number; sentBytes: number}
 
 /** The mirror answered, and had no peer with the image (yet). */
 export function isNotFoundYet(err: Error): boolean {
@@ -136,16 +137,19 @@ export async function untilPeersServe(w: PullWait): Promise<void> {
  * Ask the node to pull the image from its peers. Never throws for a failed pull (the caller
  * pushes directly instead); a cancelled signal does throw.
  */
-export async function pullFromPeers(node: ImageNode, name: string, resolved: ResolvedImage, opts: {signal?: AbortSignal; onPulling?: () => void; onRetry?: (err: Error) => void} = {}): Promise<PeerPullOutcome> {
+export async function pullFromPeers(node: ImageNode, name: string, resolved: ResolvedImage, opts: {source?: ImageSource; signal?: AbortSignal; onPulling?: () => void; onRetry?: (err: Error) => void} = {}): Promise<PeerPullOutcome> {
   if (!node.pullImage) {
-    return {error: new Error('sideload cannot ask this node to pull'), attempts: 0}
+    return {error: new Error('sideload cannot ask this node to pull'), attempts: 0, sentBytes: 0}
   }
   let asked = false
   const onPulling = (): void => {
     if (!asked) opts.onPulling?.()
     asked = true
   }
-  const request = {reference: pullReference(name, resolved), blobs: imageBlobs(resolved), timeoutMs: pullTimeoutMs(resolved), signal: opts.signal, onPulling}
+  const writeFirst = opts.source && {source: opts.source, image: resolved}
+  let sentBytes = 0
+  const onSent = (bytes: number): void => { sentBytes += bytes }
+  const request = {reference: pullReference(name, resolved), blobs: imageBlobs(resolved), timeoutMs: pullTimeoutMs(resolved), signal: opts.signal, onPulling, writeFirst, onSent}
   const deadline = Date.now() + SETTLE_MS
   let waited = false
   const onWaiting = (): void => {
@@ -160,11 +164,11 @@ export async function pullFromPeers(node: ImageNode, name: string, resolved: Res
   for (let attempt = 1; ; attempt++) {
     try {
       const r = await node.pullImage({...request, ready})
-      return {pulled: r.pulled, attempts: attempt}
+      return {pulled: r.pulled, attempts: attempt, sentBytes}
     } catch (err) {
       opts.signal?.throwIfAborted()
       const retryAt = Math.max(Date.now(), pullStarted + LOOKUP_KEPT_MS)
-      if (!isNotFoundYet(err as Error) || retryAt > deadline) return {error: err as Error, attempts: attempt}
+      if (!isNotFoundYet(err as Error) || retryAt > deadline) return {error: err as Error, attempts: attempt, sentBytes}
       onWaiting()
       await sleep(retryAt - Date.now(), opts.signal)
     }

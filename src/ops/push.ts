@@ -200,7 +200,7 @@ async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedIma
       if (target.unavailable) throw target.unavailable
       node = await openNode({...target, platform: ctx.platform ?? target.platform}, ctx.pool)
       result.mode = node.facts.mode
-      if (route === 'p2p' && !result.p2pError) await pullInto(ctx, node, image, label, result)
+      if (route === 'p2p' && !result.p2pError) earlierAttemptsBytes += await pullInto(ctx, node, image, label, result)
       const r = await importInto(ctx, node, image, label, (bytes) => { attemptBytes = bytes })
       recordImported(result, r, earlierAttemptsBytes)
       reporter?.event({type: 'done', target: label, message: r.upToDate ? 'up to date' : `pushed ${r.blobsSent} blob(s)`})
@@ -234,12 +234,14 @@ async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedIma
 
 /**
  * The node pulls the image from its peers (p2p.ts); when that fails, the result says so and the
- * import that follows sends the image directly.
+ * import that follows sends the image directly. Resolves with the bytes sideload sent the node
+ * itself meanwhile (its index and manifest).
  */
-async function pullInto(ctx: PushContext, node: ImageNode, image: OpenedImage, label: string, result: NodeImageResult): Promise<void> {
+async function pullInto(ctx: PushContext, node: ImageNode, image: OpenedImage, label: string, result: NodeImageResult): Promise<number> {
   const reporter = ctx.options.reporter
   const resolved = await image.resolveFor(node.facts.platform)
   const outcome = await pullFromPeers(node, image.name, resolved, {
+    source: image.source,
     signal: ctx.options.signal,
     onPulling: () => reporter?.event({type: 'info', target: label, message: 'pulling from peers through the node\'s registry mirror (Spegel)'}),
     onRetry: () => reporter?.event({type: 'info', target: label, message: 'no peer has the image yet; waiting for the seeds to advertise it'}),
@@ -251,6 +253,7 @@ async function pullInto(ctx: PushContext, node: ImageNode, image: OpenedImage, l
   } else if (outcome.pulled) {
     reporter?.event({type: 'info', target: label, message: 'pulled from peers'})
   }
+  return outcome.sentBytes
 }
 
 /** One attempt on an open node: the image resolved for its platform, its missing blobs sent; progress to the reporter. */

@@ -3,12 +3,13 @@
 // pull it by digest through the CRI, and Spegel serves it from the seeds. There is no registry (the
 // server in hosts.toml is a port where nothing listens), so a node can only get it node to node —
 // or, when its pull fails, by the direct push sideload falls back to.
+import {execFileSync} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
-import {makeImage, type MakeImageOptions} from '../bed/images.js'
+import {makeImage, type ImageInfo, type MakeImageOptions} from '../bed/images.js'
 import {runCli, type CliRun} from '../push/cli.js'
 import {startPush} from '../faults/cli.js'
 import {startCluster} from '../kube-real/cluster.js'
@@ -39,19 +40,35 @@ async function expectLanded(node: BedNode, name: string, digest: string): Promis
   expect(record, node.name).toContain('io.cri-containerd.pinned=pinned')
 }
 
+/** The size of a blob in an OCI archive (its `blobs/sha256/<hex>` entry, as `tar -tv` lists it). */
+function archiveBlobBytes(archive: string, digest: string): number {
+  const entry = execFileSync('tar', ['-tvf', archive], {encoding: 'utf8'}).split('\n').find((l) => l.endsWith(`blobs/sha256/${digest.replace('sha256:', '')}`))
+  if (!entry) throw new Error(`${archive} has no blob ${digest}`)
+  return Number(entry.trim().split(/\s+/)[2])
+}
+
+/** What sideload itself sends a node it asks to pull through the containerd API: the image's root blobs (index, manifest). */
+function rootBytes(archive: string, info: ImageInfo): number {
+  return [...new Set([info.targetDigest!, ...info.manifestDigests])].reduce((sum, d) => sum + archiveBlobBytes(archive, d), 0)
+}
+
 /**
- * Every peer pulled from the others (nothing sent to it), or — when its Spegel answered "not found"
- * through the whole settle time — was pushed directly and says why. The second happens here on
- * 2 busy cores: Spegel races a request to several peers and gives up on those slower than twice its
- * fastest answer so far (≥ 100 ms), answering "not found"; while four nodes unpack at once, every
- * peer can be that slow. Most peers must still get it peer to peer.
+ * Every peer pulled from the others: sideload sent a native node only the image's index and
+ * manifest (so its mirror is asked for them once: the Spegel bug in p2p.ts), a `sudo ctr` node
+ * nothing. Or — when its Spegel answered "not found" through the whole settle time — it was
+ * pushed directly and says why. That second way happened on this machine's 2 busy cores before
+ * sideload wrote the root blobs itself (Spegel races a request to several peers and gives up on
+ * those slower than twice its fastest answer so far, ≥ 100 ms); most peers must still get it peer
+ * to peer, and the test prints every fallback so that a run shows how often it happens.
  */
-function expectPeers(peers: P2pResult[]): void {
+function expectPeers(peers: P2pResult[], sentToPeer: number): void {
   for (const r of peers) {
-    if (r.via === 'p2p') expect(r.sentBytes, r.node).toBe(0)
+    if (r.via === 'p2p') expect(r.sentBytes, r.node).toBe(r.mode === 'native' ? sentToPeer : 0)
     else expect(r, r.node).toMatchObject({via: 'direct', p2pError: expect.stringMatching(/not found/)})
   }
-  expect(peers.filter((r) => r.via === 'p2p').length, JSON.stringify(peers)).toBeGreaterThanOrEqual(Math.ceil(peers.length / 2))
+  const fellBack = peers.filter((r) => r.via !== 'p2p')
+  if (fellBack.length) console.warn(`p2p: ${fellBack.length} of ${peers.length} peers fell back to a direct push: ${JSON.stringify(fellBack)}`)
+  expect(peers.length - fellBack.length, JSON.stringify(peers)).toBeGreaterThanOrEqual(Math.ceil(peers.length / 2))
 }
 
 describe('push --p2p spegel to six nodes (containerd 2.x, Spegel on each)', () => {
@@ -91,12 +108,13 @@ describe('push --p2p spegel to six nodes (containerd 2.x, Spegel on each)', () =
     expect(results.map((r) => [r.node, r.status])).toEqual(hosts.map((h) => [h, 'pushed']))
     expect(results.slice(0, 2).map((r) => r.via)).toEqual(['seed', 'seed'])
     const peers = results.slice(2)
-    expectPeers(peers)
-    // the client sent the image once per seed (and once per peer that fell back), not six times
+    const toPeer = rootBytes(opts.out, info)
+    expectPeers(peers, toPeer)
+    // the client sent the image once per seed (and once per peer that fell back), not six times;
+    // a peer that pulled got its manifest (<1 KB) from the client
     const direct = peers.filter((r) => r.via === 'direct').length
     const sent = results.reduce((sum, r) => sum + r.sentBytes, 0)
-    expect(sent).toBeGreaterThan(info.totalBytes)
-    expect(sent).toBeLessThanOrEqual((2 + direct) * info.totalBytes)
+    expect(sent).toBe((2 + direct) * info.totalBytes + (peers.length - direct) * toPeer)
     for (const node of bed.nodes) await expectLanded(node, opts.name, info.targetDigest!)
     // a second run: every node has it; nothing is pulled or sent
     const again = await push(opts.out, bed.nodes.map(root), ['--p2p', 'spegel'])
@@ -118,7 +136,7 @@ describe('push --p2p spegel to six nodes (containerd 2.x, Spegel on each)', () =
     expect(byNode.get(root(third))!.sentBytes).toBeGreaterThan(0)
     // the sudo ctr node pulls too: `sudo ctr images pull --hosts-dir <the CRI's config_path>`
     expect(byNode.get(`${bed.nonRootUser}@${fourth.ip}`)).toMatchObject({status: 'pushed', mode: 'ctr'})
-    expectPeers([byNode.get(`${bed.nonRootUser}@${fourth.ip}`)!, ...bed.nodes.slice(4).map((n) => byNode.get(root(n))!)])
+    expectPeers([byNode.get(`${bed.nonRootUser}@${fourth.ip}`)!, ...bed.nodes.slice(4).map((n) => byNode.get(root(n))!)], rootBytes(opts.out, info))
     for (const node of bed.nodes) await expectLanded(node, opts.name, info.targetDigest!)
   }, 300_000)
 
@@ -141,7 +159,7 @@ describe('push --p2p spegel to six nodes (containerd 2.x, Spegel on each)', () =
       expect([...byNode.keys()].sort()).toEqual(stuck.map((n) => n.name).sort())
       const vias = stuck.map((n) => byNode.get(n.name)!.via)
       expect(vias.filter((v) => v === 'seed')).toHaveLength(2)
-      expectPeers(stuck.map((n) => byNode.get(n.name)!).filter((r) => r.via !== 'seed'))
+      expectPeers(stuck.map((n) => byNode.get(n.name)!).filter((r) => r.via !== 'seed'), rootBytes(opts.out!, info))
       for (const [i, node] of stuck.entries()) {
         expect((await cluster.podStatus('p2p', `web-${i}`)).phase).toBe('Running')
         await expectLanded(node, opts.name, info.targetDigest!)
