@@ -92,9 +92,12 @@ export function probeReference(name: string, resolved: ResolvedImage): string {
  * answer 404 until those 5 s are over. containerd asks the manifest twice (HEAD, then GET), so the
  * second can land on such a set. Seen here on 4 nodes: HEAD 200 in 13 ms, then the pull's manifest
  * requests 404 "waited too long for new peer with no inflight fetches … attempts 0", four times in
- * a row. A pull that meets "not found" is therefore asked again once LOOKUP_KEPT_MS have passed
- * since it began (the set it met is gone by then), after the mirror answers for the tag again, all
- * within SETTLE_MS; then the direct push. Any other failure goes straight to the direct push.
+ * a row. A node reached through the containerd API therefore gets the image's index and manifest
+ * from sideload before its pull (NodePullOptions.writeFirst), so containerd skips the GET and asks
+ * each key once. A `sudo ctr` node cannot take them: a pull that meets "not found" is asked again
+ * once LOOKUP_KEPT_MS have passed since it began (the set it met is gone by then), after the mirror
+ * answers for the tag again, all within SETTLE_MS; then the direct push. Any other failure goes
+ * straight to the direct push.
  */
 export const POLL_PEERS_EVERY_MS = 500
 export const LOOKUP_KEPT_MS = 5000
