@@ -1,10 +1,18 @@
+import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
 
-/** The project's proto/ directory (works from src/ under tsx/vitest and from dist/). */
-export const PROTO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'proto')
+/** The project's proto/ directory: the nearest one above this module (src/ under tsx/vitest, dist/, or a chunk of dist/bundle/). */
+export const PROTO_ROOT = protoRoot(path.dirname(fileURLToPath(import.meta.url)))
+
+function protoRoot(from: string): string {
+  for (let dir = from; ; dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'proto', 'containerd'))) return path.join(dir, 'proto')
+    if (dir === path.dirname(dir)) throw new Error(`sideload's proto/ directory is not above ${from}: the installation is incomplete`)
+  }
+}
 
 /**
  * One set of loader options for every proto in the project, so messages look the same

@@ -399,7 +399,7 @@ async function bigRun(block: Block, img: Images): Promise<void> {
 }
 
 async function fixLanded(): Promise<boolean> {
-  return fs.existsSync(path.join(REPO, 'dist/commands/fix.js'))
+  return fs.existsSync(path.join(REPO, 'dist/bundle/commands/fix.js'))
 }
 
 /** The beds of the two containerd blocks and the build machine, and what every round needs. */
@@ -454,8 +454,8 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2))
   if (process.getuid?.() !== 0) throw new Error('the bench starts a test bed (network namespaces, containerd, sshd): run it as root')
   const started = Date.now()
-  if (!args.baselinesOnly && !fs.existsSync(path.join(REPO, 'dist/commands/push.js'))) {
-    throw new Error('dist/commands/push.js is missing: run `npm run build` first (the bench runs the built CLI, start-up included)')
+  if (!args.baselinesOnly && !fs.existsSync(path.join(REPO, 'dist/bundle/commands/push.js'))) {
+    throw new Error('dist/bundle/commands/push.js is missing: run `npm run build` first (the bench runs the built CLI, start-up included)')
   }
   const onlyP2p = args.only === 'p2p'
   const onlyScaling = args.only === 'scaling'

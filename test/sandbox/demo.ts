@@ -104,7 +104,7 @@ export async function runDemo(sb: SandboxInfo, opts: DemoOptions = {}): Promise<
   const mode = opts.sideloadStep ?? DEFAULT_SIDELOAD_STEP
   const command = mode === 'fix' ? 'fix' : 'push'
   if (!fs.existsSync(path.join(REPO, 'dist', 'commands', `${command}.js`))) {
-    throw new DemoError(stepName, `the built CLI has no \`sideload ${command}\` (${path.relative(REPO, SIDELOAD_BIN)} loads dist/commands/): run \`npm run build\``)
+    throw new DemoError(stepName, `the built CLI has no \`sideload ${command}\` (${path.relative(REPO, SIDELOAD_BIN)} loads dist/bundle/commands/): run \`npm run build\``)
   }
 
   // back to the start of the story, so the demo can be run again and again
