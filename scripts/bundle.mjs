@@ -1,5 +1,5 @@
 // The built CLI as a few ES modules (dist/bundle/), what bin/run.js and oclif load: one file per
-// command and hook, and shared chunks, made by esbuild from tsc's output (dist/). Start-up was
+// command and hook, the push's worker thread, and shared chunks, made by esbuild from tsc's output (dist/). Start-up was
 // mostly Node resolving and reading ~330 CommonJS and ~150 ES module files one by one: importing
 // the push command took a median 416 ms, 226 ms bundled (12 runs each, interleaved, same machine).
 // Left outside (loaded from node_modules as before): ssh2 (its optional native parts, and
@@ -18,7 +18,8 @@ const scripts = (dir) => fs.readdirSync(path.join(dist, dir)).filter((f) => f.en
 
 fs.rmSync(out, {recursive: true, force: true})
 await esbuild.build({
-  entryPoints: [path.join(dist, 'index.js'), ...scripts('commands'), ...scripts('hooks')],
+  // and a push's worker thread (src/ops/push-workers.ts starts dist/bundle/ops/push-worker.js)
+  entryPoints: [path.join(dist, 'index.js'), ...scripts('commands'), ...scripts('hooks'), path.join(dist, 'ops', 'push-worker.js')],
   outdir: out,
   outbase: dist,
   bundle: true,

@@ -1,18 +1,10 @@
-import * as fs from 'node:fs'
 import * as path from 'node:path'
-import {fileURLToPath} from 'node:url'
 import * as grpc from '@grpc/grpc-js'
 import * as protoLoader from '@grpc/proto-loader'
+import {PACKAGE_ROOT} from '../util/package-root.js'
 
-/** The project's proto/ directory: the nearest one above this module (src/ under tsx/vitest, dist/, or a chunk of dist/bundle/). */
-export const PROTO_ROOT = protoRoot(path.dirname(fileURLToPath(import.meta.url)))
-
-function protoRoot(from: string): string {
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'proto', 'containerd'))) return path.join(dir, 'proto')
-    if (dir === path.dirname(dir)) throw new Error(`sideload's proto/ directory is not above ${from}: the installation is incomplete`)
-  }
-}
+/** The project's proto/ directory. */
+export const PROTO_ROOT = path.join(PACKAGE_ROOT, 'proto')
 
 /**
  * One set of loader options for every proto in the project, so messages look the same

@@ -8,6 +8,7 @@ import type {Reporter} from '../ui/progress.js'
 import {openSources, sourceLabel, type SourceSpec} from '../sources/index.js'
 import {mapLimit, sleep} from '../util/async.js'
 import {inWaves, pullFromPeers, splitSeeds, type P2pOptions, type Route} from './p2p.js'
+import {type PushWorkers, startPushWorkers, workerCount} from './push-workers.js'
 
 
 export interface PushOptions {
@@ -32,6 +33,12 @@ export interface PushOptions {
   ssh?: PoolOptions
   /** Share SSH connections with the caller; otherwise push opens and closes its own. */
   pool?: SshPool
+  /**
+   * Worker threads the nodes are spread over (push-workers.ts): each one's SSH encryption, HTTP/2
+   * and protobuf work on its own core. 0 or 1: all in this thread; undefined: decided from the
+   * cores and the nodes (workerCount). Never with a shared `pool` or a source only this thread can read.
+   */
+  workers?: number
   reporter?: Reporter
   signal?: AbortSignal
 }
@@ -65,6 +72,8 @@ export interface NodeImageResult {
 export interface PushResult {
   results: NodeImageResult[]
   ok: boolean
+  /** the worker threads the nodes were spread over (absent: all in this thread) */
+  workers?: number
 }
 
 /** With --p2p: one warning per node that was pushed directly because its pull from its peers failed. */
@@ -83,7 +92,7 @@ export class PushCancelledError extends Error {
 }
 
 /** One image, opened once and shared by every node; resolved once per platform. */
-class OpenedImage {
+export class OpenedImage {
   private readonly resolved = new Map<string, Promise<ResolvedImage>>()
   constructor(
     readonly name: string,
@@ -118,23 +127,23 @@ export function isRetryable(err: unknown): boolean {
 export async function push(options: PushOptions): Promise<PushResult> {
   const pool = options.pool ?? new SshPool(options.ssh)
   const results: NodeImageResult[] = []
-  const provenance = sourceLabel(options.source)
   const opened = await openSources(options.source, options.images)
   const images = opened.images.map((image) => new OpenedImage(image.name, image.source))
-  const ctx: PushContext = {
-    options, pool, provenance, retries: options.retries ?? 3,
-    platform: options.platform ? parsePlatform(options.platform) : undefined,
-    namesImages: options.images.length > 1 || images.length > 1,
-  }
+  const ctx = pushContext(options, pool, images.length)
+  let workers: PushWorkers | undefined
+  // one image to one node: on a worker thread when there are some (and the node can be reached at all)
+  const toNode = (target: NodeTarget, image: OpenedImage, route?: Route): Promise<NodeImageResult> =>
+    workers && !target.unavailable ? workers.push(target, image.name, route) : pushToNode(ctx, target, image, route)
   const fanOut = async (targets: NodeTarget[], route?: Route): Promise<void> => {
     await mapLimit(targets, options.jobs ?? 4, async (target) => {
       for (const image of images) {
         if (options.signal?.aborted) break
-        results.push(await pushToNode(ctx, target, image, route))
+        results.push(await toNode(target, image, route))
       }
     })
   }
   try {
+    workers = startPushWorkers(options, workerCount(options, images.length))
     if (options.p2p) {
       // the seeds first, as a push; then the others pull each image some seed has
       const {seeds, peers} = splitSeeds(options.nodes, options.p2p.seeds)
@@ -147,7 +156,7 @@ export async function push(options: PushOptions): Promise<PushResult> {
         let serves = true
         for (const image of images) {
           if (options.signal?.aborted) return false
-          const r = await pushToNode(ctx, target, image, seeded.has(image.name) ? 'p2p' : 'direct')
+          const r = await toNode(target, image, seeded.has(image.name) ? 'p2p' : 'direct')
           results.push(r)
           serves &&= r.status !== 'failed'
         }
@@ -157,16 +166,26 @@ export async function push(options: PushOptions): Promise<PushResult> {
       await fanOut(options.nodes)
     }
   } finally {
+    await workers?.close()
     await opened.close()
     if (!options.pool) await pool.closeAll()
     options.reporter?.close()
   }
   if (options.signal?.aborted) throw new PushCancelledError()
-  return {results, ok: results.length > 0 && results.every((r) => r.status !== 'failed')}
+  return {results, ok: results.length > 0 && results.every((r) => r.status !== 'failed'), ...(workers ? {workers: workers.count} : {})}
+}
+
+/** What every node's push shares (`imageCount`: how many images the push sends). */
+export function pushContext(options: PushOptions, pool: SshPool, imageCount: number): PushContext {
+  return {
+    options, pool, provenance: sourceLabel(options.source), retries: options.retries ?? 3,
+    platform: options.platform ? parsePlatform(options.platform) : undefined,
+    namesImages: options.images.length > 1 || imageCount > 1,
+  }
 }
 
 /** What every node's push shares. */
-interface PushContext {
+export interface PushContext {
   options: PushOptions
   pool: SshPool
   retries: number
@@ -182,7 +201,7 @@ interface PushContext {
  * One image to one node; a dropped connection is retried (with back-off) and resumes where it
  * stopped. `route` p2p: the node pulls from its peers first, and gets only what that left missing.
  */
-async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedImage, route?: Route): Promise<NodeImageResult> {
+export async function pushToNode(ctx: PushContext, target: NodeTarget, image: OpenedImage, route?: Route): Promise<NodeImageResult> {
   const {options, retries} = ctx
   const reporter = options.reporter
   const label = ctx.namesImages ? `${target.name} ${image.name}` : target.name
