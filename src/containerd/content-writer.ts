@@ -66,13 +66,42 @@ export class CorruptSourceError extends Error {
 type WriteRequest = WriteContentRequest & {action: 'STAT' | 'WRITE' | 'COMMIT'}
 type WriteResponse = WriteContentResponse__Output
 
+const WRITE_METHOD = '/containerd.services.content.v1.Content/Write'
+
+/** Room before a WRITE message's data for its other fields: action, offset, and the data's tag and length. */
+const HEADROOM = 32
+
+/**
+ * A WRITE message (action 1, offset, data) whose data already lies in `buf` from HEADROOM on:
+ * the fields are written just before it, so the message goes out without protobufjs copying the
+ * data into a new buffer (~5 % of a push's CPU); `buf` is reused once grpc-js has framed it.
+ */
+function encodeWrite(buf: Buffer, offset: number, length: number): Buffer {
+  const fields = [0x08, 1, 0x28, ...varint(offset), 0x32, ...varint(length)]
+  const start = HEADROOM - fields.length
+  for (let i = 0; i < fields.length; i++) buf[start + i] = fields[i]
+  return buf.subarray(start, HEADROOM + length)
+}
+
+function varint(n: number): number[] {
+  const out: number[] = []
+  while (n >= 0x80) {
+    out.push((n % 0x80) | 0x80)
+    n = Math.floor(n / 0x80)
+  }
+  out.push(n)
+  return out
+}
+
 /**
  * One Content.Write session: requests and replies in order (every request gets exactly one
  * reply); up to `window` requests may be outstanding so a high-latency link stays busy.
  */
 class WriteSession {
-  private readonly call: grpc.ClientDuplexStream<WriteRequest, WriteResponse>
+  private readonly call: grpc.ClientDuplexStream<WriteRequest | Buffer, WriteResponse>
   private readonly waiting: {resolve: (r: WriteResponse) => void; reject: (e: Error) => void}[] = []
+  /** write callbacks not called yet: all are called when the session fails */
+  private readonly unwritten = new Set<() => void>()
   private failure: Error | undefined
   private ended = false
 
@@ -80,7 +109,11 @@ class WriteSession {
     private readonly client: ContentIngester,
     lease: string | undefined,
   ) {
-    this.call = client.contentService().Write(client.metadata({lease}))
+    const content = client.contentService()
+    const method = (content.constructor as grpc.ServiceClientConstructor).service.Write
+    // an encoded WRITE message (a Buffer) passes through; STAT and COMMIT go through protobufjs
+    const serialize = (req: WriteRequest | Buffer): Buffer => (Buffer.isBuffer(req) ? req : method.requestSerialize(req))
+    this.call = content.makeBidiStreamRequest(WRITE_METHOD, serialize, method.responseDeserialize as (b: Buffer) => WriteResponse, client.metadata({lease}))
     this.call.on('data', (res: WriteResponse) => this.waiting.shift()?.resolve(res))
     this.call.on('error', (err) => this.fail(describeError(err, 'content.Write', client.displayName)))
     this.call.on('end', () => {
@@ -92,14 +125,26 @@ class WriteSession {
   private fail(err: Error): void {
     if (!this.failure) this.failure = err
     for (const w of this.waiting.splice(0)) w.reject(this.failure)
+    for (const written of [...this.unwritten]) written()
   }
 
-  /** Send a request; the promise settles with its reply. Waits for 'drain' if grpc-js buffers. */
-  async send(req: WriteRequest): Promise<{reply: Promise<WriteResponse>}> {
+  /**
+   * Send a request; the promise settles with its reply. Waits for 'drain' if grpc-js buffers.
+   * `written` is called once grpc-js no longer needs the request (an encoded one's buffer may be
+   * reused then), or when the session failed.
+   */
+  async send(req: WriteRequest | Buffer, written?: () => void): Promise<{reply: Promise<WriteResponse>}> {
     if (this.failure) throw this.failure
     const reply = new Promise<WriteResponse>((resolve, reject) => this.waiting.push({resolve, reject}))
     reply.catch(() => undefined)
-    if (!this.call.write(req)) {
+    let callback: (() => void) | undefined
+    if (written) {
+      callback = (): void => {
+        if (this.unwritten.delete(callback!)) written()
+      }
+      this.unwritten.add(callback)
+    }
+    if (!this.call.write(req, callback)) {
       await new Promise<void>((resolve) => {
         const done = (): void => {
           this.call.off('drain', done)
@@ -188,6 +233,12 @@ export async function writeContent(client: ContentIngester, options: WriteConten
   }
 }
 
+/** A WRITE message being filled: its data goes from HEADROOM on; `free` settles once grpc-js has framed it. */
+interface MessageBuffer {
+  buf: Buffer
+  free: Promise<void>
+}
+
 async function writeFrom(session: WriteSession, resumeAt: number, options: WriteContentOptions, chunkSize: number, window: number, what: string): Promise<WriteContentResult> {
   const {desc} = options
   options.onStart?.(resumeAt)
@@ -195,8 +246,23 @@ async function writeFrom(session: WriteSession, resumeAt: number, options: Write
   let offset = resumeAt // next offset to send
   let position = 0 // bytes read from the source
   let sentBytes = 0
-  let pending: Buffer[] = []
-  let pendingBytes = 0
+  // `window` buffers, each reused once grpc-js has framed its last message
+  const capacity = Math.max(1, Math.min(chunkSize, desc.size - resumeAt))
+  const buffers: MessageBuffer[] = []
+  let next = 0
+  const take = async (): Promise<Buffer> => {
+    if (buffers.length < window) {
+      const buf = Buffer.allocUnsafeSlow(HEADROOM + capacity)
+      buffers.push({buf, free: Promise.resolve()})
+      next = buffers.length - 1
+      return buf
+    }
+    next = (next + 1) % buffers.length
+    await buffers[next].free
+    return buffers[next].buf
+  }
+  let current: Buffer | undefined
+  let filled = 0
 
   const settle = async (keep: number): Promise<void> => {
     while (replies.length > keep) {
@@ -209,15 +275,18 @@ async function writeFrom(session: WriteSession, resumeAt: number, options: Write
     }
   }
   const flush = async (): Promise<void> => {
-    if (pendingBytes === 0) return
-    const data = pending.length === 1 ? pending[0] : Buffer.concat(pending)
-    pending = []
-    pendingBytes = 0
+    if (!current || filled === 0) return
+    const length = filled
+    const slot = buffers[next]
+    let written!: () => void
+    slot.free = new Promise<void>((resolve) => (written = resolve))
     // Restarting from 0 on a stale ingest: offset 0 with data truncates (server side).
-    const {reply} = await session.send({action: 'WRITE', offset, data})
-    offset += data.length
-    sentBytes += data.length
-    replies.push({reply, end: offset, bytes: data.length})
+    const {reply} = await session.send(encodeWrite(current, offset, length), written)
+    current = undefined
+    filled = 0
+    offset += length
+    sentBytes += length
+    replies.push({reply, end: offset, bytes: length})
     await settle(window - 1)
   }
 
@@ -231,11 +300,12 @@ async function writeFrom(session: WriteSession, resumeAt: number, options: Write
       if (position <= resumeAt) continue
       if (start < resumeAt) chunk = chunk.subarray(resumeAt - start)
       while (chunk.length > 0) {
-        const take = Math.min(chunk.length, chunkSize - pendingBytes)
-        pending.push(chunk.subarray(0, take))
-        pendingBytes += take
-        chunk = chunk.subarray(take)
-        if (pendingBytes >= chunkSize) await flush()
+        current ??= await take()
+        const n = Math.min(chunk.length, capacity - filled)
+        chunk.copy(current, HEADROOM + filled, 0, n)
+        filled += n
+        chunk = chunk.subarray(n)
+        if (filled >= capacity) await flush()
       }
     }
   } catch (err) {
