@@ -18,6 +18,8 @@ export interface RunResult {
   maxRssBytes?: number
   /** CPU time of the process and the children it waited for, user + sys, in ms (only with `usage: true`). */
   cpuMs?: number
+  /** user + sys of the process's busiest thread, in ms (only with `threads: true`; see ThreadCpu) */
+  busiestThreadCpuMs?: number
 }
 
 export interface RunOptions {
@@ -29,6 +31,51 @@ export interface RunOptions {
   allowFailure?: boolean
   timeoutMs?: number
   env?: NodeJS.ProcessEnv
+  /** Sample the CPU time of every thread of the process (and of its children: under GNU time, the command) while it runs. */
+  threads?: boolean
+}
+
+/** Clock ticks per second of /proc's CPU times (USER_HZ: 100 on Linux). */
+const TICKS_PER_S = 100
+
+/**
+ * The CPU time of each thread of a process tree, sampled from /proc/<pid>/task/<tid>/stat every
+ * 50 ms while it runs (the last sample of a thread counts: a thread that ends loses at most its last
+ * 50 ms). What a client's fan-out over threads shows: its busiest thread bounds its throughput on a
+ * machine with a core for each thread, where the sum (GNU time's) does not.
+ */
+class ThreadCpu {
+  private readonly ticks = new Map<string, number>()
+  private readonly timer: NodeJS.Timeout
+  constructor(private readonly pid: number) {
+    this.timer = setInterval(() => this.sample(), 50)
+  }
+  private sample(): void {
+    const pids = [this.pid]
+    for (let i = 0; i < pids.length; i++) {
+      const pid = pids[i]
+      let tids: string[] = []
+      try {
+        tids = fs.readdirSync(`/proc/${pid}/task`)
+        pids.push(...fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number))
+      } catch {
+        continue // gone meanwhile
+      }
+      for (const tid of tids) {
+        try {
+          // the fields after the command name (which may hold spaces): state is 3rd, utime 14th, stime 15th
+          const fields = fs.readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8').split(')').pop()!.trim().split(' ')
+          this.ticks.set(`${pid}/${tid}`, Number(fields[11]) + Number(fields[12]))
+        } catch {
+          // the thread ended meanwhile
+        }
+      }
+    }
+  }
+  stop(): number {
+    clearInterval(this.timer)
+    return (Math.max(0, ...this.ticks.values()) * 1000) / TICKS_PER_S
+  }
 }
 
 const TIME_BIN = '/usr/bin/time'
@@ -42,9 +89,11 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
     cmd = [TIME_BIN, '-f', '%M %U %S', '-o', usageFile, ...argv]
   }
   const stdinFd = opts.stdinFile ? fs.openSync(opts.stdinFile, 'r') : undefined
+  let threads: ThreadCpu | undefined
   try {
     const started = performance.now()
     const child = spawn(cmd[0], cmd.slice(1), {stdio: [stdinFd ?? 'ignore', 'pipe', 'pipe'], env: opts.env ?? process.env})
+    threads = opts.threads && child.pid ? new ThreadCpu(child.pid) : undefined
     const out: Buffer[] = []
     const err: Buffer[] = []
     child.stdout?.on('data', (c: Buffer) => out.push(c))
@@ -58,12 +107,14 @@ export async function run(argv: string[], opts: RunOptions = {}): Promise<RunRes
     const ms = performance.now() - started
     if (timer) clearTimeout(timer)
     const result: RunResult = {ms, code, stdout: Buffer.concat(out).toString(), stderr: Buffer.concat(err).toString()}
+    if (threads) result.busiestThreadCpuMs = threads.stop()
     if (usageFile) Object.assign(result, parseUsage(await fsp.readFile(usageFile, 'utf8').catch(() => '')))
     if (code !== 0 && !opts.allowFailure) {
       throw new Error(`benchmark step failed (exit ${code}): ${argv.join(' ')}\n${(result.stderr || result.stdout).trim().slice(-2000)}`)
     }
     return result
   } finally {
+    threads?.stop()
     if (stdinFd !== undefined) fs.closeSync(stdinFd)
     if (usageFile) await fsp.rm(usageFile, {force: true})
   }

@@ -27,6 +27,9 @@ export const SCALE_COUNTS = [1, 3, 6] as const
 const GOAL_COUNTS: readonly number[] = [3, 6]
 const GOAL_RATIO = 0.9
 
+/** `--workers` for the rows that spread the nodes over threads (push-workers.ts): one per core here. */
+export const SCALE_WORKERS = 2
+
 export interface ScalingOptions {
   bed: Bed
   /** At least the largest node count. */
@@ -35,6 +38,8 @@ export interface ScalingOptions {
   runs: number
   /** Node counts to measure (SCALE_COUNTS or fewer). */
   counts: number[]
+  /** Node counts at which the push is measured again with --workers SCALE_WORKERS. */
+  workersAt: number[]
   log: (msg: string) => void
 }
 
@@ -52,10 +57,19 @@ export async function runScaling(opts: ScalingOptions): Promise<Samples> {
       for (const k of opts.counts) {
         const nodes = shaped.slice(0, k)
         await n.resetAll(nodes)
-        const push = await sideloadPush(bed, {image: image.name, archive: image.path, nodes}, true)
+        const push = await sideloadPush(bed, {image: image.name, archive: image.path, nodes}, true, true)
         s.add(`push-${k}`, push.ms)
         s.add(`push-${k}-cpu`, push.cpuMs ?? Number.NaN)
+        s.add(`push-${k}-busiest`, push.busiestThreadCpuMs ?? Number.NaN)
         s.add(`push-${k}-bytes`, push.sentBytes)
+        if (opts.workersAt.includes(k)) {
+          await n.resetAll(nodes)
+          const w = await sideloadPush(bed, {image: image.name, archive: image.path, nodes, extra: ['--workers', String(SCALE_WORKERS)]}, true, true)
+          s.add(`workers-${k}`, w.ms)
+          s.add(`workers-${k}-cpu`, w.cpuMs ?? Number.NaN)
+          s.add(`workers-${k}-busiest`, w.busiestThreadCpuMs ?? Number.NaN)
+          log(`scaling run ${round}, ${k} node(s), --workers ${SCALE_WORKERS}: ${(w.ms / 1000).toFixed(2)} s, ${((w.cpuMs ?? Number.NaN) / 1000).toFixed(2)} CPU-s, busiest thread ${((w.busiestThreadCpuMs ?? Number.NaN) / 1000).toFixed(2)} (one thread: ${((push.busiestThreadCpuMs ?? Number.NaN) / 1000).toFixed(2)})`)
+        }
         await n.resetAll(nodes)
         const kind = await runParallel(nodes.map((node) => ({argv: n.ssh(node, n.ctrImport(node, '-')), opts: {stdinFile: image.path, usage: true, timeoutMs: 300_000}})))
         s.add(`kind-${k}`, kind.ms)
@@ -105,6 +119,23 @@ export function scalingRows(s: Samples, image: CachedImage, opts: {quick: boolea
       scenario: `first push, ${k} node${k > 1 ? 's' : ''}, each link ${SCALE_MBIT} Mbit/s: client CPU per MB sent (context)`, unit: 'ms/MB',
       measured: cpuMsPerMb(s.median(`push-${k}-cpu`), s.median(`push-${k}-bytes`)), baseline: cpuMsPerMb(s.median(`kind-${k}-cpu`), kindBytes),
       baselineLabel: `kind-style's OpenSSH clients`, goal: '—', context: true,
+    })
+  }
+  // the fan-out over worker threads: its busiest thread is what bounds a client with a core per thread
+  for (const k of GOAL_COUNTS) {
+    const w = `--workers ${SCALE_WORKERS}`
+    const oneThread = `one thread (no --workers)`
+    add({
+      scenario: `first push, ${k} nodes, each link ${SCALE_MBIT} Mbit/s, ${w}: time (context)`, unit: 's', measured: sec(`workers-${k}`), baseline: sec(`push-${k}`),
+      baselineLabel: `${oneThread}; kind-style ${sec(`kind-${k}`)?.toFixed(2) ?? '?'} s`, goal: '—', context: true,
+    })
+    add({
+      scenario: `first push, ${k} nodes, ${w}: client CPU of its busiest thread (context)`, unit: 'cpu-s', measured: sec(`workers-${k}-busiest`), baseline: sec(`push-${k}-busiest`),
+      baselineLabel: `the busiest thread of ${oneThread}`, goal: '—', context: true,
+    })
+    add({
+      scenario: `first push, ${k} nodes, ${w}: client CPU, all threads (context)`, unit: 'cpu-s', measured: sec(`workers-${k}-cpu`), baseline: sec(`push-${k}-cpu`),
+      baselineLabel: oneThread, goal: '—', context: true,
     })
   }
   // what one more node costs the client, without the start-up every push pays once

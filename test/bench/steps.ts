@@ -105,6 +105,8 @@ export interface PushOutcome {
   maxRssBytes?: number
   /** The sideload process's CPU time, user + sys (ms; with `usage`). */
   cpuMs?: number
+  /** Its busiest thread's (ms; with `threads`). */
+  busiestThreadCpuMs?: number
   /** Where the time went, from the NDJSON event timestamps (ms). */
   phases?: PushPhases
   statuses: string[]
@@ -192,8 +194,8 @@ function phasesOf(stdout: string, spawnedAt: number, exitedAt: number): PushPhas
   }
 }
 
-/** `usage`: also the process's peak RSS and CPU time (GNU time around it). */
-export async function sideloadPush(bed: Bed, flags: PushFlags, usage = false): Promise<PushOutcome> {
+/** `usage`: also the process's peak RSS and CPU time (GNU time around it); `threads`: its busiest thread's CPU time. */
+export async function sideloadPush(bed: Bed, flags: PushFlags, usage = false, threads = false): Promise<PushOutcome> {
   const source = flags.archive ? ['--archive', flags.archive] : ['--containerd-address', flags.containerdAddress ?? '', '--containerd-namespace', 'k8s.io']
   const argv = [
     ...(flags.prefix ?? []), process.execPath, CLI, 'push', flags.image, ...source,
@@ -201,11 +203,11 @@ export async function sideloadPush(bed: Bed, flags: PushFlags, usage = false): P
     '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--json', ...(flags.extra ?? []),
   ]
   const spawnedAt = Date.now()
-  const r = await run(argv, {usage})
+  const r = await run(argv, {usage, threads})
   const exitedAt = Date.now()
   const {sentBytes, statuses, results} = parsePushResult(r, argv)
   const bad = statuses.filter((s) => s !== 'pushed' && s !== 'up to date')
   if (bad.length > 0 || statuses.length !== flags.nodes.length) throw new Error(`sideload push did not succeed on every node (${statuses.join(', ')}): ${argv.join(' ')}`)
-  return {ms: r.ms, sentBytes, maxRssBytes: r.maxRssBytes, cpuMs: r.cpuMs, statuses, results, stdout: r.stdout, phases: phasesOf(r.stdout, spawnedAt, exitedAt)}
+  return {ms: r.ms, sentBytes, maxRssBytes: r.maxRssBytes, cpuMs: r.cpuMs, busiestThreadCpuMs: r.busiestThreadCpuMs, statuses, results, stdout: r.stdout, phases: phasesOf(r.stdout, spawnedAt, exitedAt)}
 }
 
