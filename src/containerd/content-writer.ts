@@ -233,6 +233,62 @@ export async function writeContent(client: ContentIngester, options: WriteConten
   }
 }
 
+/** A source that can also read straight into a caller's buffer (a file range: image/tar-index.ts). */
+interface ReadsAt {
+  readAt(buf: Buffer, offset: number, length: number, position: number): Promise<number>
+}
+
+/** A blob's bytes from `from` on, into the caller's buffers; `position` counts every byte taken from the source. */
+interface BlobInput {
+  position: number
+  /** Up to `length` bytes into `buf` at `offset`; 0 once the source has ended. */
+  read(buf: Buffer, offset: number, length: number): Promise<number>
+  close(): void
+}
+
+function blobInput(source: NodeJS.ReadableStream, from: number): BlobInput {
+  if (typeof (source as Partial<ReadsAt>).readAt === 'function') {
+    const file = source as unknown as ReadsAt
+    const input: BlobInput = {
+      position: from,
+      async read(buf, offset, length) {
+        const n = await file.readAt(buf, offset, length, input.position)
+        input.position += n
+        return n
+      },
+      close: () => (source as {destroy?: () => void}).destroy?.(),
+    }
+    return input
+  }
+  // any other stream: its chunks are copied, and the first `from` bytes skipped
+  const chunks = (source as AsyncIterable<Buffer | string>)[Symbol.asyncIterator]()
+  let rest: Buffer = Buffer.alloc(0)
+  let skip = from
+  const input: BlobInput = {
+    position: 0,
+    async read(buf, offset, length) {
+      while (rest.length === 0) {
+        const next = await chunks.next()
+        if (next.done) return 0
+        rest = typeof next.value === 'string' ? Buffer.from(next.value) : next.value
+        const skipped = Math.min(skip, rest.length)
+        rest = rest.subarray(skipped)
+        skip -= skipped
+        input.position += skipped
+      }
+      const n = rest.copy(buf, offset, 0, Math.min(length, rest.length))
+      rest = rest.subarray(n)
+      input.position += n
+      return n
+    },
+    close() {
+      chunks.return?.().catch(() => undefined)
+      ;(source as {destroy?: () => void}).destroy?.()
+    },
+  }
+  return input
+}
+
 /** A WRITE message being filled: its data goes from HEADROOM on; `free` settles once grpc-js has framed it. */
 interface MessageBuffer {
   buf: Buffer
@@ -244,7 +300,6 @@ async function writeFrom(session: WriteSession, resumeAt: number, options: Write
   options.onStart?.(resumeAt)
   const replies: {reply: Promise<WriteResponse>; end: number; bytes: number}[] = []
   let offset = resumeAt // next offset to send
-  let position = 0 // bytes read from the source
   let sentBytes = 0
   // `window` buffers, each reused once grpc-js has framed its last message
   const capacity = Math.max(1, Math.min(chunkSize, desc.size - resumeAt))
@@ -291,31 +346,31 @@ async function writeFrom(session: WriteSession, resumeAt: number, options: Write
   }
 
   const source = await options.open()
+  const input = blobInput(source, resumeAt)
   try {
-    for await (const raw of source as AsyncIterable<Buffer | string>) {
+    for (;;) {
       if (options.signal?.aborted) throw new ContainerdError(`writing ${desc.digest} was stopped`, grpc.status.CANCELLED, 'content.Write', 'aborted')
-      let chunk = typeof raw === 'string' ? Buffer.from(raw) : raw
-      const start = position
-      position += chunk.length
-      if (position <= resumeAt) continue
-      if (start < resumeAt) chunk = chunk.subarray(resumeAt - start)
-      while (chunk.length > 0) {
-        current ??= await take()
-        const n = Math.min(chunk.length, capacity - filled)
-        chunk.copy(current, HEADROOM + filled, 0, n)
-        filled += n
-        chunk = chunk.subarray(n)
-        if (filled >= capacity) await flush()
+      if (input.position >= desc.size) {
+        // the blob ends here: what follows would be a corrupt source, read only to say how long it was
+        const rest = Buffer.allocUnsafe(64 * 1024)
+        while ((await input.read(rest, 0, rest.length)) > 0);
+        break
       }
+      current ??= await take()
+      const n = await input.read(current, HEADROOM + filled, capacity - filled)
+      if (n === 0) break
+      filled += n
+      if (filled >= capacity) await flush()
     }
   } catch (err) {
     if (err instanceof ContainerdError) throw err
     // Let what was already sent land, so the node keeps it for the next run.
     await settle(0).catch(() => undefined)
-    throw new SourceInterruptedError(`reading blob ${desc.digest} from ${what} failed after ${position} bytes: ${(err as Error).message}`)
+    throw new SourceInterruptedError(`reading blob ${desc.digest} from ${what} failed after ${input.position} bytes: ${(err as Error).message}`)
   } finally {
-    ;(source as {destroy?: () => void}).destroy?.()
+    input.close()
   }
+  const position = input.position
   if (position !== desc.size) {
     session.cancel()
     throw new CorruptSourceError(`${what} is corrupt: blob ${desc.digest} has ${position} bytes, expected ${desc.size}`)
