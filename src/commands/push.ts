@@ -38,7 +38,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     'containerd-address': localContainerdFlag('local containerd to read images from'),
     'containerd-namespace': Flags.string({description: 'namespace of the local containerd to read images from', default: 'k8s.io'}),
     ...pushFlags,
-    workers: Flags.integer({description: 'worker threads to spread the nodes over, each on a core (1: none); default: one per core on machines with 4 or more, none below', min: 1}),
+    workers: Flags.integer({description: 'worker threads to spread the nodes over, each on a core (1: none); default: one per core when there are 4 or more and 4 or more nodes at once (--jobs), else none', min: 1}),
     ...p2pFlags,
     json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),

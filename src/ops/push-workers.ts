@@ -32,18 +32,23 @@ export type FromWorker =
 
 /**
  * How many worker threads a push uses: `options.workers` when given (1 means none), else one per
- * core the machine offers, up to the pairs that can run at once (--jobs) — and none below 4 cores,
- * where the nodes' own work and the client's share the cores (on this project's 2-core bed a
- * second thread did not pay: README, Performance). None for a source only this thread can read
- * (an archive on stdin, a Docker daemon's export) or a push that shares the caller's connections.
+ * core up to the (image, node) pairs that run at once (--jobs), when both are at least 4. One thread
+ * feeds about one 1 Gbit/s link, so below that a thread more costs memory (~40 MB each) and CPU
+ * (~10-20 % more in all, measured on the bed) and gains nothing where the uplink is the limit; on a
+ * 2-core machine the nodes' share of the cores leaves nothing to gain (README, Performance). None
+ * for a source only this thread can read (an archive on stdin, a Docker daemon's export) or a push
+ * that shares the caller's connections.
  */
 export function workerCount(options: Pick<PushOptions, 'workers' | 'source' | 'pool' | 'jobs' | 'nodes'>, imageCount: number, cores = os.availableParallelism()): number {
   if (options.pool || !reopenable(options.source)) return 0
   const pairs = Math.min(options.nodes.length * imageCount, options.jobs ?? 4)
-  const wanted = options.workers ?? (cores >= 4 ? cores : 0)
+  const wanted = options.workers ?? (cores >= AUTO_FROM && pairs >= AUTO_FROM ? cores : 0)
   const n = Math.min(wanted, pairs)
   return n >= 2 ? n : 0
 }
+
+/** Cores, and pairs at once, from which a push spreads over worker threads unless told (--workers). */
+const AUTO_FROM = 4
 
 function reopenable(source: PushOptions['source']): boolean {
   return (source.kind === 'archive' && source.path !== '-') || source.kind === 'archive-dir' || source.kind === 'containerd'

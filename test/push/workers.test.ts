@@ -39,13 +39,14 @@ async function expectLanded(node: BedNode): Promise<void> {
 describe('workerCount: how many worker threads a push uses', () => {
   const nodes = (n: number) => Array.from({length: n}, (_, i) => ({name: `n${i}`, sshTarget: `n${i}`}))
   const archive = {kind: 'archive', path: 'app.tar'} as const
-  it('by default one per core from 4 cores, never more than the pairs that run at once (--jobs), none below 4 cores', () => {
+  it('by default one per core up to the pairs that run at once (--jobs), when both are at least 4', () => {
     expect(workerCount({source: archive, nodes: nodes(6)}, 1, 8)).toBe(4)
     expect(workerCount({source: archive, nodes: nodes(6), jobs: 8}, 1, 8)).toBe(6)
-    expect(workerCount({source: archive, nodes: nodes(3)}, 1, 16)).toBe(3)
+    expect(workerCount({source: archive, nodes: nodes(12), jobs: 16}, 1, 6)).toBe(6)
+    expect(workerCount({source: archive, nodes: nodes(2)}, 2, 8)).toBe(4)
+    expect(workerCount({source: archive, nodes: nodes(3)}, 1, 16)).toBe(0)
     expect(workerCount({source: archive, nodes: nodes(6)}, 1, 2)).toBe(0)
     expect(workerCount({source: archive, nodes: nodes(1)}, 1, 8)).toBe(0)
-    expect(workerCount({source: archive, nodes: nodes(1)}, 3, 8)).toBe(3)
   })
   it('--workers decides (1: none), but not for a source only this thread can read or a shared pool', () => {
     expect(workerCount({source: archive, nodes: nodes(3), workers: 2}, 1, 2)).toBe(2)
