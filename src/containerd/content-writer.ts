@@ -69,14 +69,14 @@ type WriteResponse = WriteContentResponse__Output
 const WRITE_METHOD = '/containerd.services.content.v1.Content/Write'
 
 /** Room before a WRITE message's data for its other fields: action, offset, and the data's tag and length. */
-const HEADROOM = 32
+export const HEADROOM = 32
 
 /**
  * A WRITE message (action 1, offset, data) whose data already lies in `buf` from HEADROOM on:
  * the fields are written just before it, so the message goes out without protobufjs copying the
  * data into a new buffer (~5 % of a push's CPU); `buf` is reused once grpc-js has framed it.
  */
-function encodeWrite(buf: Buffer, offset: number, length: number): Buffer {
+export function encodeWrite(buf: Buffer, offset: number, length: number): Buffer {
   const fields = [0x08, 1, 0x28, ...varint(offset), 0x32, ...varint(length)]
   const start = HEADROOM - fields.length
   for (let i = 0; i < fields.length; i++) buf[start + i] = fields[i]
