@@ -86,19 +86,23 @@ export class NativeNode implements ImageNode {
     if (config && !config.registryConfigPath) throw noMirrorConfigured()
     const present = new Set(options.blobs.filter((_, i) => have[i]).map((b) => b.digest))
     const lease = options.writeFirst && (await this.writeResolveChain(options.reference, options.writeFirst, present, options))
+    let pulled = false
     try {
       await options.ready?.()
       options.onPulling?.()
       const cri = new CriClient(this.address, `node ${this.name}`, this.client.channel())
       try {
         const imageId = await cri.pullImage(options.reference, {timeoutMs: options.timeoutMs, signal: options.signal})
-        return {pulled: true, imageId}
+        pulled = true
+        return {pulled, imageId}
       } finally {
         cri.close()
       }
     } finally {
-      // the pull's record holds them now; after a failed pull the push that follows sends them again if GC took them
-      if (lease) await this.client.leaseDelete(lease).catch(() => undefined)
+      // Pulled: the pull's record holds them now. Not: GC takes them before this returns, so the
+      // direct push that follows finds them missing and sends them, rather than finding them
+      // present and losing them to a GC that ran after it looked (an image record without its manifest).
+      if (lease) await this.client.leaseDelete(lease, !pulled).catch(() => undefined)
     }
   }
 
@@ -125,7 +129,7 @@ export class NativeNode implements ImageNode {
       return lease
     } catch (err) {
       await mapLimit([...transfer.started], 8, (digest) => this.client.contentAbort(ingestRef(digest)).catch(() => undefined))
-      await this.client.leaseDelete(lease).catch(() => undefined)
+      await this.client.leaseDelete(lease, true).catch(() => undefined)
       throw err
     } finally {
       options.signal?.removeEventListener('abort', onAbort)

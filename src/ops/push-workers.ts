@@ -11,7 +11,7 @@ import type {NodeTarget} from '../nodes/index.js'
 import type {ProgressEvent} from '../ui/progress.js'
 import {PACKAGE_ROOT} from '../util/package-root.js'
 import type {Route} from './p2p.js'
-import type {NodeImageResult, PushOptions} from './push.js'
+import type {NodeImageResult, PushOptions} from './push-types.js'
 
 /** The worker's script: the bundle's entry for src/ops/push-worker.ts (scripts/bundle.mjs). */
 export const PUSH_WORKER_SCRIPT = path.join(PACKAGE_ROOT, 'dist', 'bundle', 'ops', 'push-worker.js')

@@ -2,79 +2,15 @@ import * as grpc from '@grpc/grpc-js'
 import {ContainerdError, ImportCancelledError, type ImportEvent, type ImportResult} from '../containerd/index.js'
 import {formatPlatform, parsePlatform, type Platform, resolveImage, type ImageSource, type ResolvedImage} from '../image/index.js'
 import {describeNode, openNode, type ImageNode, type NodeTarget} from '../nodes/index.js'
-import {isSshError, SshPool, type PoolOptions} from '../ssh/index.js'
+import {isSshError, SshPool} from '../ssh/index.js'
 import {errorInfo, renderError} from '../ui/errors.js'
-import type {Reporter} from '../ui/progress.js'
-import {openSources, sourceLabel, type SourceSpec} from '../sources/index.js'
+import {openSources, sourceLabel} from '../sources/index.js'
 import {mapLimit, sleep} from '../util/async.js'
-import {inWaves, pullFromPeers, splitSeeds, type P2pOptions, type Route} from './p2p.js'
+import {inWaves, pullFromPeers, splitSeeds, type Route} from './p2p.js'
 import {type PushWorkers, startPushWorkers, workerCount} from './push-workers.js'
+import type {NodeImageResult, PushOptions, PushResult} from './push-types.js'
 
-
-export interface PushOptions {
-  /**
-   * Image names; [] with an archive source means every image in the archive (refused when one has
-   * no valid name). One name with an archive whose only image has no name pushes it under that name.
-   */
-  images: string[]
-  /** where the images are read (src/sources) */
-  source: SourceSpec
-  nodes: NodeTarget[]
-  /** Override the node's own platform, e.g. linux/arm64. */
-  platform?: string
-  /** Nodes in parallel (default 4). */
-  jobs?: number
-  pin?: boolean
-  unpack?: boolean
-  /** Reconnect and resume this many times when a node's connection drops (default 3). */
-  retries?: number
-  /** Send to a few seed nodes only; the others pull from them through their registry mirror (p2p.ts). */
-  p2p?: P2pOptions
-  ssh?: PoolOptions
-  /** Share SSH connections with the caller; otherwise push opens and closes its own. */
-  pool?: SshPool
-  /**
-   * Worker threads the nodes are spread over (push-workers.ts): each one's SSH encryption, HTTP/2
-   * and protobuf work on its own core. 0 or 1: all in this thread; undefined: decided from the
-   * cores and the nodes (workerCount). Never with a shared `pool` or a source only this thread can read.
-   */
-  workers?: number
-  reporter?: Reporter
-  signal?: AbortSignal
-}
-
-export type PushStatus = 'pushed' | 'up to date' | 'failed'
-
-export interface NodeImageResult {
-  node: string
-  image: string
-  status: PushStatus
-  mode?: 'native' | 'ctr'
-  /** Image bytes sent to the node (blobs it lacked). */
-  sentBytes: number
-  /** Bytes of blobs the node already had. */
-  skippedBytes: number
-  durationMs: number
-  digest?: string
-  platform?: string
-  attempts: number
-  /** what failed (the node is `node`, not repeated here) */
-  error?: string
-  hint?: string
-  /** for programs: the error's code (e.g. host-key-unknown, unavailable, no-space) */
-  reason?: string
-  /** with --p2p: sent as a seed, pulled from peers, or sent directly after the pull failed */
-  via?: Route
-  /** with --p2p, via direct: why the node's pull from its peers failed */
-  p2pError?: string
-}
-
-export interface PushResult {
-  results: NodeImageResult[]
-  ok: boolean
-  /** the worker threads the nodes were spread over (absent: all in this thread) */
-  workers?: number
-}
+export type {NodeImageResult, PushOptions, PushResult, PushStatus} from './push-types.js'
 
 /** With --p2p: one warning per node that was pushed directly because its pull from its peers failed. */
 export function p2pFallbacks(results: NodeImageResult[]): string[] {

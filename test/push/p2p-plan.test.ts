@@ -4,7 +4,7 @@ import {p2pFrom} from '../../src/config/flags.js'
 import {inWaves, LOOKUP_KEPT_MS, probeReference, pullFromPeers, pullReference, splitSeeds} from '../../src/ops/p2p.js'
 import {renderPushTable} from '../../src/commands/push.js'
 import {p2pFallbacks} from '../../src/ops/push.js'
-import type {ResolvedImage} from '../../src/image/index.js'
+import type {ImageSource, ResolvedImage} from '../../src/image/index.js'
 import type {ImageNode, NodePullOptions} from '../../src/nodes/index.js'
 
 describe('--p2p planning', () => {
@@ -85,6 +85,8 @@ describe('--p2p: asking the node\'s mirror before each pull', () => {
         return a
       },
       pullImage: async (o: NodePullOptions) => {
+        // a node reached through the containerd API gets the root blobs first (NativeNode.writeResolveChain)
+        if (o.writeFirst) o.onSent?.(o.writeFirst.image.manifest.size)
         await o.ready?.()
         calls.push(`pull ${o.reference.replace(/@sha256:a+$/, '@a…')}`)
         pullTimes.push(Date.now())
@@ -98,7 +100,7 @@ describe('--p2p: asking the node\'s mirror before each pull', () => {
   it('asks about the image\'s tag (never the digest the pull uses) until a peer serves it, then pulls by digest once', async () => {
     const {node, calls} = fakeNode([false, false, true])
     const out = await pullFromPeers(node, 'app:1', resolved)
-    expect(out).toEqual({pulled: true, attempts: 1})
+    expect(out).toEqual({pulled: true, attempts: 1, sentBytes: 0})
     expect(calls).toEqual(['ask docker.io/library/app:1', 'ask docker.io/library/app:1', 'ask docker.io/library/app:1', 'pull docker.io/library/app@a…'])
     expect(probeReference('registry.lab:5000/team/app@sha256:' + 'a'.repeat(64), resolved)).toBe(`registry.lab:5000/team/app@sha256:${'a'.repeat(64)}`)
   })
@@ -115,9 +117,17 @@ describe('--p2p: asking the node\'s mirror before each pull', () => {
       if (n === 1) throw new Error('failed to resolve reference: not found')
     })
     const out = await pullFromPeers(node, 'app:1', resolved)
-    expect(out).toEqual({pulled: true, attempts: 2})
+    expect(out).toEqual({pulled: true, attempts: 2, sentBytes: 0})
     expect(calls.filter((c) => c.startsWith('pull'))).toHaveLength(2)
     expect(pullTimes[1] - pullTimes[0]).toBeGreaterThanOrEqual(LOOKUP_KEPT_MS - 50)
+  })
+
+  it('with the image\'s source, every attempt is offered its index and manifest, and what was sent for them is counted, failed attempts too', async () => {
+    const {node} = fakeNode([true], (n) => {
+      if (n === 1) throw new Error('failed to resolve reference: not found')
+    })
+    const out = await pullFromPeers(node, 'app:1', resolved, {source: {} as ImageSource})
+    expect(out).toEqual({pulled: true, attempts: 2, sentBytes: 2 * manifest.size})
   })
 
   it('any other pull failure is the outcome at once', async () => {
