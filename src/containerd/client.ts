@@ -1,6 +1,8 @@
 import {randomBytes} from 'node:crypto'
-import {Readable} from 'node:stream'
+import * as net from 'node:net'
+import {type Duplex, Readable} from 'node:stream'
 import * as grpc from '@grpc/grpc-js'
+import {DuplexChannelCredentials} from '../grpc/duplex-credentials.js'
 import {CHANNEL_OPTIONS, loadProtos, lookup} from '../grpc/load.js'
 import type {Descriptor, Digest} from '../image/index.js'
 import {describeError, isAlreadyExists, isNotFound} from './errors.js'
@@ -115,12 +117,14 @@ export class ContainerdClient {
   readonly namespace: string
   readonly displayName: string
   private readonly services: ContainerdServices
+  private readonly credentials: grpc.ChannelCredentials | undefined
 
   constructor(address: string, options: ContainerdClientOptions = {}) {
     this.address = normalizeAddress(address)
     this.namespace = options.namespace ?? 'k8s.io'
     this.displayName = options.displayName ?? this.address
     const pkg = loadProtos(PROTO_FILES)
+    this.credentials = options.credentials
     const creds = options.credentials ?? grpc.credentials.createInsecure()
     let first: grpc.Client | undefined
     const make = <K extends keyof ContainerdServices>(service: K): ContainerdServices[K] => {
@@ -172,6 +176,23 @@ export class ContainerdClient {
     const value = reply[key]
     if (value === null || value === undefined) throw new Error(`containerd ${rpc} on ${this.displayName} replied without ${String(key)}`)
     return value as NonNullable<T[K]>
+  }
+
+  /**
+   * A new stream to containerd's socket, for a call spoken without grpc-js (the blob writer's
+   * direct path); undefined when the channel is not one we can open a stream of.
+   */
+  openStream(): Promise<Duplex> | undefined {
+    if (this.credentials instanceof DuplexChannelCredentials) return this.credentials.openStream()
+    if (this.credentials || !this.address.startsWith('unix://')) return undefined
+    const socketPath = this.address.slice('unix://'.length)
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(socketPath, () => {
+        socket.off('error', reject)
+        resolve(socket)
+      })
+      socket.once('error', reject)
+    })
   }
 
   /** The Content client, for the streaming writer. */

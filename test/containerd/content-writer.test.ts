@@ -28,7 +28,11 @@ describe('a WRITE message encoded by hand', () => {
   })
 })
 
-describe('writeContent into a real containerd', () => {
+// below 1 MiB through grpc-js; from 1 MiB on a stream of its own with our own framing (direct-write.ts)
+describe.each([
+  ['a small blob (grpc-js)', 300 * KIB + 7],
+  ['a large blob (direct)', 3 * 1024 * KIB + 7],
+])('writeContent into a real containerd: %s', (_what, blobSize) => {
   let ctd: TestContainerd
   let client: ContainerdClient
   let work: string
@@ -36,8 +40,8 @@ describe('writeContent into a real containerd', () => {
   let bytes: Buffer
 
   beforeAll(async () => {
-    ;({ctd, client, work} = await startContainerdWithClient('content-writer', {displayName: 'test-node'}))
-    bytes = Buffer.alloc(300 * KIB + 7)
+    ;({ctd, client, work} = await startContainerdWithClient(`content-writer-${blobSize}`, {displayName: 'test-node'}))
+    bytes = Buffer.alloc(blobSize)
     for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + (i >> 9)) & 0xff
     file = path.join(work, 'blob')
     fs.writeFileSync(file, bytes)
@@ -58,8 +62,12 @@ describe('writeContent into a real containerd', () => {
       const fd = fs.openSync(file, 'r')
       try {
         const desc = {mediaType: 'application/octet-stream', digest: digestOf(bytes), size: bytes.length}
-        const res = await client.writeContent({ref: `cw-good-${kind}`, desc, open: async () => open(fd, bytes.length), chunkSize: 64 * KIB, window: 2})
+        let streams = 0
+        const openStream = client.openStream.bind(client)
+        client.openStream = () => (streams++, openStream())
+        const res = await client.writeContent({ref: `cw-good-${kind}`, desc, open: async () => open(fd, bytes.length), chunkSize: 64 * KIB, window: 2}).finally(() => (client.openStream = openStream))
         expect(res).toEqual({status: 'written', resumedFrom: 0, sentBytes: bytes.length})
+        expect(streams, 'streams of its own').toBe(blobSize >= 1024 * KIB ? 1 : 0)
         const back: Buffer[] = []
         for await (const c of client.contentRead(desc.digest)) back.push(c as Buffer)
         expect(Buffer.compare(Buffer.concat(back), bytes)).toBe(0)
@@ -70,9 +78,10 @@ describe('writeContent into a real containerd', () => {
     })
 
     it.each([
-      ['more', 200 * KIB],
-      ['fewer', 400 * KIB],
-    ])('a source with %s bytes than the descriptor says is corrupt, and leaves no ingest', async (_more, size) => {
+      ['more', 2 / 3],
+      ['fewer', 4 / 3],
+    ])('a source with %s bytes than the descriptor says is corrupt, and leaves no ingest', async (_more, part) => {
+      const size = Math.round(blobSize * part)
       const fd = fs.openSync(file, 'r')
       const ref = `cw-size-${kind}-${size}`
       try {
