@@ -149,7 +149,14 @@ export class DirectWriteSession<Req, Res> {
       const stream = this.input.readUInt32BE(5) & 0x7fffffff
       const payload = this.input.subarray(9, 9 + length)
       this.input = this.input.subarray(9 + length)
-      this.onFrame(type, flags, stream, payload)
+      try {
+        this.onFrame(type, flags, stream, payload)
+      } catch (err) {
+        // a frame or a reply we cannot read: grpc-js takes over (an exception here would end the process)
+        this.fail(new DirectWriteFailed(`cannot read containerd's reply: ${(err as Error).message}`))
+        this.input = Buffer.alloc(0)
+        return
+      }
     }
   }
 
