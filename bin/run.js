@@ -4,6 +4,9 @@ import {PerformanceObserver} from 'node:perf_hooks'
 import v8 from 'node:v8'
 
 capYoungGeneration(4)
+// The bundle is what runs, always: oclif would otherwise look for TypeScript sources to run instead
+// when NODE_ENV is test or development (and warn on stderr that dist/bundle/ has none).
+globalThis.oclif = {...globalThis.oclif, enableAutoTranspile: false}
 // the bundle (scripts/bundle.mjs), after the cap: loading the modules is what grows it
 const {execute} = await import('../dist/bundle/index.js')
 
