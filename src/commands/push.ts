@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
 import {p2pFallbacks, push, type PushOptions, type PushResult} from '../ops/push.js'
+import {reopenable} from '../ops/push-workers.js'
 import type {RestartReport, StalePod} from '../ops/restart/index.js'
 import {formatBytes, formatDuration, renderTable} from '../ui/format.js'
 import {createReporter, type ProgressMode} from '../ui/progress.js'
@@ -62,6 +63,9 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     const source = sourceFromFlags({archive: flags.archive, containerdAddress: flags['containerd-address'], containerdNamespace: flags['containerd-namespace']})
     if (source.kind === 'containerd' && images.length === 0) {
       throw new UsageError('no image to push', 'name the image(s) to push, or give --archive FILE')
+    }
+    if ((flags.workers ?? 1) > 1 && !reopenable(source)) {
+      this.logToStderr(`warning: --workers: ${source.kind === 'docker' ? 'a Docker daemon\'s export' : 'an archive on stdin'} is read by one thread only, so this push runs without worker threads; save it to a file first to spread the nodes over threads`)
     }
     const config = loadConfig(flags.config)
     const {nodes, kube} = await targetsFromFlags(flags, config, 'no nodes to push to')

@@ -108,14 +108,19 @@ function corkEachWrite<T extends Duplex>(stream: T, corkTarget?: () => Corkable 
   const s = stream as unknown as {_write: (chunk: Buffer, encoding: BufferEncoding, cb: (err?: Error | null) => void) => void}
   const write = s._write
   s._write = function (this: unknown, chunk, encoding, cb) {
-    const sock = corkTarget?.()
-    if (sock && typeof sock.cork === 'function') {
-      sock.cork()
-      process.nextTick(() => sock.uncork())
-    }
+    corkForThisTick(corkTarget)
     write.call(this, chunk, encoding, cb)
   }
   return stream
+}
+
+/** Cork the transport under a stream (the SSH connection's socket) until the next tick: the packets written meanwhile go out in one writev. */
+function corkForThisTick(corkTarget?: () => Corkable | undefined): void {
+  const sock = corkTarget?.()
+  if (sock && typeof sock.cork === 'function') {
+    sock.cork()
+    process.nextTick(() => sock.uncork())
+  }
 }
 
 /** Joined writes up to this size go through one reused buffer per stream; larger ones get their own. */
@@ -143,11 +148,7 @@ export function coalesceWrites<T extends Duplex>(stream: T, corkTarget?: () => C
     // ssh2 writes each SSH packet (≤ 32 KiB for a forwarded socket) to its TCP socket by
     // itself: corking that socket for this tick sends them in one writev (3 nodes: ~10 % less
     // CPU on the bed).
-    const sock = corkTarget?.()
-    if (sock && typeof sock.cork === 'function') {
-      sock.cork()
-      process.nextTick(() => sock.uncork())
-    }
+    corkForThisTick(corkTarget)
     if (chunks.length === 1) return this._write(chunks[0].chunk, 'binary', cb)
     let length = 0
     for (const c of chunks) length += c.chunk.length

@@ -50,7 +50,8 @@ export function workerCount(options: Pick<PushOptions, 'workers' | 'source' | 'p
 /** Cores, and pairs at once, from which a push spreads over worker threads unless told (--workers). */
 const AUTO_FROM = 4
 
-function reopenable(source: PushOptions['source']): boolean {
+/** Whether each worker thread can open the source again (not an archive on stdin, nor a Docker daemon's export). */
+export function reopenable(source: PushOptions['source']): boolean {
   return (source.kind === 'archive' && source.path !== '-') || source.kind === 'archive-dir' || source.kind === 'containerd'
 }
 
@@ -157,7 +158,7 @@ export function startPushWorkers(options: PushOptions, count: number): PushWorke
   if (count < 2) return undefined
   if (!fs.existsSync(PUSH_WORKER_SCRIPT)) {
     if (options.workers === undefined) return undefined // a source checkout without `npm run build`: in this thread
-    throw new Error(`--workers needs ${path.relative(process.cwd(), PUSH_WORKER_SCRIPT)}, which this installation lacks: run \`npm run build\``)
+    throw Object.assign(new Error(`--workers needs ${PUSH_WORKER_SCRIPT}, which this installation lacks`), {hint: 'run `npm run build` in sideload\'s directory, or push without --workers'})
   }
   const {images, source, platform, pin, unpack, retries, ssh} = options
   return new PushWorkers(count, {images, source, platform, pin, unpack, retries, ssh}, options)

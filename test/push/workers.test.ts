@@ -8,6 +8,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
 import {makeImage, type ImageInfo} from '../bed/images.js'
 import {afterBytes, startPush, type PushRun} from '../faults/cli.js'
+import {runCli} from './cli.js'
 import {workerCount} from '../../src/ops/push-workers.js'
 
 const MB = 1024 * 1024
@@ -84,6 +85,14 @@ describe('push --workers on the bed', () => {
     const again = await startPush(pushArgs(bed.nodes.map(host), '--workers', '2')).done
     expect(again.code, describeRun(again)).toBe(0)
     expect(again.result!.results.map((r) => [r.status, r.sentBytes])).toEqual(bed.nodes.map(() => ['up to date', 0]))
+  })
+
+  it('--workers with an archive on stdin: a warning says it runs in one thread and why, and the push succeeds', async () => {
+    const run = await runCli(['push', '--archive', '-', '--host', host(bed.nodes[0]), '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--workers', '2', '--json'],
+      {input: fs.readFileSync(image.path)})
+    expect(run.code, run.stderr).toBe(0)
+    expect(run.stderr).toMatch(/^warning: --workers: an archive on stdin is read by one thread only, so this push runs without worker threads; save it to a file first/m)
+    expect(JSON.parse(run.stdout.trim().split('\n').at(-1)!)).not.toHaveProperty('workers')
   })
 
   it('a node that cannot be reached fails alone, and says why, while the worker threads push the others', async () => {
