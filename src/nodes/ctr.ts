@@ -3,6 +3,7 @@ import {Transform} from 'node:stream'
 import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, ctrActiveIngests, type LeftoverIngest, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
 import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, parseReference, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
+import {type CtrLease, CtrLeaseWatch} from './ctr-lease.js'
 import {CONTAINERD_GONE, ctrContentTable, ctrErrorLines, ctrTable} from './ctr-output.js'
 import {ctrMajor, noMirrorConfigured} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
@@ -144,7 +145,8 @@ export class CtrNode implements ImageNode {
   }
 
   async importImage(options: NodeImportOptions): Promise<ImportResult> {
-    const plan = await this.planImport(options)
+    // ctr's own leases before it starts: those that appear during a failed import are its (below)
+    const [plan, leasesBefore] = await Promise.all([this.planImport(options), this.leaseIds()])
     const {blobs, missing, base} = plan
     ;(options.onProgress ?? (() => undefined))({type: 'resolved', target: base.digest, manifest: base.manifest, platform: base.platform, blobs: blobs.length,
       totalBytes: plan.missingBytes + base.skippedBytes, missingBlobs: missing.length, missingBytes: plan.missingBytes})
@@ -152,7 +154,7 @@ export class CtrNode implements ImageNode {
       return {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
     }
     const temporary = `sideload.invalid/import/${base.digest.slice(7, 19)}:${randomBytes(6).toString('hex')}`
-    const written = await this.importUnder(temporary, plan, options)
+    const written = await this.importUnder(temporary, plan, options, leasesBefore)
     await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
     await this.label(plan.name, plan.labels)
     await this.labelSources(plan.name, blobs)
@@ -201,10 +203,11 @@ export class CtrNode implements ImageNode {
    * unpacked and tagged with the real name. On any failure (Ctrl-C too) ctr is stopped and waited
    * for, and the temporary names are removed — also over a new connection when this one was lost.
    */
-  private async importUnder(temporary: string, plan: CtrImportPlan, options: NodeImportOptions): Promise<{blobsWritten: number; bytesWritten: number}> {
+  private async importUnder(temporary: string, plan: CtrImportPlan, options: NodeImportOptions, leasesBefore: ReadonlySet<string>): Promise<{blobsWritten: number; bytesWritten: number}> {
     const cancelled = (): ImportCancelledError => new ImportCancelledError(`node ${this.name}`)
     if (options.signal?.aborted) throw cancelled()
     const run = await this.startImport(this.importArgs(plan, options.unpack), plan, options.onProgress)
+    const watch = new CtrLeaseWatch(() => this.leases(), leasesBefore)
     let onAbort = (): void => undefined
     const aborted = new Promise<never>((_, reject) => {
       onAbort = () => reject(cancelled())
@@ -224,12 +227,14 @@ export class CtrNode implements ImageNode {
       const written = (await within(writing, 5000)) ?? {blobsWritten: plan.missing.length, bytesWritten: run.sent()}
       if (options.unpack) await this.checkUnpacked(temporary)
       await this.run(['images', 'tag', '--force', temporary, plan.name], 'naming the image (ctr images tag)')
+      await watch.stop()
       return written
     } catch (err) {
       await run.stop()
       const pid = run.remotePid()
       if (this.conn.isOpen) await this.removeFailedImport(this.conn, temporary, plan.image.target.digest)
       else if (pid) await this.endLostImport(pid, temporary, plan.image.target.digest)
+      await this.dropCtrLease(watch)
       throw err
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
@@ -287,12 +292,13 @@ export class CtrNode implements ImageNode {
     if (!hostsDir) throw noMirrorConfigured()
     await options.ready?.()
     options.onPulling?.()
-    const leasesBefore = new Set((await this.leases()).map((l) => l.id))
+    const leasesBefore = await this.leaseIds()
     const args = ['images', 'pull', '--hosts-dir', validateRemotePath(hostsDir), '--platform', formatPlatform(this.facts.platform)]
     if ((ctrMajor(this.facts.ctrVersion) ?? 1) >= 2) args.push('--local') // as for import: unpack for the CRI's snapshotter
     if (this.facts.snapshotter) args.push('--snapshotter', this.facts.snapshotter)
     args.push(validateImageReference(options.reference))
     const proc = await this.conn.exec([...this.ctr, ...args])
+    const watch = new CtrLeaseWatch(() => this.leases(), leasesBefore)
     const stderr: Buffer[] = []
     proc.stderr.on('data', (b: Buffer) => stderr.push(b))
     proc.stdout.resume()
@@ -302,12 +308,12 @@ export class CtrNode implements ImageNode {
     try {
       const exit = await within(proc.wait(), options.timeoutMs)
       if (options.signal?.aborted) {
-        await this.dropLeasesOfStoppedPull(leasesBefore)
+        await this.dropCtrLease(watch)
         options.signal.throwIfAborted()
       }
       if (!exit) {
         await proc.stop(0)
-        await this.dropLeasesOfStoppedPull(leasesBefore)
+        await this.dropCtrLease(watch)
         throw new SshError('timeout', `ctr images pull ${options.reference} did not finish within ${Math.round(options.timeoutMs / 1000)} s`)
       }
       if (exit.code !== 0) {
@@ -317,6 +323,7 @@ export class CtrNode implements ImageNode {
       return {pulled: true}
     } finally {
       options.signal?.removeEventListener('abort', stop)
+      await watch.stop()
     }
   }
 
@@ -340,22 +347,18 @@ export class CtrNode implements ImageNode {
     await this.run(['images', 'rm', '--sync', ...names.map(validateImageReference)], 'removing images (ctr images rm)')
   }
 
-  /**
-   * ctr holds what a pull fetches under a lease of its own (only `containerd.io/gc.expire`, 24 h)
-   * and deletes it when it ends; stopped by a signal it may not get to (ctr does not trap them: seen
-   * here on 2.3.7 in some runs). The leases of that kind that appeared while the pull ran go, with
-   * what they held. Best effort: the push reports its own outcome either way.
-   */
-  private async dropLeasesOfStoppedPull(before: ReadonlySet<string>): Promise<void> {
-    try {
-      const left = (await this.leases()).filter((l) => !before.has(l.id) && Object.keys(l.labels).join() === CTR_LEASE_LABEL)
-      await this.removeLeases(left.map((l) => l.id))
-    } catch {
-      // the node went away meanwhile: its lease expires on its own
-    }
+  /** ctr's lease that a failed import or pull left (CtrLeaseWatch), with what it held. Best effort: the push reports its own outcome either way. */
+  private async dropCtrLease(watch: CtrLeaseWatch): Promise<void> {
+    const lease = await watch.settle()
+    // gone already (ctr deleted it), or the node went away meanwhile: then it expires on its own
+    if (lease) await this.removeLeases([lease]).catch(() => undefined)
   }
 
-  private async leases(): Promise<{id: string; labels: Record<string, string>}[]> {
+  private async leaseIds(): Promise<Set<string>> {
+    return new Set((await this.leases()).map((l) => l.id))
+  }
+
+  private async leases(): Promise<CtrLease[]> {
     const out = await this.run(['leases', 'ls'], 'listing leases (ctr leases ls)')
     return ctrTable(out).map(({first, labels}) => ({id: first[0], labels}))
   }
@@ -380,9 +383,6 @@ export class CtrNode implements ImageNode {
 
   async close(): Promise<void> {}
 }
-
-/** The one label of the lease ctr takes for its own operations (containerd's client.WithLease). */
-const CTR_LEASE_LABEL = 'containerd.io/gc.expire'
 
 /** One import into a ctr node: the image, what the node has and lacks, what the record gets. */
 interface CtrImportPlan {

@@ -162,6 +162,32 @@ describe.each([
     expect(await ingestsGone(node)).toEqual([])
   })
 
+  it('containerd back only after ctr gave up (so ctr could not delete its lease): sideload drops that lease before it reports', async () => {
+    const node = bed.nodes[index]
+    await bed.shape(node, {rateMbit: 200})
+    const ctrRuns = () => bed.processes(node).some((cmd) => /^(sudo -n )?ctr .*images import/.test(cmd))
+    let restarted: Promise<boolean> | undefined
+    const run = await startPush(pushArgs(node, '--retries', '0'), afterBytes(onNode(node), cutAt, () => {
+      restarted = (async () => {
+        await bed.stopContainerd(node)
+        // ctr fails with containerd down, and so does the delete of its lease
+        let gaveUp = false
+        for (const deadline = Date.now() + 30_000; !gaveUp && Date.now() < deadline; ) {
+          await new Promise((r) => setTimeout(r, 50))
+          gaveUp = !ctrRuns()
+        }
+        await bed.startContainerd(node)
+        return gaveUp
+      })()
+    })).done
+    await bed.unshape(node)
+    expect(await restarted, 'ctr gave up while containerd was down').toBe(true)
+    expect(run.code, run.stderr).toBe(1)
+    expect(run.result?.results[0]).toMatchObject({status: 'failed'})
+    expect({...(await nodeState(node)), ingests: []}).toEqual({processes: '', leases: [], ingests: [], images: []})
+    expect(await ingestsGone(node)).toEqual([])
+  })
+
   it('containerd stopped mid-import: sideload waits for ctr to give up and says what may be left; doctor shows it once containerd is back', async () => {
     const node = bed.nodes[index]
     await bed.shape(node, {rateMbit: 200})
