@@ -260,6 +260,9 @@ export class DirectWriteSession<Req, Res> {
     this.pumping = true
     try {
       while (this.queue.length > 0) {
+        // the last batch's buffer is ours again once the stream has copied it; a failure meanwhile
+        // has emptied the queue (fail): the loop reads the queue only after this wait
+        if (this.reuse) await this.scratchFree
         if (this.failure) throw this.failure
         const budget = Math.min(this.connectionWindow, this.streamWindow, MAX_BATCH)
         if (budget <= 0) {
@@ -275,7 +278,6 @@ export class DirectWriteSession<Req, Res> {
         let out: Buffer
         let written: (() => void) | undefined
         if (this.reuse) {
-          await this.scratchFree
           if (!this.scratch || this.scratch.length < size) this.scratch = Buffer.allocUnsafeSlow(Math.max(size, MAX_BATCH + 9 * Math.ceil(MAX_BATCH / 16_384)))
           out = this.scratch.subarray(0, size)
           this.scratchFree = new Promise<void>((resolve) => (written = this.releaseScratch = resolve))
