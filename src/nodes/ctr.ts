@@ -3,6 +3,7 @@ import {Transform} from 'node:stream'
 import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, ctrActiveIngests, type LeftoverIngest, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
 import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, parseReference, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
+import {sleep} from '../util/async.js'
 import {type CtrLease, CtrLeaseWatch} from './ctr-lease.js'
 import {CONTAINERD_GONE, ctrContentTable, ctrErrorLines, ctrTable} from './ctr-output.js'
 import {ctrMajor, noMirrorConfigured} from './detect.js'
@@ -88,13 +89,19 @@ export class CtrNode implements ImageNode {
   }
 
   /**
-   * After a failed import: the temporary name and the CRI's `sha256:<id>` name of it go. Each
-   * call gives up after 5 s without containerd (a stopped containerd: ctr would wait 10 s).
+   * After a failed import: the temporary name and the CRI's `sha256:<id>` name of it go. Waits up
+   * to 5 s for containerd (restarting: its socket is gone for a moment, and ctr fails at once
+   * then); a containerd that stays away is left as it is (doctor shows what is left).
    */
   private async removeFailedImport(conn: SshConnection, temporary: string, target: string): Promise<void> {
     const quick = [...this.ctr, '--connect-timeout', '5s']
-    const rm = await conn.execCapture([...quick, 'images', 'rm', temporary]).catch(() => undefined)
-    if (rm?.code !== 0 && /connect|unavailable|no such file/i.test(rm?.stderr ?? '')) return // containerd is not there
+    for (const deadline = Date.now() + 5000; ;) {
+      const rm = await conn.execCapture([...quick, 'images', 'rm', temporary]).catch(() => undefined)
+      const absent = rm?.code !== 0 && /connect|unavailable|no such file/i.test(rm?.stderr ?? '')
+      if (!absent) break
+      if (Date.now() >= deadline) return // containerd is not there
+      await sleep(250)
+    }
     await this.removeOrphanIdRefs(target, conn).catch(() => undefined)
   }
 

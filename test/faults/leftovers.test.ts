@@ -176,6 +176,8 @@ describe.each([
           await new Promise((r) => setTimeout(r, 50))
           gaveUp = !ctrRuns()
         }
+        // and containerd is back a second later: sideload's clean-up has found its socket gone by then
+        await new Promise((r) => setTimeout(r, 1000))
         await bed.startContainerd(node)
         return gaveUp
       })()
