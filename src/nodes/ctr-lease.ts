@@ -13,8 +13,11 @@ const isCtrKind = (l: CtrLease): boolean => Object.keys(l.labels).join() === CTR
  * Which lease is the one a `ctr images import|pull` we just started took (as it starts, before it
  * reads or fetches anything). ctr deletes it when it ends, unless it cannot: stopped by a signal
  * (ctr does not trap them) or containerd down at that moment. Then it is ours to delete, and only
- * it: the CRI takes leases of the same kind for its pulls, so a lease is ours only when it is the
- * one new lease of that kind seen right after ctr started; two new ones and none is.
+ * it: the CRI takes leases of the same kind for the kubelet's pulls, so a lease is taken for ctr's
+ * only when it is the one new lease of that kind in the first listing after ctr started that shows
+ * any; two new ones and none is. What is left to chance: a kubelet pull that takes its lease in the
+ * same ~100 ms as ctr starts, while ctr's does not show yet, and is still running when our import
+ * fails; its pull would then fail and the kubelet would pull again.
  *
  * Lists the node's leases every `intervalMs` until it has decided, for at most `giveUpMs`.
  */
