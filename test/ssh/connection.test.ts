@@ -15,6 +15,8 @@ import {SshError} from '../../src/ssh/errors.js'
 import {fingerprint} from '../../src/ssh/known-hosts.js'
 import {SshPool} from '../../src/ssh/pool.js'
 import {openNode} from '../../src/nodes/open.js'
+import {makeImage} from '../bed/images.js'
+import {jsonResult, runCli} from '../push/cli.js'
 
 const HERE = path.dirname(fileURLToPath(import.meta.url))
 const BED_NAME = 'slbt-ssh'
@@ -304,6 +306,23 @@ describe('SSH connection to a real node', () => {
       } finally {
         await pool.closeAll()
       }
+      // and a push: each blob from 1 MiB goes over a stream of its own (direct-write.ts), here
+      // each through a socat of its own; the image lands whole, and no socat is left behind
+      const name = 'docker.io/slbt-ssh/socat:1'
+      const archive = path.join(tmp, 'socat.tar')
+      const image = await makeImage({name, format: 'oci', out: archive, layers: [{sizeBytes: 3 << 20, seed: 'socat-1'}, {sizeBytes: 5 << 20, seed: 'socat-2'}]})
+      const run = await runCli(['push', '--archive', archive, '--host', `root@${n1.ip}`, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--json'])
+      expect(run.code, run.stderr).toBe(0)
+      expect(jsonResult(run.stdout).results[0]).toMatchObject({status: 'pushed', mode: 'native', digest: image.targetDigest})
+      const check = (await bed.ctr(n1, ['images', 'check'])).split('\n').find((l) => l.startsWith(`${name} `))
+      expect(check).toMatch(/complete \((\d+)\/\1\)\s.*true/)
+      let left = 'socat'
+      for (const deadline = Date.now() + 10_000; left && Date.now() < deadline; ) {
+        await new Promise((r) => setTimeout(r, 100))
+        left = (await bed.exec(n1, ['pgrep', '-a', 'socat'])).stdout.trim()
+      }
+      expect(left, 'socat processes left on the node').toBe('')
+      await bed.ctr(n1, ['images', 'rm', '--sync', name])
     } finally {
       await sed('no', 'yes')
       await bed.stopSshd(n1)
