@@ -152,7 +152,7 @@ export class CtrNode implements ImageNode {
   }
 
   async importImage(options: NodeImportOptions): Promise<ImportResult> {
-    // ctr's own leases before it starts: those that appear during a failed import are its (below)
+    // the leases before ctr starts: its own is the one new lease after (CtrLeaseWatch), dropped if it fails
     const [plan, leasesBefore] = await Promise.all([this.planImport(options), this.leaseIds()])
     const {blobs, missing, base} = plan
     ;(options.onProgress ?? (() => undefined))({type: 'resolved', target: base.digest, manifest: base.manifest, platform: base.platform, blobs: blobs.length,
