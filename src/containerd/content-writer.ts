@@ -1,6 +1,6 @@
 import type {Duplex} from 'node:stream'
 import * as grpc from '@grpc/grpc-js'
-import type {Descriptor} from '../image/index.js'
+import {CORRUPT_SOURCE_HINT, type Descriptor} from '../image/index.js'
 import {DirectWriteFailed, DirectWriteSession} from './direct-write.js'
 import {ContainerdError, describeError, grpcCode} from './errors.js'
 import type {ContentClient} from './services.js'
@@ -61,6 +61,7 @@ export class SourceInterruptedError extends Error {
 
 /** The source's bytes do not match the descriptor (the partial ingest is discarded). */
 export class CorruptSourceError extends Error {
+  readonly hint = CORRUPT_SOURCE_HINT
   constructor(message: string) {
     super(message)
     this.name = 'CorruptSourceError'

@@ -1,5 +1,5 @@
 import {Readable} from 'node:stream'
-import {assertDigest, DigestHasher, sha256Digest, type Digest} from './digest.js'
+import {assertDigest, corruptSource, DigestHasher, sha256Digest, type Digest} from './digest.js'
 import {type ArchiveFiles, readDocument} from './archive-files.js'
 import {type ArchiveEntry, type Listing, nameCollector, type Opening, platformOf, printable} from './archive-listing.js'
 import {detectCompression, MediaType} from './media.js'
@@ -121,7 +121,7 @@ async function openDocker(tar: ArchiveFiles, entry: DockerManifestEntry, config:
       const blob = find(desc)
       if (blob.data) return blob.data
       const data = await tar.read(blob.entry!)
-      if (sha256Digest(data) !== desc.digest) throw new Error(`${label} is corrupt: blob ${desc.digest} does not match its digest`)
+      if (sha256Digest(data) !== desc.digest) throw corruptSource(`${label} is corrupt: blob ${desc.digest} does not match its digest`)
       return data
     },
     async openBlob(desc) {

@@ -1,4 +1,4 @@
-import {digestHex, sha256Digest, type Digest} from './digest.js'
+import {corruptSource, digestHex, sha256Digest, type Digest} from './digest.js'
 import {type ArchiveFiles, readDocument} from './archive-files.js'
 import {type ArchiveEntry, type Listing, nameCollector, platformOf, quoted} from './archive-listing.js'
 import {Annotation, documentKind, MAX_DOCUMENT_SIZE, parseConfig, parseIndex, parseManifest, type Descriptor, type ImageIndex} from './model.js'
@@ -80,14 +80,14 @@ function layoutBlobs(tar: ArchiveFiles, label: string): LayoutBlobs {
   const entryFor = (desc: Descriptor): TarEntry => {
     const entry = tar.resolve(blobPath(desc.digest))
     if (!entry) throw new Error(`${label} does not contain blob ${desc.digest} (${desc.mediaType})`)
-    if (entry.size !== desc.size) throw new Error(`${label} is corrupt: blob ${desc.digest} has ${entry.size} bytes, expected ${desc.size}`)
+    if (entry.size !== desc.size) throw corruptSource(`${label} is corrupt: blob ${desc.digest} has ${entry.size} bytes, expected ${desc.size}`)
     return entry
   }
   const readBlob = async (desc: Descriptor): Promise<Buffer> => {
     const entry = entryFor(desc)
     if (entry.size > MAX_DOCUMENT_SIZE) throw new Error(`${label}: blob ${desc.digest} is too large to read whole`)
     const data = await tar.read(entry)
-    if (sha256Digest(data) !== desc.digest) throw new Error(`${label} is corrupt: blob ${desc.digest} does not match its digest`)
+    if (sha256Digest(data) !== desc.digest) throw corruptSource(`${label} is corrupt: blob ${desc.digest} does not match its digest`)
     return data
   }
   return {entryFor, readBlob}

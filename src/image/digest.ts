@@ -61,14 +61,22 @@ export class VerifyingStream extends Transform {
   override _flush(done: TransformCallback): void {
     const size = this.hasher.size
     if (size !== this.expected.size) {
-      done(new Error(`${this.what} is corrupt: blob ${this.expected.digest} has ${size} bytes, expected ${this.expected.size}`))
+      done(corruptSource(`${this.what} is corrupt: blob ${this.expected.digest} has ${size} bytes, expected ${this.expected.size}`))
       return
     }
     const actual = this.hasher.digest()
     if (actual !== this.expected.digest) {
-      done(new Error(`${this.what} is corrupt: blob ${this.expected.digest} has digest ${actual}`))
+      done(corruptSource(`${this.what} is corrupt: blob ${this.expected.digest} has digest ${actual}`))
       return
     }
     done()
   }
+}
+
+/** What to do about a source whose blob is not what its digest says (the one hint for it). */
+export const CORRUPT_SOURCE_HINT = 'the image there is damaged: save, build or pull it again (e.g. `nerdctl -n k8s.io save -o FILE IMAGE`), then push again'
+
+/** The error for a source whose blob is not what its digest says. */
+export function corruptSource(message: string): Error & {hint: string} {
+  return Object.assign(new Error(message), {hint: CORRUPT_SOURCE_HINT})
 }

@@ -1,6 +1,7 @@
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {Readable} from 'node:stream'
+import {corruptSource} from './digest.js'
 
 /** One entry of a tar file: where its data lies, for random access later. */
 export interface TarEntry {
@@ -184,7 +185,7 @@ export async function indexTar(fd: number, file: string): Promise<TarIndex> {
     if (header.every((b) => b === 0)) return index
     if (!checksumOk(header)) {
       if (first) throw new Error(`${file} is not a tar archive (no valid tar header at the start)`)
-      throw new Error(`${file} is corrupt: bad tar header checksum at byte ${pos}`)
+      throw corruptSource(`${file} is corrupt: bad tar header checksum at byte ${pos}`)
     }
     first = false
     const typeflag = String.fromCharCode(header[156] || 0x30)

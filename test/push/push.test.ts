@@ -3,6 +3,7 @@ import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startBed, type Bed, type BedNode} from '../bed/bed.js'
+import {spoilBlob} from '../bed/archive-edit.js'
 import {changeLastLayer, makeImage, type ImageInfo, type MakeImageOptions} from '../bed/images.js'
 import {jsonResult, runCli} from './cli.js'
 
@@ -155,6 +156,19 @@ describe('sideload push on the real bed', () => {
     run = await runCli(['push', '--archive', garbage, '--host', `root@${node.ip}`, ...sshArgs()])
     expect(run.code).not.toBe(0)
     expect(run.stderr).toContain(garbage)
+    // a layer whose bytes do not match its digest, natively and through sudo ctr: named, with what to do
+    const good = path.join(dir, 'flip-source.tar')
+    const image = await makeImage({name: 'docker.io/sl-push/flip:1', layers: [{sizeBytes: 2 << 20, seed: 'flip'}], format: 'oci', out: good})
+    const flipped = path.join(dir, 'flipped.tar')
+    await spoilBlob(good, flipped, image.platforms[0].layerDigests.at(-1)!, 'flip')
+    run = await runCli(['push', '--archive', flipped, '--host', `root@${bed.nodes[2].ip}`, '--host', `${bed.nonRootUser}@${bed.nodes[2].ip}`, ...sshArgs(), '--json'])
+    expect(run.code).toBe(1)
+    const results = jsonResult(run.stdout).results
+    expect(results.map((r) => r.status)).toEqual(['failed', 'failed'])
+    for (const r of results) {
+      expect(r.error, r.node).toMatch(new RegExp(`${flipped} is corrupt: blob sha256:`))
+      expect(r.hint, r.node).toMatch(/save, build or pull it again/)
+    }
     run = await runCli(['push', 'docker.io/sl-push/nope:9', '--archive', base.out, '--host', `root@${node.ip}`, ...sshArgs()])
     expect(run.code).not.toBe(0)
     expect(run.stderr).toMatch(/nope:9/)
