@@ -1,18 +1,48 @@
 #!/usr/bin/env node
 import fs from 'node:fs'
 import module from 'node:module'
+import os from 'node:os'
+import path from 'node:path'
 import {PerformanceObserver} from 'node:perf_hooks'
 import v8 from 'node:v8'
 
 capYoungGeneration(4)
-// Node >= 22.1: V8's compiled code for the bundle and ssh2 kept on disk between runs (as tsc does;
-// in $NODE_COMPILE_CACHE, else <tmpdir>/node-compile-cache; NODE_DISABLE_COMPILE_CACHE=1 turns it off)
-module.enableCompileCache?.()
+enableCompileCache()
 // The bundle is what runs, always: oclif would otherwise look for TypeScript sources to run instead
 // when NODE_ENV is test or development (and warn on stderr that dist/bundle/ has none).
 globalThis.oclif = {...globalThis.oclif, enableAutoTranspile: false}
 // the bundle (scripts/bundle.mjs), after the cap: loading the modules is what grows it
 const {execute} = await import('../dist/bundle/index.js')
+
+/**
+ * Node >= 22.1: V8's compiled code for the bundle and ssh2 kept on disk between runs (as tsc does),
+ * in $XDG_CACHE_HOME/sideload/compile-cache (else ~/.cache/…), made 0700. Not Node's default,
+ * <tmpdir>/node-compile-cache: every user of the machine may create that, and Node checks neither
+ * who owns its directory nor who may write there; an entry is taken when it matches the source's
+ * size and CRC32, which whoever plants code for our bundle can make it do. So the cache is not
+ * used when its directory (or sideload/ above it) belongs to someone else or others may write to
+ * it. $NODE_COMPILE_CACHE (Node enables that one itself, before this runs) and
+ * NODE_DISABLE_COMPILE_CACHE=1 are left to Node. Node 20 has no compile cache: nothing to do.
+ */
+function enableCompileCache() {
+  if (!module.enableCompileCache || 'NODE_DISABLE_COMPILE_CACHE' in process.env || process.env.NODE_COMPILE_CACHE) return
+  const xdg = process.env.XDG_CACHE_HOME
+  const parent = path.join(xdg && path.isAbsolute(xdg) ? xdg : path.join(os.homedir(), '.cache'), 'sideload')
+  const dir = path.join(parent, 'compile-cache')
+  try {
+    fs.mkdirSync(dir, {recursive: true, mode: 0o700})
+    if (ownPrivateDir(parent) && ownPrivateDir(dir)) module.enableCompileCache(dir)
+  } catch {
+    // no home, or a read-only one: run without the cache
+  }
+}
+
+/** A directory (not a link) of this user's that no one else may write to. */
+function ownPrivateDir(dir) {
+  const st = fs.lstatSync(dir)
+  const uid = process.geteuid?.()
+  return st.isDirectory() && (uid === undefined || (st.uid === uid && (st.mode & 0o022) === 0))
+}
 
 /**
  * V8 grows its young generation to 2 × 16 MiB while the modules load and keeps it: ~30 MB of a

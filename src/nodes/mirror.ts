@@ -5,7 +5,7 @@
 // image before asking containerd to pull it; doctor reads the same files.
 import type {Duplex} from 'node:stream'
 import {parseReference} from '../image/index.js'
-import {SshError, type SshConnection} from '../ssh/index.js'
+import {describeTarget, SshError, type SshConnection, validateRemotePath} from '../ssh/index.js'
 import {readToml} from '../util/toml.js'
 
 /** A mirror a node's containerd pulls through: its address, and the registries (hosts.toml dirs) it serves. */
@@ -34,7 +34,7 @@ export function mirrorsOf(files: Map<string, string>): Mirror[] {
 
 /** A file's text as the SSH user reads it: undefined when it does not exist; throws when it cannot be read. */
 export async function nodeFileText(conn: SshConnection, file: string): Promise<string | undefined> {
-  const out = await conn.execCapture(['cat', file])
+  const out = await conn.execCapture(['cat', '--', file])
   if (out.code === 0) return out.stdout
   if (/no such file/i.test(out.stderr)) return undefined
   throw cannotRead(conn, file, out.stderr)
@@ -49,10 +49,27 @@ export function cannotRead(conn: SshConnection, file: string, stderr: string): S
 }
 
 /**
+ * containerd's registry config_path, as the node's config gives it, made a path for the node's
+ * `find`/`cat`: absolute, of plain characters (never taken for an option). Throws, naming the node
+ * and the value, when it is not: its mirror config is then not read.
+ */
+export function mirrorConfigPath(conn: SshConnection, configPath: string): string {
+  try {
+    return validateRemotePath(configPath)
+  } catch {
+    throw new SshError('invalid-argument', `the registry config_path of containerd on ${describeTarget(conn.target)} is ${JSON.stringify(configPath)}, not an absolute path of plain characters: its mirror config is not read`, {
+      hint: 'set config_path to an absolute path (e.g. "/etc/containerd/certs.d") in the CRI registry section of the node\'s containerd config',
+      target: conn.target.alias,
+    })
+  }
+}
+
+/**
  * The mirrors containerd asks for `registry` (its own hosts.toml, else `_default`'s). Throws when
  * there are none: its pulls would go to the registry itself.
  */
 export async function registryMirrors(conn: SshConnection, configPath: string, registry: string): Promise<Mirror[]> {
+  mirrorConfigPath(conn, configPath)
   for (const dir of [registry, '_default']) {
     const text = await nodeFileText(conn, `${configPath}/${dir}/hosts.toml`)
     if (text === undefined) continue

@@ -5,7 +5,7 @@ export type SshErrorCode =
   | 'timeout' // connect or handshake took too long
   | 'auth' // every authentication method was rejected
   | 'host-key-unknown' // the host key is in no known_hosts file
-  | 'host-key-changed' // known_hosts holds a different key of the same type: refused, always
+  | 'host-key-changed' // known_hosts holds other keys for the host (of this type or not): refused, always
   | 'host-key-revoked' // the key is marked @revoked
   | 'channel' // opening a channel (exec, streamlocal, forward) failed
   | 'command' // a remote command failed (exit code != 0 where success was required)

@@ -1,6 +1,7 @@
 // The host key check of one handshake: which key types to ask for (those known_hosts already has
-// for the host first, as ssh does), the verdict on the key the server shows (match; unknown →
-// recorded only with trust on first use; changed or revoked → refused), and the error that says so.
+// for the host first, as ssh does), the verdict on the key the server shows (match; a host
+// known_hosts has no key for → recorded only with trust on first use; a changed key, or one of
+// another type than those known for the host, or a revoked one → refused), and the error that says so.
 import * as path from 'node:path'
 import type {ConnectConfig} from 'ssh2'
 import {SshError} from './errors.js'
@@ -48,8 +49,8 @@ export function hostKeyVerifier(target: ResolvedTarget, opts: ConnectOptions, ho
   const keyHost = target.hostKeyAlias ?? target.host
   const entries = loadKnownHosts(readFiles)
 
-  // Prefer key types known_hosts already has for this host, as ssh does, so a host with
-  // several keys is not reported unknown just because another type was negotiated.
+  // Ask first for the key types known_hosts already has for this host, as ssh does, so a host with
+  // several keys shows one we know; a key of another type is then refused (checkHostKey).
   const known = knownKeyTypes(entries, keyHost, target.port).flatMap((t) => (t === 'ssh-rsa' ? ['rsa-sha2-512', 'rsa-sha2-256', 'ssh-rsa'] : [t]))
   const serverHostKey = [...new Set([...known, ...DEFAULT_SERVER_HOST_KEYS])].filter((t) =>
     (DEFAULT_SERVER_HOST_KEYS as readonly string[]).includes(t),
@@ -101,11 +102,9 @@ export function hostKeyVerifier(target: ResolvedTarget, opts: ConnectOptions, ho
 function hostKeyError(check: Exclude<HostKeyCheck, {status: 'match'}>, target: ResolvedTarget, writeFile: string): SshError {
   const who = describeTarget(target)
   if (check.status === 'unknown') {
-    const others = check.otherTypes.length
-      ? ` (known_hosts has only ${check.otherTypes.join(', ')} keys for it)`
-      : check.certAuthority
-        ? ` (${check.certAuthority.file}:${check.certAuthority.line} trusts a @cert-authority for it; host certificates are not supported, list the host key itself)`
-        : ''
+    const others = check.certAuthority
+      ? ` (${check.certAuthority.file}:${check.certAuthority.line} trusts a @cert-authority for it; host certificates are not supported, list the host key itself)`
+      : ''
     return new SshError(
       'host-key-unknown',
       `host key of ${who} is not known${others}: ${check.key.type} ${check.fingerprint}`,
@@ -126,7 +125,8 @@ function hostKeyError(check: Exclude<HostKeyCheck, {status: 'match'}>, target: R
   return new SshError(
     'host-key-changed',
     `HOST KEY OF ${who} HAS CHANGED — refusing to connect. ${check.key.type} key now ${check.fingerprint}, ` +
-      `known_hosts has ${check.previousFingerprint} (${check.previous.file}:${check.previous.line}). ` +
+      `known_hosts has ${check.sameType ? '' : `${check.previous.key.type} key `}${check.previousFingerprint} (${check.previous.file}:${check.previous.line})` +
+      `${check.sameType ? '' : `, and no ${check.key.type} key for it: the node showed none of the key types known for it`}. ` +
       'Someone could be intercepting the connection, or the node was reinstalled.',
     {
       hint: `only if you know the node's key changed: ssh-keygen -R '${check.host}' -f ${check.previous.file}, then connect again (with --trust-new-host-keys to record the new key)`,

@@ -29,8 +29,9 @@ export interface KnownHostEntry {
 
 export type HostKeyCheck =
   | {status: 'match'; fingerprint: string; entry: KnownHostEntry}
-  | {status: 'unknown'; fingerprint: string; key: HostKey; host: string; otherTypes: string[]; certAuthority?: KnownHostEntry}
-  | {status: 'changed'; fingerprint: string; key: HostKey; host: string; previous: KnownHostEntry; previousFingerprint: string}
+  | {status: 'unknown'; fingerprint: string; key: HostKey; host: string; certAuthority?: KnownHostEntry}
+  /** `sameType` false: known_hosts has keys for the host, none of the type it showed */
+  | {status: 'changed'; fingerprint: string; key: HostKey; host: string; previous: KnownHostEntry; previousFingerprint: string; sameType: boolean}
   | {status: 'revoked'; fingerprint: string; key: HostKey; host: string; entry: KnownHostEntry}
 
 /** The name a host is recorded under: `host` for port 22, `[host]:port` otherwise (as ssh does). */
@@ -142,13 +143,15 @@ export function checkHostKey(entries: readonly KnownHostEntry[], host: string, p
   if (revoked) return {status: 'revoked', fingerprint: fp, key, host: name, entry: revoked}
   const match = forHost.find((e) => e.marker === undefined && sameKey(e.key, key))
   if (match) return {status: 'match', fingerprint: fp, entry: match}
-  const previous = forHost.find((e) => e.marker === undefined && keyFamily(e.key.type) === keyFamily(key.type))
+  // A host known_hosts has any key for must show one of them: a key of another type is a changed
+  // key too, never a new one to record (else whoever answers for the host picks a type we lack).
+  const sameType = forHost.find((e) => e.marker === undefined && keyFamily(e.key.type) === keyFamily(key.type))
+  const previous = sameType ?? forHost.find((e) => e.marker === undefined)
   if (previous) {
-    return {status: 'changed', fingerprint: fp, key, host: name, previous, previousFingerprint: fingerprint(previous.key)}
+    return {status: 'changed', fingerprint: fp, key, host: name, previous, previousFingerprint: fingerprint(previous.key), sameType: sameType !== undefined}
   }
-  const otherTypes = [...new Set(forHost.filter((e) => e.marker === undefined).map((e) => e.key.type))]
   const certAuthority = entries.find((e) => e.marker === '@cert-authority' && hostFieldMatches(e.hosts, name))
-  return {status: 'unknown', fingerprint: fp, key, host: name, otherTypes, certAuthority}
+  return {status: 'unknown', fingerprint: fp, key, host: name, certAuthority}
 }
 
 /** Key types already recorded for a host, so the handshake can prefer them (as ssh does). */

@@ -73,10 +73,17 @@ describe('sideload build against a standalone buildkitd with a containerd worker
     // "this machine's containerd" is the target node's: a different daemon (UUID) than the worker's
     const res = await build({...base(), containerdAddress: `unix://${target.nodes[0].hostSocketPath}`, context: ctx, tags: ['elsewhere:1'], workDir: work} as BuildOptions)
     expect(res.location.kind).toBe('archive')
+    if (res.location.kind !== 'archive') return
+    // only this user may read it, in a directory only this user may enter
+    const dir = path.dirname(res.location.path)
+    expect(path.dirname(dir)).toBe(work)
+    expect(path.basename(dir)).toMatch(/^sideload-build-/)
+    expect((fs.statSync(res.location.path).mode & 0o777).toString(8)).toBe('600')
+    expect((fs.statSync(dir).mode & 0o777).toString(8)).toBe('700')
     const source = await res.openImageSource()
     await source.close()
     expect(await target.ctr(target.nodes[0], ['images', 'ls', '-q'])).not.toContain('elsewhere')
-    if (res.location.kind === 'archive') fs.rmSync(res.location.path, {force: true})
+    fs.rmSync(dir, {recursive: true, force: true})
   })
 
   it('the layers equal nerdctl build\'s for the same context; an unchanged rebuild uploads no file', async () => {

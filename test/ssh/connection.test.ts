@@ -166,6 +166,59 @@ describe('SSH connection to a real node', () => {
     expect(out).toContain(n2.hostKeyPub)
   })
 
+  it('refuses a host key of another type than the ones known for the node, even with trust on first use', async () => {
+    // known_hosts has an ecdsa key for node 2 (not its own); node 2's sshd has only an ed25519 key
+    const kh = path.join(tmp, 'known_hosts_other_type')
+    const ecdsa = path.join(tmp, 'other_ecdsa_host_key')
+    execFileSync('ssh-keygen', ['-q', '-t', 'ecdsa', '-N', '', '-f', ecdsa])
+    const known = fs.readFileSync(`${ecdsa}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')
+    fs.writeFileSync(kh, `${n2.ip} ${known}\n`)
+    const err = await expectSshError(connect(n2, {knownHostsPath: kh, trustOnFirstUse: true}), 'host-key-changed')
+    expect(err.message).toContain(`ssh-ed25519 key now ${fp(n2.hostKeyPub)}`)
+    expect(err.message).toContain(`known_hosts has ecdsa-sha2-nistp256 key ${fp(known)} (${kh}:1), and no ssh-ed25519 key for it`)
+    expect(err.hint).toContain(`ssh-keygen -R '${n2.ip}'`)
+    expect(fs.readFileSync(kh, 'utf8')).toBe(`${n2.ip} ${known}\n`)
+  })
+
+  it('asks a node with several host keys for the type known_hosts has, and refuses it when it has none of that type', async () => {
+    // a second sshd on node 1 (port 2222) with an ed25519 and an ecdsa host key; ssh2 would take ed25519 first
+    const dir = path.join(bed.nodeDir(n1), 'sshd-two-keys')
+    fs.mkdirSync(dir, {recursive: true})
+    const pub: Record<string, string> = {}
+    for (const type of ['ed25519', 'ecdsa']) {
+      const key = path.join(dir, `ssh_host_${type}_key`)
+      fs.rmSync(key, {force: true})
+      fs.rmSync(`${key}.pub`, {force: true})
+      execFileSync('ssh-keygen', ['-q', '-t', type, '-N', '', '-f', key])
+      pub[type] = fs.readFileSync(`${key}.pub`, 'utf8').split(' ').slice(0, 2).join(' ')
+    }
+    const config = path.join(dir, 'sshd_config')
+    fs.writeFileSync(config, [`ListenAddress ${n1.ip}:2222`, `HostKey ${dir}/ssh_host_ed25519_key`, `HostKey ${dir}/ssh_host_ecdsa_key`, 'PermitRootLogin prohibit-password',
+      'PasswordAuthentication no', 'KbdInteractiveAuthentication no', 'UsePAM no', 'AuthorizedKeysFile /etc/ssh/authorized_keys/%u', 'PidFile none', ''].join('\n'))
+    await bed.startDaemon(n1, 'sshd-two-keys', ['/usr/sbin/sshd', '-D', '-e', '-f', config], () => new Promise<boolean>((resolve) => {
+      const s = net.connect(2222, n1.ip, () => (s.destroy(), resolve(true)))
+      s.on('error', () => resolve(false))
+    }))
+    const knownHosts = (name: string, key: string): string => {
+      const kh = path.join(tmp, `known_hosts_two_keys_${name}`)
+      fs.writeFileSync(kh, `[${n1.ip}]:2222 ${key}\n`)
+      return kh
+    }
+    for (const [type, name] of [['ecdsa', 'ecdsa-sha2-nistp256'], ['ed25519', 'ssh-ed25519']]) {
+      const conn = await connect(`root@${n1.ip}:2222`, {knownHostsPath: knownHosts(type, pub[type])})
+      expect(conn.hostKey).toMatchObject({type: name, fingerprint: fp(pub[type]), recorded: false})
+      await conn.close()
+    }
+    // known_hosts has an rsa key for it, which the node does not have: refused, recorded nothing
+    const rsa = path.join(tmp, 'other_rsa_host_key')
+    execFileSync('ssh-keygen', ['-q', '-t', 'rsa', '-b', '2048', '-N', '', '-f', rsa])
+    const kh = knownHosts('rsa', fs.readFileSync(`${rsa}.pub`, 'utf8').split(' ').slice(0, 2).join(' '))
+    const before = fs.readFileSync(kh, 'utf8')
+    const err = await expectSshError(connect(`root@${n1.ip}:2222`, {knownHostsPath: kh, trustOnFirstUse: true}), 'host-key-changed')
+    expect(err.message).toContain('known_hosts has ssh-rsa key')
+    expect(fs.readFileSync(kh, 'utf8')).toBe(before)
+  })
+
   it('fails authentication clearly, naming the user and the keys tried', async () => {
     const err = await expectSshError(connect(n1, {identityFiles: [otherKey]}), 'auth')
     expect(err.message).toContain('authentication as root')

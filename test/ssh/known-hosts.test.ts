@@ -81,11 +81,16 @@ describe('known_hosts parsing and matching', () => {
     expect(r.fingerprint).toBe(fingerprint(ed2))
   })
 
-  it('treats a key of another type as unknown, naming the known types', () => {
+  it('treats a key of another type for a known host as changed, naming the key it has', () => {
     const entries = parseKnownHosts(`10.0.0.1 ${rsa.type} ${rsa.base64}\n`, '/kh')
     const r = checkHostKey(entries, '10.0.0.1', 22, ed)
-    expect(r).toMatchObject({status: 'unknown', otherTypes: ['ssh-rsa']})
+    expect(r).toMatchObject({status: 'changed', sameType: false, previous: {line: 1, key: {type: 'ssh-rsa'}}, previousFingerprint: fingerprint(rsa)})
     expect(knownKeyTypes(entries, '10.0.0.1', 22)).toEqual(['ssh-rsa'])
+    // a key of the same type that differs is the changed one named, before a key of another type
+    const both = parseKnownHosts(`10.0.0.1 ${rsa.type} ${rsa.base64}\n10.0.0.1 ${ed.type} ${ed.base64}\n`, '/kh')
+    expect(checkHostKey(both, '10.0.0.1', 22, ed2)).toMatchObject({status: 'changed', sameType: true, previous: {line: 2}})
+    // another host's keys do not count
+    expect(checkHostKey(entries, '10.0.0.2', 22, ed).status).toBe('unknown')
   })
 
   it('refuses a @revoked key even when another line accepts it', () => {

@@ -13,6 +13,7 @@ import {chooseExporter, inspectLocalContainerd, resolveBuilder, WORKER_EXECUTOR}
 import {locateImage, openImageSource, openImageStream} from './image.js'
 import type {BuildOptions, BuildOutput, BuildResult} from './options.js'
 import {frontendAttrs, solveRequest} from './request.js'
+import {createTemporaryArchive, removeTemporaryArchive, temporaryArchivePath} from './temp-archive.js'
 
 /** Build an image from a Dockerfile with BuildKit and say where it is. */
 export async function build(opts: BuildOptions): Promise<BuildResult> {
@@ -27,14 +28,15 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const model = new BuildProgressModel()
   try {
     const {worker, exporter, streamed} = await planExport(client, endpoint, opts)
-    const archivePath = streamed ? archivePathFor(opts) : undefined
+    const archivePath = streamed ? await archivePathFor(opts) : undefined
     if (archivePath && !opts.output?.path) tempArchive = archivePath
+    const temporary = tempArchive
     session = new BuildSession({
       dirs: {context, dockerfile: path.dirname(dockerfile)},
       sharedKey: sharedKeyFor(context),
       name: path.basename(context),
       secrets: opts.secrets,
-      exportSink: archivePath ? {open: () => fs.createWriteStream(archivePath)} : undefined,
+      exportSink: archivePath ? {open: () => (temporary ? createTemporaryArchive(archivePath) : fs.createWriteStream(archivePath))} : undefined,
     })
     await attachSession(session, client, endpoint, opts)
 
@@ -64,7 +66,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
   } catch (err) {
     // A half-written archive in our temp dir is useless; one the user named is left to them.
-    if (tempArchive) await fs.promises.rm(tempArchive, {force: true})
+    if (tempArchive) await removeTemporaryArchive(tempArchive)
     throw err
   } finally {
     session?.close()
@@ -93,11 +95,9 @@ async function planExport(client: BuildkitClient, endpoint: BuilderEndpoint, opt
   return {worker, ...chooseExporter(endpoint, opts, worker, local)}
 }
 
-/** Where a streamed archive goes: the output asked for, else a temporary file in workDir. */
-function archivePathFor(opts: BuildOptions): string {
-  return opts.output?.path
-    ? path.resolve(opts.output.path)
-    : path.join(opts.workDir ?? os.tmpdir(), `sideload-build-${crypto.randomBytes(6).toString('hex')}.tar`)
+/** Where a streamed archive goes: the output asked for, else a temporary file in a private directory under workDir. */
+async function archivePathFor(opts: BuildOptions): Promise<string> {
+  return opts.output?.path ? path.resolve(opts.output.path) : temporaryArchivePath(opts.workDir ?? os.tmpdir())
 }
 
 /** The session reaches dockerd through its `/session` endpoint (like buildx) unless Control.Session is asked for. */

@@ -6,7 +6,7 @@ import type {NodeTarget} from '../../nodes/index.js'
 import type {SshConnection} from '../../ssh/index.js'
 import {type AddCheck, type CheckStatus, hintOf, message, withTimeout} from './check.js'
 import {criConfig} from '../../containerd/index.js'
-import {cannotRead, mirrorsOf, nodeFileText, statusFromNode} from '../../nodes/mirror.js'
+import {cannotRead, mirrorConfigPath, mirrorsOf, nodeFileText, statusFromNode} from '../../nodes/mirror.js'
 
 export {mirrorsOf}
 
@@ -44,6 +44,11 @@ async function inspect(conn: SshConnection, timeoutMs: number): Promise<Finding>
     return {status: 'fail', detail: 'containerd discards layers after unpacking (discard_unpacked_layers = true): this node cannot serve an image to its peers',
       hint: `set discard_unpacked_layers = false in ${CONTAINERD_CONFIG} ([plugins.'io.containerd.cri.v1.images'] on containerd 2.x, [plugins."io.containerd.grpc.v1.cri".containerd] on 1.6/1.7) and restart containerd`}
   }
+  try {
+    mirrorConfigPath(conn, configPath)
+  } catch (err) {
+    return {status: 'fail', detail: message(err), hint: hintOf(err)}
+  }
   const hosts = await readHostsFiles(conn, configPath, timeoutMs)
   if ('unreadable' in hosts) return hosts.unreadable
   const mirrors = mirrorsOf(hosts.files)
@@ -76,7 +81,7 @@ async function readNodeFile(conn: SshConnection, file: string): Promise<{text?: 
 
 /** Every `<configPath>/<registry>/hosts.toml`, by registry directory. */
 async function readHostsFiles(conn: SshConnection, configPath: string, timeoutMs: number): Promise<{files: Map<string, string>} | {unreadable: Finding}> {
-  const list = await withTimeout(conn.execCapture(['find', configPath, '-mindepth', '2', '-maxdepth', '2', '-name', 'hosts.toml']), timeoutMs, `find ${configPath}`)
+  const list = await withTimeout(conn.execCapture(['find', '--', configPath, '-mindepth', '2', '-maxdepth', '2', '-name', 'hosts.toml']), timeoutMs, `find ${configPath}`)
   if (list.code !== 0 && !list.stdout.trim()) {
     if (/no such file/i.test(list.stderr)) {
       return {unreadable: {status: 'fail', detail: `the registry config_path ${configPath} does not exist: pulls never ask a mirror`,
