@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BuildFailedError, describeFailure} from '../buildkit/errors.js'
 import {createProgressRenderer, type ProgressMode as BuildProgressMode} from '../buildkit/progress.js'
 import {loadConfig} from '../config/config.js'
-import {buildFlags, builderChoice, keyValues, kubeFlags, nodeAccessFrom, parseSecrets, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {allNamespacesFlag, buildFlags, builderChoice, replaceFlag, keyValues, kubeFlags, nodeAccessFrom, parseSecrets, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
 import {type BuildAndPushResult, buildAndPush} from '../ops/build-and-push.js'
 import {describeExpose} from '../ops/expose.js'
 import {describeRestart, rerunWithRestart, restartErrors} from '../ops/restart/index.js'
@@ -47,8 +47,10 @@ A failed build pushes nothing.`
     platform: Flags.string({description: 'platform to build for, e.g. linux/arm64 (default: the node\'s when it differs from this machine\'s)'}),
     progress: Flags.string({description: 'progress output (on stderr)', options: ['auto', 'plain', 'tty', 'quiet'], default: 'auto'}),
     json: Flags.boolean({description: 'print the result as JSON on stdout'}),
+    replace: replaceFlag(),
     ...kubeFlags,
     ...restartFlag,
+    ...allNamespacesFlag,
     ...sshFlags,
   }
 
@@ -85,12 +87,14 @@ A failed build pushes nothing.`
           onStatus: renderer ? (u) => renderer.update(u) : undefined,
         },
         config,
+        replace: flags.replace,
         nodeFlags: nodeAccessFrom(flags),
         ssh: sshOptionsFrom(flags, config),
         reporter: createReporter(quiet ? 'quiet' : 'plain'),
         waitTimeoutMs: flags.timeout * 1000,
         exposePort: flags.expose,
         restart: flags.restart,
+        allNamespaces: flags['all-namespaces'],
         rerunWithRestart: rerunWithRestart(this.id ?? 'build-and-push', this.argv),
         signal: this.signal,
       })

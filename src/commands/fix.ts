@@ -66,7 +66,7 @@ Pods with imagePullPolicy Always (or a :latest tag without a policy) are explain
       config,
       access: {sshUser: flags['ssh-user'], sshPort: flags['ssh-port'], ...nodeAccessFrom(flags)},
       ssh: sshOptionsFrom(flags, config),
-      platform: flags.platform, jobs: flags.jobs, retries: flags.retries, p2p: p2pFrom(flags), pin: flags.pin, unpack: flags.unpack, restart: flags.restart,
+      platform: flags.platform, jobs: flags.jobs, retries: flags.retries, p2p: p2pFrom(flags), pin: flags.pin, replace: flags.replace, unpack: flags.unpack, restart: flags.restart,
       reporter: createReporter(flags.json ? 'quiet' : 'auto'),
       signal: this.signal,
     }
@@ -111,9 +111,18 @@ function transferJson(t: TransferResult): TransferResult {
   return {...t, push}
 }
 
-/** The --json result: as fix returns it, each hint once (on the rows), and the signal when one stopped it. */
+/**
+ * The --json result: as fix returns it, each hint once — a transfer's failure on its pods' rows, an
+ * image the source lacks on its diagnosis (which names the pods) — and the signal when one stopped it.
+ */
 export function fixJson(result: FixResult, signal: NodeJS.Signals | undefined): FixResult & {signal?: NodeJS.Signals} {
-  return {...result, transfers: result.transfers.map(transferJson), ...(signal ? {signal} : {})}
+  const saidInDiagnosis = new Set(result.diagnoses.flatMap((d) => (d.kind === 'not-in-source' ? [d.hint] : [])))
+  const rows = result.rows.map((r) => {
+    if (!r.hint || !saidInDiagnosis.has(r.hint)) return r
+    const {hint: _hint, ...row} = r
+    return row
+  })
+  return {...result, rows, transfers: result.transfers.map(transferJson), ...(signal ? {signal} : {})}
 }
 
 /** `90`, `90s`, `5m`, `1h`, `500ms` → milliseconds. */

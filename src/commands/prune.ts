@@ -10,11 +10,11 @@ import {durationMs, formatBytes, renderTable} from '../ui/format.js'
 export default class Prune extends SideloadCommand {
   static override summary = 'Free nodes of old images sideload pushed: the ones no pod on the node uses, keeping the newest of each repository.'
 
-  static override description = `Per node (in parallel), removes the images sideload pushed (sideload.dev/pushed-at label) that no pod on that node uses, oldest first, keeping the newest ${DEFAULT_KEEP} of each repository (--keep); with --older-than, only those pushed longer ago. Images sideload did not push are never touched. With the records go their pins, and containerd's GC frees the content no other image references: prune prints, per node, how much that is.
+  static override description = `Per node (in parallel), removes the images sideload pushed (its sideload.dev/digest label still names the record's target) that neither the node nor a pod bound to it uses, oldest first, keeping the newest ${DEFAULT_KEEP} of each repository (--keep); with --older-than, only those pushed longer ago. Images sideload did not push are never touched, nor what the node needs: its containerd's sandbox (pause) image, the image of any container on it (running or stopped), the image of any pod bound to it (pending too). With the records go their pins, and containerd's GC frees the content no other image references: prune prints, per node, how much that is.
 
 It also drops what interrupted pushes left (their leases and partial blobs, as \`sideload doctor\` shows them).
 
-Pods are checked for nodes named through the cluster (--node, --pod, --all-nodes, --node-selector); a node named by --host is left alone unless --force. --dry-run prints what would go and changes nothing.`
+Pods are checked for nodes named through the cluster (--node, --pod, --all-nodes, --node-selector); a node named by --host is left alone unless --force (its own containers and sandbox image are still kept). --dry-run prints what would go and changes nothing.`
 
   static override examples = [
     {description: 'What would go on every node of the cluster', command: '<%= config.bin %> prune --all-nodes --dry-run'},
@@ -25,7 +25,7 @@ Pods are checked for nodes named through the cluster (--node, --pod, --all-nodes
     keep: Flags.integer({description: `keep the newest N images sideload pushed of each repository (default ${DEFAULT_KEEP})`, min: 0, default: DEFAULT_KEEP}),
     'older-than': Flags.string({description: 'only images pushed longer ago than this (e.g. 12h, 7d)'}),
     'dry-run': Flags.boolean({description: 'print what would be removed; change nothing'}),
-    force: Flags.boolean({description: 'prune nodes named by --host too, where sideload cannot see which pods use an image'}),
+    force: Flags.boolean({description: 'prune nodes named by --host too, where sideload cannot see which pods use an image (the node\'s own containers and sandbox image are still kept)'}),
     json: Flags.boolean({description: 'print one result line of JSON on stdout'}),
     jobs: Flags.integer({char: 'j', description: 'nodes to work on in parallel', default: 4, min: 1}),
     ...sshFlags,

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
+import {allNamespacesFlag, localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
 import {p2pFallbacks, push, type PushOptions, type PushResult} from '../ops/push.js'
 import {reopenable} from '../ops/push-workers.js'
 import type {RestartReport, StalePod} from '../ops/restart/index.js'
@@ -44,6 +44,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
     json: Flags.boolean({description: 'print NDJSON progress events and a final result line on stdout'}),
     progress: Flags.string({description: 'progress output', options: ['auto', 'plain', 'tty', 'json', 'quiet'], default: 'auto'}),
     ...restartFlag,
+    ...allNamespacesFlag,
     ...sshFlags,
     ...targetFlags('push to'),
   }
@@ -55,9 +56,9 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
   async run(): Promise<void> {
     const {argv, flags} = await this.parse(Push)
     const images = argv as string[]
-    if (flags.namespace !== undefined && !flags.pod?.length) {
+    if (flags.namespace !== undefined && !flags.pod?.length && !flags.restart) {
       // --namespace used to name the local containerd's namespace; it is the Kubernetes one now, as in kubectl
-      this.logToStderr('warning: -n/--namespace is the Kubernetes namespace of --pod and has no effect here; the local containerd\'s namespace is --containerd-namespace')
+      this.logToStderr('warning: -n/--namespace is the Kubernetes namespace of --pod and of the pods --restart restarts, not the local containerd\'s: that is --containerd-namespace')
     }
     requireTargets(flags, 'no nodes to push to')
     const source = sourceFromFlags({archive: flags.archive, containerdAddress: flags['containerd-address'], containerdNamespace: flags['containerd-namespace']})
@@ -75,6 +76,7 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       platform: flags.platform,
       jobs: flags.jobs,
       pin: flags.pin,
+      replace: flags.replace,
       unpack: flags.unpack,
       retries: flags.retries,
       workers: flags.workers,
@@ -94,9 +96,10 @@ When the SSH user can open the containerd socket (root, or its group) sideload t
       // loaded only here: the Kubernetes client is ~70 MB of a push's peak RSS and ~0.4 s of its start-up
       const r = await import('../ops/restart/index.js')
       const pushed = r.pushedDigests(result.results, await r.nodeNamesOf(client, nodes))
-      if (flags.restart) restart = await r.restartStalePods({client, pushed, pushMore: r.pushMoreWith(client, base, config, nodeAccessFrom(flags)), signal: this.signal})
+      const namespace = flags['all-namespaces'] ? undefined : client.namespace
+      if (flags.restart) restart = await r.restartStalePods({client, pushed, namespace, pushMore: r.pushMoreWith(client, base, config, nodeAccessFrom(flags)), signal: this.signal})
       // only a warning: a cluster that does not let us list pods still got its push
-      else stale = await r.stalePods(client, pushed).catch(() => [])
+      else stale = await r.stalePods(client, pushed, namespace).catch(() => [])
       said = {warning: r.staleWarning(stale, r.rerunWithRestart(this.id ?? 'push', this.argv)), lines: restart ? r.describeRestart(restart) : [], errors: restart ? r.restartErrors(restart) : []}
     }
     const warning = said.warning

@@ -7,11 +7,11 @@ import {errorJson, renderError} from '../ui/errors.js'
 import {formatBytes, renderTable} from '../ui/format.js'
 
 export default class Rm extends SideloadCommand {
-  static override summary = 'Remove images from nodes (the pin goes with them): only the ones sideload pushed, never one a pod uses.'
+  static override summary = 'Remove images from nodes (the pin goes with them): only the ones sideload pushed, never one the node or a pod uses.'
 
   static override description = `Per node (in parallel), deletes the image's record in the node's containerd (namespace k8s.io), and its repo@sha256:… and sha256:<id> records where no other image shares them; with the record goes the pin, and containerd's GC frees the content nothing else references.
 
-It refuses an image a pod on that node uses (naming the pod; --force removes it anyway) and an image sideload did not push (no sideload.dev/pushed-at label; --any removes it anyway). Pods are checked for nodes named through the cluster (--node, --pod, --all-nodes, --node-selector); a node named by --host needs --force. Each node is done on its own: one that fails or refuses does not stop the others, and the exit code is 1.`
+It never removes what the node needs, --force or not: its containerd's sandbox (pause) image, the image of any container on it (running or stopped), the image of a pod bound to it (pending too; naming the pod). It refuses an image sideload did not push (--any removes it anyway). Pods are checked for nodes named through the cluster (--node, --pod, --all-nodes, --node-selector); a node named by --host needs --force, and then only its own containers are checked. Each node is done on its own: one that fails or refuses does not stop the others, and the exit code is 1.`
 
   static override examples = [
     {description: 'Remove an image from every node of the cluster that has it', command: '<%= config.bin %> rm myapp:1.0 --all-nodes'},
@@ -26,7 +26,7 @@ It refuses an image a pod on that node uses (naming the pod; --force removes it 
   }
 
   static override flags = {
-    force: Flags.boolean({description: 'remove it even when a pod on the node uses it, or when its pods cannot be checked (a node named by --host)'}),
+    force: Flags.boolean({description: 'remove it from a node named by --host, whose pods cannot be checked (its own containers and sandbox image still are)'}),
     any: Flags.boolean({description: 'remove images sideload did not push, too'}),
     json: Flags.boolean({description: 'print one result line of JSON on stdout'}),
     jobs: Flags.integer({char: 'j', description: 'nodes to work on in parallel', default: 4, min: 1}),

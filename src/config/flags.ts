@@ -19,7 +19,7 @@ import {expandHome} from './config.js'
 export const sshFlags = {
   'ssh-key': Flags.string({description: 'private key to try first (repeatable; ssh-agent and ~/.ssh/config keys are used too)', multiple: true, multipleNonGreedy: true}),
   'known-hosts': Flags.string({description: 'known_hosts file to check host keys against (default: ~/.ssh/known_hosts and UserKnownHostsFile)'}),
-  'trust-new-host-keys': Flags.boolean({description: 'record the host key of a node seen for the first time (a changed key is always refused)'}),
+  'trust-new-host-keys': Flags.boolean({description: 'record the host key of a node seen for the first time (a host known by any key, of any type, must match it: a changed key is always refused)'}),
   'ssh-config': Flags.string({description: 'ssh_config file (default: ~/.ssh/config)'}),
   'containerd-socket': Flags.string({description: 'containerd socket on the nodes (default: detected among /run/containerd, /run/k3s/containerd, microk8s)'}),
   snapshotter: Flags.string({description: 'snapshotter to unpack into on the nodes (default: what the node\'s CRI uses)'}),
@@ -59,9 +59,14 @@ export function targetFlags(to: string) {
     pod: Flags.string({description: `${to} the node this pod is scheduled on (repeatable)`, multiple: true, multipleNonGreedy: true}),
     'all-nodes': Flags.boolean({description: `${to} every node of the cluster`}),
     'node-selector': Flags.string({description: `${to} the nodes with these labels (k=v[,k2=v2])`}),
-    namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
+    namespace: Flags.string({char: 'n', description: 'Kubernetes namespace of --pod, and of the pods --restart restarts (default: the context\'s)', aliases: ['pod-namespace'], deprecateAliases: true}),
     ...kubeFlags,
   }
+}
+
+/** --replace (push, fix, build-and-push): see record-owner.ts. */
+export function replaceFlag() {
+  return Flags.boolean({description: "overwrite a node's image record of the same name that sideload did not write (a registry pull, ctr or nerdctl import): it is refused without this, and left as it is when it holds the same image"})
 }
 
 /** How push and fix send an image to the nodes (ops/push.ts PushOptions). */
@@ -70,6 +75,7 @@ export const pushFlags = {
   jobs: Flags.integer({char: 'j', description: 'nodes to push to in parallel', default: 4, min: 1}),
   pin: Flags.boolean({description: 'label the image io.cri-containerd.pinned=pinned so kubelet GC keeps it', default: true, allowNo: true}),
   unpack: Flags.boolean({description: 'unpack on the node now instead of at first container start', default: true, allowNo: true}),
+  replace: replaceFlag(),
   retries: Flags.integer({description: 'reconnect and resume this many times when a node\'s connection drops', default: 3, min: 0}),
 }
 
@@ -90,7 +96,12 @@ export function p2pFrom(flags: {p2p?: string; seeds?: number}): P2pOptions | und
 
 /** --restart, as push, fix and build-and-push take it (src/ops/restart/). */
 export const restartFlag = {
-  restart: Flags.boolean({description: 'restart the running pods on those nodes whose image is now older than the one pushed: owners rolled out as `kubectl rollout restart` does, a bare pod created again from its own spec on its node'}),
+  restart: Flags.boolean({description: 'restart the running pods of the namespace (-n, else the context\'s; -A: every namespace) on those nodes whose image is now older than the one pushed: owners rolled out as `kubectl rollout restart` does, another owner\'s pods evicted (PodDisruptionBudgets hold), a bare pod created again from its own spec on its node; a Job\'s pods are left alone'}),
+}
+
+/** -A as kubectl takes it, for push and build-and-push: which pods --restart restarts (and the warning without it names). */
+export const allNamespacesFlag = {
+  'all-namespaces': Flags.boolean({char: 'A', description: 'with --restart: the pods of every namespace, not only -n\'s (or the context\'s)', exclusive: ['namespace']}),
 }
 
 /** The Dockerfile and builder flags `build` and `build-and-push` share. */

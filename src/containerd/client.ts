@@ -20,6 +20,7 @@ const PROTO_FILES = [
   'containerd/services/leases/v1/leases.proto',
   'containerd/services/snapshots/v1/snapshots.proto',
   'containerd/services/diff/v1/diff.proto',
+  'containerd/services/containers/v1/containers.proto',
 ]
 
 /**
@@ -141,6 +142,7 @@ export class ContainerdClient {
       leases: make('leases'),
       snapshots: make('snapshots'),
       diff: make('diff'),
+      containers: make('containers'),
     }
   }
 
@@ -311,6 +313,12 @@ export class ContainerdClient {
       if (isNotFound(err)) return undefined
       throw err
     }
+  }
+
+  /** Every container in the namespace (the CRI's containers and sandboxes in k8s.io) with the image it was created from. */
+  async containerList(): Promise<{id: string; image: string}[]> {
+    const res = await this.unary('containers.List', {filters: []})
+    return res.containers.map((c) => ({id: c.id, image: c.image}))
   }
 
   async imageList(filters: string[] = []): Promise<ImageRecord[]> {

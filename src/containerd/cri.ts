@@ -51,11 +51,28 @@ export class CriClient {
    * The snapshotter named in the CRI plugin's verbose status config: `containerd.snapshotter`
    * on containerd 1.6/1.7; undefined on 2.x, whose status no longer shows the image settings.
    */
-  configuredSnapshotter(): Promise<string | undefined> {
+  async configuredSnapshotter(): Promise<string | undefined> {
+    return snapshotterFromConfig(await this.statusConfig())
+  }
+
+  /** The sandbox (pause) image named in the verbose status config: `sandboxImage` on 1.6/1.7; undefined on 2.x (its images plugin keeps it). */
+  async configuredSandboxImage(): Promise<string | undefined> {
+    let config: unknown
+    try {
+      config = JSON.parse((await this.statusConfig()) ?? '')
+    } catch {
+      return undefined
+    }
+    const image = (config as {sandboxImage?: unknown} | null)?.sandboxImage
+    return typeof image === 'string' && image ? image : undefined
+  }
+
+  /** The CRI plugin's configuration as its verbose status shows it (JSON). */
+  private statusConfig(): Promise<string | undefined> {
     return new Promise((resolve, reject) => {
       this.runtime.Status({verbose: true}, (err, res) => {
         if (err || !res) return reject(describeError(err ?? new Error('no reply'), 'cri.Status', this.displayName))
-        resolve(snapshotterFromConfig(res.info.config))
+        resolve(res.info.config)
       })
     })
   }

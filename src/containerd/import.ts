@@ -21,7 +21,8 @@ import type {ContainerdClient, ContentInfo, ImageRecord} from './client.js'
 import {SourceInterruptedError} from './content-writer.js'
 import {mapLimit} from '../util/async.js'
 import {grpcCode, isAlreadyExists} from './errors.js'
-import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, type Provenance} from './labels.js'
+import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, originOf, type Provenance} from './labels.js'
+import {decideRecord, type RecordDecision} from './record-owner.js'
 import {LEASE_IMAGE_LABEL} from './labels.js'
 import {snapshotGcLabel, type UnpackEvent, unpackImage} from './unpack.js'
 
@@ -49,6 +50,12 @@ export interface ImportImageOptions {
   pin?: boolean
   /** Label the record as sideload's: when and from where (labels.ts). */
   provenance?: Provenance
+  /**
+   * Overwrite (or, holding the same image, adopt) a record of this name that is not sideload's.
+   * Without it such a record is refused when it holds other content (RecordNotOursError) and
+   * left exactly as it is when it holds this image (record-owner.ts).
+   */
+  replace?: boolean
   /** Unpack into the snapshotter now instead of on first container start. */
   unpack?: boolean
   onProgress?: (event: ImportEvent) => void
@@ -91,6 +98,8 @@ export interface ImportResult {
   blobsSent: number
   blobsSkipped: number
   unpacked: boolean
+  /** The node's record of this name holds this image but is not sideload's: it was left as it is (who wrote it, in words). */
+  kept?: string
 }
 
 /** The ingest ref of a blob: stable, so a re-run after an interruption resumes where the node stopped. */
@@ -110,6 +119,8 @@ interface ImportPlan {
   existing: Map<Digest, ContentInfo>
   missing: Descriptor[]
   record: ImageRecord | undefined
+  /** what this push may do with `record` (record-owner.ts) */
+  decision: RecordDecision
   snapshotter: string
   unpack: boolean
   recordLabels: Record<string, string>
@@ -124,6 +135,7 @@ async function planImport(client: ContainerdClient, options: ImportImageOptions)
   const [record, infos] = await Promise.all([client.imageGet(name), mapLimit(blobs, 8, (b) => client.contentInfo(b.digest))])
   const existing = new Map<Digest, ContentInfo>()
   infos.forEach((info, i) => info && existing.set(blobs[i].digest, info))
+  const decision = decideRecord(record, image.target.digest, options.replace ?? false) // before anything is written
   return {
     name,
     digestName: options.digestRecord === false || ref.digest ? undefined : `${ref.repository}@${image.target.digest}`,
@@ -132,9 +144,10 @@ async function planImport(client: ContainerdClient, options: ImportImageOptions)
     existing,
     missing: blobs.filter((b) => !existing.has(b.digest)),
     record,
+    decision,
     snapshotter: options.snapshotter ?? 'overlayfs',
     unpack: options.unpack ?? false,
-    recordLabels: imageRecordLabels({pin: options.pin ?? false, provenance: options.provenance}),
+    recordLabels: imageRecordLabels({digest: image.target.digest, pin: options.pin ?? false, provenance: options.provenance}),
     base: {name, digest: image.target.digest, manifest: image.manifest.digest, platform: formatPlatform(image.platform)},
   }
 }
@@ -167,8 +180,8 @@ async function labelExistingBlobs(client: ContainerdClient, plan: ImportPlan): P
   }
 }
 
-/** An image the node has: only labels (GC references, pin, provenance) and the digest record are brought up to date. */
-async function refreshRecords(client: ContainerdClient, plan: ImportPlan): Promise<void> {
+/** An image the node has under a record of ours: only labels (GC references, pin, provenance) and the digest record are brought up to date. */
+async function refreshRecords(client: ContainerdClient, plan: ImportPlan, replace: boolean): Promise<void> {
   const {record, recordLabels, digestName, image} = plan
   await labelExistingBlobs(client, plan)
   if (record && !hasRecordLabels(record.labels, recordLabels)) {
@@ -177,7 +190,7 @@ async function refreshRecords(client: ContainerdClient, plan: ImportPlan): Promi
   if (digestName) {
     const digestRecord = await client.imageGet(digestName)
     if (!digestRecord || digestRecord.target.digest !== image.target.digest || !hasRecordLabels(digestRecord.labels, recordLabels)) {
-      await putRecord(client, digestName, image.target, recordLabels, digestRecord)
+      await putRecord(client, digestName, image.target, recordLabels, digestRecord, replace)
     }
   }
 }
@@ -234,11 +247,17 @@ export async function importImage(client: ContainerdClient, options: ImportImage
     missingBytes: missing.reduce((n, b) => n + b.size, 0),
   })
 
+  const upToDate = {...base, upToDate: true, sentBytes: 0, skippedBytes: blobs.reduce((n, b) => n + b.size, 0), blobsSent: 0, blobsSkipped: blobs.length, unpacked: plan.unpack}
+  if (plan.decision === 'keep') {
+    // another's record of this very image: nothing of it is touched (labels, pin, blobs, snapshots)
+    emit({type: 'image-record', name: plan.name, action: 'unchanged'})
+    return {...upToDate, kept: originOf(plan.record!)}
+  }
   if (await alreadyThere(client, plan)) {
-    await refreshRecords(client, plan)
+    await refreshRecords(client, plan, options.replace ?? false)
     for (const b of blobs) emit({type: 'blob-skipped', digest: b.digest, mediaType: b.mediaType, size: b.size})
     emit({type: 'image-record', name: plan.name, action: 'unchanged'})
-    return {...base, upToDate: true, sentBytes: 0, skippedBytes: blobs.reduce((n, b) => n + b.size, 0), blobsSent: 0, blobsSkipped: blobs.length, unpacked: plan.unpack}
+    return upToDate
   }
 
   const leaseMs = options.leaseExpiresInMs ?? 60 * 60 * 1000
@@ -275,28 +294,37 @@ export async function importImage(client: ContainerdClient, options: ImportImage
 
     // The name@digest record first (as a CRI pull makes it: RepoDigests, `image: x@sha256:…`), the named record last.
     const target: Descriptor = {mediaType: image.target.mediaType, digest: image.target.digest, size: image.target.size}
-    if (plan.digestName) await putRecord(client, plan.digestName, target, plan.recordLabels, await client.imageGet(plan.digestName))
-    const action = await putRecord(client, plan.name, target, plan.recordLabels, plan.record)
-    emit({type: 'image-record', name: plan.name, action})
+    const replace = options.replace ?? false
+    if (plan.digestName) await putRecord(client, plan.digestName, target, plan.recordLabels, await client.imageGet(plan.digestName), replace)
+    const action = await putRecord(client, plan.name, target, plan.recordLabels, plan.record, replace)
+    emit({type: 'image-record', name: plan.name, action: action === 'kept' ? 'unchanged' : action})
     // Count only what went over the wire.
-    return {...base, upToDate: false, sentBytes: transfer.sentBytes, skippedBytes, blobsSent: missing.length, blobsSkipped: blobs.length - missing.length, unpacked: plan.unpack}
+    return {...base, upToDate: false, sentBytes: transfer.sentBytes, skippedBytes, blobsSent: missing.length, blobsSkipped: blobs.length - missing.length, unpacked: plan.unpack,
+      ...(action === 'kept' ? {kept: 'written meanwhile by another, with this image'} : {})}
   } finally {
     if (!keepLease) await client.leaseDelete(lease).catch(() => undefined)
   }
 }
 
-/** Point an image record at `target` (Update when it exists, else Create; a racing Create becomes an Update). */
-async function putRecord(client: ContainerdClient, name: string, target: Descriptor, labels: Record<string, string>, existing: ImageRecord | undefined): Promise<'created' | 'updated'> {
+/**
+ * Point an image record at `target`: Create when there is none, Update one that is ours (or
+ * `replace`). A record that is not ours is left as it is when it holds `target` ('kept'), else
+ * refused (RecordNotOursError) — also when another writer created it since the plan looked.
+ */
+async function putRecord(client: ContainerdClient, name: string, target: Descriptor, labels: Record<string, string>, existing: ImageRecord | undefined, replace: boolean): Promise<'created' | 'updated' | 'kept'> {
   const plain: Descriptor = {mediaType: target.mediaType, digest: target.digest, size: target.size}
   const paths = ['target', ...Object.keys(labels).map((k) => `labels.${k}`)]
-  if (!existing) {
+  let record = existing
+  if (!record) {
     try {
       await client.imageCreate({name, target: plain, labels})
       return 'created'
     } catch (err) {
       if (!isAlreadyExists(err)) throw err
+      record = await client.imageGet(name)
     }
   }
+  if (record && decideRecord(record, target.digest, replace) === 'keep') return 'kept'
   await client.imageUpdate({name, target: plain, labels}, paths)
   return 'updated'
 }

@@ -11,6 +11,13 @@ export const CRI_PINNED_LABEL = 'io.cri-containerd.pinned'
 export const PUSHED_AT_LABEL = 'sideload.dev/pushed-at'
 /** Where the image came from: `archive:/abs/file.tar`, `containerd`, `docker`, `build`. */
 export const SOURCE_LABEL = 'sideload.dev/source'
+/**
+ * The target digest sideload wrote into the record. A record is sideload's only while its target is
+ * still that digest: a registry pull or `ctr images import` of the same name later points it
+ * elsewhere and keeps the labels it finds (the CRI updates the target and its own label only), so
+ * pushed-at alone would claim content sideload never sent.
+ */
+export const DIGEST_LABEL = 'sideload.dev/digest'
 
 /** containerd refuses a label whose key and value together exceed 4096 bytes; ours stay far below. */
 const MAX_VALUE = 1024
@@ -37,9 +44,9 @@ export function labelValue(text: string): string {
   return encoded.length <= MAX_VALUE ? encoded : `…${encoded.slice(encoded.length - MAX_VALUE + 1)}`
 }
 
-/** The labels of an image record sideload writes. */
-export function imageRecordLabels(options: {pin: boolean; provenance?: Provenance}): Record<string, string> {
-  const labels: Record<string, string> = {[CRI_MANAGED_LABEL]: 'managed'}
+/** The labels of an image record sideload writes, pointing at `digest`. */
+export function imageRecordLabels(options: {digest: string; pin: boolean; provenance?: Provenance}): Record<string, string> {
+  const labels: Record<string, string> = {[CRI_MANAGED_LABEL]: 'managed', [DIGEST_LABEL]: options.digest}
   if (options.pin) labels[CRI_PINNED_LABEL] = 'pinned'
   if (options.provenance) {
     labels[PUSHED_AT_LABEL] = rfc3339(options.provenance.pushedAt ?? new Date())
@@ -52,7 +59,26 @@ export function isPinned(labels: Record<string, string>): boolean {
   return labels[CRI_PINNED_LABEL] === 'pinned'
 }
 
-/** When sideload pushed the record, or undefined for a record sideload did not write. */
+/** An image record as ownership needs it: its target and labels. */
+export interface OwnedRecord {
+  name: string
+  target: {digest: string}
+  labels: Record<string, string>
+}
+
+/** Whether sideload wrote this record and it still points at what sideload wrote (DIGEST_LABEL). */
+export function isOurs(record: OwnedRecord): boolean {
+  return record.labels[DIGEST_LABEL] === record.target.digest
+}
+
+/** Who wrote a record that is not sideload's, in words, for errors and `images`. */
+export function originOf(record: OwnedRecord): string {
+  if (record.labels[DIGEST_LABEL]) return 'pushed by sideload, then pointed at other content (a registry pull, ctr or nerdctl)'
+  if (record.labels[PUSHED_AT_LABEL]) return 'labelled by an earlier sideload that did not record what it wrote'
+  return 'not written by sideload (a registry pull, ctr or nerdctl)'
+}
+
+/** When sideload pushed the record (its pushed-at label); callers check isOurs first. */
 export function pushedAt(labels: Record<string, string>): Date | undefined {
   const value = labels[PUSHED_AT_LABEL]
   const ms = value ? Date.parse(value) : Number.NaN

@@ -2,6 +2,7 @@
 // @grpc/proto-loader's type generator (scripts/gen-protos.sh → src/grpc/generated/, git-ignored),
 // so a request or a reply that does not match the .proto is a compile error, not a cast.
 import type * as grpc from '@grpc/grpc-js'
+import type {ContainersClient} from '../grpc/generated/containerd/services/containers/v1/Containers.js'
 import type {ContentClient} from '../grpc/generated/containerd/services/content/v1/Content.js'
 import type {DiffClient} from '../grpc/generated/containerd/services/diff/v1/Diff.js'
 import type {ImagesClient} from '../grpc/generated/containerd/services/images/v1/Images.js'
@@ -21,6 +22,7 @@ export interface ContainerdServices {
   leases: LeasesClient
   snapshots: SnapshotsClient
   diff: DiffClient
+  containers: ContainersClient
 }
 
 /** The proto package path of each service. */
@@ -32,6 +34,7 @@ export const SERVICE_NAMES: Record<keyof ContainerdServices, string> = {
   leases: 'containerd.services.leases.v1.Leases',
   snapshots: 'containerd.services.snapshots.v1.Snapshots',
   diff: 'containerd.services.diff.v1.Diff',
+  containers: 'containerd.services.containers.v1.Containers',
 }
 
 // A generated unary method has four overloads; TypeScript infers from the last: (argument, callback).

@@ -18,6 +18,11 @@ export function assertDigest(value: unknown, what: string): Digest {
   return value
 }
 
+/** `sha256:` and the first 12 hex digits, as docker, nerdctl and `sideload images` show a digest. */
+export function shortDigest(digest: Digest): string {
+  return digest.slice(0, 'sha256:'.length + 12)
+}
+
 export function digestHex(digest: Digest): string {
   return digest.slice('sha256:'.length)
 }

@@ -13,11 +13,14 @@ export const API_ACCESS = {
 /**
  * What only `--restart` (push, fix, build-and-push) calls, by API group ('' is core): a bare pod is
  * deleted and created again from its own spec; an owner is rolled out as `kubectl rollout restart`
- * does it (its pod template patched), a Deployment found through its pods' ReplicaSet.
+ * does it (its pod template patched), a Deployment found through its pods' ReplicaSet; a pod of
+ * another owner is evicted (`pods/eviction`, so PodDisruptionBudgets hold) for its owner to create
+ * again; a Job's pod is left alone, its Job read only to name the CronJob that runs it.
  */
 export const RESTART_ACCESS = {
-  '': {pods: ['create', 'delete']},
+  '': {pods: ['create', 'delete'], 'pods/eviction': ['create']},
   apps: {deployments: ['patch'], statefulsets: ['patch'], daemonsets: ['patch'], replicasets: ['get']},
+  batch: {jobs: ['get']},
 } as const
 
 export type RestartGroup = keyof typeof RESTART_ACCESS

@@ -1,6 +1,6 @@
 import {
-  AppsV1Api, CoreV1Api, PatchStrategy, setHeaderOptions,
-  type CoreV1Event, type V1Node, type V1Pod, type V1ReplicaSet, type V1Service,
+  AppsV1Api, BatchV1Api, CoreV1Api, PatchStrategy, setHeaderOptions,
+  type CoreV1Event, type V1Job, type V1Node, type V1Pod, type V1ReplicaSet, type V1Service,
 } from '@kubernetes/client-node'
 import {API_ACCESS, RESTART_ACCESS, type ApiResource, type ApiVerb, type RestartGroup, type RestartResource} from './access.js'
 import {type KubeTarget, type KubeTargetOptions, loadKubeTarget} from './config.js'
@@ -24,10 +24,12 @@ export const RESTARTED_AT_ANNOTATION = 'kubectl.kubernetes.io/restartedAt'
 export class KubeClient {
   readonly core: CoreV1Api
   readonly apps: AppsV1Api
+  readonly batch: BatchV1Api
 
   constructor(readonly target: KubeTarget) {
     this.core = target.config.makeApiClient(CoreV1Api)
     this.apps = target.config.makeApiClient(AppsV1Api)
+    this.batch = target.config.makeApiClient(BatchV1Api)
   }
 
   static load(opts: KubeTargetOptions = {}): KubeClient {
@@ -90,6 +92,19 @@ export class KubeClient {
   async deletePod(name: string, namespace: string, uid?: string): Promise<void> {
     await this.callRestart('', 'pods', 'delete', name, namespace, () => this.core.deleteNamespacedPod({name, namespace,
       body: uid ? {preconditions: {uid}} : undefined}))
+  }
+
+  /**
+   * Evicts the pod (policy/v1 Eviction) if it is still the one with this uid: deleted as
+   * `kubectl drain` deletes, unless a PodDisruptionBudget forbids it (the API server answers 429).
+   */
+  async evictPod(name: string, namespace: string, uid?: string): Promise<void> {
+    const body = {apiVersion: 'policy/v1', kind: 'Eviction', metadata: {name, namespace}, ...(uid ? {deleteOptions: {preconditions: {uid}}} : {})}
+    await this.callRestart('', 'pods/eviction', 'create', name, namespace, () => this.core.createNamespacedPodEviction({name, namespace, body}))
+  }
+
+  getJob(name: string, namespace: string): Promise<V1Job> {
+    return this.callRestart('batch', 'jobs', 'get', name, namespace, () => this.batch.readNamespacedJob({name, namespace}))
   }
 
   getReplicaSet(name: string, namespace: string): Promise<V1ReplicaSet> {

@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 import {Transform} from 'node:stream'
-import {distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, type ImportResult, LEASE_IMAGE_LABEL, ctrActiveIngests, type LeftoverIngest, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
+import {decideRecord, DIGEST_LABEL, distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, originOf, type RecordDecision, type ImportResult, LEASE_IMAGE_LABEL, ctrActiveIngests, type LeftoverIngest, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
 import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, parseReference, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
 import {sleep} from '../util/async.js'
@@ -9,7 +9,7 @@ import {CONTAINERD_GONE, ctrContentTable, ctrErrorLines, ctrTable} from './ctr-o
 import {ctrMajor, noMirrorConfigured} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
 import {mirrorsServe, registryMirrors, type Mirror} from './mirror.js'
-import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
+import type {ImageNode, ImagesInUse, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 
 /**
  * A node whose containerd socket this SSH user cannot open (a non-root user): images go in
@@ -157,9 +157,10 @@ export class CtrNode implements ImageNode {
     const {blobs, missing, base} = plan
     ;(options.onProgress ?? (() => undefined))({type: 'resolved', target: base.digest, manifest: base.manifest, platform: base.platform, blobs: blobs.length,
       totalBytes: plan.missingBytes + base.skippedBytes, missingBlobs: missing.length, missingBytes: plan.missingBytes})
-    if (await this.upToDate(plan)) {
-      return {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
-    }
+    const upToDate = {...base, upToDate: true, sentBytes: 0, blobsSent: 0, blobsSkipped: blobs.length, unpacked: options.unpack}
+    // another's record of this very image: nothing of it is touched (record-owner.ts)
+    if (plan.decision === 'keep') return {...upToDate, kept: originOf(plan.record!)}
+    if (await this.upToDate(plan)) return upToDate
     const temporary = `sideload.invalid/import/${base.digest.slice(7, 19)}:${randomBytes(6).toString('hex')}`
     const written = await this.importUnder(temporary, plan, options, leasesBefore)
     await this.conn.execCapture([...this.ctr, 'images', 'rm', temporary]).catch(() => undefined)
@@ -169,25 +170,26 @@ export class CtrNode implements ImageNode {
     return {...base, upToDate: false, sentBytes: written.bytesWritten, blobsSent: written.blobsWritten, blobsSkipped: blobs.length - missing.length, unpacked: options.unpack}
   }
 
-  /** What the node has of the image (`ctr content ls`), and the record's labels. */
+  /** What the node has of the image (`ctr content ls`) and under its name, and the record's labels; refuses another's record of other content. */
   private async planImport(options: NodeImportOptions): Promise<CtrImportPlan> {
     const name = validateImageReference(imageRecordName(options.name))
     const image = options.resolved
     const blobs = imageBlobs(image)
-    const present = await this.presentBlobs()
+    const [present, record] = await Promise.all([this.presentBlobs(), this.record(name)])
+    const decision = decideRecord(record, image.target.digest, options.replace ?? false)
     const missing = blobs.filter((b) => !present.has(b.digest))
     const skippedBytes = blobs.filter((b) => present.has(b.digest)).reduce((n, b) => n + b.size, 0)
     return {
-      name, image, blobs, present, missing, missingBytes: missing.reduce((n, b) => n + b.size, 0),
-      labels: imageRecordLabels({pin: options.pin, provenance: options.provenance}),
+      name, image, blobs, present, missing, missingBytes: missing.reduce((n, b) => n + b.size, 0), record, decision,
+      labels: imageRecordLabels({digest: image.target.digest, pin: options.pin, provenance: options.provenance}),
       base: {name, digest: image.target.digest, manifest: image.manifest.digest, platform: formatPlatform(image.platform), skippedBytes},
     }
   }
 
-  /** The node has every blob and the record points at this image: only labels it lacks are added. */
+  /** The node has every blob and our record points at this image: only labels it lacks are added. */
   private async upToDate(plan: CtrImportPlan): Promise<boolean> {
-    const existing = plan.missing.length === 0 ? await this.record(plan.name) : undefined
-    if (existing?.target.digest !== plan.image.target.digest) return false
+    const existing = plan.record
+    if (plan.missing.length > 0 || existing?.target.digest !== plan.image.target.digest) return false
     if (!hasRecordLabels(existing.labels, plan.labels)) await this.label(plan.name, plan.labels)
     await this.labelSources(plan.name, plan.blobs)
     return true
@@ -233,7 +235,9 @@ export class CtrNode implements ImageNode {
       // it read the whole archive: the writer is done, or its last padding is going nowhere
       const written = (await within(writing, 5000)) ?? {blobsWritten: plan.missing.length, bytesWritten: run.sent()}
       if (options.unpack) await this.checkUnpacked(temporary)
-      await this.run(['images', 'tag', '--force', temporary, plan.name], 'naming the image (ctr images tag)')
+      // over a record only when the plan found one it may write (ours, or --replace); one that
+      // appeared since is not overwritten: ctr refuses to tag over it without --force
+      await this.run(['images', 'tag', ...(plan.record ? ['--force'] : []), temporary, plan.name], 'naming the image (ctr images tag)')
       await watch.stop()
       return written
     } catch (err) {
@@ -299,7 +303,7 @@ export class CtrNode implements ImageNode {
     if (!hostsDir) throw noMirrorConfigured()
     await options.ready?.()
     options.onPulling?.()
-    const leasesBefore = await this.leaseIds()
+    const [leasesBefore, recordBefore] = await Promise.all([this.leaseIds(), this.record(validateImageReference(options.reference))])
     const args = ['images', 'pull', '--hosts-dir', validateRemotePath(hostsDir), '--platform', formatPlatform(this.facts.platform)]
     if ((ctrMajor(this.facts.ctrVersion) ?? 1) >= 2) args.push('--local') // as for import: unpack for the CRI's snapshotter
     if (this.facts.snapshotter) args.push('--snapshotter', this.facts.snapshotter)
@@ -327,6 +331,9 @@ export class CtrNode implements ImageNode {
         const text = Buffer.concat(stderr).toString()
         throw new SshError('command', `ctr images pull failed: ${ctrErrorLines(text).slice(-2).join('; ') || `exit ${exit.code ?? exit.signal}`}`)
       }
+      // the record the pull wrote is sideload's (the import that follows labels it whole); one that was there before is not
+      const pulledRecord = recordBefore ? undefined : await this.record(options.reference)
+      if (pulledRecord) await this.label(options.reference, {[DIGEST_LABEL]: pulledRecord.target.digest})
       return {pulled: true}
     } finally {
       options.signal?.removeEventListener('abort', stop)
@@ -347,6 +354,13 @@ export class CtrNode implements ImageNode {
       has: async (digest) => present.has(digest),
       read: async (digest) => Buffer.from(await this.run(['content', 'get', validateDigest(digest)], 'reading a manifest (ctr content get)'), 'utf8'),
     })
+  }
+
+  /** `ctr containers ls`: the CRI's containers and pod sandboxes (both are containerd containers in k8s.io), with the configured sandbox image. */
+  async imagesInUse(): Promise<ImagesInUse> {
+    const out = await this.run(['containers', 'ls'], 'listing containers (ctr containers ls)')
+    const containers = ctrTable(out).map(({first}) => ({id: first[0], image: first[1] ?? ''})).filter((c) => c.image && c.image !== '-')
+    return {sandboxImage: this.facts.sandboxImage, containers}
   }
 
   async removeImages(names: string[]): Promise<void> {
@@ -400,6 +414,9 @@ interface CtrImportPlan {
   missing: Descriptor[]
   missingBytes: number
   labels: Record<string, string>
+  /** the node's record of this name, and what this push may do with it (record-owner.ts) */
+  record: NodeImageRecord | undefined
+  decision: RecordDecision
   base: Pick<ImportResult, 'name' | 'digest' | 'manifest' | 'platform' | 'skippedBytes'>
 }
 

@@ -28,6 +28,8 @@ export interface NodeProbe {
   criSnapshotter?: string
   /** The CRI's registry host config directory (`config_path`), when the dump names one. */
   registryConfigPath?: string
+  /** The CRI's sandbox (pause) image, when the dump could be read. */
+  sandboxImage?: string
 }
 
 /** uname -m → GOARCH-style architecture (what OCI platforms and kubelet's nodeInfo use). */
@@ -77,6 +79,7 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
     const cri = criConfig(dump)
     probe.criSnapshotter = cri.snapshotter
     probe.registryConfigPath = cri.registryConfigPath
+    probe.sandboxImage = cri.sandboxImage
   }
   for (const line of head.split('\n')) {
     const [key, a, b] = line.split(' ')

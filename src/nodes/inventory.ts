@@ -2,7 +2,7 @@
 // (the `repo@sha256:…` record a push or pull writes beside it, the CRI's `sha256:<id>`), the blobs
 // it keeps on the node, and what of it is sideload's. Both node kinds (native, `sudo ctr`) list
 // their records and blobs; the grouping and the accounting are done here, once.
-import {isPinned, pushedAt, pushedFrom} from '../containerd/labels.js'
+import {isOurs, isPinned, originOf, pushedAt, pushedFrom} from '../containerd/labels.js'
 import {isIndexType, isManifestType, parseReference, type Digest} from '../image/index.js'
 import {mapLimit} from '../util/async.js'
 
@@ -40,7 +40,11 @@ export interface NodeImage {
   /** config digests: the image IDs the kubelet may report for it */
   ids: Digest[]
   pinned: boolean
-  /** set only on images sideload pushed */
+  /** sideload wrote the image's record and it still holds what sideload wrote (labels.ts isOurs) */
+  ours: boolean
+  /** who wrote the record, in words, for an image that is not sideload's */
+  origin?: string
+  /** set only on images sideload pushed (ours) */
   pushedAt?: Date
   source?: string
 }
@@ -122,8 +126,10 @@ async function walk(target: {digest: Digest; mediaType: string}, reader: Content
 
 /**
  * The node's images: a tagged record is an image; a `repo@digest` record goes with the tagged
- * record of the same repository and target, a `sha256:<id>` record with any record of the same
- * target; what has no such partner is an image of its own.
+ * record of the same repository, target and owner (sideload's or not: removing one of ours never
+ * takes another's record with it, and another's never makes one of ours look foreign), a
+ * `sha256:<id>` record with any record of the same target; what has no such partner is an image
+ * of its own. Whose an image is, is read from its own record only.
  */
 export async function inventory(records: NodeImageRecord[], reader: ContentReader): Promise<NodeImage[]> {
   const groups: {records: NodeImageRecord[]}[] = []
@@ -132,7 +138,7 @@ export async function inventory(records: NodeImageRecord[], reader: ContentReade
   for (const r of sorted) {
     const kind = kindOf(r.name)
     const partner = kind === 'tag' ? undefined : groups.find((g) => g.records[0].target.digest === r.target.digest &&
-      (kind === 'id' || (kindOf(g.records[0].name) === 'tag' && repositoryOf(g.records[0].name) === repositoryOf(r.name))))
+      (kind === 'id' || (kindOf(g.records[0].name) === 'tag' && repositoryOf(g.records[0].name) === repositoryOf(r.name) && isOurs(g.records[0]) === isOurs(r))))
     if (partner) partner.records.push(r)
     else groups.push({records: [r]})
   }
@@ -140,8 +146,7 @@ export async function inventory(records: NodeImageRecord[], reader: ContentReade
   return mapLimit(groups, 4, async (g) => {
     const [main, ...aliases] = g.records
     const {blobs, ids} = await walk(main.target, reader, docs)
-    // the record that says it is sideload's (the named one first)
-    const ours = g.records.find((r) => pushedAt(r.labels))
+    const ours = isOurs(main)
     const image: NodeImage = {
       name: main.name,
       aliases: aliases.map((a) => a.name),
@@ -151,10 +156,12 @@ export async function inventory(records: NodeImageRecord[], reader: ContentReade
       sizeBytes: blobs.reduce((n, b) => n + b.size, 0),
       ids,
       pinned: g.records.some((r) => isPinned(r.labels)),
+      ours,
     }
-    if (ours) {
-      image.pushedAt = pushedAt(ours.labels)
-      const source = pushedFrom(ours.labels)
+    if (!ours) image.origin = originOf(main)
+    else {
+      image.pushedAt = pushedAt(main.labels)
+      const source = pushedFrom(main.labels)
       if (source) image.source = source
     }
     return image

@@ -1,14 +1,14 @@
 import type {Duplex} from 'node:stream'
 import {duplexChannel} from '../grpc/duplex-credentials.js'
 import {BlobTransfer} from '../containerd/blob-transfer.js'
-import {ContainerdClient, CriClient, criSnapshotter, distributionSource, importImage, ImportCancelledError, ingestRef, LEASE_IMAGE_LABEL, type ImportResult, type LeftoverIngest, type LeftoverLease, nativeIngests, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
+import {ContainerdClient, CriClient, criSnapshotter, DIGEST_LABEL, distributionSource, importImage, ImportCancelledError, ingestRef, LEASE_IMAGE_LABEL, type ImportResult, type LeftoverIngest, type LeftoverLease, nativeIngests, nativeLeftovers, SnapshotterUnknownError} from '../containerd/index.js'
 import {parseReference, type Descriptor, type Digest, type ImageSource, type ResolvedImage} from '../image/index.js'
 import type {CriConfig} from '../containerd/index.js'
 import {SshError, type SshConnection} from '../ssh/index.js'
 import {nodeCriConfig, noMirrorConfigured} from './detect.js'
 import {mirrorsServe, registryMirrors, type Mirror} from './mirror.js'
 import {inventory, type NodeImage} from './inventory.js'
-import type {ImageNode, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
+import type {ImageNode, ImagesInUse, NodeFacts, NodeImportOptions, NodePullOptions, NodePullResult} from './node.js'
 import {mapLimit} from '../util/async.js'
 
 /**
@@ -71,6 +71,7 @@ export class NativeNode implements ImageNode {
       snapshotter: this.facts.snapshotter,
       pin: options.pin,
       provenance: options.provenance,
+      replace: options.replace,
       unpack: options.unpack,
       onProgress: options.onProgress,
       signal: options.signal,
@@ -85,6 +86,7 @@ export class NativeNode implements ImageNode {
     const config = await this.criConfig()
     if (config && !config.registryConfigPath) throw noMirrorConfigured()
     const present = new Set(options.blobs.filter((_, i) => have[i]).map((b) => b.digest))
+    const recordBefore = await this.client.imageGet(options.reference)
     const lease = options.writeFirst && (await this.writeResolveChain(options.reference, options.writeFirst, present, options))
     let pulled = false
     try {
@@ -94,6 +96,8 @@ export class NativeNode implements ImageNode {
       try {
         const imageId = await cri.pullImage(options.reference, {timeoutMs: options.timeoutMs, signal: options.signal})
         pulled = true
+        // the record the pull wrote is sideload's (the import that follows labels it whole); one that was there before is not
+        if (!recordBefore) await this.markPulledRecord(options.reference)
         return {pulled, imageId}
       } finally {
         cri.close()
@@ -137,6 +141,12 @@ export class NativeNode implements ImageNode {
     }
   }
 
+  /** The `repo@digest` record a pull sideload asked for wrote: marked as sideload's (labels.ts DIGEST_LABEL). */
+  private async markPulledRecord(reference: string): Promise<void> {
+    const record = await this.client.imageGet(reference)
+    if (record) await this.client.imageUpdate({name: reference, target: record.target, labels: {[DIGEST_LABEL]: record.target.digest}}, [`labels.${DIGEST_LABEL}`])
+  }
+
   readonly mirrorServes = async (reference: string): Promise<boolean | undefined> => {
     const configPath = (await this.criConfig())?.registryConfigPath
     if (!configPath) return undefined
@@ -168,6 +178,22 @@ export class NativeNode implements ImageNode {
         return Buffer.concat(chunks)
       },
     })
+  }
+
+  /**
+   * Every container in k8s.io (the CRI's, its pod sandboxes, ctr's and nerdctl's) with its image,
+   * and the CRI's sandbox image: 1.6/1.7 tell it in their CRI status; 2.x only in its config
+   * (`containerd config dump`, as for the registry config above).
+   */
+  async imagesInUse(): Promise<ImagesInUse> {
+    const cri = new CriClient(this.address, `node ${this.name}`, this.client.channel())
+    try {
+      const [containers, told] = await Promise.all([this.client.containerList(), cri.configuredSandboxImage().catch(() => undefined)])
+      const sandboxImage = told ?? (await this.criConfig())?.sandboxImage
+      return {sandboxImage, containers: containers.filter((c) => c.image)}
+    } finally {
+      cri.close()
+    }
   }
 
   async removeImages(names: string[]): Promise<void> {

@@ -36,6 +36,16 @@ export interface NodeFacts {
   ctrVersion?: string
   /** The CRI's registry host config directory (fallback only: `ctr images pull --hosts-dir`), from `containerd config dump`. */
   registryConfigPath?: string
+  /** The CRI's sandbox (pause) image (fallback only), from `containerd config dump`. */
+  sandboxImage?: string
+}
+
+/** What the node's CRI itself uses: images that must stay whoever pushed them (rm, prune). */
+export interface ImagesInUse {
+  /** the pause image every new pod sandbox needs, as the CRI is configured; undefined when it could not be read */
+  sandboxImage?: string
+  /** every container (running, stopped, and pod sandboxes where listed) with its image: a name, `repo@digest` or the image ID */
+  containers: {id: string; image: string}[]
 }
 
 export interface NodeImportOptions {
@@ -47,6 +57,8 @@ export interface NodeImportOptions {
   pin: boolean
   /** When and from where: labels that mark the record as sideload's. */
   provenance?: Provenance
+  /** Overwrite (or adopt) a record of this name that is not sideload's (import.ts, record-owner.ts). */
+  replace?: boolean
   unpack: boolean
   onProgress?: (event: ImportEvent) => void
   /** Stop cleanly: no image record is written, the transfer can resume later. */
@@ -101,6 +113,8 @@ export interface ImageNode {
   readonly mirrorServes?: (reference: string) => Promise<boolean | undefined>
   /** Every image in the node's k8s.io namespace (inventory.ts). */
   listImages(): Promise<NodeImage[]>
+  /** The images the node's CRI uses: its sandbox image and every container's (rm and prune never remove them). */
+  imagesInUse(): Promise<ImagesInUse>
   /** Delete these image records; containerd's GC then takes what nothing else references (synchronously). */
   removeImages(names: string[]): Promise<void>
   /** What interrupted pushes of sideload left: their leases. */

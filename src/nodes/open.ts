@@ -52,7 +52,7 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
     })
   }
   return new CtrNode(target.name, {...facts, platform, snapshotter, socket: socket.path, mode: 'ctr', ctrVersion: probe.ctrVersion,
-    registryConfigPath: probe.registryConfigPath}, conn, asRoot)
+    registryConfigPath: probe.registryConfigPath, sandboxImage: probe.sandboxImage}, conn, asRoot)
 }
 
 /** Where the node's SSH connection goes: its target as ssh_config resolves it, its own key first. */

@@ -1,6 +1,5 @@
 // `sideload build-and-push`: build the image a pod wants, push it straight from the build
 // output to the pod's node, and wait until the pod runs (optionally expose it).
-import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import type {V1Container, V1ContainerStatus, V1Pod} from '@kubernetes/client-node'
@@ -12,7 +11,7 @@ import {isKubeError} from '../kube/errors.js'
 import type {NodeTarget} from '../nodes/index.js'
 import type {PoolOptions} from '../ssh/index.js'
 import type {Reporter} from '../ui/progress.js'
-import {type BuildOptions, type BuildResult, build} from './build/index.js'
+import {type BuildOptions, type BuildResult, build, removeTemporaryArchive} from './build/index.js'
 import {type ExposeResult, expose} from './expose.js'
 import {IMAGE_WAIT_REASONS, defaultPullPolicy} from './fix/plan.js'
 import {hostTarget} from './host-targets.js'
@@ -45,6 +44,10 @@ export interface BuildAndPushOptions extends KubeTargetOptions {
   exposePort?: number
   /** --restart: restart the running pods on the node that run an older digest of the image (ops/restart/) */
   restart?: boolean
+  /** -A: those pods in every namespace, not only the pod's (namespace, else the context's) */
+  allNamespaces?: boolean
+  /** overwrite (or adopt) the node's record of the same name that sideload did not write */
+  replace?: boolean
   /** the command that restarts them, for the warning without --restart (the same command with --restart) */
   rerunWithRestart?: string
   signal?: AbortSignal
@@ -167,7 +170,7 @@ export async function buildAndPush(opts: BuildAndPushOptions): Promise<BuildAndP
   // 3. build; a failed build throws here and nothing reaches any node
   const built: BuildResult = await build({...opts.build, tags: [image], platforms: buildPlatforms(opts.build.platforms, target.platform), signal: opts.signal})
   // 4. push straight from the build output (and --restart)
-  const {pushed, restart} = await pushBuilt(opts, config, client, built, image, target)
+  const {pushed, restart} = await pushBuilt(opts, config, client, built, image, target, restartScope(opts, namespace))
   const result: BuildAndPushResult = {
     image: normalizeImageName(image), node: target.name,
     build: {digest: built.digest, durationMs: built.durationMs, builder: built.builder},
@@ -229,11 +232,17 @@ async function pushTarget(opts: BuildAndPushOptions, config: SideloadConfig, cli
   return target
 }
 
+/** The namespace whose pods --restart restarts (and the warning names): the pod's; undefined: every namespace (-A). */
+function restartScope(opts: BuildAndPushOptions, namespace: string): string | undefined {
+  return opts.allNamespaces ? undefined : namespace
+}
+
 /**
  * Step 4: push straight from the build output; with --restart, the pods that run an older digest
  * restarted while the build output is still open (an owner's other nodes get it from there too).
  */
-async function pushBuilt(opts: BuildAndPushOptions, config: SideloadConfig, client: KubeClient | undefined, built: BuildResult, image: string, target: NodeTarget): Promise<{pushed: PushResult; restart?: RestartReport}> {
+async function pushBuilt(opts: BuildAndPushOptions, config: SideloadConfig, client: KubeClient | undefined, built: BuildResult, image: string, target: NodeTarget,
+  restartNamespace: string | undefined): Promise<{pushed: PushResult; restart?: RestartReport}> {
   const temporaryArchive = built.location.kind === 'archive' && !opts.build.output ? built.location.path : undefined
   try {
     let source: SourceSpec
@@ -247,10 +256,10 @@ async function pushBuilt(opts: BuildAndPushOptions, config: SideloadConfig, clie
       closeSource = () => src.close()
     }
     try {
-      const pushed = await push({images: [image], source, nodes: [target], ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
+      const pushed = await push({images: [image], source, nodes: [target], replace: opts.replace, ssh: opts.ssh, reporter: opts.reporter, signal: opts.signal})
       if (!(opts.restart && client && pushed.ok)) return {pushed}
       const digests = pushedDigests(pushed.results, await nodeNamesOf(client, [target]))
-      const restart = await restartStalePods({client, pushed: digests, pushMore: pushMoreWith(client, {source, ssh: opts.ssh, signal: opts.signal}, config, opts.nodeFlags),
+      const restart = await restartStalePods({client, pushed: digests, namespace: restartNamespace, pushMore: pushMoreWith(client, {source, ssh: opts.ssh, signal: opts.signal}, config, opts.nodeFlags),
         timeoutMs: opts.waitTimeoutMs || 120_000, signal: opts.signal})
       return {pushed, restart}
     } finally {
@@ -258,7 +267,7 @@ async function pushBuilt(opts: BuildAndPushOptions, config: SideloadConfig, clie
     }
   } finally {
     if (temporaryArchive && path.resolve(temporaryArchive).startsWith(path.resolve(opts.build.workDir ?? os.tmpdir()))) {
-      await fs.promises.rm(temporaryArchive, {force: true})
+      await removeTemporaryArchive(temporaryArchive)
     }
   }
 }
@@ -279,7 +288,7 @@ async function podOutcome(opts: BuildAndPushOptions, client: KubeClient | undefi
     outcome = timeout > 0 && client ? await waitForPod(client, namespace, podName, container, timeout, opts.signal) : {state: 'not-waited'}
   }
   if (!opts.restart && client) {
-    const stale = await stalePods(client, pushedDigests(pushed.results, await nodeNamesOf(client, [target]))).catch(() => [])
+    const stale = await stalePods(client, pushedDigests(pushed.results, await nodeNamesOf(client, [target])), restartScope(opts, namespace)).catch(() => [])
     const warning = staleWarning(stale, opts.rerunWithRestart ?? 'the same command with --restart')
     if (warning) {
       if (outcome.state === 'running' && stale.some((s) => s.namespace === namespace && s.pod === podName)) outcome.restartNeeded = true

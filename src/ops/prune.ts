@@ -49,7 +49,7 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
   const now = (options.now ?? new Date()).getTime()
   const outcomes = await forEachNode(options, async (view): Promise<NodePrune> => {
     const result: NodePrune = {node: view.target.name, removed: [], kept: [], freedBytes: 0, leases: []}
-    const ours = view.images.filter((i): i is NodeImage & {pushedAt: Date} => i.pushedAt !== undefined)
+    const ours = view.images.filter((i): i is NodeImage & {pushedAt: Date} => i.ours && i.pushedAt !== undefined)
     if (!options.force && ours.length > 0 && view.usedBy(ours[0]) === undefined) {
       return {...result, error: {subject: view.target.name, reason: 'pods-unknown',
         message: 'cannot tell which pods use its images: the node was named by --host, not through the Kubernetes API',
@@ -60,13 +60,16 @@ export async function prune(options: PruneOptions): Promise<PruneResult> {
     const remove: (NodeImage & {pushedAt: Date})[] = []
     for (const images of byRepo.values()) {
       images.sort((a, b) => b.pushedAt.getTime() - a.pushedAt.getTime())
-      images.forEach((image, i) => {
-        const pods = options.force ? [] : (view.usedBy(image) ?? [])
+      for (const [i, image] of images.entries()) {
+        // what the node or a pod bound to it needs stays, --force or not
+        const pods = view.usedBy(image) ?? []
+        const needed = i < keep ? undefined : await view.neededByNode(image)
         if (i < keep) result.kept.push({name: image.name, why: `newest ${keep} of its repository`})
+        else if (needed) result.kept.push({name: image.name, why: `the node needs it: ${needed}`})
         else if (pods.length > 0) result.kept.push({name: image.name, why: `in use by pod ${pods.join(', pod ')}`})
         else if (options.olderThanMs !== undefined && now - image.pushedAt.getTime() < options.olderThanMs) result.kept.push({name: image.name, why: 'pushed more recently than --older-than'})
         else remove.push(image)
-      })
+      }
     }
     remove.sort((a, b) => a.pushedAt.getTime() - b.pushedAt.getTime())
     result.removed = remove.map((i) => ({name: i.name, digest: i.digest, pushedAt: i.pushedAt, sizeBytes: i.sizeBytes}))

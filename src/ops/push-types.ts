@@ -20,6 +20,8 @@ export interface PushOptions {
   /** Nodes in parallel (default 4). */
   jobs?: number
   pin?: boolean
+  /** Overwrite (or adopt) a node's record of the same name that sideload did not write (record-owner.ts). */
+  replace?: boolean
   unpack?: boolean
   /** Reconnect and resume this many times when a node's connection drops (default 3). */
   retries?: number
@@ -58,10 +60,14 @@ export interface NodeImageResult {
   hint?: string
   /** for programs: the error's code (e.g. host-key-unknown, unavailable, no-space) */
   reason?: string
+  /** up to date, but the node's record of this name is not sideload's: left as it is (who wrote it) */
+  kept?: string
   /** with --p2p: sent as a seed, pulled from peers, or sent directly after the pull failed */
   via?: Route
   /** with --p2p, via direct: why the node's pull from its peers failed */
   p2pError?: string
+  /** and what to do about that failure (its own hint: the mirror's address, the missing config_path…) */
+  p2pHint?: string
 }
 
 export interface PushResult {

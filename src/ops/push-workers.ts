@@ -17,7 +17,7 @@ import type {NodeImageResult, PushOptions} from './push-types.js'
 export const PUSH_WORKER_SCRIPT = path.join(PACKAGE_ROOT, 'dist', 'bundle', 'ops', 'push-worker.js')
 
 /** What a worker needs to push as push() would: everything in PushOptions that is data. */
-export type PushWorkerOptions = Pick<PushOptions, 'images' | 'source' | 'platform' | 'pin' | 'unpack' | 'retries' | 'ssh'>
+export type PushWorkerOptions = Pick<PushOptions, 'images' | 'source' | 'platform' | 'pin' | 'replace' | 'unpack' | 'retries' | 'ssh'>
 
 export type ToWorker =
   | {type: 'push'; id: number; target: NodeTarget; image: string; route?: Route}
@@ -160,6 +160,6 @@ export function startPushWorkers(options: PushOptions, count: number): PushWorke
     if (options.workers === undefined) return undefined // a source checkout without `npm run build`: in this thread
     throw Object.assign(new Error(`--workers needs ${PUSH_WORKER_SCRIPT}, which this installation lacks`), {hint: 'run `npm run build` in sideload\'s directory, or push without --workers'})
   }
-  const {images, source, platform, pin, unpack, retries, ssh} = options
-  return new PushWorkers(count, {images, source, platform, pin, unpack, retries, ssh}, options)
+  const {images, source, platform, pin, replace, unpack, retries, ssh} = options
+  return new PushWorkers(count, {images, source, platform, pin, replace, unpack, retries, ssh}, options)
 }

@@ -16,7 +16,12 @@ export type {NodeImageResult, PushOptions, PushResult, PushStatus} from './push-
 export function p2pFallbacks(results: NodeImageResult[]): string[] {
   return results.filter((r) => r.via === 'direct' && r.status !== 'failed' && r.p2pError)
     .map((r) => renderError({subject: r.node, message: `pushed directly, the pull from peers failed: ${r.p2pError}`,
-      hint: 'sideload doctor --p2p spegel shows whether the node\'s containerd uses its Spegel (config_path, hosts.toml, the mirror answering)'}, 'warning'))
+      hint: r.p2pHint ?? 'sideload doctor --p2p spegel shows whether the node\'s containerd uses its Spegel (config_path, hosts.toml, the mirror answering)'}, 'warning'))
+}
+
+/** What a push says of a node's record it left as it is (not sideload's, holding this image). */
+export function keptNote(origin: string): string {
+  return `the node's record holds this image and is not sideload's (${origin}); left as it is, not pinned (--replace takes it over)`
 }
 
 /** Thrown when the signal stops a push; commands exit 130. */
@@ -158,7 +163,7 @@ export async function pushToNode(ctx: PushContext, target: NodeTarget, image: Op
       if (route === 'p2p' && !result.p2pError) earlierAttemptsBytes += await pullInto(ctx, node, image, label, result)
       const r = await importInto(ctx, node, image, label, (bytes) => { attemptBytes = bytes })
       recordImported(result, r, earlierAttemptsBytes)
-      reporter?.event({type: 'done', target: label, message: r.upToDate ? 'up to date' : `pushed ${r.blobsSent} blob(s)`})
+      reporter?.event({type: 'done', target: label, message: r.kept ? `up to date: ${keptNote(r.kept)}` : r.upToDate ? 'up to date' : `pushed ${r.blobsSent} blob(s)`})
       break
     } catch (err) {
       if (err instanceof ImportCancelledError || options.signal?.aborted) {
@@ -203,7 +208,9 @@ async function pullInto(ctx: PushContext, node: ImageNode, image: OpenedImage, l
   })
   if ('error' in outcome) {
     result.via = 'direct'
-    result.p2pError = errorInfo(outcome.error, node.name).message
+    const info = errorInfo(outcome.error, node.name)
+    result.p2pError = info.message
+    if (info.hint) result.p2pHint = info.hint
     reporter?.event({type: 'info', target: label, message: `pull from peers failed (${result.p2pError}); pushing directly`})
   } else if (outcome.pulled) {
     reporter?.event({type: 'info', target: label, message: 'pulled from peers'})
@@ -231,7 +238,7 @@ async function importInto(ctx: PushContext, node: ImageNode, image: OpenedImage,
       reporter?.event({type: 'info', target: label, message: `unpacking layer ${e.index + 1}/${e.count}`})
     }
   }
-  return node.importImage({source: image.source, resolved, name: image.name, pin: options.pin ?? true, provenance: {source: ctx.provenance},
+  return node.importImage({source: image.source, resolved, name: image.name, pin: options.pin ?? true, provenance: {source: ctx.provenance}, replace: options.replace,
     unpack: options.unpack ?? true, onProgress, signal: options.signal})
 }
 
@@ -242,6 +249,7 @@ function recordImported(result: NodeImageResult, r: ImportResult, earlierAttempt
   result.skippedBytes = r.skippedBytes
   result.digest = r.digest
   result.platform = r.platform
+  if (r.kept) result.kept = r.kept
   delete result.error
   delete result.hint
   delete result.reason

@@ -1,13 +1,13 @@
 // `sideload rm`: remove image records from nodes (the pin goes with them; containerd's GC takes the
-// content nothing else references), only sideload's unless told otherwise, never one a pod uses
-// unless forced.
+// content nothing else references), only sideload's unless told otherwise, never one the node or a
+// pod bound to it needs (its sandbox image, a container's image, a pod's image), forced or not.
 import {errorInfo, type ErrorInfo} from '../ui/errors.js'
 import {freedBytes, recordsToRemove, type NodeImage} from '../nodes/index.js'
 import {forEachNode, imagesNamed, type NodeImagesOptions, type NodeView} from './node-images.js'
 
 export interface RemoveOptions extends NodeImagesOptions {
   images: string[]
-  /** remove even an image pods on the node use, or whose pods cannot be checked (a node named by --host) */
+  /** remove an image on a node whose pods cannot be checked (named by --host): the node's own containers are still checked */
   force?: boolean
   /** remove images sideload did not push too */
   any?: boolean
@@ -34,20 +34,21 @@ export interface RemoveResult {
   ok: boolean
 }
 
-/** Why an image may not be removed (sideload's rules), or undefined. */
-export function refusal(view: NodeView, image: NodeImage, opts: {force?: boolean; any?: boolean}): ErrorInfo | undefined {
+/** Why an image may not be removed (sideload's rules), or undefined. What the node or its pods need is never removed, --force or not. */
+export async function refusal(view: NodeView, image: NodeImage, opts: {force?: boolean; any?: boolean}): Promise<ErrorInfo | undefined> {
   const subject = `${view.target.name} (${image.name})`
-  if (!opts.any && !image.pushedAt) {
-    return {subject, message: 'not pushed by sideload (it has no sideload.dev/pushed-at label)', hint: 'pass --any to remove it anyway', reason: 'not-sideloads'}
+  if (!opts.any && !image.ours) {
+    return {subject, message: `not pushed by sideload (${image.origin ?? 'no sideload.dev/digest label'})`, hint: 'pass --any to remove it anyway', reason: 'not-sideloads'}
   }
-  if (opts.force) return undefined
+  const needed = await view.neededByNode(image)
+  if (needed) return {subject, message: `the node needs it: ${needed}`, hint: 'it stays, --force or not; remove what uses it first', reason: 'needed-by-node'}
   const pods = view.usedBy(image)
-  if (pods === undefined) {
-    return {subject, message: 'cannot tell which pods use it: the node was named by --host, not through the Kubernetes API',
-      hint: 'name it with --node (or --all-nodes, --pod) so its pods are checked, or pass --force', reason: 'pods-unknown'}
+  if (pods && pods.length > 0) {
+    return {subject, message: `in use by pod ${pods.join(', pod ')}`, hint: 'delete the pod or move it to another node first: a pod bound to the node cannot start without the image', reason: 'in-use'}
   }
-  if (pods.length > 0) {
-    return {subject, message: `in use by pod ${pods.join(', pod ')}`, hint: 'delete or move the pod first, or pass --force (the pod cannot restart without the image)', reason: 'in-use'}
+  if (pods === undefined && !opts.force) {
+    return {subject, message: 'cannot tell which pods use it: the node was named by --host, not through the Kubernetes API',
+      hint: 'name it with --node (or --all-nodes, --pod) so its pods are checked, or pass --force (the node\'s own containers and sandbox image are still kept)', reason: 'pods-unknown'}
   }
   return undefined
 }
@@ -62,7 +63,7 @@ export async function removeImages(options: RemoveOptions): Promise<RemoveResult
       if (found.length === 0) rows.push({node: view.target.name, image: arg, status: 'not present'})
       for (const image of found) {
         if (chosen.includes(image)) continue
-        const no = refusal(view, image, options)
+        const no = await refusal(view, image, options)
         if (no) rows.push({node: view.target.name, image: image.name, status: 'refused', error: no})
         else chosen.push(image)
       }

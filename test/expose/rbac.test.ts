@@ -58,6 +58,13 @@ describe('manifests/rbac.yaml applied with kubectl to the real API server', () =
     // --restart's rights are exactly patch (a rollout) on owners, never delete
     const noDeploymentDelete = await server.kubectl(kubeconfigPath, ['delete', 'deployment', 'web', '-n', 'default'])
     expect(noDeploymentDelete.stderr).toContain('User "system:serviceaccount:sideload:sideload" cannot delete resource "deployments" in API group "apps" in the namespace "default"')
+    // another owner's pod is evicted (PodDisruptionBudgets hold); a Job is read, never changed
+    const evict = await server.kubectl(kubeconfigPath, ['auth', 'can-i', 'create', 'pods', '--subresource=eviction', '-n', 'default'])
+    expect(evict.stdout.trim(), evict.stderr).toBe('yes')
+    const jobs = await server.kubectl(kubeconfigPath, ['auth', 'can-i', 'get', 'jobs.batch', '-n', 'default'])
+    expect(jobs.stdout.trim(), jobs.stderr).toBe('yes')
+    const noJobDelete = await server.kubectl(kubeconfigPath, ['auth', 'can-i', 'delete', 'jobs.batch', '-n', 'default'])
+    expect(noJobDelete.stdout.trim()).toBe('no')
     const noNodeDelete = await server.kubectl(kubeconfigPath, ['delete', 'node', 'slbt-rbac-1'])
     expect(noNodeDelete.stderr).toContain('cannot delete resource "nodes" in API group "" at the cluster scope')
     const noSecrets = await server.kubectl(kubeconfigPath, ['get', 'clusterroles'])

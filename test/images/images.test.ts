@@ -24,10 +24,10 @@ async function build(tag: string, seed: string): Promise<{opts: MakeImageOptions
   return {opts, info: await makeImage(opts)}
 }
 
-/** A record sideload did not write, as ctr or a pull makes one (ctr 1.6's tag copies the labels: ours are dropped). */
+/** A record sideload did not write, as ctr or a pull makes one (ctr's tag copies the labels: ours are dropped). */
 async function plantForeign(node: BedNode): Promise<void> {
   await bed.ctr(node, ['images', 'tag', `${REPO}:1`, FOREIGN])
-  await bed.ctr(node, ['images', 'label', FOREIGN, 'sideload.dev/pushed-at=', 'sideload.dev/source='])
+  await bed.ctr(node, ['images', 'label', FOREIGN, 'sideload.dev/pushed-at=', 'sideload.dev/source=', 'sideload.dev/digest='])
 }
 
 async function push(opts: MakeImageOptions, node: BedNode, user = 'root'): Promise<void> {

@@ -17,10 +17,12 @@ let server: RealApiServer
 let dir: string
 const USED = 'docker.io/sl-pods/used:1'
 const UNUSED = 'docker.io/sl-pods/unused:1'
+const PENDING = 'docker.io/sl-pods/pending:1'
 
 describe('images, rm and prune with the pods of the real API server', () => {
   let used: {opts: MakeImageOptions; info: ImageInfo}
   let args: () => string[]
+  let deletePod: (name: string) => Promise<unknown>
   beforeAll(async () => {
     ;[bed, server] = await Promise.all([startBed({name: 'images-pods', nodes: 2}), startRealApiServer()])
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sideload-images-pods-'))
@@ -37,9 +39,11 @@ describe('images, rm and prune with the pods of the real API server', () => {
     used = {opts: opts(USED, 'u'), info: await makeImage(opts(USED, 'u'))}
     const unused = opts(UNUSED, 'n')
     await makeImage(unused)
+    const pending = opts(PENDING, 'p')
+    await makeImage(pending)
     const kubeconfig = (await server.serviceAccountKubeconfig({namespace: 'demo'})).kubeconfigPath
     args = () => ['--kubeconfig', kubeconfig, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath]
-    for (const o of [used.opts, unused]) {
+    for (const o of [used.opts, unused, pending]) {
       const run = await runCli(['push', '--archive', o.out, '--all-nodes', ...args(), '--progress', 'quiet'])
       expect(run.code, run.stderr).toBe(0)
     }
@@ -50,6 +54,9 @@ describe('images, rm and prune with the pods of the real API server', () => {
     await admin.patch(corePath('pods', 'demo', 'web', 'status'), {status: {phase: 'Running',
       initContainerStatuses: [{name: 'init', image: USED, imageID: `docker.io/sl-pods/used@${used.info.targetDigest}`, ready: true, restartCount: 0, state: {terminated: {exitCode: 0}}}],
       containerStatuses: [{name: 'app', image: 'docker.io/library/other:1', imageID: `sha256:${'0'.repeat(64)}`, ready: true, restartCount: 0, state: {running: {}}}]}}, 'merge')
+    // a pod bound to node 1 that has not started yet: no status, only the image its spec names
+    await admin.create(corePath('pods', 'demo'), {metadata: {name: 'waiting', namespace: 'demo'}, spec: {nodeName: node, containers: [{name: 'app', image: 'sl-pods/pending:1'}]}})
+    deletePod = (name) => admin.delete(corePath('pods', 'demo', name), {gracePeriodSeconds: 0})
   }, 180_000)
   afterAll(async () => {
     await Promise.all([bed?.down(), server?.stop()])
@@ -69,7 +76,7 @@ describe('images, rm and prune with the pods of the real API server', () => {
     expect(table.stdout).toMatch(/docker\.io\/sl-pods\/used:1\s.*\sdemo\/web/)
   })
 
-  it('rm refuses an image a pod on that node uses, naming the pod; removes it from the node where no pod uses it; --force removes it', async () => {
+  it('rm refuses an image a pod on that node uses, naming the pod; removes it from the node where no pod uses it', async () => {
     const run = await runCli(['rm', USED, '--all-nodes', ...args(), '--json'])
     expect(run.code).toBe(1)
     const rows = resultLine(run.stdout).rows!
@@ -82,17 +89,30 @@ describe('images, rm and prune with the pods of the real API server', () => {
     expect(plain.stderr).toMatch(/in use by pod demo\/web/)
   })
 
-  it('prune never removes an image a pod uses; removes the unused one', async () => {
+  it('prune never removes an image a pod uses, nor one a pod bound to the node has yet to start with; removes the unused one', async () => {
     const run = await runCli(['prune', '--keep', '0', '--node', bed.nodes[0].name, ...args(), '--json'])
     expect(run.code, run.stderr).toBe(0)
     const [n] = resultLine(run.stdout).nodes!
     expect(n.removed!.map((r) => r.name)).toEqual([UNUSED])
-    expect(n.kept).toEqual([{name: USED, why: 'in use by pod demo/web'}])
+    expect(n.kept!.sort((a, b) => a.name.localeCompare(b.name))).toEqual([{name: PENDING, why: 'in use by pod demo/waiting'}, {name: USED, why: 'in use by pod demo/web'}])
     const records = await ctrRecords(bed, bed.nodes[0])
     expect(records.has(USED)).toBe(true)
+    expect(records.has(PENDING)).toBe(true)
     expect(records.has(UNUSED)).toBe(false)
-    const forced = await runCli(['rm', USED, '--node', bed.nodes[0].name, ...args(), '--force'])
-    expect(forced.code, forced.stderr).toBe(0)
-    expect((await ctrRecords(bed, bed.nodes[0])).has(USED)).toBe(false)
+  })
+
+  it('rm --force does not remove an image a pod bound to the node needs (running or pending); once the pod is gone, rm removes it', async () => {
+    for (const [image, pod] of [[USED, 'web'], [PENDING, 'waiting']]) {
+      const forced = await runCli(['rm', image, '--node', bed.nodes[0].name, ...args(), '--force', '--json'])
+      expect(forced.code).toBe(1)
+      const [row] = resultLine(forced.stdout).rows!
+      expect(row).toMatchObject({status: 'refused', reason: 'in-use'})
+      expect(row.error).toContain(`demo/${pod}`)
+      expect((await ctrRecords(bed, bed.nodes[0])).has(image)).toBe(true)
+      await deletePod(pod)
+      const gone = await runCli(['rm', image, '--node', bed.nodes[0].name, ...args()])
+      expect(gone.code, gone.stderr).toBe(0)
+      expect((await ctrRecords(bed, bed.nodes[0])).has(image)).toBe(false)
+    }
   })
 })

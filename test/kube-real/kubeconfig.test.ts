@@ -621,8 +621,8 @@ describe('--request-timeout, as kubectl takes it', () => {
     const checks = (JSON.parse(d.stdout) as {checks: {check: string; target: string; status: string; detail: string}[]}).checks
     expect(checks.find(c => c.check === 'api-server')).toMatchObject({status: 'ok', detail: 'Kubernetes v1.36.3'})
     const rbac = checks.filter(c => c.check === 'rbac')
-    expect(rbac.map(c => `${c.target}:${c.status}`)).toEqual(['pods:ok', 'nodes:ok', 'events:ok', 'services:ok', 'pods (--restart):ok',
-      'deployments.apps (--restart):ok', 'statefulsets.apps (--restart):ok', 'daemonsets.apps (--restart):ok', 'replicasets.apps (--restart):ok'])
+    expect(rbac.map(c => `${c.target}:${c.status}`)).toEqual(['pods:ok', 'nodes:ok', 'events:ok', 'services:ok', 'pods (--restart):ok', 'pods/eviction (--restart):ok',
+      'deployments.apps (--restart):ok', 'statefulsets.apps (--restart):ok', 'daemonsets.apps (--restart):ok', 'replicasets.apps (--restart):ok', 'jobs.batch (--restart):ok'])
   })
 })
 

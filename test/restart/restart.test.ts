@@ -1,7 +1,8 @@
 // push --restart on the real bed with the real control plane: kube-apiserver, kube-scheduler and
 // kube-controller-manager (deployment, replicaset, resourcequota… controllers), the kubelet stand-in
 // reporting each container's imageID from the node's containerd. A new build of a tag pods already
-// run goes to their node; without --restart they are named with the command that restarts them;
+// run goes to their node (-A: the pods of every namespace); without --restart they are named with
+// the command that restarts them;
 // with it the Deployment is rolled out and the bare pod created again, both on the same node, both
 // running the new digest; a bare pod whose re-creation is refused keeps its manifest on disk.
 import * as fs from 'node:fs'
@@ -89,7 +90,7 @@ describe('push --restart', () => {
   })
 
   it('without --restart: the push warns which pods keep the old image and prints the command that restarts them', async () => {
-    const run = await cli(['push', '--archive', builds.v2.opts.out, '--node', bed.nodes[0].name, ...args()])
+    const run = await cli(['push', '--archive', builds.v2.opts.out, '--node', bed.nodes[0].name, ...args(), '-A'])
     expect(run.code, run.stderr).toBe(0)
     const pods = await running('shop', builds.v1.digest)
     const web = [...pods.keys()].find((n) => n.startsWith('web-'))!
@@ -97,7 +98,7 @@ describe('push --restart', () => {
     expect(run.stderr).toContain(`shop/solo on ${bed.nodes[0].name}`)
     expect(run.stderr).toContain('quota/lonely')
     expect(run.stderr).toContain(`restart them with: sideload push --archive ${builds.v2.opts.out} --node ${bed.nodes[0].name} --kubeconfig ${cluster.kubeconfig}`)
-    expect(run.stderr).toMatch(/--progress quiet --restart/)
+    expect(run.stderr).toMatch(/--progress quiet -A --restart/)
     expect(run.stderr).toContain('kubectl rollout restart deployment/web -n shop')
     // nothing restarted
     expect((await running('shop', builds.v1.digest)).size).toBe(2)
@@ -111,7 +112,7 @@ describe('push --restart', () => {
     await until('the quota counted', async () => (obj(obj((await cluster.admin.get(corePath('resourcequotas', 'quota', 'no-pods'))).status).used).pods !== undefined ? true : undefined))
 
     // the same command again, with --restart: the image is up to date, the pods are restarted
-    const run = await cli(['push', '--archive', builds.v2.opts.out, '--node', node, ...args(), '--restart'])
+    const run = await cli(['push', '--archive', builds.v2.opts.out, '--node', node, ...args(), '-A', '--restart'])
     expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(1)
     expect(run.stdout).toMatch(/up to date/)
     expect(run.stdout).toMatch(/restart shop\/deployment\/web: rolled out: web-\S+ on \S+: running/)

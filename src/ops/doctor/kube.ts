@@ -93,10 +93,12 @@ async function checkRights(target: KubeTarget, timeoutMs: number, add: AddCheck)
 /** The verbs of `right` this user may not use, as SelfSubjectAccessReviews answer (kubectl auth can-i). */
 async function missingVerbs(auth: AuthorizationV1Api, right: Right, namespace: string | undefined, timeoutMs: number): Promise<string[]> {
   const missing: string[] = []
+  // a subresource (pods/eviction) is asked about apart, as kubectl auth can-i does
+  const [resource, subresource] = right.resource.split('/')
   for (const verb of right.verbs) {
     const review = await withTimeout(auth.createSelfSubjectAccessReview({body: {
       apiVersion: 'authorization.k8s.io/v1', kind: 'SelfSubjectAccessReview',
-      spec: {resourceAttributes: {verb, resource: right.resource, group: right.group, namespace}},
+      spec: {resourceAttributes: {verb, resource, subresource, group: right.group, namespace}},
     }}), timeoutMs, 'SelfSubjectAccessReview')
     if (!review.status?.allowed) missing.push(verb)
   }

@@ -8,7 +8,7 @@ import {SshPool} from '../../ssh/index.js'
 import {pushMoreWith, restartStalePods, stalePods} from '../restart/index.js'
 import type {FixOptions} from './options.js'
 import {isUnscheduled, planFix, type StuckContainer, type Transfer} from './plan.js'
-import {annotate, listTargetPods, waitForContainers, waitScheduled} from './pods.js'
+import {annotate, listTargetPods, type NudgeRefused, waitForContainers, waitScheduled} from './pods.js'
 import {containerRow, diagnosisRows, failedAction, type FixDiagnosis, type FixResult, type FixRow, type TransferResult} from './result.js'
 import {checkSource, nodeTargets, pushOnce} from './transfer.js'
 
@@ -77,13 +77,12 @@ async function sendAll(client: KubeClient, opts: FixOptions, ready: Transfer[]):
 /** Nudge the kubelet about the repaired pods, wait for its verdict, and say for each container how it went. */
 async function outcomeRows(client: KubeClient, opts: FixOptions, ready: Transfer[], transfers: TransferResult[], deadline: number): Promise<FixRow[]> {
   const repaired = transfers.filter((t) => t.push && t.push.status !== 'failed')
+  // per pod: why its nudge was refused (a role without patch pods)
+  const refused = new Map<string, NudgeRefused | undefined>()
   if (opts.annotate !== false) {
-    const seen = new Set<string>()
     for (const c of repaired.flatMap((t) => containersOf(ready, t))) {
       const key = `${c.namespace}/${c.pod}`
-      if (seen.has(key)) continue
-      seen.add(key)
-      await annotate(client, c)
+      if (!refused.has(key)) refused.set(key, await annotate(client, c))
     }
   }
   const states = await waitForContainers(client, repaired.flatMap((t) => containersOf(ready, t)), deadline, opts.signal)
@@ -97,8 +96,9 @@ async function outcomeRows(client: KubeClient, opts: FixOptions, ready: Transfer
       }
       const s = states.get(c)
       const still = s?.stuck ?? true
-      rows.push(containerRow(c, t.node, {action: r.status, result: still ? `still ${s?.state ?? c.reason} after the push` : (s?.state ?? 'unknown'), ok: !still,
-        hint: still ? `the image is on node ${t.node} now; the kubelet should start the pod on its next re-sync (kubectl describe pod ${c.pod} -n ${c.namespace})` : undefined}))
+      const nudge = refused.get(`${c.namespace}/${c.pod}`)
+      rows.push(containerRow(c, t.node, {action: r.status, result: still ? `still ${s?.state ?? c.reason} after the push${nudge ? `; ${nudge.message}` : ''}` : (s?.state ?? 'unknown'), ok: !still,
+        hint: still ? nudge?.hint ?? `the image is on node ${t.node} now; the kubelet should start the pod on its next re-sync (kubectl describe pod ${c.pod} -n ${c.namespace})` : undefined}))
     }
   }
   return rows
@@ -108,11 +108,13 @@ async function outcomeRows(client: KubeClient, opts: FixOptions, ready: Transfer
 async function restartOrWarn(client: KubeClient, opts: FixOptions, transfers: TransferResult[], deadline: number): Promise<Pick<FixResult, 'restart' | 'stale'>> {
   const pushed = transfers.flatMap((t) => t.push && t.push.status !== 'failed' && t.push.digest ? [{node: t.node, image: t.image, digest: t.push.digest}] : [])
   if (pushed.length === 0) return {}
+  // the pods fix looked at: the namespace's (-n, else the context's), or every namespace's (-A)
+  const namespace = opts.allNamespaces ? undefined : client.namespace
   if (opts.restart) {
-    const pushMore = pushMoreWith(client, {source: opts.source, ssh: opts.ssh, platform: opts.platform, pin: opts.pin, unpack: opts.unpack, retries: opts.retries, signal: opts.signal},
+    const pushMore = pushMoreWith(client, {source: opts.source, ssh: opts.ssh, platform: opts.platform, pin: opts.pin, replace: opts.replace, unpack: opts.unpack, retries: opts.retries, signal: opts.signal},
       opts.config ?? {defaults: {}, nodes: {}}, opts.access)
-    return {restart: await restartStalePods({client, pushed, timeoutMs: Math.max(deadline - Date.now(), 60_000), signal: opts.signal, pushMore})}
+    return {restart: await restartStalePods({client, pushed, namespace, timeoutMs: Math.max(deadline - Date.now(), 60_000), signal: opts.signal, pushMore})}
   }
-  const stale = await stalePods(client, pushed).catch(() => [])
+  const stale = await stalePods(client, pushed, namespace).catch(() => [])
   return stale.length ? {stale} : {}
 }

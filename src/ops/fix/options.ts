@@ -27,6 +27,8 @@ export interface FixOptions extends KubeTargetOptions {
   pool?: SshPool
   jobs?: number
   pin?: boolean
+  /** overwrite (or adopt) a node's record of the same name that sideload did not write */
+  replace?: boolean
   unpack?: boolean
   retries?: number
   /** --p2p spegel: seeds get the push, the other nodes pull from them (ops/p2p.ts) */

@@ -80,13 +80,26 @@ export async function waitScheduled(client: KubeClient, scope: PodScope, pods: V
 }
 
 /** Nudge the kubelet: a changed annotation makes it re-sync the pod (and find the image) at once. */
-export async function annotate(client: KubeClient, c: {namespace: string; pod: string}): Promise<void> {
+export async function annotate(client: KubeClient, c: {namespace: string; pod: string}): Promise<NudgeRefused | undefined> {
   try {
     await client.patchPod(c.pod, c.namespace, {metadata: {annotations: {[PUSHED_AT_ANNOTATION]: new Date().toISOString()}}})
   } catch (err) {
-    // the pod went away, or patching is not allowed: the kubelet still finds the image on its next re-sync
-    if (!isKubeError(err, 'not-found') && !isKubeError(err, 'forbidden')) throw err
+    // the pod went away: nothing to nudge
+    if (isKubeError(err, 'not-found')) return undefined
+    // not allowed: the kubelet still finds the image on its next re-sync, only later (its back-off)
+    if (isKubeError(err, 'forbidden')) {
+      return {message: 'the nudge was refused (patch pods is not allowed)',
+        hint: 'grant patch on pods to this identity (manifests/rbac.yaml) so the kubelet starts the pod at once; without it the kubelet finds the image on its next retry (back-off up to 5 min)'}
+    }
+    throw err
   }
+  return undefined
+}
+
+/** Why the kubelet could not be nudged, and what to do. */
+export interface NudgeRefused {
+  message: string
+  hint: string
 }
 
 /** Polls the pods until none of the containers waits for its image any more, or the deadline. */

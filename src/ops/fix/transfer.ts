@@ -48,7 +48,7 @@ export async function checkSource(transfers: Transfer[], inventory: SourceInvent
 export async function pushOnce(opts: FixOptions, pool: SshPool, image: string, nodes: NodeTarget[]): Promise<NodeImageResult[]> {
   try {
     const r = await push({
-      images: [image], source: opts.source, nodes, pool, platform: opts.platform, jobs: opts.jobs, pin: opts.pin,
+      images: [image], source: opts.source, nodes, pool, platform: opts.platform, jobs: opts.jobs, pin: opts.pin, replace: opts.replace,
       unpack: opts.unpack, retries: opts.retries, p2p: opts.p2p, reporter: opts.reporter && keepOpen(opts.reporter), signal: opts.signal,
     })
     return r.results

@@ -33,6 +33,10 @@ export function recreatableManifest(pod: V1Pod): V1Pod {
   }
   // set by the Priority admission plugin from priorityClassName (it refuses a value given by hand that differs)
   delete spec.priority
+  // set by the RuntimeClass admission plugin from runtimeClassName, the same way
+  delete spec.overhead
+  // added through the pods/ephemeralcontainers subresource (kubectl debug); a create that has them is refused
+  delete spec.ephemeralContainers
   return {
     apiVersion: 'v1', kind: 'Pod',
     metadata: {

@@ -13,6 +13,8 @@ export interface PushedDigest {
 export interface RestartOptions {
   client: KubeClient
   pushed: PushedDigest[]
+  /** the namespace whose pods are restarted (-n, else the context's); undefined: every namespace (-A) */
+  namespace: string | undefined
   /**
    * Sends `image` to more nodes (an owner's other pods run there) and says what they hold now;
    * without it, an owner whose pods run on nodes not pushed to is not rolled out.

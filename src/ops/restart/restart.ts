@@ -4,19 +4,23 @@ import {errorInfo} from '../../ui/errors.js'
 import {type PushOptions, push} from '../push.js'
 import {targetsFor} from '../targets.js'
 import {recreateBarePod} from './bare-pod.js'
+import {evictForOwner} from './evict.js'
+import {leftAlone, leftAloneRow} from './left-alone.js'
 import type {RestartOptions} from './options.js'
 import {rollOut} from './owner.js'
 import type {RestartReport, RestartRow, StalePod} from './result.js'
 import {restartTarget, ROLLOUT_KINDS, stalePods} from './stale.js'
 
 /**
- * Restarts the stale pods of the pushed nodes: each owner rolled out once (after the image went to
- * every node its pods run on), each bare pod re-created on its node, each pod of another owner
- * deleted for it to re-create. Waits until the new pods run the pushed digest (timeoutMs).
+ * Restarts the stale pods of the pushed nodes in opts.namespace (undefined: every namespace): each
+ * owner rolled out once (after the image went to every node its pods run on), each bare pod
+ * re-created on its node, each pod of another owner evicted for it to re-create; a Job's or static
+ * pod left alone, said so. Waits until the new pods of owners rolled out and of bare pods run the
+ * pushed digest (timeoutMs).
  */
 export async function restartStalePods(opts: RestartOptions): Promise<RestartReport> {
   const {client} = opts
-  const stale = await stalePods(client, opts.pushed)
+  const stale = await stalePods(client, opts.pushed, opts.namespace)
   const rows: RestartRow[] = []
   const deadline = Date.now() + (opts.timeoutMs ?? 120_000)
   const holds = new Map<string, string>(opts.pushed.map((p) => [`${p.node}\u0000${p.image}`, p.digest]))
@@ -25,14 +29,12 @@ export async function restartStalePods(opts: RestartOptions): Promise<RestartRep
     if (opts.signal?.aborted) break
     const first = group[0]
     const base = {namespace: first.namespace, target: restartTarget(first), pods: group.map((s) => s.pod), image: first.image}
+    const alone = leftAlone(first)
     try {
-      if (!first.owner) rows.push(await recreateBarePod(opts, first, deadline))
+      if (alone) rows.push(leftAloneRow(group, alone))
+      else if (!first.owner) rows.push(await recreateBarePod(opts, first, deadline))
       else if (ROLLOUT_KINDS.has(first.owner.kind)) rows.push(await rollOut(opts, group, holds, deadline))
-      else {
-        for (const s of group) await client.deletePod(s.pod, s.namespace, s.uid)
-        rows.push({...base, action: 'deleted for its owner to re-create', ok: true,
-          result: `${first.owner.kind} ${first.owner.name} creates ${group.length === 1 ? 'it' : 'them'} again (not waited for)`})
-      }
+      else for (const s of group) rows.push(await evictForOwner(opts, s))
     } catch (err) {
       rows.push({...base, action: 'failed', result: 'still running the old image', ok: false, error: errorInfo(err, `${first.namespace}/${base.target}`)})
     }

@@ -13,7 +13,14 @@ export interface StalePod {
   /** the digest the node holds now */
   pushed: string
   /** the controller that owns the pod (a ReplicaSet's Deployment already resolved), when it has one */
-  owner?: {kind: string; name: string}
+  owner?: PodOwner
+}
+
+/** A pod's controller: `kind` and `name`; a Job run by a CronJob names that CronJob too. */
+export interface PodOwner {
+  kind: string
+  name: string
+  cronJob?: string
 }
 
 /** What happened to one owner, or to one bare pod. */
@@ -24,7 +31,7 @@ export interface RestartRow {
   /** the stale pods it had */
   pods: string[]
   image: string
-  action: 'rolled out' | 're-created' | 'deleted for its owner to re-create' | 'not restarted' | 'failed'
+  action: 'rolled out' | 're-created' | 'evicted for its owner to re-create' | 'left alone' | 'not restarted' | 'failed'
   /** the pods now running it: `name on node` */
   result: string
   ok: boolean

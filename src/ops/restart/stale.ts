@@ -5,9 +5,12 @@ import {parseTarget} from '../../ssh/index.js'
 import type {NodeImageResult} from '../push.js'
 import type {PushedDigest} from './options.js'
 import {controllerOf, imageIdDigest} from './pod-state.js'
-import type {StalePod} from './result.js'
+import type {PodOwner, StalePod} from './result.js'
 
-/** The owners `kubectl rollout restart` rolls out; any other owner's pods are deleted for it to re-create. */
+/**
+ * The owners `kubectl rollout restart` rolls out; any other owner's pods are evicted for it to
+ * create again (left-alone.ts: but for a Job's and a static pod's).
+ */
 export const ROLLOUT_KINDS = new Set<string>(['Deployment', 'StatefulSet', 'DaemonSet'])
 
 /**
@@ -36,12 +39,15 @@ export function pushedDigests(results: NodeImageResult[], nodeNames: Map<string,
     .map((r) => ({node: nodeNames.get(r.node)!, image: r.image, digest: r.digest!}))
 }
 
-/** The running pods on the pushed nodes (every namespace) whose containers run an older digest of a pushed image. */
-export async function findStalePods(client: KubeClient, pushed: PushedDigest[]): Promise<StalePod[]> {
+/**
+ * The running pods on the pushed nodes whose containers run an older digest of a pushed image, in
+ * `namespace` (-n, else the context's), or in every namespace when it is undefined (-A).
+ */
+export async function findStalePods(client: KubeClient, pushed: PushedDigest[], namespace: string | undefined): Promise<StalePod[]> {
   const stale: StalePod[] = []
   for (const node of [...new Set(pushed.map((p) => p.node))]) {
     const onNode = pushed.filter((p) => p.node === node)
-    const {items} = await client.listPods({fieldSelector: `spec.nodeName=${node}`})
+    const {items} = await client.listPods({namespace, fieldSelector: `spec.nodeName=${node}`})
     for (const pod of items) {
       if (pod.metadata?.deletionTimestamp) continue
       for (const p of onNode) {
@@ -65,26 +71,43 @@ export async function findStalePods(client: KubeClient, pushed: PushedDigest[]):
   return stale
 }
 
-/** A ReplicaSet owned by a Deployment stands for that Deployment (`kubectl rollout restart` acts on it). */
+/**
+ * A ReplicaSet owned by a Deployment stands for that Deployment (`kubectl rollout restart` acts on
+ * it); a Job run by a CronJob names that CronJob (the way to run it again).
+ */
 async function resolveOwners(client: KubeClient, stale: StalePod[]): Promise<void> {
-  const cache = new Map<string, {kind: string; name: string}>()
+  const cache = new Map<string, PodOwner>()
   for (const s of stale) {
-    if (s.owner?.kind !== 'ReplicaSet') continue
-    const key = `${s.namespace}/${s.owner.name}`
+    if (s.owner?.kind !== 'ReplicaSet' && s.owner?.kind !== 'Job') continue
+    const key = `${s.namespace}/${s.owner.kind}/${s.owner.name}`
     let owner = cache.get(key)
     if (!owner) {
-      const rs = await client.getReplicaSet(s.owner.name, s.namespace)
-      const ref = rs.metadata?.ownerReferences?.find((o) => o.controller)
-      owner = ref?.kind === 'Deployment' ? {kind: 'Deployment', name: ref.name} : s.owner
+      owner = s.owner.kind === 'ReplicaSet' ? await deploymentOf(client, s.namespace, s.owner) : await withCronJob(client, s.namespace, s.owner)
       cache.set(key, owner)
     }
     s.owner = owner
   }
 }
 
-/** Finds the stale pods of every pushed node, with their owners resolved (a Deployment for its ReplicaSet). */
-export async function stalePods(client: KubeClient, pushed: PushedDigest[]): Promise<StalePod[]> {
-  const stale = await findStalePods(client, pushed)
+/** The Deployment that owns a ReplicaSet; a ReplicaSet of its own stays itself. */
+async function deploymentOf(client: KubeClient, namespace: string, replicaSet: PodOwner): Promise<PodOwner> {
+  const ref = (await client.getReplicaSet(replicaSet.name, namespace)).metadata?.ownerReferences?.find((o) => o.controller)
+  return ref?.kind === 'Deployment' ? {kind: 'Deployment', name: ref.name} : replicaSet
+}
+
+/** The Job with the CronJob that created it; only a message needs it, so a Job that cannot be read is named alone. */
+async function withCronJob(client: KubeClient, namespace: string, job: PodOwner): Promise<PodOwner> {
+  const read = await client.getJob(job.name, namespace).catch(() => undefined)
+  const ref = read?.metadata?.ownerReferences?.find((o) => o.controller && o.kind === 'CronJob')
+  return ref ? {...job, cronJob: ref.name} : job
+}
+
+/**
+ * Finds the stale pods of every pushed node in `namespace` (undefined: every namespace), with their
+ * owners resolved (a Deployment for its ReplicaSet, the CronJob of a Job).
+ */
+export async function stalePods(client: KubeClient, pushed: PushedDigest[], namespace: string | undefined): Promise<StalePod[]> {
+  const stale = await findStalePods(client, pushed, namespace)
   await resolveOwners(client, stale)
   return stale
 }
