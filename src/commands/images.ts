@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
 import {sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
 import {rfc3339} from '../containerd/index.js'
+import {shortDigest} from '../image/index.js'
 import {listNodeImages, type ImagesResult} from '../ops/images.js'
 import {imageJson} from '../ops/node-images.js'
 import {SideloadCommand} from '../ui/command.js'
@@ -29,6 +30,7 @@ An image's other records (repo@sha256:… and the CRI's sha256:<id>) are shown w
 
   static override flags = {
     json: Flags.boolean({description: 'print one result line of JSON on stdout'}),
+    output: Flags.string({char: 'o', description: 'wide: whole digests, and each image\'s other records (repo@sha256:…, sha256:<id>)', options: ['wide']}),
     jobs: Flags.integer({char: 'j', description: 'nodes to ask in parallel', default: 4, min: 1}),
     ...sshFlags,
     ...targetFlags('list images on'),
@@ -43,30 +45,32 @@ An image's other records (repo@sha256:… and the CRI's sha256:<id>) are shown w
       process.stdout.write(JSON.stringify({type: 'result', ok: result.ok, nodes: result.nodes.map((n) => ({node: n.node,
         ...(n.error ? errorJson(n.error) : {images: n.images!.map((r) => imageJson(r.image, r.pods))})}))}) + '\n')
     } else {
-      process.stdout.write(renderImagesTable(result))
+      process.stdout.write(renderImagesTable(result, flags.output === 'wide'))
       for (const n of result.nodes) if (n.error) this.logToStderr(renderError(n.error))
     }
     if (!result.ok) this.exit(1)
   }
 }
 
-/** `sha256:0123456789ab` */
-export function shortDigest(digest: string): string {
-  return digest.slice(0, 'sha256:'.length + 12)
-}
-
-export function renderImagesTable(result: ImagesResult): string {
+/**
+ * The table for people: an image named only by digest (`repo@sha256:<64 hex>`) shortened as its
+ * digest column is (`repo@sha256:<12 hex>`), so the table fits a terminal; `wide` shows every name
+ * and digest whole, with the image's other records. PUSHED is `-` for an image sideload did not write.
+ */
+export function renderImagesTable(result: ImagesResult, wide = false): string {
   const rows: string[][] = []
+  const blank = wide ? ['', '', '', '', '', '', ''] : ['', '', '', '', '', '']
   for (const n of result.nodes) {
     if (n.error) {
-      rows.push([n.node, '(no answer: the error is below)', '', '', '', '', ''])
+      rows.push([n.node, '(no answer: the error is below)', ...blank.slice(1)])
       continue
     }
-    if (n.images!.length === 0) rows.push([n.node, '(no images)', '', '', '', '', ''])
+    if (n.images!.length === 0) rows.push([n.node, '(no images)', ...blank.slice(1)])
     for (const {image, pods} of n.images!) {
-      rows.push([n.node, image.name, shortDigest(image.digest), formatBytes(image.sizeBytes), image.pinned ? 'yes' : 'no',
-        image.pushedAt ? rfc3339(image.pushedAt) : '-', pods === undefined ? '?' : pods.join(',') || '-'])
+      const name = wide ? image.name : image.name.replace(/@(sha256:[a-f0-9]{64})$/, (_, d: string) => `@${shortDigest(d)}`)
+      rows.push([n.node, name, wide ? image.digest : shortDigest(image.digest), formatBytes(image.sizeBytes), image.pinned ? 'yes' : 'no',
+        image.pushedAt ? rfc3339(image.pushedAt) : '-', pods === undefined ? '?' : pods.join(',') || '-', ...(wide ? [image.aliases.join(',') || '-'] : [])])
     }
   }
-  return renderTable(['node', 'image', 'digest', 'size', 'pinned', 'pushed', 'pods'], rows)
+  return renderTable(['node', 'image', 'digest', 'size', 'pinned', 'pushed', 'pods', ...(wide ? ['other records'] : [])], rows)
 }

@@ -23,7 +23,7 @@ import {ExecOptions, ExecResult, PATH_ENV, isAlive, kill, logTail, must, pidsInN
 import {cleanAll, destroyBed, knownBedNames} from './teardown.js'
 
 export {BED_ROOT, NON_ROOT_USER} from './layout.js'
-export {type CleanOptions, cleanAll, destroyBed} from './teardown.js'
+export {type CleanOptions, cleanAll, destroyBed, removeEmptyBedDirs} from './teardown.js'
 export type {ExecOptions, ExecResult} from './processes.js'
 
 export interface BedNode {
@@ -161,7 +161,12 @@ async function claimIndex(name: string): Promise<number> {
     const claim = path.join(INDEX_DIR, String(k))
     try {
       await fsp.mkdir(claim)
-    } catch {
+    } catch (err) {
+      // the index dir itself went (a `down` elsewhere removes it once empty): again, with it
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        await fsp.mkdir(INDEX_DIR, {recursive: true})
+        k--
+      }
       continue
     }
     await fsp.writeFile(path.join(claim, 'name'), name)

@@ -1,7 +1,7 @@
 // npm run bed -- up [N] [--name NAME] [--containerd 1.6|2|mixed] [--root-size-mb NODE=MB] [--no-containerd NODE]
 // npm run bed -- down [--name NAME] [--all]
 // npm run bed -- status
-import {bedStatus, cleanAll, type ContainerdLine, destroyBed, startBed, type Bed, type NodeOptions} from './bed.js'
+import {bedStatus, cleanAll, type ContainerdLine, destroyBed, removeEmptyBedDirs, startBed, type Bed, type NodeOptions} from './bed.js'
 
 const DEFAULT_NAME = 'sandbox'
 
@@ -84,6 +84,7 @@ async function main(): Promise<void> {
         await destroyBed(args.name)
         process.stdout.write(`bed '${args.name}' is down\n`)
       }
+      await removeEmptyBedDirs()
       break
     }
     case 'status': {

@@ -3,7 +3,7 @@ import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
 import type {Bed} from './bed.js'
-import {BEDS_DIR, INDEX_DIR, NETNS_PREFIX, bedDirOf, bridgeName, ownerAlive, readIndex, readOwner} from './layout.js'
+import {BED_ROOT, BEDS_DIR, INDEX_DIR, NETNS_PREFIX, bedDirOf, bridgeName, ownerAlive, readIndex, readOwner} from './layout.js'
 import {kill, pidsInNetns, pidsMentioning, runCommand, waitGone} from './processes.js'
 
 // ---------------------------------------------------------------------------------------------
@@ -74,6 +74,11 @@ export async function destroyBed(name: string): Promise<void> {
   // 4. dirs and the index claim
   await fsp.rm(dir, {recursive: true, force: true})
   for (const k of await claimsOf(name)) await fsp.rm(path.join(INDEX_DIR, String(k)), {recursive: true, force: true})
+}
+
+/** The bed folders (`beds/`, `index/`, their root) once nothing is left in them: `down` leaves no empty folder behind. */
+export async function removeEmptyBedDirs(): Promise<void> {
+  for (const dir of [BEDS_DIR, INDEX_DIR, BED_ROOT]) await fsp.rmdir(dir).catch(() => undefined) // only when empty
 }
 
 /** Index claims whose name file names this bed. */

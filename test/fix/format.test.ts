@@ -1,7 +1,7 @@
 // The command's small pure parts: durations, --source, the result table.
 import * as os from 'node:os'
 import {describe, expect, it} from 'vitest'
-import {describeFix, parseDuration} from '../../src/commands/fix.js'
+import {describeFix, fixJson, parseDuration} from '../../src/commands/fix.js'
 import {sourceFromFlags} from '../../src/sources/index.js'
 import {containerState} from '../../src/ops/fix/index.js'
 
@@ -44,6 +44,15 @@ describe('fix command parts', () => {
     expect(text.split(`hint: ${hint}`)).toHaveLength(2)
     expect(text).toContain('1 transfer(s): docker.io/library/app:1 → n1 (2.0 KiB)')
     expect(describeFix({ok: true, diagnoses: [], rows: [], transfers: []}, false)).toBe('no pod waits for an image')
+  })
+
+  it('--json says an image the source lacks once, on its diagnosis (which names the pods), not again on each pod row', () => {
+    const hint = 'image x:1 is not in the archive a.tar; it holds app:1'
+    const row = {namespace: 'ns', container: 'c', node: 'n2', image: 'x:1', action: 'not pushed' as const, result: 'image not in the source', ok: false, hint}
+    const json = JSON.stringify(fixJson({ok: false, diagnoses: [{kind: 'not-in-source', image: 'x:1', pods: ['ns/b', 'ns/c'], hint}],
+      rows: [{...row, pod: 'b'}, {...row, pod: 'c'}, {...row, pod: 'd', image: 'y:1', hint: 'the push failed: disk full'}], transfers: []}, undefined))
+    expect(json.split(hint)).toHaveLength(2)
+    expect(json).toContain('the push failed: disk full')
   })
 
   it('container state: image waits are stuck; a finished init container reports the pod', () => {

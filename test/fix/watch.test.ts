@@ -81,6 +81,34 @@ describe('sideload fix --watch on real nodes', () => {
     expect(summary.transfers).toHaveLength(2)
   })
 
+  it('a role without patch pods: the row says the nudge was refused, with the RBAC hint, not that the kubelet was nudged', async () => {
+    const {bed, kubelet, cluster} = fb
+    const file = await archive('docker.io/local/fix-nudge:1.0')
+    await createNamespace(fb, 'nudge')
+    const server = cluster.server
+    const kubeconfig = await server.userWithRole('nudgeless', {verbs: ['get', 'list', 'watch'], resources: ['pods'], namespace: 'nudge'})
+    for (const args of [['create', 'clusterrole', 'nudgeless-nodes', '--verb=get,list', '--resource=nodes'], ['create', 'clusterrolebinding', 'nudgeless-nodes', '--clusterrole=nudgeless-nodes', '--user=nudgeless']]) {
+      const r = await server.kubectl(server.adminKubeconfigPath, args)
+      expect(r.code, r.stderr).toBe(0)
+    }
+    const client = KubeClient.load({kubeconfig, namespace: 'nudge'})
+    const rows: FixRow[] = []
+    const abort = new AbortController()
+    const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onRow: r => rows.push(r)})
+    try {
+      await createPod(fb, 'nudge', 'p', bed.nodes[0].name, 'local/fix-nudge:1.0')
+      await kubelet.syncNow()
+      await waitFor('the repair row', () => rows.some(r => r.pod === 'p'), 20_000)
+    } finally {
+      abort.abort()
+    }
+    await watching
+    const row = rows.find(r => r.pod === 'p')!
+    expect(row).toMatchObject({action: 'pushed', ok: true, result: 'image on the node; the nudge was refused (patch pods is not allowed)'})
+    expect(row.hint).toMatch(/grant patch on pods/)
+    expect(server.audit().some(e => e.user === 'nudgeless' && e.verb === 'patch' && e.resource === 'pods' && e.code === 403)).toBe(true)
+  })
+
   it('the built CLI: fix --watch repairs a new pod and exits 0 on SIGTERM', async () => {
     const {bed, kubelet} = fb
     const file = await archive('docker.io/local/fix-cliw:1.0')

@@ -8,7 +8,7 @@ import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as fsp from 'node:fs/promises'
 import * as path from 'node:path'
-import {type Bed, BED_ROOT, destroyBed, openBed, startBed} from '../bed/bed.js'
+import {type Bed, BED_ROOT, destroyBed, openBed, removeEmptyBedDirs, startBed} from '../bed/bed.js'
 import {sweepDeadServers} from '../kube-real/apiserver.js'
 import {buildMachineState, startSandboxBuildMachine} from './buildmachine.js'
 
@@ -238,6 +238,7 @@ export async function sandboxDown(name: string): Promise<void> {
   for (const m of mounts.reverse()) await run('umount', ['-l', m])
   await fsp.rm(p.dir, {recursive: true, force: true})
   await fsp.rmdir(SANDBOX_ROOT).catch(() => undefined) // only when no other sandbox is left
+  await removeEmptyBedDirs()
 }
 
 /** Brings the sandbox up from any state; does nothing when it already runs. */

@@ -59,9 +59,11 @@ describe('doctor --p2p spegel (containerd 2.x)', () => {
         '--p2p', 'spegel', '--seeds', '1', '--json'])
       expect(run.code, run.stderr).toBe(0)
       const line = run.stdout.trim().split('\n').reverse().find((l) => l.includes('"type":"result"'))!
-      const results = (JSON.parse(line) as {results: {node: string; status: string; via?: string; p2pError?: string}[]}).results
+      const results = (JSON.parse(line) as {results: {node: string; status: string; via?: string; p2pError?: string; p2pHint?: string}[]}).results
       const peer = results.find((r) => r.node === `root@${noConfigPath.ip}`)
       expect(peer).toMatchObject({status: 'pushed', via: 'direct', p2pError: 'containerd has no registry config_path (containerd config dump): its pulls ask no mirror'})
+      // the failure's own hint, not a general one
+      expect(peer!.p2pHint).toMatch(/^set config_path = "\/etc\/containerd\/certs.d"/)
       // never asked to pull (that pull would go to the registry itself, or wait out its timeout offline)
       expect(run.stdout).not.toContain('pulling from peers')
     } finally {
@@ -82,6 +84,11 @@ describe('doctor --p2p spegel (containerd 2.x)', () => {
       expect(results.find((r) => r.node === `root@${ok.ip}`)).toMatchObject({status: 'pushed', via: 'direct',
         p2pError: 'no hosts.toml in /etc/containerd/certs.d names a mirror for registry.lab:5000 that may pull and resolve: its pulls go to the registry itself'})
       expect(run.stdout).not.toContain('pulling from peers')
+      // in a terminal (another image: the nodes have this one now): the warning carries that failure's own hint
+      await makeImage({name: 'registry.lab:5000/sl-p2p/other:2', layers: [{sizeBytes: 64 * 1024, seed: 'otherreg2'}], format: 'oci', out})
+      const plain = await cli(['push', '--archive', out, '--host', `root@${stopped.ip}`, '--host', `root@${ok.ip}`, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath,
+        '--p2p', 'spegel', '--seeds', '1', '--progress', 'plain'])
+      expect(plain.stderr).toMatch(/warning: pushed directly, the pull from peers failed: no hosts\.toml .*; hint: run `spegel configuration` on the node, or write \/etc\/containerd\/certs\.d\/registry\.lab:5000\/hosts\.toml/)
     } finally {
       fs.rmSync(out, {force: true})
     }

@@ -5,6 +5,7 @@ import {normalizeImageName} from '../../image/index.js'
 import {KubeClient} from '../../kube/client.js'
 import {notInSourceHint, type SourceInventory, sourceInventory} from '../../sources/index.js'
 import {SshPool} from '../../ssh/index.js'
+import {errorInfo} from '../../ui/errors.js'
 import type {NodeImageResult} from '../push.js'
 import type {FixOptions} from './options.js'
 import {planFix, type StuckContainer} from './plan.js'
@@ -234,8 +235,9 @@ class FixWatcher {
   private async settle(c: StuckContainer, result: NodeImageResult): Promise<void> {
     if (this.abort.signal.aborted) return
     const ok = result.status !== 'failed'
-    if (ok && this.opts.annotate !== false) await annotate(this.client, c).catch(() => undefined)
-    this.emit(containerRow(c, c.node ?? '', {action: result.status !== 'failed' ? result.status : failedAction(result),
-      result: ok ? 'image on the node; kubelet nudged' : result.error ?? 'failed', ok, hint: result.hint}))
+    const nudge = ok && this.opts.annotate !== false
+    const refused = nudge ? await annotate(this.client, c).catch((err: unknown) => ({message: `the nudge failed: ${errorInfo(err).message}`, hint: 'the kubelet finds the image on its next retry'})) : undefined
+    const said = !ok ? result.error ?? 'failed' : refused ? `image on the node; ${refused.message}` : nudge ? 'image on the node; kubelet nudged' : 'image on the node'
+    this.emit(containerRow(c, c.node ?? '', {action: result.status !== 'failed' ? result.status : failedAction(result), result: said, ok, hint: refused?.hint ?? result.hint}))
   }
 }
