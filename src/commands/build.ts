@@ -3,7 +3,7 @@ import {BuildFailedError, describeFailure} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
 import {type BuildOptions, type BuildOutput, type BuildResult, build} from '../ops/build/index.js'
 import {buildFlags, builderChoice, keyValues, parseSecrets} from '../config/flags.js'
-import {SideloadCommand} from '../ui/command.js'
+import {SideloadCommand, UsageError} from '../ui/command.js'
 import {type ErrorInfo, errorInfo} from '../ui/errors.js'
 
 export default class Build extends SideloadCommand {
@@ -100,7 +100,7 @@ export function parseOutput(value: string): BuildOutput {
     file = colon > 0 ? value.slice(colon + 1) : undefined
   }
   if ((type !== 'oci' && type !== 'docker' && type !== 'tar') || !file) {
-    throw new Error(`--output ${value}: expected oci:FILE, docker:FILE or tar:FILE`)
+    throw new UsageError(`--output ${value}: expected oci:FILE, docker:FILE or tar:FILE`, 'e.g. --output oci:app.tar (or type=oci,dest=app.tar)')
   }
   return {type, path: file}
 }

@@ -140,7 +140,7 @@ export function keyValues(values: string[], flag: '--build-arg' | '--label'): Re
         out[v] = process.env[v] as string
         continue
       }
-      throw new Error(`${flag} ${v}: expected KEY=VALUE`)
+      throw new UsageError(`${flag} ${v}: expected KEY=VALUE`, flag === '--build-arg' ? `write it as ${flag} KEY=VALUE (a bare KEY takes the value of that environment variable, which is not set)` : `write it as ${flag} KEY=VALUE`)
     }
     out[v.slice(0, eq)] = v.slice(eq + 1)
   }

@@ -191,7 +191,7 @@ describe('a repeatable flag takes one value per occurrence', () => {
       let r = await sideload(['push', '--containerd-namespace', 'other', 'app:1', '--host', 'root@127.0.0.1:1', '--containerd-address', DEAD_SOCKET])
       expect(r.stderr).toContain('cannot read app:1 from the local containerd')
       r = await sideload(['push', '-n', 'other', 'app:1', '--host', 'root@127.0.0.1:1', '--containerd-address', DEAD_SOCKET])
-      expect(r.stderr).toContain('-n/--namespace is the Kubernetes namespace of --pod and has no effect here')
+      expect(r.stderr).toContain('-n/--namespace is the Kubernetes namespace of --pod and of the pods --restart restarts, not the local containerd\'s')
       expect(r.stderr).toContain('--containerd-namespace')
     })
   })
@@ -213,6 +213,23 @@ describe('a repeatable flag takes one value per occurrence', () => {
         expect(r.stderr, what).toContain(`Dockerfile ${path.join(ctx, 'Dockerfile')} not found`)
         expect(r.code, what).toBe(1)
       }
+    })
+
+    it('a missing Dockerfile or context says what to pass; a malformed --build-arg or --output is a usage mistake (exit 2)', async () => {
+      const [[, noFile], [, noCtx], [, arg], [, out]] = await sideloadEach([
+        ['build', ...builder, '-t', 'x:1', ctx],
+        ['build', ...builder, '-t', 'x:1', path.join(tmp, 'no-such-context')],
+        ['build', ...builder, '-t', 'x:1', '--build-arg', 'SIDELOAD_SURELY_UNSET_VAR', ctx],
+        ['build', ...builder, '-t', 'x:1', '--output', 'zip:app.zip', ctx],
+      ])
+      expect(noFile.stderr).toMatch(/Dockerfile \S+ not found; hint: name the Dockerfile with -f FILE/)
+      expect(noFile.code).toBe(1)
+      expect(noCtx.stderr).toMatch(/build context \S+no-such-context not found; hint: give the directory to build from as the argument/)
+      expect(noCtx.code).toBe(1)
+      expect(arg.stderr).toMatch(/--build-arg SIDELOAD_SURELY_UNSET_VAR: expected KEY=VALUE; hint: write it as --build-arg KEY=VALUE/)
+      expect(arg.code).toBe(2)
+      expect(out.stderr).toMatch(/--output zip:app.zip: expected oci:FILE, docker:FILE or tar:FILE; hint: e\.g\. --output oci:app\.tar/)
+      expect(out.code).toBe(2)
     })
   })
 

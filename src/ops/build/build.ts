@@ -74,14 +74,18 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   }
 }
 
-/** The build context must be a directory and the Dockerfile a file. */
+/** The build context must be a directory and the Dockerfile a file; each error says what to pass instead. */
 async function checkInputs(context: string, dockerfile: string): Promise<void> {
-  for (const [what, p, dir] of [
-    ['build context', context, true],
-    ['Dockerfile', dockerfile, false],
-  ] as const) {
-    const st = await fs.promises.stat(p).catch(() => undefined)
-    if (!st || st.isDirectory() !== dir) throw new Error(`${what} ${p} not found${dir ? ' (or not a directory)' : ''}`)
+  const stat = (p: string): Promise<fs.Stats | undefined> => fs.promises.stat(p).catch(() => undefined)
+  const ctx = await stat(context)
+  if (!ctx || !ctx.isDirectory()) {
+    throw Object.assign(new Error(`build context ${context} ${ctx ? 'is not a directory' : 'not found'}`), {
+      hint: 'give the directory to build from as the argument (e.g. `sideload build . -t app:1`); the Dockerfile is found in it unless -f FILE says otherwise'})
+  }
+  const file = await stat(dockerfile)
+  if (!file || file.isDirectory()) {
+    throw Object.assign(new Error(`Dockerfile ${dockerfile} ${file ? 'is a directory' : 'not found'}`), {
+      hint: `name the Dockerfile with -f FILE (a path from the current directory), or add one to ${context}`})
   }
 }
 
