@@ -4,7 +4,7 @@ import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js
 import {type BuildOptions, type BuildOutput, type BuildResult, build} from '../ops/build/index.js'
 import {buildFlags, builderChoice, keyValues, parseSecrets} from '../config/flags.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
-import {type ErrorInfo, errorInfo} from '../ui/errors.js'
+import {type ErrorInfo, errorInfo, renderError} from '../ui/errors.js'
 
 export default class Build extends SideloadCommand {
   static override summary = 'Build an image from a Dockerfile with BuildKit (no buildctl, no docker CLI needed).'
@@ -81,6 +81,7 @@ The context is uploaded through the BuildKit session, filtered by .dockerignore;
     } else {
       this.log(describeLocation(result))
     }
+    if (result.notStored) this.logToStderr(renderError({message: result.notStored, hint: 'point --containerd-address at the containerd that buildkitd uses (or run buildkitd on this machine\'s containerd, namespace k8s.io)'}, 'note'))
   }
 }
 

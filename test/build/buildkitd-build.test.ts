@@ -73,6 +73,8 @@ describe('sideload build against a standalone buildkitd with a containerd worker
     // "this machine's containerd" is the target node's: a different daemon (UUID) than the worker's
     const res = await build({...base(), containerdAddress: `unix://${target.nodes[0].hostSocketPath}`, context: ctx, tags: ['elsewhere:1'], workDir: work} as BuildOptions)
     expect(res.location.kind).toBe('archive')
+    // and says why, naming the address asked
+    expect(res.notStored).toMatch(new RegExp(`^BuildKit's containerd worker is not this machine's containerd in namespace k8s\\.io: its containerd is another daemon than the one at unix://${target.nodes[0].hostSocketPath.replace(/[.]/g, '\\.')} \\(UUID `))
     if (res.location.kind !== 'archive') return
     // only this user may read it, in a directory only this user may enter
     const dir = path.dirname(res.location.path)

@@ -9,7 +9,7 @@ import type {ExporterSpec, SolveResponse, WorkerRecord} from '../../buildkit/pro
 import {BuildSession, sharedKeyFor} from '../../buildkit/session.js'
 import {DEFAULT_CONTAINERD_ADDRESS} from '../../containerd/index.js'
 import {dialUpgrade} from '../../grpc/hijack.js'
-import {chooseExporter, inspectLocalContainerd, resolveBuilder, WORKER_EXECUTOR} from './builder.js'
+import {chooseExporter, inspectLocalContainerd, resolveBuilder, WORKER_EXECUTOR, workerMismatch} from './builder.js'
 import {locateImage, openImageSource, openImageStream} from './image.js'
 import type {BuildOptions, BuildOutput, BuildResult} from './options.js'
 import {frontendAttrs, solveRequest} from './request.js'
@@ -27,7 +27,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   let tempArchive: string | undefined
   const model = new BuildProgressModel()
   try {
-    const {worker, exporter, streamed} = await planExport(client, endpoint, opts)
+    const {worker, exporter, streamed, notStored} = await planExport(client, endpoint, opts)
     const archivePath = streamed ? await archivePathFor(opts) : undefined
     if (archivePath && !opts.output?.path) tempArchive = archivePath
     const temporary = tempArchive
@@ -63,6 +63,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       durationMs: Date.now() - started,
       openImageStream: () => openImageStream(location, dockerEndpoint),
       openImageSource: () => openImageSource(location, dockerEndpoint, opts.workDir),
+      ...(notStored ? {notStored} : {}),
     }
   } catch (err) {
     // A half-written archive in our temp dir is useless; one the user named is left to them.
@@ -90,13 +91,16 @@ async function checkInputs(context: string, dockerfile: string): Promise<void> {
 }
 
 /** The daemon's worker and the exporter for it (into the containerd it shares with this machine, or streamed back). */
-async function planExport(client: BuildkitClient, endpoint: BuilderEndpoint, opts: BuildOptions): Promise<{worker: WorkerRecord | undefined; exporter: ExporterSpec; streamed?: BuildOutput['type']}> {
+async function planExport(client: BuildkitClient, endpoint: BuilderEndpoint, opts: BuildOptions): Promise<{worker: WorkerRecord | undefined; exporter: ExporterSpec; streamed?: BuildOutput['type']; notStored?: string}> {
   const workers = await client.listWorkers()
   const worker = workers[0]
-  const local = endpoint.kind === 'buildkitd' && !opts.output && worker?.Labels[WORKER_EXECUTOR] === 'containerd'
-    ? await inspectLocalContainerd(opts.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS)
-    : undefined
-  return {worker, ...chooseExporter(endpoint, opts, worker, local)}
+  const asked = endpoint.kind === 'buildkitd' && !opts.output && worker?.Labels[WORKER_EXECUTOR] === 'containerd'
+  const address = opts.containerdAddress ?? DEFAULT_CONTAINERD_ADDRESS
+  const local = asked ? await inspectLocalContainerd(address) : undefined
+  const chosen = chooseExporter(endpoint, opts, worker, local)
+  const namespace = opts.namespace ?? 'k8s.io'
+  const mismatch = asked && chosen.streamed ? workerMismatch(worker, namespace, local, address) : undefined
+  return {worker, ...chosen, ...(mismatch ? {notStored: `BuildKit's containerd worker is not this machine's containerd in namespace ${namespace}: ${mismatch}; the image came back as an archive instead`} : {})}
 }
 
 /** Where a streamed archive goes: the output asked for, else a temporary file in a private directory under workDir. */

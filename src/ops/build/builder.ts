@@ -52,9 +52,21 @@ export interface LocalContainerd {
  * runs here — the CRI's snapshotter. Without `local` (no containerd answers here) it never does.
  */
 export function workerSharesContainerd(worker: WorkerRecord | undefined, namespace: string, local: LocalContainerd | undefined): boolean {
-  if (worker?.Labels[WORKER_EXECUTOR] !== 'containerd' || worker.Labels[WORKER_NAMESPACE] !== namespace) return false
-  if (!local || worker.Labels[WORKER_UUID] !== local.uuid) return false
-  return !local.snapshotter || worker.Labels[WORKER_SNAPSHOTTER] === local.snapshotter
+  return worker?.Labels[WORKER_EXECUTOR] === 'containerd' && workerMismatch(worker, namespace, local, '') === undefined
+}
+
+/**
+ * Why a containerd worker does not write into namespace `namespace` of the containerd at `address`
+ * (this machine's), in words; undefined when it does, or when the worker is no containerd worker.
+ */
+export function workerMismatch(worker: WorkerRecord | undefined, namespace: string, local: LocalContainerd | undefined, address: string): string | undefined {
+  if (worker?.Labels[WORKER_EXECUTOR] !== 'containerd') return undefined
+  const labels = worker.Labels
+  if (!local) return `no containerd answers at ${address} on this machine`
+  if (labels[WORKER_UUID] !== local.uuid) return `its containerd is another daemon than the one at ${address} (UUID ${labels[WORKER_UUID] ?? 'not given'}, here ${local.uuid})`
+  if (labels[WORKER_NAMESPACE] !== namespace) return `it writes into containerd namespace ${labels[WORKER_NAMESPACE] ?? '(none)'}, not ${namespace}`
+  if (local.snapshotter && labels[WORKER_SNAPSHOTTER] !== local.snapshotter) return `it unpacks for snapshotter ${labels[WORKER_SNAPSHOTTER] ?? '(none)'}, the kubelet here uses ${local.snapshotter}`
+  return undefined
 }
 
 /** This machine's containerd UUID and CRI snapshotter; undefined when no containerd answers there. */

@@ -83,4 +83,6 @@ export interface BuildResult {
    * archive written, or from dockerd's `docker save` stream (spooled to a temp file). close() it.
    */
   openImageSource(): Promise<ArchiveImage>
+  /** Why a standalone BuildKit with a containerd worker did not store the image in this machine's containerd (streamed back instead). */
+  notStored?: string
 }
