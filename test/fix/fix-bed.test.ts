@@ -78,6 +78,12 @@ describe('sideload fix on real nodes', () => {
     expect(plan.stdout).toMatch(/POD\s+NODE\s+IMAGE\s+ACTION\s+RESULT/)
     expect(plan.stdout).toMatch(new RegExp(`cli/web-b\\s+${n2.name}\\s+local/fix-cli:2.0\\s+would push\\s+ErrImageNeverPull`))
     expect(await nodeImages(bed, n2)).not.toContain(image)
+    // no source answering: still the plan, each row saying why nothing could be sent; exit 1
+    const blind = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'cli', '--containerd-address', 'unix:///nonexistent/sideload-fix.sock', '--dry-run', ...sshArgs()])
+    expect(blind.code).toBe(1)
+    expect(blind.stdout).toMatch(new RegExp(`cli/web-b\\s+${n2.name}\\s+local/fix-cli:2.0\\s+would push\\s+source unavailable: cannot (list|read)`))
+    expect(blind.stdout).toMatch(new RegExp(`cli/web-c\\s+${n3.name}\\s+local/fix-cli:2.0\\s+would push\\s+source unavailable`))
+    expect(blind.stdout).toMatch(/hint: .*containerd/)
 
     const run = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'cli', '--archive', file, '--timeout', '20s', ...sshArgs()])
     expect(run.code, run.stdout + run.stderr).toBe(0)

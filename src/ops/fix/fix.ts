@@ -7,7 +7,8 @@ import {sourceInventory} from '../../sources/index.js'
 import {SshPool} from '../../ssh/index.js'
 import {pushMoreWith, restartStalePods, stalePods} from '../restart/index.js'
 import type {FixOptions} from './options.js'
-import {isUnscheduled, planFix, type StuckContainer, type Transfer} from './plan.js'
+import {type FixPlan, isUnscheduled, planFix, type StuckContainer, type Transfer} from './plan.js'
+import {type ErrorInfo, errorInfo} from '../../ui/errors.js'
 import {annotate, listTargetPods, type NudgeRefused, waitForContainers, waitScheduled} from './pods.js'
 import {containerRow, diagnosisRows, failedAction, type FixDiagnosis, type FixResult, type FixRow, type TransferResult} from './result.js'
 import {checkSource, nodeTargets, pushOnce} from './transfer.js'
@@ -23,7 +24,12 @@ export async function fix(opts: FixOptions): Promise<FixResult> {
   let pods = await listTargetPods(client, opts)
   if (opts.waitScheduled && pods.some(isUnscheduled)) pods = await waitScheduled(client, opts, pods, deadline)
   const plan = planFix(pods, normalizeImageName)
-  const {ready, missing} = await checkSource(plan.transfers, sourceInventory(opts.source))
+  const checked = await checkSource(plan.transfers, sourceInventory(opts.source)).catch((err: unknown) => {
+    if (opts.dryRun) return errorInfo(err) // the plan still shows: each row says the source could not be asked
+    throw err
+  })
+  if (!('ready' in checked)) return planWithoutSource(plan, checked)
+  const {ready, missing} = checked
   const diagnoses: FixDiagnosis[] = [...plan.diagnoses, ...missing]
   const rows: FixRow[] = notInSourceRows(plan.transfers.filter((t) => !ready.includes(t)), missing)
   if (opts.dryRun) {
@@ -38,6 +44,13 @@ export async function fix(opts: FixOptions): Promise<FixResult> {
   const ok = diagnoses.length === 0 && rows.every((r) => r.ok)
   const after = await restartOrWarn(client, opts, transfers, deadline)
   return {rows, transfers, diagnoses, ...after, ok: ok && (after.restart?.ok ?? true)}
+}
+
+/** --dry-run when the source cannot be asked: every stuck pod, its node and image, with why nothing can be sent (not ok). */
+function planWithoutSource(plan: FixPlan, why: ErrorInfo): FixResult {
+  const rows: FixRow[] = plan.transfers.flatMap((t) => t.containers.map((c) => containerRow(c, t.node, {action: 'would push', result: `source unavailable: ${why.message}`, ok: false, hint: why.hint})))
+  for (const d of plan.diagnoses) rows.push(...diagnosisRows(d))
+  return {rows, transfers: plan.transfers.map((t) => ({image: t.image, node: t.node, pods: podsOf(t)})), diagnoses: plan.diagnoses, ok: false}
 }
 
 function podsOf(t: Transfer): string[] {
