@@ -109,6 +109,37 @@ describe('sideload fix --watch on real nodes', () => {
     expect(server.audit().some(e => e.user === 'nudgeless' && e.verb === 'patch' && e.resource === 'pods' && e.code === 403)).toBe(true)
   })
 
+  it('the built CLI: a watcher stopped by Ctrl-C after an API server restart exits 0, at once, every time', async () => {
+    const {bed, kubelet, cluster} = fb
+    const file = await archive('docker.io/local/fix-stop:1.0')
+    await createNamespace(fb, 'stop')
+    for (let round = 0; round < 3; round++) {
+      const child = spawn(process.execPath, [BIN, 'fix', '--watch', '--kubeconfig', fb.kubeconfig, '-n', 'stop', '--archive', file,
+        '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath], {stdio: ['ignore', 'pipe', 'pipe']})
+      let out = ''
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+      child.stderr.on('data', (d: Buffer) => (out += d.toString()))
+      const exited = new Promise<{code: number | null; signal: NodeJS.Signals | null}>(resolve => child.on('exit', (code, signal) => resolve({code, signal})))
+      try {
+        await waitFor('watching', () => out.includes('watching pods'), 20_000)
+        await cluster.server.restartApiServer()
+        await createPod(fb, 'stop', `p${round}`, bed.nodes[round % 3].name, 'local/fix-stop:1.0')
+        await kubelet.syncNow()
+        await waitFor(`pod p${round} running`, running('stop', `p${round}`), 30_000)
+        await new Promise(r => setTimeout(r, 300)) // idle
+      } finally {
+        child.kill('SIGINT')
+      }
+      const started = Date.now()
+      const result = await Promise.race([exited, new Promise<undefined>(r => setTimeout(r, 10_000))])
+      if (!result) child.kill('SIGKILL')
+      expect(result, `round ${round}: still running 10 s after SIGINT\n${out}`).toBeDefined()
+      expect(result, out).toEqual({code: 0, signal: null})
+      expect(Date.now() - started).toBeLessThan(5000)
+      expect(out).toContain('SIGINT: ')
+    }
+  }, 180_000)
+
   it('the built CLI: fix --watch repairs a new pod and exits 0 on SIGTERM', async () => {
     const {bed, kubelet} = fb
     const file = await archive('docker.io/local/fix-cliw:1.0')

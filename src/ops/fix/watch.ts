@@ -86,7 +86,7 @@ class FixWatcher {
     this.opts.signal?.removeEventListener('abort', onAbort)
     for (const t of this.retryTimers) clearTimeout(t)
     while (this.tasks.size > 0) await Promise.allSettled([...this.tasks])
-    if (!this.opts.pool) await this.pool.closeAll()
+    if (!this.opts.pool) await this.pool.closeAll().catch(() => undefined)
     if (this.fatal) throw this.fatal
     return this.summary
   }
@@ -102,6 +102,8 @@ class FixWatcher {
           else this.onPod(pod)
         },
         onError: (err) => {
+          // stopping (Ctrl-C, SIGTERM) is a clean end: an error of the watch torn down by it is none
+          if (this.abort.signal.aborted) return
           this.fatal = err
           this.opts.onError?.(err)
           this.abort.abort()
