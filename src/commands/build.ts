@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BuildFailedError, describeFailure} from '../buildkit/errors.js'
 import {type ProgressMode, createProgressRenderer} from '../buildkit/progress.js'
 import {type BuildOptions, type BuildOutput, type BuildResult, build} from '../ops/build/index.js'
-import {buildFlags, builderChoice, keyValues, parseSecrets} from '../config/flags.js'
+import {buildFlags, builderChoice, keyValues, parseSecrets} from '../cli/flags.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
 import {type ErrorInfo, errorInfo, renderError} from '../ui/errors.js'
 

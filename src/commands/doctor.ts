@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {builderChoice, kubeFlags, nodeAccessFrom, sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {builderChoice, kubeFlags, nodeAccessFrom, sshFlags, sshOptionsFrom} from '../cli/flags.js'
 import {type DoctorCheck, type DoctorResult, doctor} from '../ops/doctor/index.js'
 import {renderTable} from '../ui/format.js'
 import {SideloadCommand} from '../ui/command.js'

@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {describeExpose, type ExposeOptions, type UnexposeResult, expose, unexpose} from '../ops/expose.js'
-import {kubeFlags} from '../config/flags.js'
+import {kubeFlags} from '../cli/flags.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
 
 export default class Expose extends SideloadCommand {

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {kubeFlags, localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom} from '../config/flags.js'
+import {kubeFlags, localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, restartFlag, sshFlags, sshOptionsFrom} from '../cli/flags.js'
 import {type FixOptions, type FixResult, type FixRow, type TransferResult, FixError, fix, fixWatch} from '../ops/fix/index.js'
 import {describeRestart, rerunWithRestart, restartErrors, staleWarning} from '../ops/restart/index.js'
 import {p2pFallbacks} from '../ops/push.js'

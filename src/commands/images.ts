@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
+import {sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../cli/flags.js'
 import {rfc3339} from '../containerd/index.js'
 import {shortDigest} from '../image/index.js'
 import {listNodeImages, type ImagesResult} from '../ops/images.js'

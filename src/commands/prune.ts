@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
+import {sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../cli/flags.js'
 import {describeLeftover, rfc3339} from '../containerd/index.js'
 import {DEFAULT_KEEP, prune} from '../ops/prune.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'

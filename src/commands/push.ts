@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {allNamespacesFlag, localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
+import {allNamespacesFlag, localContainerdFlag, nodeAccessFrom, p2pFlags, p2pFrom, pushFlags, requireTargets, restartFlag, sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../cli/flags.js'
 import {p2pFallbacks, push, type PushOptions, type PushResult} from '../ops/push.js'
 import {reopenable} from '../ops/push-workers.js'
 import type {RestartReport, StalePod} from '../ops/restart/index.js'

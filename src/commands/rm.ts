@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {loadConfig} from '../config/config.js'
-import {sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../config/flags.js'
+import {sshFlags, sshOptionsFrom, targetFlags, targetsFromFlags} from '../cli/flags.js'
 import {removeImages} from '../ops/rm.js'
 import {SideloadCommand, UsageError} from '../ui/command.js'
 import {errorJson, renderError} from '../ui/errors.js'

@@ -1,7 +1,7 @@
 import {describe, expect, it} from 'vitest'
 import {locateStep, sourceFromStatusDetails} from '../../src/buildkit/errors.js'
 import {parseOutput} from '../../src/commands/build.js'
-import {parseSecrets} from '../../src/config/flags.js'
+import {parseSecrets} from '../../src/cli/flags.js'
 
 function field(n: number, payload: Buffer | number): Buffer {
   if (typeof payload === 'number') return Buffer.from([n * 8, payload])

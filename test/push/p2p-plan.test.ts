@@ -1,6 +1,6 @@
 // --p2p's planning, without nodes: which nodes are seeds, how many peers pull at once, the flags.
 import {describe, expect, it} from 'vitest'
-import {p2pFrom} from '../../src/config/flags.js'
+import {p2pFrom} from '../../src/cli/flags.js'
 import {inWaves, LOOKUP_KEPT_MS, probeReference, pullFromPeers, pullReference, splitSeeds} from '../../src/ops/p2p.js'
 import {renderPushTable} from '../../src/commands/push.js'
 import {p2pFallbacks} from '../../src/ops/push.js'

@@ -8,8 +8,8 @@ import type {NodeTarget} from '../nodes/index.js'
 import {hostTarget} from '../ops/host-targets.js'
 import {DEFAULT_SEEDS, type P2pOptions} from '../ops/p2p.js'
 import {UsageError} from '../ui/command.js'
-import type {NodeAccess, SideloadConfig} from './config.js'
-import {expandHome} from './config.js'
+import type {NodeAccess, SideloadConfig} from '../config/config.js'
+import {expandHome} from '../config/config.js'
 
 // Every repeatable flag takes exactly one value per occurrence (`--host a --host b`, as docker and
 // kubectl read them): oclif's default `multiple` would take every following word, positional
