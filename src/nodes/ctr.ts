@@ -1,11 +1,11 @@
 import {randomBytes} from 'node:crypto'
-import {Transform} from 'node:stream'
 import {decideRecord, DIGEST_LABEL, distributionSource, distributionSourceLabels, hasRecordLabels, imageRecordLabels, ImportCancelledError, originOf, type RecordDecision, type ImportResult, LEASE_IMAGE_LABEL, ctrActiveIngests, type LeftoverIngest, type LeftoverLease, leftoverLeases} from '../containerd/index.js'
 import {type Descriptor, type Digest, formatPlatform, imageBlobs, imageRecordName, parseReference, writeOciArchive} from '../image/index.js'
 import {type SshConnection, SshError, validateDigest, validateImageReference, validateRemotePath} from '../ssh/index.js'
-import {sleep} from '../util/async.js'
+import {sleep, within} from '../util/async.js'
+import {importFailed, startCtrImport} from './ctr-import.js'
 import {type CtrLease, CtrLeaseWatch} from './ctr-lease.js'
-import {CONTAINERD_GONE, ctrContentTable, ctrErrorLines, ctrTable} from './ctr-output.js'
+import {ctrContentTable, ctrErrorLines, ctrTable} from './ctr-output.js'
 import {ctrMajor, noMirrorConfigured} from './detect.js'
 import {inventory, type NodeImage, type NodeImageRecord} from './inventory.js'
 import {mirrorsServe, registryMirrors, type Mirror} from './mirror.js'
@@ -215,7 +215,7 @@ export class CtrNode implements ImageNode {
   private async importUnder(temporary: string, plan: CtrImportPlan, options: NodeImportOptions, leasesBefore: ReadonlySet<string>): Promise<{blobsWritten: number; bytesWritten: number}> {
     const cancelled = (): ImportCancelledError => new ImportCancelledError(`node ${this.name}`)
     if (options.signal?.aborted) throw cancelled()
-    const run = await this.startImport(this.importArgs(plan, options.unpack), plan, options.onProgress)
+    const run = await startCtrImport(this.conn, [...this.ctr, ...this.importArgs(plan, options.unpack)], {digest: plan.image.target.digest, size: plan.missingBytes, onProgress: options.onProgress})
     const watch = new CtrLeaseWatch(() => this.leases(), leasesBefore)
     let onAbort = (): void => undefined
     const aborted = new Promise<never>((_, reject) => {
@@ -249,45 +249,6 @@ export class CtrNode implements ImageNode {
       throw err
     } finally {
       options.signal?.removeEventListener('abort', onAbort)
-    }
-  }
-
-  /**
-   * `ctr images import` under a shell that says its PID (first line of stdout), then becomes the
-   * import (exec, sudo keeps that PID): should the connection be lost, a new one can tell when it
-   * has ended. `input` counts the bytes into it (progress); `stop` ends the input and waits for ctr
-   * (which then removes its own lease and ingests).
-   */
-  private async startImport(args: string[], plan: CtrImportPlan, onProgress: NodeImportOptions['onProgress']): Promise<RunningImport> {
-    let sent = 0
-    const input = new Transform({
-      transform(chunk: Buffer, _enc, cb) {
-        sent += chunk.length
-        onProgress?.({type: 'blob-bytes', digest: plan.image.target.digest, bytes: chunk.length, sent, size: plan.missingBytes})
-        cb(null, chunk)
-      },
-    })
-    const proc = await this.conn.exec(['sh', '-c', 'echo "$$"; exec "$@"', 'sideload-import', ...this.ctr, ...args], {stdin: 'pipe'})
-    const stderr: Buffer[] = []
-    proc.stderr.on('data', (b: Buffer) => stderr.push(b))
-    let stdout = ''
-    proc.stdout.on('data', (b: Buffer) => {
-      if (stdout.length < 64) stdout += b.toString()
-    })
-    input.pipe(proc.stdin)
-    return {
-      proc, input,
-      sent: () => sent,
-      stderrText: () => Buffer.concat(stderr).toString().trim(),
-      remotePid: () => {
-        const pid = Number(/^(\d+)\n/.exec(stdout)?.[1])
-        return pid > 1 ? pid : undefined
-      },
-      stop: async () => {
-        input.unpipe(proc.stdin)
-        input.destroy()
-        await proc.stop()
-      },
     }
   }
 
@@ -418,34 +379,4 @@ interface CtrImportPlan {
   record: NodeImageRecord | undefined
   decision: RecordDecision
   base: Pick<ImportResult, 'name' | 'digest' | 'manifest' | 'platform' | 'skippedBytes'>
-}
-
-/** A `ctr images import` running on the node (CtrNode.startImport). */
-interface RunningImport {
-  proc: Awaited<ReturnType<SshConnection['exec']>>
-  /** the tar goes in here */
-  input: Transform
-  sent(): number
-  stderrText(): string
-  remotePid(): number | undefined
-  stop(): Promise<void>
-}
-
-/** ctr exited non-zero: what it said, and what to do (disk full, containerd gone, else try by hand). */
-function importFailed(text: string, exit: {code: number | null; signal?: string | null}): SshError {
-  return new SshError('command', `ctr images import failed: ${ctrErrorLines(text).slice(-3).join('; ') || `exit ${exit.code ?? exit.signal}`}`, {
-    hint: /no space left/i.test(text) ? 'free disk space on the node and retry'
-      : CONTAINERD_GONE.test(text) ? 'the node\'s containerd stopped or restarted during the import: check it (systemctl status containerd) and push again; if it was down when ctr gave up, ctr\'s lease and partial blob stay there (24 h): `sideload doctor` shows them'
-      : 'check `ctr --namespace k8s.io images import` on the node by hand',
-  })
-}
-
-/** What p gives within ms, else undefined. */
-async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
-  let timer: ReturnType<typeof setTimeout> | undefined
-  try {
-    return await Promise.race([p, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)))])
-  } finally {
-    clearTimeout(timer)
-  }
 }

@@ -48,3 +48,13 @@ export function firstEvent(emitter: EventEmitter, events: readonly string[]): Pr
     for (const [n, h] of handlers) emitter.on(n, h)
   })
 }
+
+/** What p gives within ms, else undefined. */
+export async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    return await Promise.race([p, new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)))])
+  } finally {
+    clearTimeout(timer)
+  }
+}
