@@ -3,7 +3,7 @@ import * as fs from 'node:fs'
 import * as os from 'node:os'
 import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {cleanAll, destroyBed, startBed, type Bed, type BedNode} from './bed.js'
+import {cleanAll, destroyBed, removeEmptyBedDirs, startBed, type Bed, type BedNode} from './bed.js'
 import {ctrErrorLines} from '../../src/nodes/ctr-output.js'
 import {makeImage, type ImageInfo} from './images.js'
 
@@ -393,5 +393,18 @@ describe('bed CLI', () => {
     const down = await cli(['down', '--name', 'slbt-cli'])
     expect(down.code).toBe(0)
     expect(await traces({name: 'slbt-cli', index, dir: '/run/sideload-bed/beds/slbt-cli'})).toEqual([])
+  })
+
+  it('down removes the bed folders once they are empty, and only then (other beds keep theirs)', async () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'sl-bed-root-'))
+    const [beds, index] = [path.join(root, 'beds'), path.join(root, 'index')]
+    fs.mkdirSync(path.join(beds, 'other'), {recursive: true})
+    fs.mkdirSync(index)
+    await removeEmptyBedDirs([beds, index, root])
+    // another bed is still there: its folder and the root stay, the empty index goes
+    expect([fs.existsSync(path.join(beds, 'other')), fs.existsSync(index), fs.existsSync(root)]).toEqual([true, false, true])
+    fs.rmdirSync(path.join(beds, 'other'))
+    await removeEmptyBedDirs([beds, index, root])
+    expect(fs.existsSync(root)).toBe(false)
   })
 })

@@ -77,8 +77,8 @@ export async function destroyBed(name: string): Promise<void> {
 }
 
 /** The bed folders (`beds/`, `index/`, their root) once nothing is left in them: `down` leaves no empty folder behind. */
-export async function removeEmptyBedDirs(): Promise<void> {
-  for (const dir of [BEDS_DIR, INDEX_DIR, BED_ROOT]) await fsp.rmdir(dir).catch(() => undefined) // only when empty
+export async function removeEmptyBedDirs(dirs: readonly string[] = [BEDS_DIR, INDEX_DIR, BED_ROOT]): Promise<void> {
+  for (const dir of dirs) await fsp.rmdir(dir).catch(() => undefined) // only when empty
 }
 
 /** Index claims whose name file names this bed. */

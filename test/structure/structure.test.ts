@@ -35,6 +35,19 @@ describe('the structure of src/', () => {
     expect(upward).toEqual([])
   })
 
+  it('no error message of src/ begins with its node: the caller names the node once, as the renderer prints it', () => {
+    // `node X: what failed` (the form the renderer would have to strip), in an error or a message field
+    const begins = /(?:Error\(|message:).*(?:`|')node \$\{[^}]+\}: /
+    const offenders: string[] = []
+    for (const file of fs.readdirSync(path.join(ROOT, 'src'), {recursive: true}) as string[]) {
+      if (!file.endsWith('.ts') || file.startsWith('grpc/generated')) continue
+      fs.readFileSync(path.join(ROOT, 'src', file), 'utf8').split('\n').forEach((line, i) => {
+        if (begins.test(line)) offenders.push(`src/${file}:${i + 1}: ${line.trim()}`)
+      })
+    }
+    expect(offenders).toEqual([])
+  })
+
   it('every folder of src/ has its place in the layers', () => {
     const folders = fs.readdirSync(path.join(ROOT, 'src'), {withFileTypes: true}).filter(d => d.isDirectory()).map(d => d.name).sort()
     expect(folders).toEqual(['buildkit', 'cli', 'commands', 'config', 'containerd', 'docker', 'grpc', 'hooks', 'image', 'kube', 'nodes', 'ops', 'sources', 'ssh', 'ui', 'util'])
