@@ -11,8 +11,9 @@ const REPO = path.resolve(import.meta.dirname, '..', '..')
 
 /** The command lines: `sideload` up to a comment, also after a pipe. */
 function readmeCommands(): string[] {
-  const readme = fs.readFileSync(path.join(REPO, 'README.md'), 'utf8')
-  const blocks = [...readme.matchAll(/^```sh\n([\s\S]*?)^```/gm)].map((m) => m[1])
+  // the README and the developer pages it links (docs/)
+  const pages = ['README.md', ...fs.readdirSync(path.join(REPO, 'docs')).filter((f) => f.endsWith('.md')).map((f) => path.join('docs', f))]
+  const blocks = pages.flatMap((page) => [...fs.readFileSync(path.join(REPO, page), 'utf8').matchAll(/^```sh\n([\s\S]*?)^```/gm)].map((m) => m[1]))
   const lines = blocks.flatMap((b) => b.split('\n'))
   return lines.flatMap((line) => {
     const code = line.replace(/\s+#.*$/, '')

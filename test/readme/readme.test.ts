@@ -6,18 +6,10 @@ import {spawn} from 'node:child_process'
 import * as fs from 'node:fs'
 import * as path from 'node:path'
 import {describe, expect, it} from 'vitest'
+import {readmeBlock} from './blocks.js'
 
 const REPO = path.resolve(import.meta.dirname, '..', '..')
 const NAME = 'slreadme'
-
-/** The lines of the first ```sh block after `heading` in README.md, comments dropped. */
-export function readmeBlock(readme: string, heading: string): string[] {
-  const at = readme.indexOf(`\n${heading}\n`)
-  if (at < 0) throw new Error(`README.md has no heading "${heading}"`)
-  const m = /```sh\n([\s\S]*?)```/.exec(readme.slice(at))
-  if (!m) throw new Error(`no sh block after "${heading}"`)
-  return m[1].split('\n').map((l) => l.replace(/\s+#.*$/, '').trim()).filter(Boolean)
-}
 
 function bash(script: string): Promise<{code: number | null; out: string}> {
   return new Promise((resolve, reject) => {
