@@ -35,6 +35,22 @@ export function allGrants(): string[] {
   return out.sort()
 }
 
+/**
+ * What `fix --watch` calls, and nothing more: the in-cluster watcher's own role (manifests/rbac.yaml,
+ * ClusterRole sideload-fix-watch). It follows pods (list, watch; get when it tries a failed transfer
+ * again), reads the node it sends to, and nudges the kubelet (patch: an annotation). No create,
+ * delete, services or owners: what `--restart` and `expose` need is the CLI user's role.
+ */
+export const WATCH_ACCESS = {
+  pods: ['get', 'list', 'watch', 'patch'],
+  nodes: ['get'],
+} as const
+
+/** The watcher's rights as `group/resource verb`, as allGrants() says them. */
+export function watchGrants(): string[] {
+  return Object.entries(WATCH_ACCESS).flatMap(([r, verbs]) => verbs.map((v) => `/${r} ${v}`)).sort()
+}
+
 export type ApiResource = keyof typeof API_ACCESS
 export type ApiVerb<R extends ApiResource> = (typeof API_ACCESS)[R][number]
 

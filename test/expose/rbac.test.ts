@@ -2,21 +2,25 @@
 // applied with kubectl to the real kube-apiserver (RBAC): the service account it binds can run
 // expose, and cannot do more.
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
-import {allGrants} from '../../src/kube/access.js'
+import * as fs from 'node:fs'
+import * as path from 'node:path'
+import {allGrants, watchGrants} from '../../src/kube/access.js'
 import {expose, unexpose} from '../../src/ops/expose.js'
 import {type RealApiServer, startRealApiServer} from '../kube-real/apiserver.js'
 import {type Kubelet, startKubelet} from '../kube-real/kubelet.js'
 import {Rest, corePath} from '../kube-real/rest.js'
-import {RBAC_PATH, clusterRoleRules} from './rbac.js'
+import {RBAC_PATH, grantsOf} from './rbac.js'
 
 describe('manifests/rbac.yaml', () => {
   it('grants exactly API_ACCESS and RESTART_ACCESS (core and apps groups), no wildcards', () => {
-    const granted = new Set<string>()
-    for (const rule of clusterRoleRules()) {
-      for (const g of rule.apiGroups ?? []) for (const r of rule.resources ?? []) for (const v of rule.verbs ?? []) granted.add(`${g}/${r} ${v}`)
-    }
-    expect([...granted].sort()).toEqual(allGrants())
-    expect([...granted].some(g => g.includes('*'))).toBe(false)
+    expect(grantsOf('sideload')).toEqual(allGrants())
+    expect(grantsOf('sideload').some(g => g.includes('*'))).toBe(false)
+  })
+
+  it('gives the in-cluster watcher a role of its own: exactly WATCH_ACCESS, and fix-watch.yaml runs as its account', () => {
+    expect(grantsOf('sideload-fix-watch')).toEqual(watchGrants())
+    expect(watchGrants().filter(g => /create|delete|services|apps\//.test(g))).toEqual([])
+    expect(fs.readFileSync(path.join(path.dirname(RBAC_PATH), 'fix-watch.yaml'), 'utf8')).toMatch(/^\s+serviceAccountName: sideload-fix-watch\b/m)
   })
 })
 
@@ -45,6 +49,9 @@ describe('manifests/rbac.yaml applied with kubectl to the real API server', () =
       'serviceaccount/sideload created',
       'clusterrole.rbac.authorization.k8s.io/sideload created',
       'clusterrolebinding.rbac.authorization.k8s.io/sideload created',
+      'serviceaccount/sideload-fix-watch created',
+      'clusterrole.rbac.authorization.k8s.io/sideload-fix-watch created',
+      'clusterrolebinding.rbac.authorization.k8s.io/sideload-fix-watch created',
     ])
     await admin.create(corePath('pods', 'default'), {apiVersion: 'v1', kind: 'Pod', metadata: {name: 'web-0'},
       spec: {nodeName: 'slbt-rbac-1', containers: [{name: 'c', image: 'local/web:1'}]}})

@@ -11,9 +11,18 @@ interface Rule {
   verbs?: string[]
 }
 
-export function clusterRoleRules(): Rule[] {
-  const docs = YAML.parseAllDocuments(fs.readFileSync(RBAC_PATH, 'utf8')).map(d => d.toJSON() as {kind?: string; rules?: Rule[]})
-  const role = docs.find(d => d.kind === 'ClusterRole')
-  if (!role?.rules) throw new Error(`${RBAC_PATH} has no ClusterRole with rules`)
+export function clusterRoleRules(name = 'sideload'): Rule[] {
+  const docs = YAML.parseAllDocuments(fs.readFileSync(RBAC_PATH, 'utf8')).map(d => d.toJSON() as {kind?: string; metadata?: {name?: string}; rules?: Rule[]})
+  const role = docs.find(d => d.kind === 'ClusterRole' && d.metadata?.name === name)
+  if (!role?.rules) throw new Error(`${RBAC_PATH} has no ClusterRole ${name} with rules`)
   return role.rules
+}
+
+/** A role's rules as `group/resource verb` lines. */
+export function grantsOf(name: string): string[] {
+  const granted = new Set<string>()
+  for (const rule of clusterRoleRules(name)) {
+    for (const g of rule.apiGroups ?? []) for (const r of rule.resources ?? []) for (const v of rule.verbs ?? []) granted.add(`${g}/${r} ${v}`)
+  }
+  return [...granted].sort()
 }

@@ -4,6 +4,7 @@ import * as path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {makeImage} from '../bed/images.js'
 import {KubeClient} from '../../src/kube/client.js'
+import {watchGrants} from '../../src/kube/access.js'
 import {fix, type FixRow, fixWatch, type TransferResult} from '../../src/ops/fix/index.js'
 import {BIN, cli, createNamespace, createPod, type FixBed, nodeImages, podStatus, startFixBed, waitFor} from './fixture.js'
 
@@ -79,6 +80,31 @@ describe('sideload fix --watch on real nodes', () => {
     const summary = await watching
     expect(summary.rows.find(r => r.pod === 'always')).toMatchObject({action: 'not pushed', ok: false})
     expect(summary.transfers).toHaveLength(2)
+  })
+
+  it('the watcher\'s own role (rbac.yaml sideload-fix-watch) is enough to repair a pod, and is all it uses: no 403, nothing outside WATCH_ACCESS', async () => {
+    const {bed, kubelet, cluster} = fb
+    const file = await archive('docker.io/local/fix-role:1.0')
+    await createNamespace(fb, 'role')
+    const {kubeconfigPath} = await cluster.server.serviceAccountKubeconfig({namespace: 'role', serviceAccount: 'sideload-fix-watch'})
+    const client = KubeClient.load({kubeconfig: kubeconfigPath, namespace: 'role'})
+    const rows: FixRow[] = []
+    const abort = new AbortController()
+    const watching = fixWatch({client, source: {kind: 'archive', path: file}, ssh: ssh(), signal: abort.signal, onRow: r => rows.push(r)})
+    try {
+      await createPod(fb, 'role', 'p', bed.nodes[1].name, 'local/fix-role:1.0')
+      await kubelet.syncNow()
+      await waitFor('pod p running', running('role', 'p'), 20_000)
+    } finally {
+      abort.abort()
+    }
+    await watching
+    expect(rows.find(r => r.pod === 'p')).toMatchObject({action: 'pushed', ok: true, result: 'image on the node; kubelet nudged'})
+    const used = cluster.server.audit().filter(e => e.user === 'system:serviceaccount:sideload:sideload-fix-watch')
+    expect(used.filter(e => e.code === 403)).toEqual([])
+    const grants = new Set(watchGrants())
+    expect([...new Set(used.map(e => `/${e.resource} ${e.verb}`))].filter(g => !grants.has(g))).toEqual([])
+    for (const g of ['/pods list', '/pods watch', '/pods patch', '/nodes get']) expect(used.map(e => `/${e.resource} ${e.verb}`)).toContain(g)
   })
 
   it('a role without patch pods: the row says the nudge was refused, with the RBAC hint, not that the kubelet was nudged', async () => {

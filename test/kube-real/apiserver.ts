@@ -82,7 +82,7 @@ export interface RealApiServer {
    * TokenRequest API for a token of ServiceAccount sideload/sideload, and writes a kubeconfig that
    * uses it (context namespace: `namespace`, default "default").
    */
-  serviceAccountKubeconfig(opts?: {namespace?: string; expirationSeconds?: number}): Promise<{token: string; kubeconfigPath: string}>
+  serviceAccountKubeconfig(opts?: {namespace?: string; expirationSeconds?: number; serviceAccount?: string}): Promise<{token: string; kubeconfigPath: string}>
   /**
    * Creates the namespace (if missing) and its "default" ServiceAccount, as kube-controller-manager
    * would (it does not run here; without that account the ServiceAccount admission plugin refuses pods).
@@ -459,11 +459,11 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
         const kc = new KubeConfig()
         kc.loadFromFile(adminKubeconfigPath)
         const tr = await kc.makeApiClient(CoreV1Api).createNamespacedServiceAccountToken({
-          name: 'sideload', namespace: 'sideload',
+          name: o.serviceAccount ?? 'sideload', namespace: 'sideload',
           body: {apiVersion: 'authentication.k8s.io/v1', kind: 'TokenRequest', spec: {audiences: ['https://kubernetes.default.svc'], expirationSeconds: o.expirationSeconds ?? 3600}},
         })
         const token = tr.status?.token
-        if (!token) throw new Error('TokenRequest for sideload/sideload returned no token')
+        if (!token) throw new Error(`TokenRequest for sideload/${o.serviceAccount ?? 'sideload'} returned no token`)
         const kubeconfigPath = kubeconfigFor(`sa-${++counter}.kubeconfig`, {token}, {namespace: o.namespace ?? 'default', context: 'sideload-sa'})
         return {token, kubeconfigPath}
       },
