@@ -32,11 +32,16 @@ describe('sideload fix --source docker', () => {
     const run = await cli(['fix', '--kubeconfig', fb.kubeconfig, '-n', 'dk', '--source', 'docker', '--timeout', '20s', '--json',
       '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath])
     expect(run.code, run.stderr).toBe(1) // one pod could not be fixed
-    const result = JSON.parse(run.stdout) as {transfers: {node: string; push: {status: string}}[]; rows: {pod: string; action: string; result: string; hint?: string}[]}
+    const result = JSON.parse(run.stdout) as {transfers: {node: string; push: {status: string}}[]; rows: {pod: string; action: string; result: string; hint?: string}[]
+      diagnoses: {kind: string; image?: string; pods?: string[]; hint?: string}[]}
     expect(result.transfers.map(t => `${t.node}:${t.push.status}`)).toEqual([`${n2.name}:pushed`])
     expect(result.rows.find(r => r.pod === 'd2')).toMatchObject({action: 'pushed', result: 'Running'})
     expect(result.rows.find(r => r.pod === 'gone')).toMatchObject({action: 'not pushed', result: 'image not in the source'})
-    expect(result.rows.find(r => r.pod === 'gone')?.hint).toContain(`docker.io/local/not-in-docker:1.0 is not in the Docker daemon ${dockerd.host}`)
+    // the hint once, on the diagnosis that names the pod (issue 28), not again on its row
+    const lacking = result.diagnoses.find(d => d.kind === 'not-in-source')!
+    expect(lacking).toMatchObject({image: 'docker.io/local/not-in-docker:1.0', pods: ['dk/gone']})
+    expect(lacking.hint).toContain(`docker.io/local/not-in-docker:1.0 is not in the Docker daemon ${dockerd.host}`)
+    expect(result.rows.find(r => r.pod === 'gone')?.hint).toBeUndefined()
     expect((await podStatus(fb, 'dk', 'd2')).phase).toBe('Running')
     expect(await nodeImages(bed, n1)).not.toContain('docker.io/local/fix-docker:1.0')
   })
