@@ -68,9 +68,10 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
     // for the ctr fallback: its version (flags differ by line) and the CRI snapshotter from the
     // merged config (readable without root); last, as the dump runs to the end of the output
     'echo "ctr-version $(ctr --version 2>/dev/null)"',
-    'echo config-dump; containerd config dump 2>/dev/null',
+    // a node without a `containerd` on the PATH (k3s, RKE2, k0s embed it) has no dump: nothing fails for that
+    'echo config-dump; containerd config dump 2>/dev/null || true',
   ].join('; ')
-  const out = await conn.execCapture(['sh', '-c', script, 'sideload-probe', ...candidates], {check: true})
+  const out = await conn.execCapture(['sh', '-c', script, 'sideload-probe', ...candidates], {check: true, what: 'probing the node for containerd (its socket, ctr, sudo, config)'})
   const probe: NodeProbe = {sockets: [], user: '', sudoCtr: false}
   const dumpAt = out.stdout.indexOf('\nconfig-dump\n')
   const head = dumpAt < 0 ? out.stdout : out.stdout.slice(0, dumpAt)

@@ -197,8 +197,11 @@ export class SshConnection {
       })
     const [stdout, stderr, exit] = await Promise.all([collect(proc.stdout, 'stdout'), collect(proc.stderr, 'stderr'), proc.wait()])
     if (opts.check && exit.code !== 0) {
-      const status = exit.code === null ? `was killed by SIG${exit.signal ?? '?'}` : `exited with code ${exit.code}`
-      throw new SshError('command', `\`${commandLine(argv)}\` on ${describeTarget(this.target)} ${status}: ${stderr.trim() || stdout.trim() || '(no output)'}`, {
+      // what failed in words and what it said — never our command line (a script, for `sh -c`)
+      const what = opts.what ?? (argv[0] === 'sh' && argv[1] === '-c' ? (argv[3] ?? 'a shell command') : argv[0])
+      const status = exit.code === null ? `was killed by SIG${exit.signal ?? '?'}` : exit.code === 127 ? 'found no such command (exit code 127)' : `exited with code ${exit.code}`
+      const said = (stderr.trim() || stdout.trim()).split('\n').slice(-3).join('; ')
+      throw new SshError('command', `${what} on ${describeTarget(this.target)} ${status}${said ? `: ${said}` : ''}`, {
         target: this.target.alias,
       })
     }

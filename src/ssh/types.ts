@@ -54,8 +54,10 @@ export interface ExecOptions {
 
 export interface CaptureOptions {
   stdin?: Readable | Buffer | string
-  /** Throw SshError('command') on a non-zero exit, with stderr in the message. */
+  /** Throw SshError('command') on a non-zero exit, with stderr in the message (never the command itself). */
   check?: boolean
+  /** What the command does, in words, for that error (`probing the node`); default: the program's name. */
+  what?: string
   /** Limit for each of stdout and stderr (default 16 MiB); exceeding it fails the call. */
   maxBytes?: number
 }

@@ -85,6 +85,12 @@ describe('SSH connection to a real node', () => {
     const ip = await conn.execCapture(['ip', '-o', '-4', 'addr', 'show', 'eth0'], {check: true})
     expect(ip.stdout).toContain(n1.ip)
     await expect(conn.execCapture(['sh', '-c', 'echo broken >&2; exit 7'], {check: true})).rejects.toThrow(/exited with code 7: broken/)
+    // what failed in words and what it said, never our script (issue 30): a missing program is named as such
+    const failed = await conn.execCapture(['sh', '-c', 'printf "one\\ntwo\\n" >&2; no-such-program-sideload', 'sideload-probe'], {check: true, what: 'probing the node'}).catch((e: Error) => e)
+    expect((failed as Error).message).toMatch(new RegExp(`^probing the node on \\S*${n1.ip.replace(/\./g, '\\.')}\\S* found no such command \\(exit code 127\\): one; two; .*no-such-program-sideload`))
+    expect((failed as Error).message).not.toContain('printf')
+    const unnamed = await conn.execCapture(['sh', '-c', 'exit 4', 'sideload-step'], {check: true}).catch((e: Error) => e)
+    expect((unnamed as Error).message).toMatch(/^sideload-step on \S+ exited with code 4$/)
   })
 
   it('streams ~50 MB of stdin intact (sha256 on the node)', async () => {
