@@ -15,6 +15,7 @@ import {makeImage, type MakeImageOptions} from '../bed/images.js'
 import {type Cluster, startCluster} from '../kube-real/cluster.js'
 import {type JsonObject, arr, corePath, obj, str} from '../kube-real/rest.js'
 import {runCli} from '../push/cli.js'
+import {until} from './until.js'
 
 const IMAGE = 'docker.io/sl-restart/app:1'
 const REPO = 'docker.io/sl-restart/app'
@@ -28,20 +29,6 @@ const builds: Record<string, {opts: MakeImageOptions; digest: string}> = {}
 const args = (): string[] => ['--kubeconfig', cluster.kubeconfig, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--progress', 'quiet']
 const cli = (a: string[]) => runCli(a, {env: {XDG_STATE_HOME: stateDir}, timeoutMs: 240_000})
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await probe()
-      if (v !== undefined) return v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${String(last)})` : ''}`)
-    await new Promise((r) => setTimeout(r, 500))
-  }
-}
 
 /** The pods of a namespace, not being deleted, whose only container runs `digest`: name → {node, uid}. */
 async function running(ns: string, digest: string): Promise<Map<string, {node: string; uid: string}>> {

@@ -16,6 +16,7 @@ import {CONTROLLERS} from '../kube-real/apiserver.js'
 import {type Cluster, startCluster} from '../kube-real/cluster.js'
 import {type JsonObject, arr, corePath, obj, str} from '../kube-real/rest.js'
 import {runCli} from '../push/cli.js'
+import {until as waitUntil} from './until.js'
 
 const IMAGE = 'docker.io/sl-rscope/app:1'
 const REPO = 'docker.io/sl-rscope/app'
@@ -33,20 +34,8 @@ const builds: Record<string, {out: string; digest: string}> = {}
 const args = (kubeconfig: string): string[] => ['--kubeconfig', kubeconfig, '--ssh-key', bed.keyPath, '--known-hosts', bed.knownHostsPath, '--progress', 'quiet']
 const cli = (a: string[]) => runCli(a, {env: {XDG_STATE_HOME: stateDir}, timeoutMs: 240_000})
 
-async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await probe()
-      if (v !== undefined) return v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${last ? ` (${String(last)})` : ''}\n${cluster.server.logs().slice(-2000)}`)
-    await new Promise((r) => setTimeout(r, 500))
-  }
-}
+const until = <T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000): Promise<T> =>
+  waitUntil(what, probe, timeoutMs, () => cluster.server.logs().slice(-2000))
 
 interface RunningPod {
   name: string
