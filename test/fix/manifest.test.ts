@@ -27,10 +27,10 @@ describe('manifests/fix-watch.yaml', () => {
   const docs = YAML.parseAllDocuments(fs.readFileSync(MANIFEST, 'utf8')).map(d => d.toJSON() as Doc)
   const deployment = docs.find(d => d.kind === 'Deployment')
 
-  it('runs one fix --watch as the service account of rbac.yaml, on the build node, with the containerd socket', () => {
+  it('runs one fix --watch as the watcher\'s service account of rbac.yaml, on the build node, with the containerd socket', () => {
     expect(deployment).toBeDefined()
     const rbac = YAML.parseAllDocuments(fs.readFileSync(RBAC_PATH, 'utf8')).map(d => d.toJSON() as Doc)
-    const sa = rbac.find(d => d.kind === 'ServiceAccount')
+    const sa = rbac.find(d => d.kind === 'ServiceAccount' && d.metadata?.name === 'sideload-fix-watch')
     const pod = deployment?.spec?.template.spec
     expect(deployment?.metadata?.namespace).toBe(sa?.metadata?.namespace)
     expect(pod?.serviceAccountName).toBe(sa?.metadata?.name)
