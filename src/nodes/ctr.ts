@@ -29,7 +29,7 @@ export class CtrNode implements ImageNode {
     asRoot: boolean,
   ) {
     const address = facts.socket ? ['--address', validateRemotePath(facts.socket)] : []
-    this.ctr = [...(asRoot ? [] : ['sudo', '-n']), 'ctr', ...address, '--namespace', 'k8s.io']
+    this.ctr = [...(asRoot ? [] : ['sudo', '-n']), ...(facts.ctr ?? ['ctr']), ...address, '--namespace', 'k8s.io']
   }
 
   private async run(args: string[], what: string, conn = this.conn): Promise<string> {

@@ -3,6 +3,14 @@ import {SshError, validateRemotePath} from '../ssh/index.js'
 import {parsePlatform, type Platform} from '../image/index.js'
 import {criConfig, type CriConfig} from '../containerd/index.js'
 
+/**
+ * Where a node's ctr is when it is not on the PATH (as sudo sees it too): k3s links it into
+ * /usr/local/bin, RKE2 keeps it in /var/lib/rancher/rke2/bin, Canonical Kubernetes in its snap.
+ */
+export const CTR_PATHS = ['ctr', '/usr/local/bin/ctr', '/var/lib/rancher/rke2/bin/ctr', '/snap/k8s/current/bin/ctr'] as const
+/** Distributions whose ctr is a subcommand of their own binary (`k0s ctr`, `microk8s ctr`, `k3s ctr`). */
+export const CTR_SUBCOMMAND_OF = ['k0s', 'microk8s', 'k3s'] as const
+
 /** Where distributions put containerd's socket (field-notes.md), most common first. */
 export const SOCKET_CANDIDATES = [
   '/run/containerd/containerd.sock',
@@ -20,8 +28,13 @@ export interface NodeProbe {
   sockets: SocketProbe[]
   platform?: Platform
   user: string
-  /** `sudo -n ctr` works for this user (only asked when no socket is accessible). */
+  /** `sudo -n <ctr>` works for this user (only asked when no socket is accessible). */
   sudoCtr: boolean
+  /**
+   * The node's ctr as an argv prefix (CTR_CANDIDATES: on the PATH, else where a distribution puts it:
+   * `/var/lib/rancher/rke2/bin/ctr`, `k0s ctr`…), its path absolute as sudoers matches it; undefined: none found.
+   */
+  ctr?: string[]
   /** The node's ctr, e.g. `v2.3.7` (its flags differ between 1.x and 2.x). */
   ctrVersion?: string
   /** The CRI snapshotter as `containerd config dump` shows it (kind's way), when it could be read. */
@@ -63,11 +76,15 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
     'echo "machine $(uname -m)"',
     'rw=no',
     'for p in "$@"; do if [ -S "$p" ]; then if [ -r "$p" ] && [ -w "$p" ]; then echo "socket rw $p"; rw=yes; else echo "socket denied $p"; fi; fi; done',
+    // the node's ctr: on the PATH, else where its distribution puts it (fixed text, field-notes.md)
+    `ctr=; for c in ${CTR_PATHS.join(' ')}; do p=$(command -v "$c" 2>/dev/null) && { ctr="$p"; break; }; done`,
+    `if [ -z "$ctr" ]; then for m in ${CTR_SUBCOMMAND_OF.join(' ')}; do p=$(command -v "$m" 2>/dev/null) && { ctr="$p ctr"; break; }; done; fi`,
+    'echo "ctr-path $ctr"',
     // sudo + ctr cost ~0.15 s: asked only when no socket can be opened directly (the ctr fallback).
-    'if [ "$rw" = no ]; then if sudo -n ctr --version >/dev/null 2>&1; then echo "sudo-ctr yes"; else echo "sudo-ctr no"; fi; fi',
+    'if [ "$rw" = no ]; then if [ -n "$ctr" ] && sudo -n $ctr --version >/dev/null 2>&1; then echo "sudo-ctr yes"; else echo "sudo-ctr no"; fi; fi',
     // for the ctr fallback: its version (flags differ by line) and the CRI snapshotter from the
     // merged config (readable without root); last, as the dump runs to the end of the output
-    'echo "ctr-version $(ctr --version 2>/dev/null)"',
+    'echo "ctr-version $([ -n "$ctr" ] && $ctr --version 2>/dev/null)"',
     // a node without a `containerd` on the PATH (k3s, RKE2, k0s embed it) has no dump: nothing fails for that
     'echo config-dump; containerd config dump 2>/dev/null || true',
   ].join('; ')
@@ -84,7 +101,10 @@ export async function probeNode(conn: SshConnection, socketOverride?: string): P
   }
   for (const line of head.split('\n')) {
     const [key, a, b] = line.split(' ')
-    if (key === 'ctr-version') probe.ctrVersion = /\bv?(\d+\.\d+\.\d+\S*)\s*$/.exec(line)?.[1]
+    if (key === 'ctr-path') {
+      const words = line.slice('ctr-path '.length).trim().split(/\s+/).filter(Boolean)
+      if (words.length) probe.ctr = words
+    } else if (key === 'ctr-version') probe.ctrVersion = /\bv?(\d+\.\d+\.\d+\S*)\s*$/.exec(line)?.[1]
     else if (key === 'user') probe.user = a ?? ''
     else if (key === 'machine') probe.platform = architectureFromUname(a ?? '')
     else if (key === 'sudo-ctr') probe.sudoCtr = a === 'yes'

@@ -32,6 +32,8 @@ export interface NodeFacts {
   /** The CRI snapshotter (what kubelet's runtime unpacks into). */
   snapshotter?: string
   containerdVersion?: string
+  /** The node's ctr as an argv prefix (fallback only; default `ctr` on the PATH): `/var/lib/rancher/rke2/bin/ctr`, `/usr/local/bin/k0s ctr`… */
+  ctr?: string[]
   /** The node's ctr version (fallback only): 2.x imports through the transfer service unless told `--local`. */
   ctrVersion?: string
   /** The CRI's registry host config directory (fallback only: `ctr images pull --hosts-dir`), from `containerd config dump`. */

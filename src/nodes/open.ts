@@ -1,7 +1,7 @@
 import {formatPlatform} from '../image/index.js'
 import {type ResolvedTarget, SshError, type SshPool} from '../ssh/index.js'
 import {CtrNode} from './ctr.js'
-import {probeNode, SOCKET_CANDIDATES} from './detect.js'
+import {CTR_PATHS, CTR_SUBCOMMAND_OF, probeNode, SOCKET_CANDIDATES} from './detect.js'
 import {NativeNode} from './native.js'
 import type {ImageNode, NodeTarget} from './node.js'
 
@@ -40,9 +40,15 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
     return NativeNode.open(target.name, conn, socket.path, facts)
   }
   const asRoot = probe.user === 'root'
+  if (!probe.ctr) {
+    throw new SshError('command', `no ctr found on the node (looked on the PATH and at ${CTR_PATHS.slice(1).join(', ')}, and for ${CTR_SUBCOMMAND_OF.join(', ')})`, {
+      hint: `connect as root: sideload then talks to ${socket.path} itself and needs no ctr`,
+    })
+  }
+  const ctrShown = probe.ctr.join(' ')
   if (!asRoot && !probe.sudoCtr) {
-    throw new SshError('auth', `user ${probe.user} can neither open ${socket.path} nor run \`sudo -n ctr\``, {
-      hint: `connect as root, add ${probe.user} to the socket's group, or allow it ctr in sudoers: "${probe.user} ALL=(root) NOPASSWD: /usr/bin/ctr"`,
+    throw new SshError('auth', `user ${probe.user} can neither open ${socket.path} nor run \`sudo -n ${ctrShown}\``, {
+      hint: `connect as root, add ${probe.user} to the socket's group, or allow it ctr in sudoers: "${probe.user} ALL=(root) NOPASSWD: ${ctrShown}"`,
     })
   }
   const snapshotter = target.snapshotter ?? probe.criSnapshotter
@@ -51,7 +57,7 @@ export async function openNode(target: NodeTarget, pool: SshPool): Promise<Image
       hint: 'pass --snapshotter NAME (or set snapshotter for this node in the config file)',
     })
   }
-  return new CtrNode(target.name, {...facts, platform, snapshotter, socket: socket.path, mode: 'ctr', ctrVersion: probe.ctrVersion,
+  return new CtrNode(target.name, {...facts, platform, snapshotter, socket: socket.path, mode: 'ctr', ctr: probe.ctr, ctrVersion: probe.ctrVersion,
     registryConfigPath: probe.registryConfigPath, sandboxImage: probe.sandboxImage}, conn, asRoot)
 }
 

@@ -88,7 +88,7 @@ async function checkContainerd(t: NodeTarget, node: ImageNode, conn: SshConnecti
 async function checkCtrContainerd(t: NodeTarget, node: ImageNode, conn: SshConnection, timeoutMs: number, add: AddCheck): Promise<boolean> {
   const {socket, platform} = node.facts
   const user = conn.target.user
-  const ctr = ctrCommand(conn, socket)
+  const ctr = ctrCommand(conn, socket, node.facts.ctr)
   if (t.importMode !== 'ctr') {
     add({check: 'containerd', target: t.name, status: 'warn',
       detail: `${user} cannot open ${socket} (permission denied); imports go through ${ctr.shown} (slower: no resume)`,
@@ -110,10 +110,10 @@ async function checkCtrContainerd(t: NodeTarget, node: ImageNode, conn: SshConne
   }
 }
 
-/** ctr at the node's socket, as the ctr import runs it: through sudo -n unless root. */
-function ctrCommand(conn: SshConnection, socket: string): {argv: string[]; shown: string} {
+/** The node's ctr (where its distribution puts it) at the node's socket, as the ctr import runs it: through sudo -n unless root. */
+function ctrCommand(conn: SshConnection, socket: string, ctr: string[] = ['ctr']): {argv: string[]; shown: string} {
   const sudo = conn.target.user === 'root' ? [] : ['sudo', '-n']
-  return {argv: [...sudo, 'ctr', '--address', socket], shown: [...sudo, 'ctr'].join(' ')}
+  return {argv: [...sudo, ...ctr, '--address', socket], shown: [...sudo, ...ctr].join(' ')}
 }
 
 /**
