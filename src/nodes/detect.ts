@@ -16,6 +16,7 @@ export const SOCKET_CANDIDATES = [
   '/run/containerd/containerd.sock',
   '/run/k3s/containerd/containerd.sock',
   '/var/snap/microk8s/common/run/containerd.sock',
+  '/run/k0s/containerd.sock',
 ] as const
 
 export interface SocketProbe {
