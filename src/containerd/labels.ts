@@ -71,11 +71,11 @@ export function isOurs(record: OwnedRecord): boolean {
   return record.labels[DIGEST_LABEL] === record.target.digest
 }
 
-/** Who wrote a record that is not sideload's, in words, for errors and `images`. */
+/** Who wrote a record that is not sideload's, as a clause for errors and `images` ("holds X, written by …"). */
 export function originOf(record: OwnedRecord): string {
-  if (record.labels[DIGEST_LABEL]) return 'pushed by sideload, then pointed at other content (a registry pull, ctr or nerdctl)'
+  if (record.labels[DIGEST_LABEL]) return 'pushed by sideload, since pointed at other content by a registry pull, ctr or nerdctl'
   if (record.labels[PUSHED_AT_LABEL]) return 'labelled by an earlier sideload that did not record what it wrote'
-  return 'not written by sideload (a registry pull, ctr or nerdctl)'
+  return 'written by a registry pull, ctr or nerdctl, not by sideload'
 }
 
 /** When sideload pushed the record (its pushed-at label); callers check isOurs first. */

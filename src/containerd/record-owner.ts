@@ -20,7 +20,7 @@ export class RecordNotOursError extends Error {
     readonly record: OwnedRecord,
     readonly pushedDigest: string,
   ) {
-    super(`image ${record.name} on the node is not sideload's (${originOf(record)}): it holds ${shortDigest(record.target.digest)}, the push would replace it with ${shortDigest(pushedDigest)}`)
+    super(`image ${record.name} on the node is not sideload's: it holds ${shortDigest(record.target.digest)}, ${originOf(record)}; the push would replace it with ${shortDigest(pushedDigest)}`)
     this.name = 'RecordNotOursError'
   }
 }

@@ -21,7 +21,7 @@ export function p2pFallbacks(results: NodeImageResult[]): string[] {
 
 /** What a push says of a node's record it left as it is (not sideload's, holding this image). */
 export function keptNote(origin: string): string {
-  return `the node's record holds this image and is not sideload's (${origin}); left as it is, not pinned (--replace takes it over)`
+  return `the node's record holds this image, ${origin}; left as it is, not pinned (--replace takes it over)`
 }
 
 /** Thrown when the signal stops a push; commands exit 130. */

@@ -38,7 +38,7 @@ export interface RemoveResult {
 export async function refusal(view: NodeView, image: NodeImage, opts: {force?: boolean; any?: boolean}): Promise<ErrorInfo | undefined> {
   const subject = `${view.target.name} (${image.name})`
   if (!opts.any && !image.ours) {
-    return {subject, message: `not pushed by sideload (${image.origin ?? 'no sideload.dev/digest label'})`, hint: 'pass --any to remove it anyway', reason: 'not-sideloads'}
+    return {subject, message: `not sideload's to remove: ${image.origin ?? 'it has no sideload.dev/digest label'}`, hint: 'pass --any to remove it anyway', reason: 'not-sideloads'}
   }
   const needed = await view.neededByNode(image)
   if (needed) return {subject, message: `the node needs it: ${needed}`, hint: 'it stays, --force or not; remove what uses it first', reason: 'needed-by-node'}

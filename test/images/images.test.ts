@@ -127,7 +127,7 @@ describe('images, rm and prune on the bed', () => {
       await plantForeign(node)
       const foreign = await runCli(['rm', 'sl-images/foreign:1', ...host(node, user), ...ssh(), '--force'])
       expect(foreign.code).toBe(1)
-      expect(foreign.stderr).toMatch(/not pushed by sideload.*hint: pass --any/)
+      expect(foreign.stderr).toMatch(/not sideload's to remove: written by a registry pull, ctr or nerdctl, not by sideload; hint: pass --any/)
       expect((await ctrRecords(bed, node)).has('docker.io/sl-images/foreign:1')).toBe(true)
       const any = await runCli(['rm', 'sl-images/foreign:1', ...host(node, user), ...ssh(), '--force', '--any'])
       expect(any.code, any.stderr).toBe(0)

@@ -81,7 +81,7 @@ describe('only what is ours', () => {
       expect(refused).toMatchObject({status: 'failed', reason: 'not-ours'})
       expect(refused.error).toContain('docker.io/acc.local/sys:v1')
       expect(refused.error).toContain(theirs.slice(0, 19))
-      expect(refused.error).toContain('not written by sideload')
+      expect(refused.error).toContain('written by a registry pull, ctr or nerdctl, not by sideload')
       expect(refused.hint).toContain('--replace')
       expect(results.find((r) => r.node === `root@${other.ip}`)!.status).not.toBe('failed')
       // the node's record is exactly as it was; nothing of the push is left there
@@ -91,7 +91,7 @@ describe('only what is ours', () => {
       // the error in a terminal: one line, the node named once
       const plain = await runCli(['push', '--archive', built.ours.opts.out, ...host(node, user), ...ssh(), '--progress', 'plain'])
       expect(plain.code).toBe(1)
-      expect(plain.stderr).toMatch(/image docker\.io\/acc\.local\/sys:v1 on the node is not sideload's .*hint: push it under another name, or pass --replace/)
+      expect(plain.stderr).toMatch(/image docker\.io\/acc\.local\/sys:v1 on the node is not sideload's: it holds sha256:[0-9a-f]{12}, written by .*; the push would replace it with sha256:[0-9a-f]{12}; hint: push it under another name, or pass --replace/)
 
       const replaced = await runCli(['push', '--archive', built.ours.opts.out, ...host(node, user), ...ssh(), '--replace', '--progress', 'quiet'])
       expect(replaced.code, replaced.stderr).toBe(0)
@@ -115,7 +115,7 @@ describe('only what is ours', () => {
       expect(same.code, same.stderr).toBe(0)
       const [r] = (resultLine(same.stdout) as unknown as {results: Array<{status: string; kept?: string}>}).results
       expect(r.status).toBe('up to date')
-      expect(r.kept).toContain('not written by sideload')
+      expect(r.kept).toContain('written by a registry pull, ctr or nerdctl, not by sideload')
       expect((await ctrRecords(bed, node)).get(mineName)).toEqual(imported)
       const listedOnce = await runCli(['images', mineName, ...host(node, user), ...ssh(), '--json'])
       expect(resultLine(listedOnce.stdout).nodes![0].images!.find((i) => i.name === mineName)).toMatchObject({sideload: false, pinned: false})
