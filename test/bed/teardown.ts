@@ -76,9 +76,18 @@ export async function destroyBed(name: string): Promise<void> {
   for (const k of await claimsOf(name)) await fsp.rm(path.join(INDEX_DIR, String(k)), {recursive: true, force: true})
 }
 
-/** The bed folders (`beds/`, `index/`, their root) once nothing is left in them: `down` leaves no empty folder behind. */
-export async function removeEmptyBedDirs(dirs: readonly string[] = [BEDS_DIR, INDEX_DIR, BED_ROOT]): Promise<void> {
-  for (const dir of dirs) await fsp.rmdir(dir).catch(() => undefined) // only when empty
+/**
+ * The bed folders (`beds/`, `index/`) once nothing is left in them, and then their root with the
+ * user-setup lock file in it, unless a sandbox's folder is still there: `down` leaves nothing behind.
+ */
+export async function removeEmptyBedDirs(root = BED_ROOT): Promise<void> {
+  const [beds, index] = root === BED_ROOT ? [BEDS_DIR, INDEX_DIR] : [path.join(root, 'beds'), path.join(root, 'index')]
+  for (const dir of [beds, index]) await fsp.rmdir(dir).catch(() => undefined) // only when empty
+  if (fs.existsSync(beds) || fs.existsSync(index)) return // a bed is still there
+  const rest = (await fsp.readdir(root).catch(() => [] as string[])).filter((f) => f !== '.user.lock')
+  if (rest.length > 0) return // a sandbox's folder
+  await fsp.rm(path.join(root, '.user.lock'), {force: true})
+  await fsp.rmdir(root).catch(() => undefined)
 }
 
 /** Index claims whose name file names this bed. */
