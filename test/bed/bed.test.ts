@@ -400,15 +400,14 @@ describe('bed CLI', () => {
     const [beds, index] = [path.join(root, 'beds'), path.join(root, 'index')]
     fs.mkdirSync(path.join(beds, 'other'), {recursive: true})
     fs.mkdirSync(index)
-    fs.writeFileSync(path.join(root, '.user.lock'), '')
     await removeEmptyBedDirs(root)
-    // another bed is still there: its folder, the lock and the root stay, the empty index goes
-    expect([fs.existsSync(path.join(beds, 'other')), fs.existsSync(index), fs.existsSync(path.join(root, '.user.lock'))]).toEqual([true, false, true])
+    // another bed is still there: its folder and the root stay, the empty index goes
+    expect([fs.existsSync(path.join(beds, 'other')), fs.existsSync(index), fs.existsSync(root)]).toEqual([true, false, true])
     fs.rmdirSync(path.join(beds, 'other'))
     fs.mkdirSync(path.join(root, 'sandbox'))
     await removeEmptyBedDirs(root)
-    // a sandbox's folder keeps the root (and its lock)
-    expect([fs.existsSync(beds), fs.existsSync(path.join(root, '.user.lock'))]).toEqual([false, true])
+    // a sandbox's folder keeps the root
+    expect([fs.existsSync(beds), fs.existsSync(root)]).toEqual([false, true])
     fs.rmdirSync(path.join(root, 'sandbox'))
     await removeEmptyBedDirs(root)
     expect(fs.existsSync(root)).toBe(false)

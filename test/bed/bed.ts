@@ -23,6 +23,9 @@ import {ExecOptions, ExecResult, PATH_ENV, isAlive, kill, logTail, must, pidsInN
 import {cleanAll, destroyBed, knownBedNames} from './teardown.js'
 
 export {BED_ROOT, NON_ROOT_USER} from './layout.js'
+
+/** Serialises creating the bed user across concurrent test processes. */
+const USER_LOCK = '/run/lock/sideload-bed-user.lock'
 export {type CleanOptions, cleanAll, destroyBed, removeEmptyBedDirs} from './teardown.js'
 export type {ExecOptions, ExecResult} from './processes.js'
 
@@ -128,8 +131,10 @@ function prepareHost(): Promise<void> {
       await fsp.mkdir(d, {recursive: true})
     }
     // The non-root user: key-only login (password '*' = no password, not "locked" for sshd).
+    // the lock lives where locks do, not in BED_ROOT: `down` removes that folder once no bed is left
+    await fsp.mkdir(path.dirname(USER_LOCK), {recursive: true})
     await must('creating the non-root bed user', 'flock', [
-      path.join(BED_ROOT, '.user.lock'),
+      USER_LOCK,
       'sh',
       '-c',
       `id -u ${NON_ROOT_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash ${NON_ROOT_USER}; usermod -p '*' ${NON_ROOT_USER}`,

@@ -77,17 +77,13 @@ export async function destroyBed(name: string): Promise<void> {
 }
 
 /**
- * The bed folders (`beds/`, `index/`) once nothing is left in them, and then their root with the
- * user-setup lock file in it, unless a sandbox's folder is still there: `down` leaves nothing behind.
+ * The bed folders (`beds/`, `index/`) once nothing is left in them, then their root unless a
+ * sandbox's folder is still there: `down` leaves nothing behind. A bed starting meanwhile makes
+ * them again (its folders with mkdir -p, its index claim on ENOENT).
  */
 export async function removeEmptyBedDirs(root = BED_ROOT): Promise<void> {
   const [beds, index] = root === BED_ROOT ? [BEDS_DIR, INDEX_DIR] : [path.join(root, 'beds'), path.join(root, 'index')]
-  for (const dir of [beds, index]) await fsp.rmdir(dir).catch(() => undefined) // only when empty
-  if (fs.existsSync(beds) || fs.existsSync(index)) return // a bed is still there
-  const rest = (await fsp.readdir(root).catch(() => [] as string[])).filter((f) => f !== '.user.lock')
-  if (rest.length > 0) return // a sandbox's folder
-  await fsp.rm(path.join(root, '.user.lock'), {force: true})
-  await fsp.rmdir(root).catch(() => undefined)
+  for (const dir of [beds, index, root]) await fsp.rmdir(dir).catch(() => undefined) // only when empty
 }
 
 /** Index claims whose name file names this bed. */
