@@ -355,20 +355,33 @@ export async function startRealApiServer(opts: RealApiServerOptions = {}): Promi
     fs.writeFileSync(path.join(pki.dir, 'tokens.csv'), `${adminToken},token-admin,token-admin-uid,"system:masters"\n`, {mode: 0o600})
     const tPki = Date.now()
 
-    // etcd
-    const [etcdClient, etcdPeer] = [await freePort(), await freePort()]
-    const etcdUrl = `http://127.0.0.1:${etcdClient}`
-    daemon('etcd', etcdBin, [
-      '--name', 'kube-real', '--data-dir', path.join(dir, 'etcd'),
-      '--listen-client-urls', etcdUrl, '--advertise-client-urls', etcdUrl,
-      '--listen-peer-urls', `http://127.0.0.1:${etcdPeer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${etcdPeer}`,
-      '--initial-cluster', `kube-real=http://127.0.0.1:${etcdPeer}`,
-      '--log-level', 'warn', '--unsafe-no-fsync',
-    ])
-    await waitUntil('etcd /health', 20_000, children[0], logs, async () => {
-      const r = await fetch(`${etcdUrl}/health`).catch(() => undefined)
-      return r?.status === 200
-    })
+    // etcd, on two free ports; another process may take one between our pick and etcd's bind
+    // (seen once in CI: "bind: address already in use"), then again on two others
+    let etcdUrl = ''
+    for (let attempt = 1; ; attempt++) {
+      const [etcdClient, etcdPeer] = [await freePort(), await freePort()]
+      etcdUrl = `http://127.0.0.1:${etcdClient}`
+      const url = etcdUrl
+      const etcd = daemon('etcd', etcdBin, [
+        '--name', 'kube-real', '--data-dir', path.join(dir, 'etcd'),
+        '--listen-client-urls', url, '--advertise-client-urls', url,
+        '--listen-peer-urls', `http://127.0.0.1:${etcdPeer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${etcdPeer}`,
+        '--initial-cluster', `kube-real=http://127.0.0.1:${etcdPeer}`,
+        '--log-level', 'warn', '--unsafe-no-fsync',
+      ])
+      try {
+        await waitUntil('etcd /health', 20_000, etcd, logs, async () => {
+          const r = await fetch(`${url}/health`).catch(() => undefined)
+          return r?.status === 200
+        })
+        break
+      } catch (err) {
+        if (attempt >= 3 || !/address already in use/.test(tail('etcd'))) throw err
+        children.splice(children.indexOf(etcd), 1)
+        fs.rmSync(path.join(dir, 'etcd'), {recursive: true, force: true})
+        fs.rmSync(path.join(dir, 'etcd.log'), {force: true})
+      }
+    }
     const tEtcd = Date.now()
 
     // kube-apiserver, with an audit log of who did what (ResponseComplete, Metadata level)
